@@ -1,0 +1,180 @@
+"""Command line: parse, call, print. Errors become one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from visionbench import __version__
+from visionbench.config import RunConfig, parse_list
+from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
+from visionbench.errors import VisionbenchError
+from visionbench.harness.timing import MODES
+from visionbench.sysinfo import available_cpus, cpu_features, system_info
+
+console = Console()
+if not console.is_terminal:  # logs and pipes: wide enough that the tables never wrap
+    console = Console(width=140)
+
+
+def default_output() -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{stamp}-{socket.gethostname()}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="visionbench")
+def cli() -> None:
+    """Image-classification inference benchmarks: ResNet-50 v1.5 at FP32, BF16 and INT8."""
+
+
+@cli.command()
+@click.option("--engine", "engine", default=DEFAULT_ENGINE, show_default=True,
+              help="Engine name, comma list, or 'all' (every installed engine).")
+@click.option("--precision", help="Comma list of fp32, bf16, int8 [default: all three].")
+@click.option("--mode", help="Comma list of throughput, latency [default: both].")
+@click.option("--model", default="resnet50", show_default=True,
+              help="Built-in model name (resnet50, resnet50-tiny) or a path to an ONNX file.")
+@click.option("--batch-size", type=int,
+              help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
+@click.option("--threads", type=int, help="Threads per engine [default: all available cores].")
+@click.option("--duration", type=float, help="Seconds per timed repeat [default: 10 throughput, 5 latency].")
+@click.option("--iterations", type=int, help="Inferences per timed repeat (instead of --duration).")
+@click.option("--repeats", type=int, help="Independent timed repeats [default: 3].")
+@click.option("--warmup", type=int, help="Warm-up inferences [default: 2 batches throughput, 20 latency].")
+@click.option("--calibration-samples", type=int, help="INT8 calibration samples [default: 300].")
+@click.option("--allow-emulated", is_flag=True,
+              help="Measure a precision this CPU lacks natively, where the engine can emulate it.")
+@click.option("--quick", is_flag=True,
+              help="A smoke run in about a minute: throughput batch 16, short repeats.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs.")
+@click.option("--output", type=click.Path(path_type=Path),
+              help="Run directory [default: results/<timestamp>-<hostname>].")
+def run(engine: str, precision: str | None, mode: str | None, model: str,
+        batch_size: int | None, threads: int | None, duration: float | None,
+        iterations: int | None, repeats: int | None, warmup: int | None,
+        calibration_samples: int | None, allow_emulated: bool, quick: bool, seed: int,
+        output: Path | None) -> None:
+    """Measure throughput and batch-1 latency per engine and precision."""
+    from visionbench.report.console import ConsoleReporter, print_summary
+    from visionbench.runner import run as run_study
+
+    known = tuple(all_engines())
+    if engine.strip().lower() == "all":
+        engines = [n for n, cls in all_engines().items() if cls.installed()]
+    else:
+        engines = parse_list(engine, known, "engine") or []
+    cfg = RunConfig(
+        engines=engines,
+        precisions=parse_list(precision, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
+        modes=parse_list(mode, MODES, "mode") or list(MODES),  # type: ignore[arg-type]
+        precisions_explicit=precision is not None,
+        model=model, batch_size=batch_size, threads=threads or available_cpus(),
+        duration=duration, iterations=iterations, repeats=repeats, warmup=warmup,
+        calibration_samples=calibration_samples, allow_emulated=allow_emulated, quick=quick,
+        seed=seed, output=output or default_output(),
+    )
+    if cfg.threads > available_cpus():
+        console.print(f"[yellow]note: --threads {cfg.threads} exceeds the "
+                      f"{available_cpus()} CPUs available; threads will share cores[/]")
+    try:
+        with ConsoleReporter(console) as reporter:
+            store = run_study(cfg, reporter, sys.argv)
+    except KeyboardInterrupt:
+        print(f"visionbench: interrupted; measurements already made are kept in {cfg.output}",
+              file=sys.stderr)
+        sys.exit(130)
+    print_summary(console, store.results)
+    console.print(f"results: {store.dir}/results.json")
+    if store.results.status == "failed":
+        raise VisionbenchError("some measurements failed; see the table above")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def show(run_dir: Path) -> None:
+    """Print the tables of a finished (or interrupted) run again."""
+    from visionbench.report.console import print_summary
+    from visionbench.results import load
+
+    print_summary(console, load(run_dir))
+
+
+@cli.command()
+def sysinfo() -> None:
+    """Print the system facts that every run records."""
+    t = Table(show_header=False, title="System")
+    for k, v in system_info().as_dict().items():
+        t.add_row(k, " ".join(v) if isinstance(v, list) else str(v))
+    console.print(t)
+
+
+@cli.command()
+def engines() -> None:
+    """List engines, their versions, and per precision whether this CPU runs it natively."""
+    cpu = cpu_features()
+    t = Table(title="Engines on this machine")
+    for col in ("engine", "installed", "versions", *PRECISIONS):
+        t.add_column(col)
+    reasons: list[str] = []
+    for name, cls in all_engines().items():
+        if not cls.installed():
+            t.add_row(name, f"no: pip install 'visionbench[{cls.extra}]'", "", "", "", "")
+            continue
+        e = cls()
+        cells = []
+        for p in PRECISIONS:
+            s = e.support(p, cpu)
+            if s.reason and s.reason not in reasons:
+                reasons.append(s.reason)
+            cells.append(s.status + (f" [{reasons.index(s.reason) + 1}]" if s.reason else ""))
+        versions = ", ".join(f"{k} {v}" for k, v in e.versions().items())
+        t.add_row(name, "yes", versions, *cells)
+    console.print(t)
+    for i, text in enumerate(reasons, 1):
+        console.print(f"[{i}] {text}", markup=False, highlight=False)
+
+
+@cli.command()
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="Where to write the ONNX file.")
+@click.option("--model", default="resnet50", show_default=True, help="Built-in model name.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def export(output: Path, model: str, seed: int) -> None:
+    """Write the built-in model as ONNX, so other tools run the very same file."""
+    from visionbench.fsutil import atomic_write_bytes
+    from visionbench.models import BUILTIN, build_builtin
+
+    if model not in BUILTIN:
+        raise VisionbenchError(f"unknown built-in model '{model}'; choose from {', '.join(BUILTIN)}")
+    src = build_builtin(model, seed)
+    try:
+        atomic_write_bytes(output, src.read_bytes())
+    except OSError as e:
+        raise VisionbenchError(f"cannot write {output}: {e.strerror}") from e
+    console.print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB)")
+
+
+def main() -> None:
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        print("visionbench: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("visionbench: interrupted; measurements already made are kept", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as e:
+        print(f"visionbench: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except VisionbenchError as e:
+        print(f"visionbench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)
+

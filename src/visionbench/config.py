@@ -1,0 +1,119 @@
+"""Run configuration, validated, with the reference study's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visionbench.engines.base import PRECISIONS, Precision
+from visionbench.errors import VisionbenchError
+from visionbench.harness.timing import MODES, Mode, TimingPlan
+
+#: Batch sizes of the reference study (Intel AI Reference Models' TensorFlow defaults).
+REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
+#: Calibration samples for INT8 post-training quantization.
+CALIBRATION_SAMPLES = 300
+
+
+@dataclass(frozen=True)
+class ModeDefaults:
+    warmup: int  # inferences (batches) discarded before timing
+    duration: float  # seconds per timed window
+    repeats: int
+
+
+FULL: dict[Mode, ModeDefaults] = {
+    # Two warm-up batches: the first large batch after one warm-up still runs 10-20% slow.
+    "throughput": ModeDefaults(warmup=2, duration=10.0, repeats=3),
+    "latency": ModeDefaults(warmup=20, duration=5.0, repeats=3),
+}
+QUICK: dict[Mode, ModeDefaults] = {
+    "throughput": ModeDefaults(warmup=1, duration=1.0, repeats=2),
+    "latency": ModeDefaults(warmup=5, duration=1.0, repeats=2),
+}
+QUICK_THROUGHPUT_BATCH = 16
+QUICK_CALIBRATION_SAMPLES = 64
+
+
+def parse_list(value: str | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
+    """A comma list checked against ``allowed``; ``all`` means every allowed value."""
+    if value is None:
+        return None
+    items = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if not items:
+        raise VisionbenchError(f"empty {what} list")
+    if items == ["all"]:
+        return list(allowed)
+    for v in items:
+        if v not in allowed:
+            raise VisionbenchError(f"unknown {what} '{v}'; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+@dataclass
+class RunConfig:
+    engines: list[str]
+    precisions: list[Precision] = field(default_factory=lambda: list(PRECISIONS))
+    modes: list[Mode] = field(default_factory=lambda: list(MODES))
+    #: Whether the user named the precisions: then an unsupported one is an error, not a skip.
+    precisions_explicit: bool = False
+    model: str = "resnet50"
+    batch_size: int | None = None
+    threads: int = 1
+    duration: float | None = None
+    iterations: int | None = None
+    repeats: int | None = None
+    warmup: int | None = None
+    calibration_samples: int | None = None
+    allow_emulated: bool = False
+    quick: bool = False
+    seed: int = 0
+    output: Path = Path("results")
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--batch-size": self.batch_size, "--threads": self.threads,
+            "--iterations": self.iterations, "--repeats": self.repeats,
+            "--calibration-samples": self.calibration_samples,
+        }
+        for flag, v in checks.items():
+            if v is not None and v <= 0:
+                raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
+        if self.duration is not None and not self.duration > 0:
+            raise VisionbenchError(f"--duration must be positive seconds, got {self.duration}")
+        if self.warmup is not None and self.warmup < 0:
+            raise VisionbenchError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.duration is not None and self.iterations is not None:
+            raise VisionbenchError("give --duration or --iterations, not both")
+
+    def batch_for(self, precision: Precision, mode: Mode) -> int:
+        if mode == "latency":
+            return 1
+        if self.batch_size is not None:
+            return self.batch_size
+        return QUICK_THROUGHPUT_BATCH if self.quick else REFERENCE_BATCH[precision]
+
+    def plan(self, precision: Precision, mode: Mode) -> TimingPlan:
+        d = (QUICK if self.quick else FULL)[mode]
+        duration = None if self.iterations is not None else (self.duration or d.duration)
+        return TimingPlan(
+            batch_size=self.batch_for(precision, mode),
+            warmup=d.warmup if self.warmup is None else self.warmup,
+            repeats=self.repeats or d.repeats,
+            duration=duration,
+            iterations=self.iterations,
+        )
+
+    @property
+    def n_calibration(self) -> int:
+        if self.calibration_samples is not None:
+            return self.calibration_samples
+        return QUICK_CALIBRATION_SAMPLES if self.quick else CALIBRATION_SAMPLES
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output"] = str(self.output)
+        d["calibration_samples"] = self.n_calibration
+        d["reference_batch"] = dict(REFERENCE_BATCH)
+        return d

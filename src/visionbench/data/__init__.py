@@ -1,0 +1,1 @@
+"""Input data for measurements and INT8 calibration."""

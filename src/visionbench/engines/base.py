@@ -1,0 +1,110 @@
+"""The engine interface: capability check, metadata, and prepare(model, precision) -> Session.
+
+An engine never prints, plots, times or writes results; the harness never imports an engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from visionbench.models.spec import ModelSpec
+from visionbench.sysinfo import BF16_FLAGS, VNNI_FLAGS, CpuFeatures
+
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
+SupportStatus = Literal["native", "emulated", "unsupported"]
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether an engine runs a precision on this CPU: natively, only emulated, or not at all."""
+
+    status: SupportStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """INT8 calibration samples; ``key`` names them for caching quantized models."""
+
+    key: str
+    count: int
+    samples: Callable[[], Iterator[np.ndarray]]  # single-image batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.samples())
+
+
+@dataclass
+class Execution:
+    """What really ran, read back from the engine after preparing the model."""
+
+    executed_precision: str
+    layer_precisions: dict[str, int] = field(default_factory=dict)
+    quantized_ops: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    prepare_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+class Session(ABC):
+    """A model prepared for one precision, ready to run batches."""
+
+    execution: Execution
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch and return the output (logits) as a numpy array."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine's resources."""
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    #: The Python module whose presence means the engine is installed.
+    module: ClassVar[str]
+    #: pip extra that installs it.
+    extra: ClassVar[str]
+
+    @classmethod
+    def installed(cls) -> bool:
+        return importlib.util.find_spec(cls.module) is not None
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Versions of the engine and the libraries it uses (e.g. its quantizer)."""
+
+    @abstractmethod
+    def support(self, precision: Precision, cpu: CpuFeatures) -> Support:
+        """Whether this engine runs ``precision`` natively on a CPU with these features."""
+
+    @abstractmethod
+    def prepare(
+        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
+        batch_size: int, allow_emulated: bool = False,
+    ) -> Session:
+        """Compile ``model`` for ``precision`` and a batch size; INT8 quantizes first (cached).
+
+        ``allow_emulated`` lets the engine run a precision the CPU lacks by emulation, where
+        the engine can; it is never a licence to run another precision instead."""
+
+
+def cpu_support(precision: Precision, cpu: CpuFeatures) -> Support:
+    """The CPU side of a capability check, shared by engines that run on oneDNN-like kernels."""
+    if precision == "bf16" and not cpu.bf16:
+        return Support(
+            "emulated", f"this CPU has no native BF16 ({' or '.join(BF16_FLAGS)} missing)"
+        )
+    if precision == "int8" and not cpu.vnni:
+        return Support(
+            "native",
+            f"INT8 runs without VNNI ({', '.join(VNNI_FLAGS)} missing): slower int8 kernels",
+        )
+    return Support("native")

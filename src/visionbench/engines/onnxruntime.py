@@ -1,0 +1,166 @@
+"""ONNX Runtime CPU execution provider: FP32, and INT8 by static QDQ quantization (cached).
+
+Its CPU provider has no BF16 convolution kernels (it rejects a BF16 Conv at load), so BF16 is
+reported unsupported rather than measured as FP32 under a BF16 label."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from visionbench.engines.base import (
+    Calibration,
+    Engine,
+    Execution,
+    Precision,
+    Session,
+    Support,
+    cpu_support,
+)
+from visionbench.fsutil import cache_dir
+from visionbench.models.spec import ModelSpec
+from visionbench.sysinfo import CpuFeatures
+
+#: Operators that compute in integer arithmetic once ORT has fused the QDQ pattern.
+QUANTIZED_OPS = {
+    "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "QLinearAdd",
+    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat",
+    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearLeakyRelu", "QLinearSigmoid",
+}
+QUANT_SETTINGS = "QDQ, per-channel, int8 symmetric weights, uint8 activations, MinMax calibration"
+
+
+def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = cache_dir() / "int8" / (
+        f"onnxruntime-{model.sha256[:16]}-{calibration.key}-ort{ort.__version__}.onnx"
+    )
+    if path.exists():
+        return path
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Iterator[np.ndarray] = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {model.input_name: x}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(model.path), str(pre))
+        out = Path(tmp) / "q.onnx"
+        quantize_static(
+            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+        os.replace(out, path)
+    return path
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, session: object, input_name: str, execution: Execution) -> None:
+        self._session = session
+        self._input = input_name
+        self.execution = execution
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]  # type: ignore[attr-defined]
+
+
+def _executed_ops(options: object, source: Path, providers: list[str]) -> Counter[str]:
+    """Operator counts of the graph ORT really executes, after its optimizations and fusions."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = Path(tmp) / "optimized.onnx"
+        options.optimized_model_filepath = str(opt)  # type: ignore[attr-defined]
+        options.log_severity_level = 3  # type: ignore[attr-defined]  # its note on saving NCHWc
+        ort.InferenceSession(str(source), options, providers=providers)
+        graph = onnx.load(str(opt), load_external_data=False).graph
+        return Counter(n.op_type for n in graph.node)
+
+
+class OnnxRuntimeEngine(Engine):
+    name = "onnxruntime"
+    module = "onnxruntime"
+    extra = "onnxruntime"
+    providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}
+
+    def support(self, precision: Precision, cpu: CpuFeatures) -> Support:
+        if precision == "bf16":
+            return Support(
+                "unsupported", "ONNX Runtime's CPU execution provider has no BF16 kernels"
+            )
+        return cpu_support(precision, cpu)
+
+    def prepare(
+        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
+        batch_size: int, allow_emulated: bool = False,
+    ) -> Session:
+        import onnxruntime as ort
+
+        t0 = time.perf_counter()
+        source = _quantize(model, calibration) if precision == "int8" else model.path
+        t_quant = time.perf_counter() - t0
+
+        def options() -> ort.SessionOptions:
+            o = ort.SessionOptions()
+            o.intra_op_num_threads = threads
+            o.inter_op_num_threads = 1
+            o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            return o
+
+        ops: Counter[str] = Counter()
+        if precision == "int8":
+            ops = _executed_ops(options(), source, self.providers)
+        session = ort.InferenceSession(str(source), options(), providers=self.providers)
+        quantized = sum(n for op, n in ops.items() if op in QUANTIZED_OPS)
+        executed = "fp32" if precision == "fp32" or quantized == 0 else "int8"
+        execution = Execution(
+            executed_precision=executed,
+            layer_precisions={op: n for op, n in ops.items() if op in QUANTIZED_OPS},
+            quantized_ops=quantized if precision == "int8" else None,
+            details={
+                "providers": session.get_providers(),
+                "intra_op_num_threads": threads,
+                "inter_op_num_threads": 1,
+                "graph_optimization_level": "ORT_ENABLE_ALL",
+                "int8_model": str(source) if precision == "int8" else None,
+                "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS})"
+                if precision == "int8" else None,
+                "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
+                "unfused_qdq_ops": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
+                if precision == "int8" else None,
+            },
+            prepare_seconds=time.perf_counter() - t0,
+        )
+        if executed != precision:
+            execution.warnings.append(f"asked for {precision}, ONNX Runtime executed {executed}")
+        return OnnxRuntimeSession(session, model.input_name, execution)

@@ -1,0 +1,154 @@
+"""OpenVINO CPU plugin: FP32 and BF16 by inference-precision hint, INT8 by NNCF post-training
+quantization (cached)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionbench.engines.base import (
+    Calibration,
+    Engine,
+    Execution,
+    Precision,
+    Session,
+    Support,
+    cpu_support,
+)
+from visionbench.fsutil import cache_dir
+from visionbench.models.spec import ModelSpec
+from visionbench.sysinfo import CpuFeatures
+
+# The layer types whose runtime precision says what precision the network really ran at.
+_COMPUTE_LAYERS = {"Convolution", "FullyConnected", "MatMul", "GroupConvolution"}
+_PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
+
+
+def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
+    """NNCF post-training quantization of the model, cached by model hash and calibration set."""
+    import nncf
+    import openvino as ov
+
+    path = cache_dir() / "int8" / (
+        f"openvino-{model.sha256[:16]}-{calibration.key}-nncf{nncf.__version__}.xml"
+    )
+    if path.exists():
+        return path
+    ov_model = ov.Core().read_model(str(model.path))
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    # NNCF draws its own progress bars; an engine does not print.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        quantized = nncf.quantize(
+            ov_model, nncf.Dataset(list(calibration)), subset_size=calibration.count
+        )
+    # Save under a temporary name, then rename: the .xml appearing means both files are whole.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
+    ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+    os.replace(tmp, path)
+    return path
+
+
+class OpenVINOSession(Session):
+    def __init__(self, compiled: Any, execution: Execution) -> None:
+        self._request = compiled.create_infer_request()
+        self._output = compiled.output(0)
+        self.execution = execution
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._request.infer({0: batch}, share_inputs=True)[self._output]
+
+
+def _runtime_precisions(compiled: Any) -> Counter[str]:
+    """Per compute layer type, the precision the CPU plugin really executed."""
+    counts: Counter[str] = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str)
+        if layer in _COMPUTE_LAYERS:
+            counts[f"{layer}:{info['runtimePrecision'].astype(str)}"] += 1
+    return counts
+
+
+class OpenVINOEngine(Engine):
+    name = "openvino"
+    module = "openvino"
+    extra = "openvino"
+
+    def versions(self) -> dict[str, str]:
+        import openvino as ov
+
+        out = {"openvino": ov.get_version()}
+        try:
+            out["nncf"] = version("nncf")
+        except Exception:
+            out["nncf"] = "not installed"
+        return out
+
+    def support(self, precision: Precision, cpu: CpuFeatures) -> Support:
+        s = cpu_support(precision, cpu)
+        if precision == "bf16" and s.status != "native":
+            # The CPU plugin does not emulate BF16: it quietly runs FP32 instead.
+            return Support("unsupported", f"{s.reason}; OpenVINO would run FP32 instead")
+        return s
+
+    def prepare(
+        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
+        batch_size: int, allow_emulated: bool = False,
+    ) -> Session:
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        t0 = time.perf_counter()
+        core = ov.Core()
+        source = _quantize(model, calibration) if precision == "int8" else model.path
+        t_quant = time.perf_counter() - t0
+        ov_model = core.read_model(str(source))
+        ov_model.reshape({model.input_name: list(model.input_shape(batch_size))})
+        config = {
+            # FP32 must be asked for: on a BF16-capable CPU the plugin otherwise runs BF16.
+            hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
+            props.inference_num_threads: threads,
+            props.num_streams: 1,
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+        }
+        compiled = core.compile_model(ov_model, "CPU", config)
+        layers = _runtime_precisions(compiled)
+        by_precision: Counter[str] = Counter()
+        for key, n in layers.items():
+            by_precision[_PRECISION_NAMES.get(key.split(":")[1], key.split(":")[1])] += n
+        executed = by_precision.most_common(1)[0][0] if by_precision else "unknown"
+        execution = Execution(
+            executed_precision=executed,
+            layer_precisions=dict(layers),
+            quantized_ops=by_precision.get("int8", 0) if precision == "int8" else None,
+            details={
+                "inference_precision_hint": str(compiled.get_property(hints.inference_precision)),
+                "num_streams": int(compiled.get_property(props.num_streams)),
+                "inference_num_threads": int(compiled.get_property(props.inference_num_threads)),
+                "performance_hint": str(compiled.get_property(hints.performance_mode)),
+                "static_input_shape": list(model.input_shape(batch_size)),
+                "int8_model": str(source) if precision == "int8" else None,
+                "quantizer": "nncf.quantize (post-training, default preset)"
+                if precision == "int8" else None,
+                "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
+            },
+            prepare_seconds=time.perf_counter() - t0,
+        )
+        if executed != precision:
+            execution.warnings.append(
+                f"asked for {precision}, OpenVINO executed {executed} ({dict(layers)})"
+            )
+        return OpenVINOSession(compiled, execution)
+

@@ -1,0 +1,1 @@
+"""Timing loops and statistics. Knows nothing of any engine: it times a callable."""

@@ -1,0 +1,113 @@
+"""What the harness and engines need to know about a model: file, input tensor, layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import file_sha256
+
+Layout = Literal["NCHW", "NHWC"]
+DEFAULT_IMAGE_SIZE = 224
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    input_name: str
+    layout: Layout
+    channels: int
+    height: int
+    width: int
+    fixed_batch: int | None
+    output_name: str
+    num_classes: int | None
+    source: str  # "built-in" or "file"
+    sha256: str
+    gflop_per_image: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        if self.layout == "NCHW":
+            return (batch, self.channels, self.height, self.width)
+        return (batch, self.height, self.width, self.channels)
+
+    def check_batch(self, batch: int) -> None:
+        if self.fixed_batch is not None and batch != self.fixed_batch:
+            raise VisionbenchError(
+                f"model {self.path.name} has a fixed batch size of {self.fixed_batch}; "
+                f"--batch-size {batch} conflicts with it (use --batch-size {self.fixed_batch} "
+                "or a model with a dynamic batch dimension)"
+            )
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
+    shape = vi.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+
+
+def read_onnx(path: Path, name: str | None = None, source: str = "file",
+              gflop_per_image: float | None = None) -> ModelSpec:
+    """Read input name, shape and layout from an ONNX file; clear errors for anything else."""
+    if not path.exists():
+        raise VisionbenchError(f"model file not found: {path}")
+    if not path.is_file():
+        raise VisionbenchError(f"model path is not a file: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise VisionbenchError(f"not a readable ONNX model: {path} ({type(e).__name__})") from e
+    if model.ir_version <= 0 or not model.graph.node:
+        raise VisionbenchError(f"not an ONNX model (no graph in the file): {path}")
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    described = ", ".join(f"{i.name}{_dims(i)}" for i in inputs) or "none"
+    if len(inputs) != 1:
+        raise VisionbenchError(
+            f"model {path.name} has {len(inputs)} inputs ({described}); "
+            "visionbench feeds one image tensor"
+        )
+    inp = inputs[0]
+    dims = _dims(inp)
+    elem = inp.type.tensor_type.elem_type
+    image_like = len(dims) == 4 and elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    if image_like and dims[1] in (1, 3):
+        layout: Layout = "NCHW"
+        channels, h, w = dims[1], dims[2], dims[3]
+    elif image_like and dims[3] in (1, 3):
+        layout = "NHWC"
+        h, w, channels = dims[1], dims[2], dims[3]
+    else:
+        raise VisionbenchError(
+            f"model {path.name} has no image-like input (a 4-D float tensor, NCHW or NHWC "
+            f"with 1 or 3 channels); its input: {described}"
+        )
+    notes: list[str] = []
+    if h is None or w is None:
+        h = h or DEFAULT_IMAGE_SIZE
+        w = w or DEFAULT_IMAGE_SIZE
+        notes.append(f"input spatial size is dynamic; benchmarked at {h}x{w}")
+    out = model.graph.output[0]
+    out_dims = _dims(out)
+    return ModelSpec(
+        name=name or path.stem,
+        path=path.resolve(),
+        input_name=inp.name,
+        layout=layout,
+        channels=int(channels),
+        height=int(h),
+        width=int(w),
+        fixed_batch=dims[0],
+        output_name=out.name,
+        num_classes=out_dims[-1] if out_dims else None,
+        source=source,
+        sha256=file_sha256(path),
+        gflop_per_image=gflop_per_image,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,153 @@
+"""Console output: a progress bar per measurement and the study's two summary tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from visionbench.harness.timing import Progress as ProgressFn
+from visionbench.harness.timing import TimingPlan
+from visionbench.results import Measurement, Results
+from visionbench.runner import Reporter
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+class ConsoleReporter(Reporter):
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ConsoleReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, key: str, plan: TimingPlan) -> ProgressFn:
+        per_window = plan.duration if plan.duration is not None else float(plan.iterations or 1)
+        unit = "s" if plan.duration is not None else " it"
+        total = per_window * plan.repeats
+        task = self.progress.add_task(
+            f"{key} (batch {plan.batch_size})", total=total, state="preparing"
+        )
+        self._task = task
+        windows_done = 0
+
+        def update(phase: str, value: float) -> None:
+            nonlocal windows_done
+            if phase == "warmup":
+                self.progress.update(task, state=f"warm-up {int(value)}/{plan.warmup}")
+            elif phase == "timed":
+                done = windows_done * per_window + min(value, per_window)
+                self.progress.update(
+                    task, completed=done,
+                    state=f"repeat {windows_done + 1}/{plan.repeats}, {done:.0f}/{total:.0f}{unit}",
+                )
+            else:
+                windows_done = int(value)
+                self.progress.update(
+                    task, completed=windows_done * per_window,
+                    state=f"repeat {windows_done}/{plan.repeats} done",
+                )
+
+        return update
+
+    def done(self, m: Measurement) -> None:
+        if self._task is not None and m.status == "ok":
+            state = f"{m.throughput_ips:.1f} img/s, ran {m.executed_precision}"
+            self.progress.update(self._task, state=state)
+        self._task = None
+        for w in m.warnings:
+            loud = w.startswith("unstable")
+            self.progress.console.print(
+                f"[bold red]WARNING[/] {m.id}: {w}" if loud else f"[yellow]note[/] {m.id}: {w}"
+            )
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]{text}[/]")
+
+
+def _executed(m: Measurement) -> str:
+    if m.status != "ok":
+        return m.status
+    ran = m.executed_precision or "?"
+    if m.quantized_ops is not None:
+        ran += f" ({m.quantized_ops} int8 ops)"
+    if m.emulated:
+        ran += " EMULATED"
+    return ran
+
+
+class Notes:
+    """Long reasons printed once under a table, referred to by number in its rows."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def ref(self, m: Measurement) -> str:
+        if not m.reason:
+            return ""
+        if m.reason not in self.texts:
+            self.texts.append(m.reason)
+        return f"[{self.texts.index(m.reason) + 1}]"
+
+
+def throughput_table(results: Results, notes: Notes) -> Table:
+    t = Table(title="Throughput (images/s, large batch)", title_justify="left")
+    for col in ("engine", "precision", "batch", "images/s", "CV", "vs fp32", "ran", "note"):
+        t.add_column(col, justify="right" if col in ("batch", "images/s", "CV", "vs fp32") else "left")
+    rows = [m for m in results.measurements if m.mode == "throughput"]
+    fp32 = {m.engine: m.throughput_ips for m in rows if m.precision == "fp32" and m.status == "ok"}
+    for m in rows:
+        base = fp32.get(m.engine)
+        ratio = f"{m.throughput_ips / base:.2f}x" if base and m.throughput_ips else "—"
+        t.add_row(
+            m.engine, m.precision, str(m.batch_size), _fmt(m.throughput_ips, ".1f"),
+            _fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
+            ratio, _executed(m), notes.ref(m),
+        )
+    return t
+
+
+def latency_table(results: Results, notes: Notes) -> Table:
+    t = Table(title="Latency (batch size 1, ms)", title_justify="left")
+    cols = ("engine", "precision", "p50", "p90", "p99", "p99.9", "mean", "images/s", "ran", "note")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note") else "right")
+    for m in results.measurements:
+        if m.mode != "latency":
+            continue
+        lat = m.latency
+        vals = (
+            [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.mean_ms]
+            if lat else [None] * 5
+        )
+        t.add_row(
+            m.engine, m.precision, *(_fmt(v) for v in vals), _fmt(m.throughput_ips, ".1f"),
+            _executed(m), notes.ref(m),
+        )
+    return t
+
+
+def print_summary(console: Console, results: Results) -> None:
+    s = results.system
+    console.print(
+        f"[bold]{results.model.name}[/] on {s['cpu_model']} ({s['cpus_available']} CPUs, "
+        f"ISA: {' '.join(s['isa_flags'])}); status: {results.status}"
+    )
+    notes = Notes()
+    if any(m.mode == "throughput" for m in results.measurements):
+        console.print(throughput_table(results, notes))
+    if any(m.mode == "latency" for m in results.measurements):
+        console.print(latency_table(results, notes))
+    for i, text in enumerate(notes.texts, 1):
+        console.print(f"[{i}] {text}", markup=False, highlight=False)

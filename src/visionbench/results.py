@@ -1,0 +1,172 @@
+"""The results store: one directory per run with results.json (versioned schema), results.csv and
+raw latencies, each rewritten atomically the moment a measurement completes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import atomic_write_text
+
+SCHEMA_VERSION = 1
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+RAW_DIR = "raw"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Latency(BaseModel):
+    """Per-inference latency statistics in milliseconds, pooled over all timed windows."""
+
+    count: int
+    mean_ms: float
+    stdev_ms: float
+    min_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float | None = Field(description="only with at least 1000 samples")
+    max_ms: float
+
+
+class Measurement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    engine: str
+    precision: Literal["fp32", "bf16", "int8"]
+    mode: Literal["throughput", "latency"]
+    batch_size: int
+    threads: int
+    status: Literal["ok", "unsupported", "failed"]
+    support: Literal["native", "emulated", "unsupported"]
+    reason: str | None = Field(None, description="why a measurement is unsupported or failed")
+    executed_precision: str | None = Field(None, description="what the engine really ran")
+    emulated: bool = False
+    layer_precisions: dict[str, int] = Field(default_factory=dict)
+    quantized_ops: int | None = None
+    engine_details: dict[str, Any] = Field(default_factory=dict)
+    throughput_ips: float | None = Field(None, description="images/s, median of repeats")
+    throughput_per_repeat: list[float] = Field(default_factory=list)
+    cv: float | None = Field(None, description="coefficient of variation of repeat throughputs")
+    latency: Latency | None = None
+    raw_latencies: str | None = Field(None, description="JSON file of per-window latencies (ns)")
+    repeats: int = 0
+    warmup_iterations: int = 0
+    warmup_seconds: float = 0.0
+    timed_iterations: int = 0
+    timed_seconds: float = 0.0
+    prepare_seconds: float = 0.0
+    peak_rss_mib: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+    started_at: str
+    finished_at: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    path: str
+    source: str
+    sha256: str
+    input_name: str
+    input_layout: str
+    input_shape_per_image: list[int]
+    fixed_batch: int | None
+    num_classes: int | None
+    gflop_per_image: float | None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Results(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    tool: str = "visionbench"
+    created_at: str
+    finished_at: str | None = None
+    status: Literal["running", "complete", "interrupted", "failed"] = "running"
+    command: list[str]
+    system: dict[str, Any]
+    software: dict[str, str]
+    config: dict[str, Any]
+    model: ModelInfo
+    measurements: list[Measurement] = Field(default_factory=list)
+
+
+CSV_FIELDS = [
+    "engine", "precision", "mode", "batch_size", "threads", "status", "executed_precision",
+    "emulated", "quantized_ops", "throughput_ips", "cv", "repeats", "latency_p50_ms",
+    "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms", "latency_min_ms",
+    "latency_max_ms", "latency_stdev_ms", "latency_count", "peak_rss_mib", "reason",
+]
+
+
+def _csv(results: Results) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS)
+    w.writeheader()
+    for m in results.measurements:
+        row = {k: getattr(m, k) for k in CSV_FIELDS if hasattr(m, k)}
+        if m.latency is not None:
+            for k, v in m.latency.model_dump().items():
+                row[f"latency_{k}"] = v
+        w.writerow(row)
+    return buf.getvalue()
+
+
+class RunStore:
+    """A run directory; ``save`` rewrites results.json and results.csv atomically."""
+
+    def __init__(self, directory: Path, results: Results) -> None:
+        self.dir = directory
+        self.results = results
+        try:
+            (directory / RAW_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VisionbenchError(f"cannot create output directory {directory}: {e.strerror}") from e
+        self.save()
+
+    def save(self) -> None:
+        try:
+            atomic_write_text(self.dir / RESULTS_JSON, self.results.model_dump_json(indent=2))
+            atomic_write_text(self.dir / RESULTS_CSV, _csv(self.results))
+        except OSError as e:
+            raise VisionbenchError(f"cannot write results in {self.dir}: {e.strerror}") from e
+
+    def write_raw(self, measurement_id: str, windows: list[list[int]]) -> str:
+        rel = f"{RAW_DIR}/{measurement_id}.json"
+        atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
+        return rel
+
+    def add(self, m: Measurement) -> None:
+        self.results.measurements.append(m)
+        self.save()
+
+    def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
+        self.results.status = status
+        self.results.finished_at = now()
+        self.save()
+
+
+def load(run_dir: Path) -> Results:
+    path = run_dir / RESULTS_JSON if run_dir.is_dir() else run_dir
+    if not path.exists():
+        raise VisionbenchError(f"no {RESULTS_JSON} in {run_dir}")
+    try:
+        return Results.model_validate_json(path.read_text())
+    except ValidationError as e:
+        raise VisionbenchError(
+            f"{path} is not a visionbench results file: {e.errors()[0]['msg']}"
+        ) from e
+
+
+def json_schema() -> dict[str, Any]:
+    return Results.model_json_schema()

@@ -1,0 +1,60 @@
+"""Shared fixtures: a private model cache, the tiny model, the engines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visionbench.engines import all_engines
+
+ENGINE_NAMES = [n for n, cls in all_engines().items() if cls.installed()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models and INT8 files are cached per test session (or in $VISIONBENCH_TEST_CACHE)."""
+    path = Path(os.environ.get("VISIONBENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["VISIONBENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(model_cache: Path):
+    from visionbench.models import resolve
+
+    return resolve("resnet50-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs(tiny) -> np.ndarray:
+    return np.random.default_rng(7).standard_normal(tiny.input_shape(32), dtype=np.float32)
+
+
+def small_onnx(path: Path, shape: list, layout: str = "NCHW", elem=None) -> Path:
+    """A minimal image classifier (pool -> linear) with the given input shape and layout."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = elem or TensorProto.FLOAT
+    nodes, x = [], "image"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]))
+        x = "nchw"
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((10, 3)).astype(np.float32), "w")
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w"], ["out"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small", [helper.make_tensor_value_info("image", elem, shape)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [shape[0], 10])], [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,103 @@
+"""Real engines on the reduced model: same function at FP32, agreement of lower precisions,
+what really ran recorded, capability checks honest on this CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visionbench.data.synthetic import synthetic_calibration
+from visionbench.engines import get_engine
+from visionbench.models import resolve
+from visionbench.models.resnet50 import RESNET50_TINY, forward, seeded_weights
+from visionbench.sysinfo import CpuFeatures, cpu_features
+
+from conftest import ENGINE_NAMES, small_onnx
+
+pytestmark = pytest.mark.skipif(not ENGINE_NAMES, reason="no engine installed")
+
+
+def run_all(session, inputs: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([session.run(inputs[i: i + batch]) for i in range(0, len(inputs), batch)])
+
+
+def prepared(engine_name, model, precision, batch=8, n_calib=32):
+    engine = get_engine(engine_name)
+    return engine.prepare(model, precision, 2, synthetic_calibration(model, n_calib), batch)
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_fp32_matches_reference(engine_name, tiny, tiny_inputs):
+    session = prepared(engine_name, tiny, "fp32")
+    got = run_all(session, tiny_inputs, 8)
+    want = forward(seeded_weights(RESNET50_TINY), RESNET50_TINY, tiny_inputs)
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert rel < 1e-3
+    assert session.execution.executed_precision == "fp32"
+    assert session.execution.quantized_ops is None
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_int8_runs_quantized_and_agrees(engine_name, tiny, tiny_inputs):
+    ref = run_all(prepared(engine_name, tiny, "fp32"), tiny_inputs, 8).argmax(1)
+    session = prepared(engine_name, tiny, "int8")
+    ex = session.execution
+    assert ex.executed_precision == "int8", ex
+    # Every convolution and the classifier of the tiny ResNet runs in integer arithmetic.
+    assert ex.quantized_ops >= 17, ex.layer_precisions
+    assert ex.details["quantizer"] and ex.details["int8_model"]
+    got = run_all(session, tiny_inputs, 8)
+    assert np.isfinite(got).all()
+    agreement = (got.argmax(1) == ref).mean()
+    assert agreement >= 0.6, agreement
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_int8_model_is_cached(engine_name, tiny):
+    first = prepared(engine_name, tiny, "int8")
+    again = prepared(engine_name, tiny, "int8")
+    assert first.execution.details["int8_model"] == again.execution.details["int8_model"]
+    assert again.execution.details["quantize_seconds"] < 1.0  # read from cache, not re-run
+
+
+def test_bf16_capability_follows_the_cpu():
+    ov = pytest.importorskip("visionbench.engines.openvino").OpenVINOEngine()
+    with_bf16 = CpuFeatures(frozenset({"avx512f", "avx512_bf16", "avx512_vnni"}))
+    avx2_only = CpuFeatures(frozenset({"avx2", "fma"}))
+    assert ov.support("bf16", with_bf16).status == "native"
+    assert ov.support("bf16", avx2_only).status == "unsupported"
+    assert "avx512_bf16" in ov.support("bf16", avx2_only).reason
+    assert ov.support("int8", with_bf16).reason == ""
+    assert "VNNI" in ov.support("int8", avx2_only).reason
+
+
+def test_onnxruntime_never_claims_bf16():
+    ort = pytest.importorskip("visionbench.engines.onnxruntime").OnnxRuntimeEngine()
+    amx = CpuFeatures(frozenset({"avx512_bf16", "amx_bf16", "amx_int8"}))
+    assert ort.support("bf16", amx).status == "unsupported"
+
+
+@pytest.mark.skipif(not cpu_features().bf16, reason="this CPU has no native BF16")
+def test_openvino_bf16_runs_bf16_and_agrees(tiny, tiny_inputs):
+    ref = run_all(prepared("openvino", tiny, "fp32"), tiny_inputs, 8).argmax(1)
+    session = prepared("openvino", tiny, "bf16")
+    assert session.execution.executed_precision == "bf16"
+    assert (run_all(session, tiny_inputs, 8).argmax(1) == ref).mean() >= 0.7
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_nhwc_user_model_runs(engine_name, tmp_path):
+    spec = resolve(str(small_onnx(tmp_path / "nhwc.onnx", ["N", 32, 32, 3], "NHWC")))
+    out = prepared(engine_name, spec, "fp32", batch=3).run(
+        np.ones(spec.input_shape(3), np.float32))
+    assert out.shape == (3, 10) and np.isfinite(out).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_full_resnet50_batch1_smoke(engine_name):
+    spec = resolve("resnet50")
+    session = prepared(engine_name, spec, "fp32", batch=1)
+    x = np.random.default_rng(3).standard_normal(spec.input_shape(1), dtype=np.float32)
+    out = session.run(x)
+    assert out.shape == (1, 1000) and np.isfinite(out).all()
