@@ -1,0 +1,3 @@
+from visionbench.cli import main
+
+main()

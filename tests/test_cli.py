@@ -1,0 +1,172 @@
+"""The CLI as a user drives it: a real run end to end, bad input, Ctrl-C mid-run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import onnx
+import pytest
+from conftest import ENGINE_NAMES, small_onnx
+
+from visionbench.results import json_schema, load
+from visionbench.sysinfo import cpu_features
+
+TINY = ["--model", "resnet50-tiny", "--calibration-samples", "32"]
+
+
+def vb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "visionbench", *args], capture_output=True, text=True,
+        timeout=timeout, env=os.environ.copy(),
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("run") / "r"
+    proc = vb("run", *TINY, "--quick", "--engine", "all", "--duration", "0.3", "--output", str(out))
+    return proc, out
+
+
+def test_run_end_to_end(quick_run):
+    proc, out = quick_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Throughput (images/s" in proc.stdout and "Latency (batch size 1" in proc.stdout
+    data = json.loads((out / "results.json").read_text())
+    jsonschema.validate(data, json_schema())
+    assert data["schema_version"] == 1 and data["status"] == "complete"
+    assert data["system"]["logical_cpus"] >= 1 and data["system"]["cpu_model"]
+    assert set(data["software"]) >= {"visionbench", *ENGINE_NAMES}
+    ms = data["measurements"]
+    assert len(ms) == len(ENGINE_NAMES) * 3 * 2
+    ok = [m for m in ms if m["status"] == "ok"]
+    assert {(m["engine"], m["precision"]) for m in ok} >= {(e, p) for e in ENGINE_NAMES
+                                                           for p in ("fp32", "int8")}
+    for m in ok:
+        assert math.isfinite(m["throughput_ips"]) and m["throughput_ips"] > 0
+        assert m["executed_precision"] == m["precision"]
+        lat = m["latency"]
+        assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        assert len(m["throughput_per_repeat"]) == m["repeats"] == 2
+        raw = json.loads((out / m["raw_latencies"]).read_text())
+        assert sum(len(w) for w in raw["windows"]) == m["timed_iterations"] == lat["count"]
+        assert m["batch_size"] == (1 if m["mode"] == "latency" else 16)
+        if m["precision"] == "int8":
+            assert m["quantized_ops"] > 0
+    for m in ms:
+        if m["status"] != "ok":
+            assert m["precision"] == "bf16" and m["reason"]
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(ms)
+    assert load(out).measurements[0].id == ms[0]["id"]
+
+
+def test_show_prints_the_tables_again(quick_run):
+    _, out = quick_run
+    proc = vb("show", str(out))
+    assert proc.returncode == 0 and "Throughput (images/s" in proc.stdout
+
+
+def test_engines_and_sysinfo():
+    proc = vb("engines")
+    assert proc.returncode == 0
+    for name in ENGINE_NAMES:
+        assert name in proc.stdout
+    proc = vb("sysinfo")
+    assert proc.returncode == 0 and "isa_flags" in proc.stdout
+
+
+def test_export_writes_the_built_model(tmp_path, tiny):
+    out = tmp_path / "m.onnx"
+    proc = vb("export", "--model", "resnet50-tiny", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == tiny.path.read_bytes()
+    onnx.checker.check_model(str(out))
+
+
+def test_run_user_model(tmp_path):
+    model = small_onnx(tmp_path / "user.onnx", ["N", 3, 32, 32])
+    out = tmp_path / "r"
+    proc = vb("run", "--model", str(model), "--engine", ENGINE_NAMES[0], "--precision", "fp32",
+              "--iterations", "3", "--repeats", "2", "--batch-size", "4", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["model"]["source"] == "file" and data["model"]["input_name"] == "image"
+    assert [m["timed_iterations"] for m in data["measurements"]] == [6, 6]
+
+
+def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
+    text = tmp / "notes.onnx"
+    text.write_text("hello\n" * 50)
+    plain = tmp / "file"
+    plain.write_text("")
+    cases = [
+        (["--model", str(tmp / "missing.onnx")], "model file not found"),
+        (["--model", str(text)], "not"),
+        (["--model", str(small_onnx(tmp / "tab.onnx", ["N", 20]))], "no image-like input"),
+        (["--model", str(small_onnx(tmp / "fixed.onnx", [8, 3, 32, 32])), "--batch-size", "4"],
+         "fixed batch size of 8"),
+        (["--batch-size", "0"], "--batch-size must be a positive"),
+        (["--batch-size", "-3"], "--batch-size must be a positive"),
+        (["--batch-size", "100000000"], "absurd"),
+        (["--model", "resnet50", "--batch-size", "60000"], "GiB"),
+        (["--duration", "0"], "--duration must be positive"),
+        (["--iterations", "0"], "--iterations must be a positive"),
+        (["--repeats", "0"], "--repeats must be a positive"),
+        (["--repeats", "many"], "not a valid integer"),
+        (["--engine", "tensorrt"], "unknown engine 'tensorrt'"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
+        (["--mode", "offline"], "unknown mode 'offline'"),
+        (["--engine", "onnxruntime", "--precision", "bf16"], "cannot run bf16"),
+        (["--output", str(plain / "sub")], "output"),
+    ]
+    if not cpu_features().bf16:
+        cases.append((["--engine", "openvino", "--precision", "bf16", "--allow-emulated"],
+                      "no native BF16"))
+    return cases
+
+
+def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path):
+    for args, message in _bad_inputs(tmp_path):
+        proc = vb("run", "--model", "resnet50-tiny", "--iterations", "1", *args, timeout=120)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0, args
+        assert len(err) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert message in err[0], (args, err[0])
+        assert err[0].startswith("visionbench: error:")
+
+
+def test_show_of_missing_run_is_one_line(tmp_path):
+    proc = vb("show", str(tmp_path))
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_keeps_finished_measurements(tmp_path):
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", ENGINE_NAMES[0],
+         "--precision", "fp32", "--duration", "1", "--repeats", "20", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )
+    results = out / "results.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if results.exists() and json.loads(results.read_text())["measurements"]:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    data = json.loads(results.read_text())
+    assert data["status"] == "interrupted"
+    assert len(data["measurements"]) == 1  # the throughput run; latency was cut short
+    assert data["measurements"][0]["status"] == "ok"
