@@ -14,10 +14,11 @@ from pathlib import Path
 import jsonschema
 import onnx
 import pytest
-from conftest import ENGINE_NAMES, small_onnx
 
 from visionbench.results import json_schema, load
 from visionbench.sysinfo import cpu_features
+
+from conftest import ENGINE_NAMES, small_onnx
 
 TINY = ["--model", "resnet50-tiny", "--calibration-samples", "32"]
 

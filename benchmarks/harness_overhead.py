@@ -1,0 +1,87 @@
+"""Harness overhead: visionbench's timing harness against a bare loop calling the engine's own
+API, alternating rounds in one process, same model, batch, threads and duration.
+
+    python benchmarks/harness_overhead.py [--duration 8] [--rounds 3] [--model resnet50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from visionbench.data.synthetic import input_pool, synthetic_calibration
+from visionbench.engines import get_engine
+from visionbench.harness.timing import TimingPlan, measure
+from visionbench.models import resolve
+from visionbench.sysinfo import available_cpus
+
+from _common import median, spread
+
+
+def bare_openvino(model, batch: int, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    m = core.read_model(str(model.path))
+    m.reshape({model.input_name: list(model.input_shape(batch))})
+    compiled = core.compile_model(m, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+    })
+    req = compiled.create_infer_request()
+    return lambda x: req.infer({0: x}, share_inputs=True)
+
+
+def bare_onnxruntime(model, batch: int, threads: int):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
+    s = ort.InferenceSession(str(model.path), o, providers=["CPUExecutionProvider"])
+    return lambda x: s.run(None, {model.input_name: x})
+
+
+BARE = {"openvino": bare_openvino, "onnxruntime": bare_onnxruntime}
+
+
+def bare_loop(call, inputs, duration: float, batch: int) -> float:
+    for x in inputs[:2]:
+        call(x)
+    n, start = 0, time.perf_counter()
+    while True:
+        call(inputs[n % len(inputs)])
+        n += 1
+        if time.perf_counter() - start >= duration:
+            return n * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--engines", default="openvino,onnxruntime")
+    ap.add_argument("--batches", default="1,16")
+    args = ap.parse_args()
+    threads = available_cpus()
+    model = resolve(args.model)
+    print(f"{args.model}, fp32, threads {threads}, {args.rounds} alternating rounds of "
+          f"{args.duration:.0f} s\n")
+    print(f"{'engine':12} {'batch':>5}  {'visionbench img/s':>26}  {'bare loop img/s':>26}  ratio")
+    for name in args.engines.split(","):
+        engine = get_engine(name)
+        for batch in (int(b) for b in args.batches.split(",")):
+            session = engine.prepare(model, "fp32", threads, synthetic_calibration(model, 1), batch)
+            bare = BARE[name](model, batch, threads)
+            inputs = input_pool(model, batch, seed=1)
+            plan = TimingPlan(batch_size=batch, warmup=2, repeats=1, duration=args.duration)
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                ours.append(measure(session.run, inputs, plan).windows[0].throughput)
+                theirs.append(bare_loop(bare, inputs, args.duration, batch))
+            print(f"{name:12} {batch:>5}  {spread(ours):>26}  {spread(theirs):>26}  "
+                  f"{median(ours) / median(theirs):.3f}")
+
+
+if __name__ == "__main__":
+    main()
