@@ -55,6 +55,24 @@ def bare_loop(call, inputs, duration: float, batch: int) -> float:
             return n * batch / (time.perf_counter() - start)
 
 
+def per_call_cost_us(n: int = 200_000) -> tuple[float, float]:
+    """Microseconds per call of the harness and of a bare loop around a function doing nothing:
+    the harness's own cost, free of any engine's noise."""
+
+    def noop(_):
+        return None
+
+    inputs = [0, 1]
+    plan = TimingPlan(batch_size=1, warmup=0, repeats=1, iterations=n)
+    t = time.perf_counter()
+    measure(noop, inputs, plan)
+    ours = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for i in range(n):
+        noop(inputs[i % 2])
+    return ours, (time.perf_counter() - t) / n * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=8.0)
@@ -65,6 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     threads = available_cpus()
     model = resolve(args.model)
+    fastest_call_us = float("inf")
     print(f"{args.model}, fp32, threads {threads}, {args.rounds} alternating rounds of "
           f"{args.duration:.0f} s\n")
     print(f"{'engine':12} {'batch':>5}  {'visionbench img/s':>26}  {'bare loop img/s':>26}  ratio")
@@ -81,6 +100,13 @@ def main() -> None:
                 theirs.append(bare_loop(bare, inputs, args.duration, batch))
             print(f"{name:12} {batch:>5}  {spread(ours):>26}  {spread(theirs):>26}  "
                   f"{median(ours) / median(theirs):.3f}")
+            if batch == 1:
+                fastest_call_us = 1e6 / max(max(ours), max(theirs))
+    ours_us, bare_us = per_call_cost_us()
+    extra = ours_us - bare_us
+    print(f"\nper call around a no-op: harness {ours_us:.2f} us, bare loop {bare_us:.2f} us; "
+          f"the harness adds {extra:.2f} us = {extra / fastest_call_us:.4%} of the fastest "
+          f"batch-1 inference above ({fastest_call_us:.0f} us)")
 
 
 if __name__ == "__main__":

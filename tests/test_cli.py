@@ -154,7 +154,7 @@ def test_ctrl_c_keeps_finished_measurements(tmp_path):
     out = tmp_path / "r"
     proc = subprocess.Popen(
         [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", ENGINE_NAMES[0],
-         "--precision", "fp32", "--duration", "1", "--repeats", "20", "--output", str(out)],
+         "--precision", "fp32", "--duration", "0.5", "--repeats", "6", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
     )
     results = out / "results.json"

@@ -68,6 +68,8 @@ def run(engine: str, precision: str | None, mode: str | None, model: str,
     known = tuple(all_engines())
     if engine.strip().lower() == "all":
         engines = [n for n, cls in all_engines().items() if cls.installed()]
+        if not engines:
+            raise VisionbenchError("no engine is installed: pip install 'visionbench[all]'")
     else:
         engines = parse_list(engine, known, "engine") or []
     cfg = RunConfig(

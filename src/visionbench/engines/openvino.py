@@ -35,14 +35,14 @@ _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", 
 
 def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
     """NNCF post-training quantization of the model, cached by model hash and calibration set."""
-    import nncf
-    import openvino as ov
-
     path = cache_dir() / "int8" / (
-        f"openvino-{model.sha256[:16]}-{calibration.key}-nncf{nncf.__version__}.xml"
+        f"openvino-{model.sha256[:16]}-{calibration.key}-nncf{version('nncf')}.xml"
     )
     if path.exists():
         return path
+    import nncf
+    import openvino as ov
+
     ov_model = ov.Core().read_model(str(model.path))
     logging.getLogger("nncf").setLevel(logging.ERROR)
     # NNCF draws its own progress bars; an engine does not print.
