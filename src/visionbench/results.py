@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
+from visionbench.harness.stats import LatencySummary
 
 SCHEMA_VERSION = 1
 RESULTS_JSON = "results.json"
@@ -23,20 +25,6 @@ RAW_DIR = "raw"
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class Latency(BaseModel):
-    """Per-inference latency statistics in milliseconds, pooled over all timed windows."""
-
-    count: int
-    mean_ms: float
-    stdev_ms: float
-    min_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float | None = Field(description="only with at least 1000 samples")
-    max_ms: float
 
 
 class Measurement(BaseModel):
@@ -59,7 +47,7 @@ class Measurement(BaseModel):
     throughput_ips: float | None = Field(None, description="images/s, median of repeats")
     throughput_per_repeat: list[float] = Field(default_factory=list)
     cv: float | None = Field(None, description="coefficient of variation of repeat throughputs")
-    latency: Latency | None = None
+    latency: LatencySummary | None = Field(None, description="pooled over all timed windows")
     raw_latencies: str | None = Field(None, description="JSON file of per-window latencies (ns)")
     repeats: int = 0
     warmup_iterations: int = 0
@@ -116,7 +104,7 @@ def _csv(results: Results) -> str:
     for m in results.measurements:
         row = {k: getattr(m, k) for k in CSV_FIELDS if hasattr(m, k)}
         if m.latency is not None:
-            for k, v in m.latency.model_dump().items():
+            for k, v in asdict(m.latency).items():
                 row[f"latency_{k}"] = v
         w.writerow(row)
     return buf.getvalue()

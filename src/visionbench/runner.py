@@ -21,7 +21,7 @@ from visionbench.harness.stats import CV_WARN, cv, latency_summary
 from visionbench.harness.timing import Mode, Progress, TimingPlan, measure
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
-from visionbench.results import Latency, Measurement, ModelInfo, Results, RunStore, now
+from visionbench.results import Measurement, ModelInfo, Results, RunStore, now
 from visionbench.sysinfo import cpu_features, system_info
 
 #: Rough working-set bytes per input byte for a CNN of ResNet-50's shape (activations, buffers).
@@ -151,7 +151,7 @@ def measure_task(
         emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
         engine_details=ex.details, throughput_ips=statistics.median(per_repeat),
         throughput_per_repeat=per_repeat,
-        cv=spread, latency=Latency(**vars(latency_summary(pooled))), raw_latencies=raw,
+        cv=spread, latency=latency_summary(pooled), raw_latencies=raw,
         repeats=plan.repeats, warmup_iterations=plan.warmup,
         warmup_seconds=timing.warmup_ns / 1e9, timed_iterations=len(pooled),
         timed_seconds=sum(w.wall_ns for w in timing.windows) / 1e9,

@@ -14,6 +14,8 @@ P999_MIN_SAMPLES = 1000
 
 @dataclass(frozen=True)
 class LatencySummary:
+    """Per-inference latency statistics in milliseconds; p99.9 only from 1000 samples on."""
+
     count: int
     mean_ms: float
     stdev_ms: float
