@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Never let a dependency pull a CUDA build of torch: engines that need torch pin the local CPU wheel.
 PIP := $(PY) -m pip install --disable-pip-version-check -q
+# The CPU build of PyTorch, installed before anything that depends on torch, so that no
+# dependency ever pulls PyPI's multi-GB CUDA build in.
+TORCH ?= torch==2.13.0
 
 .PHONY: run test lint install clean
 
@@ -11,6 +13,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(PIP) '$(TORCH)'
 	$(PIP) -e '.[all]'
 	touch $@
 

@@ -1,5 +1,6 @@
 """Real engines on the reduced model: same function at FP32, agreement of lower precisions,
-what really ran recorded, capability checks honest on this CPU."""
+what really ran recorded, capability checks honest on this CPU. (PyTorch's INT8 and BF16 are
+tested in test_torch.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from visionbench.models import resolve
 from visionbench.models.resnet50 import RESNET50_TINY, forward, seeded_weights
 from visionbench.sysinfo import CpuFeatures, cpu_features
 
-from conftest import ENGINE_NAMES, small_onnx
+from conftest import ENGINE_NAMES, ONNX_ENGINES, small_onnx
 
 pytestmark = pytest.mark.skipif(not ENGINE_NAMES, reason="no engine installed")
 
@@ -37,7 +38,7 @@ def test_fp32_matches_reference(engine_name, tiny, tiny_inputs):
     assert session.execution.quantized_ops is None
 
 
-@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
 def test_int8_runs_quantized_and_agrees(engine_name, tiny, tiny_inputs):
     ref = run_all(prepared(engine_name, tiny, "fp32"), tiny_inputs, 8).argmax(1)
     session = prepared(engine_name, tiny, "int8")
@@ -52,7 +53,7 @@ def test_int8_runs_quantized_and_agrees(engine_name, tiny, tiny_inputs):
     assert agreement >= 0.6, agreement
 
 
-@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
 def test_int8_model_is_cached(engine_name, tiny):
     first = prepared(engine_name, tiny, "int8")
     again = prepared(engine_name, tiny, "int8")
@@ -85,7 +86,7 @@ def test_openvino_bf16_runs_bf16_and_agrees(tiny, tiny_inputs):
     assert (run_all(session, tiny_inputs, 8).argmax(1) == ref).mean() >= 0.7
 
 
-@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
 def test_nhwc_user_model_runs(engine_name, tmp_path):
     spec = resolve(str(small_onnx(tmp_path / "nhwc.onnx", ["N", 32, 32, 3], "NHWC")))
     out = prepared(engine_name, spec, "fp32", batch=3).run(

@@ -41,6 +41,8 @@ def cli() -> None:
 @click.option("--mode", help="Comma list of throughput, latency [default: both].")
 @click.option("--model", default="resnet50", show_default=True,
               help="Built-in model name (resnet50, resnet50-tiny) or a path to an ONNX file.")
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="A torchvision ResNet-50 checkpoint (.pth state_dict): every engine runs its weights.")
 @click.option("--batch-size", type=int,
               help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
 @click.option("--threads", type=int, help="Threads per engine [default: all available cores].")
@@ -56,7 +58,7 @@ def cli() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs.")
 @click.option("--output", type=click.Path(path_type=Path),
               help="Run directory [default: results/<timestamp>-<hostname>].")
-def run(engine: str, precision: str | None, mode: str | None, model: str,
+def run(engine: str, precision: str | None, mode: str | None, model: str, weights: Path | None,
         batch_size: int | None, threads: int | None, duration: float | None,
         iterations: int | None, repeats: int | None, warmup: int | None,
         calibration_samples: int | None, allow_emulated: bool, quick: bool, seed: int,
@@ -77,7 +79,7 @@ def run(engine: str, precision: str | None, mode: str | None, model: str,
         precisions=parse_list(precision, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
         modes=parse_list(mode, MODES, "mode") or list(MODES),  # type: ignore[arg-type]
         precisions_explicit=precision is not None,
-        model=model, batch_size=batch_size, threads=threads or available_cpus(),
+        model=model, weights=weights, batch_size=batch_size, threads=threads or available_cpus(),
         duration=duration, iterations=iterations, repeats=repeats, warmup=warmup,
         calibration_samples=calibration_samples, allow_emulated=allow_emulated, quick=quick,
         seed=seed, output=output or default_output(),
@@ -147,15 +149,19 @@ def engines() -> None:
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="Where to write the ONNX file.")
 @click.option("--model", default="resnet50", show_default=True, help="Built-in model name.")
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="A torchvision ResNet-50 checkpoint to export with (instead of seeded weights).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def export(output: Path, model: str, seed: int) -> None:
-    """Write the built-in model as ONNX, so other tools run the very same file."""
+def export(output: Path, model: str, weights: Path | None, seed: int) -> None:
+    """Write the built-in model as ONNX, so other tools and engines run the very same file."""
     from visionbench.fsutil import atomic_write_bytes
-    from visionbench.models import BUILTIN, build_builtin
+    from visionbench.models import BUILTIN, build_builtin, from_checkpoint
 
     if model not in BUILTIN:
         raise VisionbenchError(f"unknown built-in model '{model}'; choose from {', '.join(BUILTIN)}")
-    src = build_builtin(model, seed)
+    if weights is not None and model != "resnet50":
+        raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it with --model resnet50")
+    src = from_checkpoint(weights) if weights is not None else build_builtin(model, seed)
     try:
         atomic_write_bytes(output, src.read_bytes())
     except OSError as e:

@@ -59,6 +59,8 @@ class RunConfig:
     #: Whether the user named the precisions: then an unsupported one is an error, not a skip.
     precisions_explicit: bool = False
     model: str = "resnet50"
+    #: A torchvision ResNet-50 checkpoint whose weights every engine runs.
+    weights: Path | None = None
     batch_size: int | None = None
     threads: int = 1
     duration: float | None = None
@@ -114,6 +116,7 @@ class RunConfig:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output"] = str(self.output)
+        d["weights"] = None if self.weights is None else str(self.weights)
         d["calibration_samples"] = self.n_calibration
         d["reference_batch"] = dict(REFERENCE_BATCH)
         return d

@@ -36,7 +36,9 @@ class Measurement(BaseModel):
     mode: Literal["throughput", "latency"]
     batch_size: int
     threads: int
-    status: Literal["ok", "unsupported", "failed"]
+    status: Literal["ok", "skipped", "unsupported", "failed"] = Field(
+        description="skipped: would be emulated (see --allow-emulated); unsupported: cannot run"
+    )
     support: Literal["native", "emulated", "unsupported"]
     reason: str | None = Field(None, description="why a measurement is unsupported or failed")
     executed_precision: str | None = Field(None, description="what the engine really ran")

@@ -163,7 +163,7 @@ def measure_task(
 def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     """Check everything, then measure; raises VisionbenchError before measuring on bad input."""
     engines = {name: get_engine(name) for name in cfg.engines}
-    model = resolve(cfg.model, cfg.seed)
+    model = resolve(cfg.model, cfg.seed, cfg.weights)
     for p in cfg.precisions:
         for mode in cfg.modes:
             b = cfg.batch_for(p, mode)
@@ -191,9 +191,11 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
             if task.support.status == "unsupported" or (
                 task.support.status == "emulated" and not cfg.allow_emulated
             ):
-                hint = "" if task.support.status == "unsupported" else (
-                    " (--allow-emulated measures it anyway)")
-                m = _skipped(task, cfg, task.support.reason + hint)
+                if task.support.status == "unsupported":
+                    m = _skipped(task, cfg, task.support.reason)
+                else:
+                    m = _skipped(task, cfg, task.support.reason + " (--allow-emulated measures it "
+                                 "anyway)", status="skipped")
                 reporter.note(f"skipped {task.id}: {m.reason}")
             else:
                 try:

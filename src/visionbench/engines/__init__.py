@@ -20,7 +20,8 @@ def all_engines() -> dict[str, type[Engine]]:
             continue
         mod = importlib.import_module(f"{__name__}.{info.name}")
         for obj in vars(mod).values():
-            if isinstance(obj, type) and issubclass(obj, Engine) and obj is not Engine:
+            # Only concrete engines carry a name; shared bases (e.g. _Torch) do not.
+            if isinstance(obj, type) and issubclass(obj, Engine) and "name" in vars(obj):
                 found[obj.name] = obj
     return dict(sorted(found.items()))
 

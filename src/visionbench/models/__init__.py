@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 
+from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, cache_dir
 from visionbench.models.onnx_graph import build_onnx
 from visionbench.models.resnet50 import RESNET50, RESNET50_TINY, ResNetConfig, macs, seeded_weights
@@ -36,8 +37,37 @@ def build_builtin(name: str, seed: int = DEFAULT_SEED) -> Path:
     return path
 
 
-def resolve(model: str | None = None, seed: int = DEFAULT_SEED) -> ModelSpec:
-    """A built-in name (built on first use) or a path to the user's ONNX file."""
+def from_checkpoint(weights: Path) -> Path:
+    """The ONNX file of ResNet-50 v1.5 carrying a user's torchvision checkpoint, built once."""
+    from visionbench.fsutil import file_sha256
+
+    if not weights.is_file():
+        raise VisionbenchError(f"weights file not found: {weights}")
+    digest = file_sha256(weights)[:16]
+    path = cache_dir() / "models" / f"resnet50-v1.5-weights-{digest}-r{BUILDER_REVISION}.onnx"
+    if not path.exists():
+        try:
+            from visionbench.models.torch_resnet import load_checkpoint, numpy_state_dict
+        except ImportError as e:
+            raise VisionbenchError(
+                "--weights needs PyTorch to read the checkpoint: pip install 'visionbench[torch]'"
+            ) from e
+        sd = numpy_state_dict(load_checkpoint(weights))
+        doc = f"visionbench resnet50: ResNet-50 v1.5 with the weights of {weights.name}"
+        atomic_write_bytes(path, build_onnx(sd, RESNET50, doc).SerializeToString())
+    return path
+
+
+def resolve(
+    model: str | None = None, seed: int = DEFAULT_SEED, weights: Path | None = None
+) -> ModelSpec:
+    """A built-in name (built on first use), a path to the user's ONNX file, or ResNet-50 v1.5
+    carrying a torchvision checkpoint's weights."""
+    if weights is not None:
+        if model not in (None, DEFAULT_MODEL):
+            raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it without --model")
+        gflop = 2 * macs(RESNET50) / 1e9
+        return read_onnx(from_checkpoint(weights), f"resnet50 ({weights.name})", "weights", gflop)
     model = model or DEFAULT_MODEL
     if model in BUILTIN:
         gflop = 2 * macs(BUILTIN[model]) / 1e9

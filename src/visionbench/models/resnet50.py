@@ -222,3 +222,25 @@ def seeded_weights(cfg: ResNetConfig, seed: int = 0, calib_batch: int = 8) -> di
     x = rng.standard_normal((calib_batch, 3, cfg.image_size, cfg.image_size)).astype(np.float32)
     forward(sd, cfg, x, calibrate=True)
     return sd
+
+
+def config_from_weights(arrays: dict[str, np.ndarray], image_size: int) -> ResNetConfig | None:
+    """The ResNet v1.5 shape these torchvision-keyed weights fit exactly, or None."""
+    try:
+        width = int(arrays["conv1.weight"].shape[0])
+        classes = int(arrays["fc.weight"].shape[0])
+    except (KeyError, IndexError):
+        return None
+    blocks = []
+    for stage in range(1, 5):
+        n = 0
+        while f"layer{stage}.{n}.conv1.weight" in arrays:
+            n += 1
+        blocks.append(n)
+    cfg = ResNetConfig(tuple(blocks), width, image_size, classes)  # type: ignore[arg-type]
+    expected = weight_shapes(cfg)
+    if set(arrays) != set(expected):
+        return None
+    if any(tuple(arrays[k].shape) != s for k, s in expected.items()):
+        return None
+    return cfg

@@ -1,0 +1,290 @@
+"""PyTorch on the CPU, in two configurations of one engine:
+
+- ``torch``: compiled with Inductor (``torch.compile``, weights frozen). FP32; BF16 by autocast;
+  INT8 by PT2E post-training quantization (X86InductorQuantizer) lowered through Inductor, with
+  FX graph mode ('x86' backend) only if PT2E fails, recording which ran.
+- ``torch-eager``: eager mode, channels_last, ``inference_mode``. FP32 and BF16 (autocast); INT8
+  is left to the compiled configuration, which is how PT2E runs integer kernels.
+
+What really ran is read from oneDNN's own verbose log of one inference: the data type and the
+kernel of every convolution and matrix multiply it executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, ClassVar
+
+import numpy as np
+
+from visionbench.engines.base import (
+    Calibration,
+    Engine,
+    Execution,
+    Precision,
+    Session,
+    Support,
+    cpu_support,
+)
+from visionbench.errors import VisionbenchError
+from visionbench.models.spec import ModelSpec
+from visionbench.sysinfo import CpuFeatures
+
+_ONEDNN_COMPUTE = ("convolution", "inner_product", "matmul")
+_DTYPE_PRECISION = {"f32": "fp32", "bf16": "bf16", "u8": "int8", "s8": "int8", "f16": "fp16"}
+
+
+@contextlib.contextmanager
+def _capture_fd(fd: int) -> Iterator[list[str]]:
+    """Capture what C code writes to a file descriptor: oneDNN prints its verbose log on 1;
+    torchao's import prints harmless library-load failures on 2 (an engine does not print)."""
+    import sys
+
+    libc = ctypes.CDLL(None)
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        libc.fflush(None)
+        saved = os.dup(fd)
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield lines
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            libc.fflush(None)
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def onednn_kernels(call: Callable[[], Any]) -> Counter[str]:
+    """``primitive:src-dtype:implementation`` counts of the oneDNN compute kernels one call ran."""
+    import torch
+
+    with _capture_fd(1) as lines, torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        call()
+    kernels: Counter[str] = Counter()
+    for line in lines:
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields:
+            continue
+        prim = next((f for f in fields if f in _ONEDNN_COMPUTE), None)
+        if prim is None:
+            continue
+        i = fields.index(prim)
+        impl = fields[i + 1] if i + 1 < len(fields) else "?"
+        m = re.search(r"src(?:_|:)(\w+?)(?::|$)", ",".join(fields[i + 2:]))
+        kernels[f"{prim}:{m.group(1) if m else '?'}:{impl}"] += 1
+    return kernels
+
+
+def _executed(kernels: Counter[str]) -> str:
+    by: Counter[str] = Counter()
+    for key, n in kernels.items():
+        by[_DTYPE_PRECISION.get(key.split(":")[1], key.split(":")[1])] += n
+    return by.most_common(1)[0][0] if by else "unknown"
+
+
+def _arrays(model: ModelSpec) -> dict[str, np.ndarray]:
+    """The model's weights, read from the very ONNX file the other engines run."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model.path)).graph
+    return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+
+class TorchSession(Session):
+    def __init__(self, fn: Callable[[Any], Any], autocast: bool, execution: Execution) -> None:
+        import torch
+
+        self._torch = torch
+        self._fn = fn
+        self._autocast = autocast
+        self.execution = execution
+
+    def forward(self, batch: np.ndarray) -> Any:
+        """The model's output tensor, in the dtype the model computed it."""
+        torch = self._torch
+        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self._autocast):
+            return self._fn(x)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.forward(batch).float().numpy()
+
+
+class _Torch(Engine):
+    module = "torch"
+    extra = "torch"
+    compiled: ClassVar[bool]
+    #: INT8 models by (model sha, calibration key): calibration runs once per process.
+    _int8_cache: ClassVar[dict[tuple[str, str], tuple[Any, str, int, float]]] = {}
+
+    def versions(self) -> dict[str, str]:
+        import torch
+
+        out = {"torch": torch.__version__}
+        with contextlib.suppress(PackageNotFoundError):
+            out["torchao"] = version("torchao")
+        return out
+
+    def support(self, precision: Precision, cpu: CpuFeatures) -> Support:
+        if precision == "int8" and not self.compiled:
+            return Support(
+                "unsupported", "INT8 runs through PT2E + torch.compile: use --engine torch"
+            )
+        s = cpu_support(precision, cpu)
+        if s.status == "emulated":
+            return Support("emulated", f"{s.reason}; PyTorch converts to and from BF16 in software")
+        return s
+
+    def _module(self, model: ModelSpec) -> tuple[Any, str]:
+        from visionbench.models.resnet50 import config_from_weights
+        from visionbench.models.torch_resnet import module_from_arrays
+
+        if model.layout != "NCHW":
+            raise VisionbenchError("the torch engine runs NCHW models only")
+        arrays = _arrays(model)
+        cfg = config_from_weights(arrays, model.height)
+        if cfg is None:
+            raise VisionbenchError(
+                f"the torch engine runs ResNet-50 v1.5 weights; {model.path.name} is another model"
+            )
+        return module_from_arrays(cfg, arrays)
+
+    def _int8(self, module: Any, model: ModelSpec, calibration: Calibration) -> tuple[Any, str, int, float]:
+        """PT2E post-training quantization (FX graph mode if PT2E fails): module, method, count
+        of quantized convolutions and linears, seconds."""
+        key = (model.sha256, calibration.key)
+        if key in self._int8_cache:
+            return self._int8_cache[key]
+        import torch
+
+        t0 = time.perf_counter()
+        samples = iter(calibration)
+        # Two samples: an example batch of 1 would make export specialise the batch dimension.
+        example = torch.from_numpy(np.concatenate([next(samples), next(samples)]))
+        try:
+            with _capture_fd(2), _capture_fd(1):
+                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+                from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            # strict=True: torchvision's Bottleneck reuses one ReLU module, which non-strict
+            # export turns into a partition with two outputs that the quantizer rejects.
+            exported = torch.export.export(
+                module, (example,), dynamic_shapes=({0: batch},), strict=True
+            ).module()
+            quantizer = xiq.X86InductorQuantizer()
+            quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+            prepared = prepare_pt2e(exported, quantizer)
+            with torch.no_grad():
+                for x in calibration:
+                    prepared(torch.from_numpy(x))
+            q = convert_pt2e(prepared)
+            method = "PT2E X86InductorQuantizer (torchao), lowered by torch.compile"
+            n = sum(
+                1 for node in q.graph.nodes
+                if "dequantize_per_channel" in str(node.target)
+            )
+        except Exception as e:
+            from torch.ao.quantization import get_default_qconfig_mapping
+            from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+            torch.backends.quantized.engine = "x86"
+            prepared = prepare_fx(module, get_default_qconfig_mapping("x86"), (example,))
+            with torch.no_grad():
+                for x in calibration:
+                    prepared(torch.from_numpy(x))
+            q = convert_fx(prepared)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            method = f"FX graph mode, 'x86' backend (PT2E failed: {first})"
+            n = sum(1 for m in q.modules() if type(m).__module__.startswith("torch.ao.nn.quantized"))
+        result = (q, method, n, time.perf_counter() - t0)
+        self._int8_cache[key] = result
+        return result
+
+    def prepare(
+        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
+        batch_size: int, allow_emulated: bool = False,
+    ) -> Session:
+        import torch
+
+        t0 = time.perf_counter()
+        torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # settable once, before any parallel work
+            torch.set_num_interop_threads(1)
+        module, definition = self._module(model)
+        module = module.to(memory_format=torch.channels_last)
+        details: dict[str, Any] = {
+            "configuration": "torch.compile (inductor, freezing)" if self.compiled else "eager",
+            "definition": definition,
+            "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(),
+            "memory_format": "channels_last",
+            "bf16": "torch.autocast(cpu, bfloat16)" if precision == "bf16" else None,
+        }
+        fn: Callable[[Any], Any] = module
+        quantized = None
+        if precision == "int8":
+            fn, details["quantizer"], quantized, secs = self._int8(module, model, calibration)
+            details["quantize_seconds"] = round(secs, 3)
+        if self.compiled:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            fn = torch.compile(fn)
+        session = TorchSession(fn, precision == "bf16", Execution(executed_precision="unknown"))
+        example = np.random.default_rng(0).standard_normal(
+            model.input_shape(batch_size), dtype=np.float32
+        )
+        t1 = time.perf_counter()
+        with warnings.catch_warnings():  # Inductor's lowering warns about its own internals
+            warnings.simplefilter("ignore")
+            session.run(example)  # compiles, for the compiled configuration; warms the kernels
+        details["first_run_seconds"] = round(time.perf_counter() - t1, 3)
+        kernels = onednn_kernels(lambda: session.run(example))
+        executed = _executed(kernels)
+        if not kernels:
+            # No oneDNN kernel ran (e.g. BF16 convolutions on a CPU without BF16 instructions):
+            # PyTorch's own kernels computed the output, in the dtype it comes out in.
+            dtype = str(session.forward(example).dtype).removeprefix("torch.")
+            executed = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+            details["kernels"] = "PyTorch's own (no oneDNN kernel ran)"
+        else:
+            details["kernels"] = "oneDNN"
+        session.execution = Execution(
+            executed_precision=executed,
+            layer_precisions=dict(kernels),
+            quantized_ops=quantized,
+            details=details,
+            prepare_seconds=time.perf_counter() - t0,
+        )
+        if executed != precision:
+            session.execution.warnings.append(
+                f"asked for {precision}, oneDNN executed {executed} ({dict(kernels)})"
+            )
+        return session
+
+
+class TorchCompiledEngine(_Torch):
+    name = "torch"
+    compiled = True
+
+
+class TorchEagerEngine(_Torch):
+    name = "torch-eager"
+    compiled = False
