@@ -159,3 +159,24 @@ def test_bad_checkpoints(tmp_path, checkpoint):
         load_checkpoint(junk)
     with pytest.raises(VisionbenchError, match="weights file not found"):
         load_checkpoint(tmp_path / "nope.pth")
+
+
+def test_export_with_weights_cli(tmp_path, checkpoint):
+    """`visionbench export --weights` writes the ONNX file that carries the checkpoint."""
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    path, module = checkpoint
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "visionbench", "export", "--weights", str(path), "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    x = np.random.default_rng(4).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert _relative(got, want) < 1e-3
