@@ -48,12 +48,12 @@ def bare_torch(model, batch: int, threads: int, compiled: bool):
     import numpy as np
     import torch
 
-    from visionbench.engines.pytorch import _arrays
+    from visionbench.models import onnx_weights
     from visionbench.models.resnet50 import config_from_weights
     from visionbench.models.torch_resnet import module_from_arrays
 
     torch.set_num_threads(threads)
-    arrays = _arrays(model)
+    arrays = onnx_weights(model)
     module, _ = module_from_arrays(config_from_weights(arrays, model.height), arrays)
     module = module.to(memory_format=torch.channels_last)
     if compiled:

@@ -101,10 +101,10 @@ def test_torch_refuses_non_resnet_models(tmp_path):
 
 
 def test_config_from_weights(tiny):
-    from visionbench.engines.pytorch import _arrays
+    from visionbench.models import onnx_weights
 
-    assert config_from_weights(_arrays(tiny), 64) == RESNET50_TINY
-    arrays = _arrays(tiny)
+    assert config_from_weights(onnx_weights(tiny), 64) == RESNET50_TINY
+    arrays = onnx_weights(tiny)
     arrays.pop("fc.bias")
     assert config_from_weights(arrays, 64) is None
 

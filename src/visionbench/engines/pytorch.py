@@ -97,15 +97,6 @@ def _executed(kernels: Counter[str]) -> str:
     return by.most_common(1)[0][0] if by else "unknown"
 
 
-def _arrays(model: ModelSpec) -> dict[str, np.ndarray]:
-    """The model's weights, read from the very ONNX file the other engines run."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(model.path)).graph
-    return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-
-
 class TorchSession(Session):
     def __init__(self, fn: Callable[[Any], Any], autocast: bool, execution: Execution) -> None:
         import torch
@@ -152,12 +143,13 @@ class _Torch(Engine):
         return s
 
     def _module(self, model: ModelSpec) -> tuple[Any, str]:
+        from visionbench.models import onnx_weights
         from visionbench.models.resnet50 import config_from_weights
         from visionbench.models.torch_resnet import module_from_arrays
 
         if model.layout != "NCHW":
             raise VisionbenchError("the torch engine runs NCHW models only")
-        arrays = _arrays(model)
+        arrays = onnx_weights(model)  # the very file the other engines run
         cfg = config_from_weights(arrays, model.height)
         if cfg is None:
             raise VisionbenchError(

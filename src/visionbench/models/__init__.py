@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, cache_dir
@@ -75,5 +77,7 @@ def resolve(
     return read_onnx(Path(model))
 
 
-def load_onnx(spec: ModelSpec) -> onnx.ModelProto:
-    return onnx.load(str(spec.path))
+def onnx_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
+    """A model file's initializers by name (for built-in models, torchvision's keys)."""
+    graph = onnx.load(str(spec.path)).graph
+    return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
