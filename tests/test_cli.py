@@ -72,6 +72,41 @@ def test_run_end_to_end(quick_run):
     assert load(out).measurements[0].id == ms[0]["id"]
 
 
+def test_run_writes_the_two_figures_and_summary(quick_run):
+    import xml.etree.ElementTree as ET
+
+    import matplotlib.image as mpimg
+
+    proc, out = quick_run
+    assert "report:" in proc.stdout
+    for name in ("throughput", "latency"):
+        img = mpimg.imread(out / f"{name}.png")
+        assert img.shape[0] >= 300 and img.shape[1] >= 500
+        assert img[..., :3].std() > 0.05  # bars and text, not a blank canvas
+        root = ET.parse(out / f"{name}.svg").getroot()
+        assert root.tag.endswith("svg")
+        text = (out / f"{name}.svg").read_text()
+        assert "FP32" in text and "INT8" in text  # axis labels rendered as text/glyph ids
+    summary = (out / "summary.md").read_text()
+    assert "## Throughput" in summary and "## Latency" in summary
+    assert summary.count("| openvino | int8 |") == 2
+
+
+def test_report_command_rewrites_the_report(quick_run, tmp_path):
+    import shutil
+
+    _, out = quick_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for f in ("throughput.png", "latency.svg", "summary.md"):
+        (copy / f).unlink()
+    proc = vb("report", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    assert (copy / "throughput.png").stat().st_size > 10_000 and (copy / "summary.md").exists()
+    bad = vb("report", str(tmp_path))
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_show_prints_the_tables_again(quick_run):
     _, out = quick_run
     proc = vb("show", str(out))

@@ -16,6 +16,7 @@ from visionbench.config import RunConfig, parse_list
 from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import MODES
+from visionbench.results import Results
 from visionbench.sysinfo import available_cpus, cpu_features, system_info
 
 console = Console()
@@ -96,6 +97,7 @@ def run(engine: str, precision: str | None, mode: str | None, model: str, weight
         sys.exit(130)
     print_summary(console, store.results)
     console.print(f"results: {store.dir}/results.json")
+    _report(store.results, store.dir)
     if store.results.status == "failed":
         raise VisionbenchError("some measurements failed; see the table above")
 
@@ -108,6 +110,25 @@ def show(run_dir: Path) -> None:
     from visionbench.results import load
 
     print_summary(console, load(run_dir))
+
+
+def _report(results: Results, run_dir: Path) -> None:
+    from visionbench.report import write_report
+
+    try:
+        paths = write_report(results, run_dir)
+    except OSError as e:
+        raise VisionbenchError(f"cannot write the report in {run_dir}: {e.strerror}") from e
+    console.print("report: " + ", ".join(str(p) for p in paths))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write the study's two figures (PNG, SVG) and summary.md into a run directory."""
+    from visionbench.results import load
+
+    _report(load(run_dir), run_dir)
 
 
 @cli.command()

@@ -1,0 +1,101 @@
+"""The study's two figures, read only from the results store: throughput per precision (Figure 1)
+and batch-1 latency per precision, p50 bars with p99 whiskers (Figure 2). Engines are told apart by
+hatching as well as shade, so the figures survive greyscale printing."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from visionbench.fsutil import atomic_write_bytes
+from visionbench.results import Measurement, Results
+
+PRECISIONS = ("fp32", "bf16", "int8")
+SHADES = ("0.25", "0.55", "0.8", "0.4", "0.7")
+HATCHES = ("", "//", "..", "xx", "\\\\")
+
+
+def _system_title(results: Results, what: str) -> str:
+    s = results.system
+    cores = s.get("physical_cores") or s.get("cpus_available")
+    threads = results.config["threads"]
+    return f"{results.model.name}: {what}\n{s['cpu_model']}, {cores} cores, {threads} threads"
+
+
+def _grid(results: Results, mode: str) -> tuple[list[str], dict[tuple[str, str], Measurement]]:
+    cells = {(m.engine, m.precision): m for m in results.measurements if m.mode == mode}
+    engines = list(dict.fromkeys(m.engine for m in results.measurements if m.mode == mode))
+    return engines, cells
+
+
+def _bars(ax, results: Results, mode: str, value, whisker, label) -> None:
+    engines, cells = _grid(results, mode)
+    width = 0.8 / max(len(engines), 1)
+    top = max((value(m) + whisker(m) for m in cells.values() if m.status == "ok"), default=1.0)
+    labelled: set[str] = set()
+    for i, engine in enumerate(engines):
+        for j, p in enumerate(PRECISIONS):
+            x = j - 0.4 + width * (i + 0.5)
+            m = cells.get((engine, p))
+            if m is None:
+                continue
+            if m.status != "ok":
+                ax.text(x, top * 0.02, f"{m.status}", rotation=90, ha="center", va="bottom",
+                        fontsize=7, color="0.3")
+                continue
+            ax.bar(x, value(m), width, yerr=[[0], [whisker(m)]] if whisker(m) else None,
+                   capsize=3, color=SHADES[i % len(SHADES)], hatch=HATCHES[i % len(HATCHES)],
+                   edgecolor="black", linewidth=0.6, label=None if engine in labelled else engine)
+            labelled.add(engine)
+            ax.text(x, value(m) + whisker(m) + top * 0.01, label(m), ha="center", va="bottom",
+                    fontsize=7)
+    ax.set_xticks(range(len(PRECISIONS)), [p.upper() for p in PRECISIONS])
+    ax.set_ylim(0, top * 1.18)
+    if labelled:
+        ax.legend(fontsize=8, frameon=False)
+    ax.grid(axis="y", color="0.85", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def throughput_figure(results: Results) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    _bars(ax, results, "throughput", lambda m: m.throughput_ips, lambda m: 0.0,
+          lambda m: f"{m.throughput_ips:.1f}\nbs {m.batch_size}")
+    ax.set_ylabel("images / second (higher is better)")
+    ax.set_title(_system_title(results, "throughput at large batch"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def latency_figure(results: Results) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    _bars(ax, results, "latency", lambda m: m.latency.p50_ms,
+          lambda m: m.latency.p99_ms - m.latency.p50_ms, lambda m: f"{m.latency.p50_ms:.1f}")
+    ax.set_ylabel("milliseconds, p50 bar, p99 whisker (lower is better)")
+    ax.set_title(_system_title(results, "latency at batch size 1"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_figures(results: Results, directory: Path) -> list[Path]:
+    """Figure 1 and Figure 2 as PNG and SVG in ``directory``; the paths written."""
+    written = []
+    for name, make in (("throughput", throughput_figure), ("latency", latency_figure)):
+        if not any(m.mode == name for m in results.measurements):
+            continue
+        fig = make(results)
+        for ext in ("png", "svg"):
+            path = directory / f"{name}.{ext}"
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext)
+            atomic_write_bytes(path, buf.getvalue())
+            written.append(path)
+        plt.close(fig)
+    return written

@@ -1,0 +1,57 @@
+"""summary.md: the run's two tables and its warnings, for pasting into an issue or a wiki."""
+
+from __future__ import annotations
+
+from visionbench.results import Measurement, Results
+
+
+def _ran(m: Measurement) -> str:
+    if m.status != "ok":
+        return f"{m.status}: {m.reason}"
+    text = m.executed_precision or "?"
+    if m.quantized_ops is not None:
+        text += f", {m.quantized_ops} int8 ops"
+    return text + (", EMULATED" if m.emulated else "")
+
+
+def _f(v: float | None, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def summary_markdown(results: Results) -> str:
+    s = results.system
+    lines = [
+        f"# {results.model.name} on {s['cpu_model']}",
+        "",
+        f"{s['physical_cores']} cores, {s['logical_cpus']} logical CPUs, "
+        f"{s['memory_total_gib']} GiB; ISA: {' '.join(s['isa_flags'])}; {s['os']}.  ",
+        "Software: " + ", ".join(f"{k} {v}" for k, v in results.software.items()) + ".  ",
+        f"Run {results.created_at}, status {results.status}, {results.config['threads']} threads.",
+        "",
+        "## Throughput (images/s, large batch)",
+        "",
+        "| engine | precision | batch | images/s | CV | ran |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in results.measurements:
+        if m.mode == "throughput":
+            cv = "—" if m.cv is None else f"{100 * m.cv:.1f}%"
+            lines.append(f"| {m.engine} | {m.precision} | {m.batch_size} | "
+                         f"{_f(m.throughput_ips, '.1f')} | {cv} | {_ran(m)} |")
+    lines += [
+        "",
+        "## Latency (batch size 1, ms)",
+        "",
+        "| engine | precision | p50 | p90 | p99 | p99.9 | mean | images/s | ran |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results.measurements:
+        if m.mode == "latency":
+            lat = m.latency
+            vals = [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.mean_ms] if lat else [None] * 5
+            lines.append(f"| {m.engine} | {m.precision} | " + " | ".join(_f(v) for v in vals)
+                         + f" | {_f(m.throughput_ips, '.1f')} | {_ran(m)} |")
+    warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
+    if warnings:
+        lines += ["", "## Warnings", "", *warnings]
+    return "\n".join(lines) + "\n"
