@@ -141,6 +141,25 @@ def test_run_user_model(tmp_path):
     assert [m["timed_iterations"] for m in data["measurements"]] == [6, 6]
 
 
+def test_an_engine_failing_is_recorded_and_the_run_goes_on(tmp_path):
+    model = small_onnx(tmp_path / "user.onnx", ["N", 3, 32, 32])
+    out = tmp_path / "r"
+    proc = vb("run", "--model", str(model), "--engine", "all", "--precision", "fp32",
+              "--mode", "latency", "--iterations", "2", "--repeats", "1", "--output", str(out))
+    data = json.loads((out / "results.json").read_text())
+    by_engine = {m["engine"]: m for m in data["measurements"]}
+    assert set(by_engine) == set(ENGINE_NAMES)
+    for name, m in by_engine.items():
+        if name.startswith("torch"):  # the torch engines run ResNet-50 weights only
+            assert m["status"] == "failed" and "ResNet-50 v1.5 weights" in m["reason"]
+        else:
+            assert m["status"] == "ok"
+    if any(n.startswith("torch") for n in ENGINE_NAMES):
+        assert proc.returncode != 0 and data["status"] == "failed"
+        assert proc.stderr.strip().splitlines() == [
+            "visionbench: error: some measurements failed; see the table above"]
+
+
 def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
     text = tmp / "notes.onnx"
     text.write_text("hello\n" * 50)

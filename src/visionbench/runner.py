@@ -16,7 +16,7 @@ from visionbench import __version__
 from visionbench.config import RunConfig
 from visionbench.data.synthetic import input_pool, synthetic_calibration
 from visionbench.engines import Engine, Precision, Support, get_engine
-from visionbench.errors import VisionbenchError
+from visionbench.errors import VisionbenchError, describe
 from visionbench.harness.stats import CV_WARN, cv, latency_summary
 from visionbench.harness.timing import Mode, Progress, TimingPlan, measure
 from visionbench.models import resolve
@@ -188,23 +188,20 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     store = RunStore(out, results)
     try:
         for task in tasks:
-            if task.support.status == "unsupported" or (
-                task.support.status == "emulated" and not cfg.allow_emulated
-            ):
-                if task.support.status == "unsupported":
-                    m = _skipped(task, cfg, task.support.reason)
-                else:
-                    m = _skipped(task, cfg, task.support.reason + " (--allow-emulated measures it "
-                                 "anyway)", status="skipped")
+            if task.support.status == "unsupported":
+                m = _skipped(task, cfg, task.support.reason)
+                reporter.note(f"skipped {task.id}: {m.reason}")
+            elif task.support.status == "emulated" and not cfg.allow_emulated:
+                reason = f"{task.support.reason} (--allow-emulated measures it anyway)"
+                m = _skipped(task, cfg, reason, status="skipped")
                 reporter.note(f"skipped {task.id}: {m.reason}")
             else:
                 try:
                     m = measure_task(task, engines[task.engine], model, cfg, store, reporter)
-                except (KeyboardInterrupt, VisionbenchError):
+                except KeyboardInterrupt:
                     raise
-                except Exception as e:
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    m = _skipped(task, cfg, f"{type(e).__name__}: {first}", status="failed")
+                except Exception as e:  # an engine's failure is a result: the run goes on
+                    m = _skipped(task, cfg, describe(e), status="failed")
                     reporter.note(f"failed {task.id}: {m.reason}")
             store.add(m)
             reporter.done(m)

@@ -35,7 +35,7 @@ from visionbench.engines.base import (
     Support,
     cpu_support,
 )
-from visionbench.errors import VisionbenchError
+from visionbench.errors import VisionbenchError, describe
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
 
@@ -202,8 +202,7 @@ class _Torch(Engine):
                 for x in calibration:
                     prepared(torch.from_numpy(x))
             q = convert_fx(prepared)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            method = f"FX graph mode, 'x86' backend (PT2E failed: {first})"
+            method = f"FX graph mode, 'x86' backend (PT2E failed: {describe(e)})"
             n = sum(1 for m in q.modules() if type(m).__module__.startswith("torch.ao.nn.quantized"))
         result = (q, method, n, time.perf_counter() - t0)
         self._int8_cache[key] = result

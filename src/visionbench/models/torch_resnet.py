@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from visionbench.errors import VisionbenchError
+from visionbench.errors import VisionbenchError, describe
 from visionbench.models.resnet50 import RESNET50, ResNetConfig, layout, weight_shapes
 
 
@@ -110,8 +110,7 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise VisionbenchError(f"cannot load weights {path}: {first}") from e
+        raise VisionbenchError(f"cannot load weights {path}: {describe(e)}") from e
     check_state_dict(sd, RESNET50, str(path))
     return sd
 
