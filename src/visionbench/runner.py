@@ -135,7 +135,10 @@ def measure_task(
     per_repeat = [w.throughput for w in timing.windows]
     spread = cv(per_repeat)
     pooled = np.concatenate([w.latencies_ns for w in timing.windows])
-    warnings = list(ex.warnings)
+    warnings: list[str] = []
+    if ex.executed_precision != task.precision:
+        warnings.append(f"asked for {task.precision}, {task.engine} executed "
+                        f"{ex.executed_precision} ({ex.layer_precisions})")
     if task.support.reason:
         warnings.append(task.support.reason)
     if spread is not None and spread > CV_WARN:

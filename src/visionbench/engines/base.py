@@ -50,7 +50,6 @@ class Execution:
     quantized_ops: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     prepare_seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
 
 
 class Session(ABC):

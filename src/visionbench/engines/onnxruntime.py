@@ -161,6 +161,4 @@ class OnnxRuntimeEngine(Engine):
             },
             prepare_seconds=time.perf_counter() - t0,
         )
-        if executed != precision:
-            execution.warnings.append(f"asked for {precision}, ONNX Runtime executed {executed}")
         return OnnxRuntimeSession(session, model.input_name, execution)

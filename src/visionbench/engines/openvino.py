@@ -146,9 +146,5 @@ class OpenVINOEngine(Engine):
             },
             prepare_seconds=time.perf_counter() - t0,
         )
-        if executed != precision:
-            execution.warnings.append(
-                f"asked for {precision}, OpenVINO executed {executed} ({dict(layers)})"
-            )
         return OpenVINOSession(compiled, execution)
 

@@ -264,10 +264,6 @@ class _Torch(Engine):
             details=details,
             prepare_seconds=time.perf_counter() - t0,
         )
-        if executed != precision:
-            session.execution.warnings.append(
-                f"asked for {precision}, oneDNN executed {executed} ({dict(kernels)})"
-            )
         return session
 
 
