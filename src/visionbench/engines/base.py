@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -93,6 +94,24 @@ class Engine(ABC):
 
         ``allow_emulated`` lets the engine run a precision the CPU lacks by emulation, where
         the engine can; it is never a licence to run another precision instead."""
+
+
+#: Data-type names that OpenVINO and oneDNN report, by the precision each means.
+DTYPE_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8", "s8": "int8"}
+
+
+def by_precision(kernels: Mapping[str, int]) -> Counter[str]:
+    """Counts of kernels keyed ``kind:dtype[:implementation]``, summed by precision."""
+    out: Counter[str] = Counter()
+    for key, n in kernels.items():
+        dtype = key.split(":")[1]
+        out[DTYPE_PRECISION.get(dtype, dtype)] += n
+    return out
+
+
+def dominant_precision(counts: Counter[str]) -> str:
+    """The precision most compute kernels ran at: what the engine really executed."""
+    return counts.most_common(1)[0][0] if counts else "unknown"
 
 
 def cpu_support(precision: Precision, cpu: CpuFeatures) -> Support:

@@ -22,7 +22,9 @@ from visionbench.engines.base import (
     Precision,
     Session,
     Support,
+    by_precision,
     cpu_support,
+    dominant_precision,
 )
 from visionbench.fsutil import cache_dir
 from visionbench.models.spec import ModelSpec
@@ -30,7 +32,6 @@ from visionbench.sysinfo import CpuFeatures
 
 # The layer types whose runtime precision says what precision the network really ran at.
 _COMPUTE_LAYERS = {"Convolution", "FullyConnected", "MatMul", "GroupConvolution"}
-_PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
 
 
 def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
@@ -125,14 +126,11 @@ class OpenVINOEngine(Engine):
         }
         compiled = core.compile_model(ov_model, "CPU", config)
         layers = _runtime_precisions(compiled)
-        by_precision: Counter[str] = Counter()
-        for key, n in layers.items():
-            by_precision[_PRECISION_NAMES.get(key.split(":")[1], key.split(":")[1])] += n
-        executed = by_precision.most_common(1)[0][0] if by_precision else "unknown"
+        counts = by_precision(layers)
         execution = Execution(
-            executed_precision=executed,
+            executed_precision=dominant_precision(counts),
             layer_precisions=dict(layers),
-            quantized_ops=by_precision.get("int8", 0) if precision == "int8" else None,
+            quantized_ops=counts.get("int8", 0) if precision == "int8" else None,
             details={
                 "inference_precision_hint": str(compiled.get_property(hints.inference_precision)),
                 "num_streams": int(compiled.get_property(props.num_streams)),

@@ -33,14 +33,15 @@ from visionbench.engines.base import (
     Precision,
     Session,
     Support,
+    by_precision,
     cpu_support,
+    dominant_precision,
 )
 from visionbench.errors import VisionbenchError, describe
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
 
 _ONEDNN_COMPUTE = ("convolution", "inner_product", "matmul")
-_DTYPE_PRECISION = {"f32": "fp32", "bf16": "bf16", "u8": "int8", "s8": "int8", "f16": "fp16"}
 
 
 @contextlib.contextmanager
@@ -88,13 +89,6 @@ def onednn_kernels(call: Callable[[], Any]) -> Counter[str]:
         m = re.search(r"src(?:_|:)(\w+?)(?::|$)", ",".join(fields[i + 2:]))
         kernels[f"{prim}:{m.group(1) if m else '?'}:{impl}"] += 1
     return kernels
-
-
-def _executed(kernels: Counter[str]) -> str:
-    by: Counter[str] = Counter()
-    for key, n in kernels.items():
-        by[_DTYPE_PRECISION.get(key.split(":")[1], key.split(":")[1])] += n
-    return by.most_common(1)[0][0] if by else "unknown"
 
 
 class TorchSession(Session):
@@ -248,7 +242,7 @@ class _Torch(Engine):
             session.run(example)  # compiles, for the compiled configuration; warms the kernels
         details["first_run_seconds"] = round(time.perf_counter() - t1, 3)
         kernels = onednn_kernels(lambda: session.run(example))
-        executed = _executed(kernels)
+        executed = dominant_precision(by_precision(kernels))
         if not kernels:
             # No oneDNN kernel ran (e.g. BF16 convolutions on a CPU without BF16 instructions):
             # PyTorch's own kernels computed the output, in the dtype it comes out in.
