@@ -6,8 +6,9 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 # The CPU build of PyTorch, installed before anything that depends on torch, so that no
 # dependency ever pulls PyPI's multi-GB CUDA build in.
 TORCH ?= torch==2.13.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install browser clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +27,16 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/visionbench run $(ARGS)
 
-test: $(VENV)/.installed-test
+# Headless Chromium for the HTML report's browser test (Debian packages). Without it the test is
+# skipped, except where VISIONBENCH_REQUIRE_BROWSER=1 (CI), where it fails.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { echo "installing chromium and chromium-driver for the report's browser test"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will be skipped"
+
+test: $(VENV)/.installed-test browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,25 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(os.environ.get("VISIONBENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
     os.environ["VISIONBENCH_CACHE"] = str(path)
     return path
+
+
+TINY = ["--model", "resnet50-tiny", "--calibration-samples", "32"]
+
+
+def vb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "visionbench", *args], capture_output=True, text=True,
+        timeout=timeout, env=os.environ.copy(),
+    )
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One quick run of every installed engine on the tiny model, shared by the CLI and report tests."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    proc = vb("run", *TINY, "--quick", "--engine", "all", "--duration", "0.3", "--output", str(out))
+    return proc, out
 
 
 @pytest.fixture(scope="session")

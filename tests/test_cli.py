@@ -13,28 +13,11 @@ from pathlib import Path
 
 import jsonschema
 import onnx
-import pytest
 
 from visionbench.results import json_schema, load
 from visionbench.sysinfo import cpu_features
 
-from conftest import ENGINE_NAMES, small_onnx
-
-TINY = ["--model", "resnet50-tiny", "--calibration-samples", "32"]
-
-
-def vb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "visionbench", *args], capture_output=True, text=True,
-        timeout=timeout, env=os.environ.copy(),
-    )
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    out = tmp_path_factory.mktemp("run") / "r"
-    proc = vb("run", *TINY, "--quick", "--engine", "all", "--duration", "0.3", "--output", str(out))
-    return proc, out
+from conftest import ENGINE_NAMES, TINY, small_onnx, vb
 
 
 def test_run_end_to_end(quick_run):

@@ -125,10 +125,32 @@ def _report(results: Results, run_dir: Path) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def report(run_dir: Path) -> None:
-    """Write the study's two figures (PNG, SVG) and summary.md into a run directory."""
+    """Write the study's two figures (PNG, SVG), summary.md and report.html into a run directory."""
     from visionbench.results import load
 
     _report(load(run_dir), run_dir)
+
+
+@cli.command("compare")
+@click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="The run the others are compared with [default: the first RUN].")
+@click.option("--output", type=click.Path(path_type=Path),
+              help="Directory for compare.html/.md/.json and the figures "
+                   "[default: results/compare-<timestamp>].")
+def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | None) -> None:
+    """Compare runs (machines, engines, versions) with a baseline: ratios and their significance."""
+    from visionbench.compare import compare
+    from visionbench.report.comparison import print_comparison, write_comparison
+
+    cmp = compare(list(runs), baseline)
+    print_comparison(console, cmp)
+    out = output or Path("results") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        paths = write_comparison(cmp, out)
+    except OSError as e:
+        raise VisionbenchError(f"cannot write the comparison in {out}: {e.strerror}") from e
+    console.print("comparison: " + ", ".join(str(p) for p in paths))
 
 
 @cli.command()

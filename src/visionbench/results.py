@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from visionbench import __version__
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
 from visionbench.harness.stats import LatencySummary
@@ -88,6 +90,9 @@ class Results(BaseModel):
     software: dict[str, str]
     config: dict[str, Any]
     model: ModelInfo
+    engines_not_installed: dict[str, str] = Field(
+        default_factory=dict, description="engines visionbench knows but this machine lacks: install hint"
+    )
     measurements: list[Measurement] = Field(default_factory=list)
 
 
@@ -147,15 +152,43 @@ class RunStore:
 
 
 def load(run_dir: Path) -> Results:
+    """A run directory's results (or a results.json path), checked against this schema version."""
     path = run_dir / RESULTS_JSON if run_dir.is_dir() else run_dir
     if not path.exists():
-        raise VisionbenchError(f"no {RESULTS_JSON} in {run_dir}")
+        what = "is not a visionbench run directory" if run_dir.is_dir() else "does not exist"
+        raise VisionbenchError(f"{run_dir} {what} (no {RESULTS_JSON})")
     try:
-        return Results.model_validate_json(path.read_text())
-    except ValidationError as e:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("tool") != "visionbench":
+        raise VisionbenchError(f"{path} is not a visionbench results file")
+    if version != SCHEMA_VERSION:
         raise VisionbenchError(
-            f"{path} is not a visionbench results file: {e.errors()[0]['msg']}"
+            f"{path} has results schema version {version!r}; this visionbench ({__version__}) "
+            f"reads version {SCHEMA_VERSION}"
+        )
+    try:
+        return Results.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise VisionbenchError(
+            f"{path} is not a valid visionbench results file: {where}: {err['msg']}"
         ) from e
+
+
+def load_raw(run_dir: Path, m: Measurement) -> np.ndarray:
+    """A measurement's per-inference latencies in ms, all timed windows pooled."""
+    if m.raw_latencies is None:
+        raise VisionbenchError(f"{m.id} in {run_dir} has no raw latencies")
+    path = run_dir / m.raw_latencies
+    try:
+        windows = json.loads(path.read_text())["windows"]
+        return np.concatenate([np.asarray(w, dtype=np.float64) for w in windows]) / 1e6
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VisionbenchError(f"cannot read the raw latencies {path}: {e}") from e
 
 
 def json_schema() -> dict[str, Any]:

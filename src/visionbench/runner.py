@@ -15,7 +15,7 @@ import psutil
 from visionbench import __version__
 from visionbench.config import RunConfig
 from visionbench.data.synthetic import input_pool, synthetic_calibration
-from visionbench.engines import Engine, Precision, Support, get_engine
+from visionbench.engines import Engine, Precision, Support, all_engines, get_engine
 from visionbench.errors import VisionbenchError, describe
 from visionbench.harness.stats import CV_WARN, cv, latency_summary
 from visionbench.harness.timing import Mode, Progress, TimingPlan, measure
@@ -187,6 +187,10 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
             num_classes=model.num_classes, gflop_per_image=model.gflop_per_image,
             notes=list(model.notes),
         ),
+        engines_not_installed={
+            n: f"pip install 'visionbench[{cls.extra}]'" for n, cls in all_engines().items()
+            if not cls.installed()
+        },
     )
     store = RunStore(out, results)
     try:

@@ -1,4 +1,4 @@
-"""Reports read only from the results store: console tables, figures, summary.md."""
+"""Reports read only from the results store: console tables, figures, summary.md, report.html."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from visionbench.results import Results
 
 
 def write_report(results: Results, directory: Path) -> list[Path]:
-    """The study's two figures (PNG, SVG) and summary.md in the run directory."""
-    from visionbench.report.figures import write_figures
+    """The study's two figures (PNG, SVG), summary.md and report.html in the run directory."""
+    from visionbench.report.figures import study_figures, write_figures
+    from visionbench.report.html import report_html
     from visionbench.report.markdown import summary_markdown
 
-    written = write_figures(results, directory)
-    summary = directory / "summary.md"
-    atomic_write_text(summary, summary_markdown(results))
-    return [*written, summary]
+    figures = study_figures(results)
+    written = write_figures(figures, directory)
+    for name, text in (("summary.md", summary_markdown(results)),
+                       ("report.html", report_html(results, figures))):
+        atomic_write_text(directory / name, text)
+        written.append(directory / name)
+    return written

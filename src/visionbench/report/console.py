@@ -8,12 +8,9 @@ from rich.table import Table
 
 from visionbench.harness.timing import Progress as ProgressFn
 from visionbench.harness.timing import TimingPlan
+from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
 from visionbench.results import Measurement, Results
 from visionbench.runner import Reporter
-
-
-def _fmt(v: float | None, spec: str = ".2f") -> str:
-    return "—" if v is None else format(v, spec)
 
 
 class ConsoleReporter(Reporter):
@@ -76,17 +73,6 @@ class ConsoleReporter(Reporter):
         self.progress.console.print(f"[yellow]{text}[/]")
 
 
-def _executed(m: Measurement) -> str:
-    if m.status != "ok":
-        return m.status
-    ran = m.executed_precision or "?"
-    if m.quantized_ops is not None:
-        ran += f" ({m.quantized_ops} int8 ops)"
-    if m.emulated:
-        ran += " EMULATED"
-    return ran
-
-
 class Notes:
     """Long reasons printed once under a table, referred to by number in its rows."""
 
@@ -105,15 +91,14 @@ def throughput_table(results: Results, notes: Notes) -> Table:
     t = Table(title="Throughput (images/s, large batch)", title_justify="left")
     for col in ("engine", "precision", "batch", "images/s", "CV", "vs fp32", "ran", "note"):
         t.add_column(col, justify="right" if col in ("batch", "images/s", "CV", "vs fp32") else "left")
-    rows = [m for m in results.measurements if m.mode == "throughput"]
-    fp32 = {m.engine: m.throughput_ips for m in rows if m.precision == "fp32" and m.status == "ok"}
-    for m in rows:
-        base = fp32.get(m.engine)
-        ratio = f"{m.throughput_ips / base:.2f}x" if base and m.throughput_ips else "—"
+    ratios = fp32_ratios(results.measurements)
+    for m in results.measurements:
+        if m.mode != "throughput":
+            continue
         t.add_row(
-            m.engine, m.precision, str(m.batch_size), _fmt(m.throughput_ips, ".1f"),
-            _fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
-            ratio, _executed(m), notes.ref(m),
+            m.engine, m.precision, str(m.batch_size), fmt(m.throughput_ips, ".1f"),
+            fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
+            ratios[m.id], ran_as(m), notes.ref(m),
         )
     return t
 
@@ -126,14 +111,9 @@ def latency_table(results: Results, notes: Notes) -> Table:
     for m in results.measurements:
         if m.mode != "latency":
             continue
-        lat = m.latency
-        vals = (
-            [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.mean_ms]
-            if lat else [None] * 5
-        )
         t.add_row(
-            m.engine, m.precision, *(_fmt(v) for v in vals), _fmt(m.throughput_ips, ".1f"),
-            _executed(m), notes.ref(m),
+            m.engine, m.precision, *latency_values(m), fmt(m.throughput_ips, ".1f"),
+            ran_as(m), notes.ref(m),
         )
     return t
 

@@ -77,25 +77,37 @@ def throughput_figure(results: Results) -> Figure:
 def latency_figure(results: Results) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     _bars(ax, results, "latency", lambda m: m.latency.p50_ms,
-          lambda m: m.latency.p99_ms - m.latency.p50_ms, lambda m: f"{m.latency.p50_ms:.1f}")
+          lambda m: m.latency.p99_ms - m.latency.p50_ms, lambda m: f"{m.latency.p50_ms:.3g}")
     ax.set_ylabel("milliseconds, p50 bar, p99 whisker (lower is better)")
     ax.set_title(_system_title(results, "latency at batch size 1"), fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def write_figures(results: Results, directory: Path) -> list[Path]:
-    """Figure 1 and Figure 2 as PNG and SVG in ``directory``; the paths written."""
+def render(fig: Figure) -> dict[str, bytes]:
+    """A figure as PNG and SVG bytes; the figure is closed."""
+    out = {}
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext)
+        out[ext] = buf.getvalue()
+    plt.close(fig)
+    return out
+
+
+def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
+    """Figure 1 (throughput) and Figure 2 (latency), for the modes the run measured."""
+    makers = (("throughput", throughput_figure), ("latency", latency_figure))
+    return {name: render(make(results)) for name, make in makers
+            if any(m.mode == name for m in results.measurements)}
+
+
+def write_figures(figures: dict[str, dict[str, bytes]], directory: Path) -> list[Path]:
+    """Each figure's PNG and SVG in ``directory``; the paths written."""
     written = []
-    for name, make in (("throughput", throughput_figure), ("latency", latency_figure)):
-        if not any(m.mode == name for m in results.measurements):
-            continue
-        fig = make(results)
-        for ext in ("png", "svg"):
+    for name, files in figures.items():
+        for ext, data in files.items():
             path = directory / f"{name}.{ext}"
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext)
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_write_bytes(path, data)
             written.append(path)
-        plt.close(fig)
     return written

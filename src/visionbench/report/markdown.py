@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
+from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
 from visionbench.results import Measurement, Results
 
 
 def _ran(m: Measurement) -> str:
-    if m.status != "ok":
-        return f"{m.status}: {m.reason}"
-    text = m.executed_precision or "?"
-    if m.quantized_ops is not None:
-        text += f", {m.quantized_ops} int8 ops"
-    return text + (", EMULATED" if m.emulated else "")
-
-
-def _f(v: float | None, spec: str = ".2f") -> str:
-    return "—" if v is None else format(v, spec)
+    return ran_as(m) + (f": {m.reason}" if m.reason else "")
 
 
 def summary_markdown(results: Results) -> str:
@@ -30,14 +22,15 @@ def summary_markdown(results: Results) -> str:
         "",
         "## Throughput (images/s, large batch)",
         "",
-        "| engine | precision | batch | images/s | CV | ran |",
-        "|---|---|---|---|---|---|",
+        "| engine | precision | batch | images/s | CV | vs fp32 | ran |",
+        "|---|---|---|---|---|---|---|",
     ]
+    ratios = fp32_ratios(results.measurements)
     for m in results.measurements:
         if m.mode == "throughput":
             cv = "—" if m.cv is None else f"{100 * m.cv:.1f}%"
             lines.append(f"| {m.engine} | {m.precision} | {m.batch_size} | "
-                         f"{_f(m.throughput_ips, '.1f')} | {cv} | {_ran(m)} |")
+                         f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} | {_ran(m)} |")
     lines += [
         "",
         "## Latency (batch size 1, ms)",
@@ -47,10 +40,8 @@ def summary_markdown(results: Results) -> str:
     ]
     for m in results.measurements:
         if m.mode == "latency":
-            lat = m.latency
-            vals = [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.mean_ms] if lat else [None] * 5
-            lines.append(f"| {m.engine} | {m.precision} | " + " | ".join(_f(v) for v in vals)
-                         + f" | {_f(m.throughput_ips, '.1f')} | {_ran(m)} |")
+            lines.append(f"| {m.engine} | {m.precision} | " + " | ".join(latency_values(m))
+                         + f" | {fmt(m.throughput_ips, '.1f')} | {_ran(m)} |")
     warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
     if warnings:
         lines += ["", "## Warnings", "", *warnings]

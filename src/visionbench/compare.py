@@ -1,0 +1,217 @@
+"""Comparison of runs (other machines, engines, versions) against a baseline: the ratio of every
+measurement both runs made, and whether the difference is beyond the noise of the repeats.
+
+Like pyperf's compare_to, a difference is called only when a test says it is unlikely to be chance:
+throughput compares the repeats' images/s (Welch's t-test), latency every timed inference (Mann-Whitney
+U). Thousands of latency samples make tiny shifts "significant", and samples within one run are not
+independent, so a difference must also exceed the spread between repeats of either run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+from visionbench.errors import VisionbenchError
+from visionbench.results import Measurement, Results, load, load_raw
+
+ALPHA = 0.05
+#: Latency samples kept per side for the bootstrap of the ratio's confidence interval.
+MAX_BOOTSTRAP_SAMPLES = 2000
+Key = tuple[str, str, str]  # engine, precision, mode
+Verdict = Literal["faster", "slower", "within noise", "cannot tell"]
+
+
+@dataclass
+class Run:
+    label: str
+    path: Path
+    results: Results
+
+    def cells(self) -> dict[Key, Measurement]:
+        return {(m.engine, m.precision, m.mode): m for m in self.results.measurements}
+
+
+@dataclass
+class Cell:
+    """One measurement of one run set against the baseline's. ``speedup`` > 1 means faster:
+    images/s ratio for throughput, baseline p50 / this p50 for latency."""
+
+    key: Key
+    run: str
+    value: float | None  # images/s (throughput) or p50 ms (latency)
+    p99_ms: float | None = None
+    speedup: float | None = None
+    ci: tuple[float, float] | None = None  # 95% confidence interval of the speedup
+    p_value: float | None = None
+    test: str | None = None
+    verdict: Verdict | None = None
+    why: str = ""
+    differences: list[str] = field(default_factory=list)  # e.g. a batch unlike the baseline's
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    runs: list[Run]
+    keys: list[Key]
+    cells: dict[tuple[Key, str], Cell]
+    differences: dict[str, list[str]]  # run label -> how its setting differs from the baseline's
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "runs": {r.label: str(r.path) for r in self.runs},
+            "differences": self.differences,
+            "cells": [
+                {"engine": c.key[0], "precision": c.key[1], "mode": c.key[2], "run": c.run,
+                 "value": c.value, "unit": "images/s" if c.key[2] == "throughput" else "ms (p50)",
+                 "p99_ms": c.p99_ms, "speedup": c.speedup, "ci95": c.ci, "p_value": c.p_value,
+                 "test": c.test, "verdict": c.verdict, "why": c.why, "differences": c.differences}
+                for c in self.cells.values()
+            ],
+        }
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    names = [p.resolve().name for p in paths]
+    return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    return [Run(label, p, load(p)) for label, p in zip(_labels(paths), paths, strict=True)]
+
+
+def _flat(results: Results) -> dict[str, str]:
+    s = results.system
+    out = {
+        "model": f"{results.model.name} ({results.model.sha256[:12]})",
+        "cpu": s.get("cpu_model", "?"),
+        "cores": f"{s.get('physical_cores')} cores / {s.get('cpus_available')} used",
+        "isa": " ".join(s.get("isa_flags", [])),
+        "memory_gib": str(s.get("memory_total_gib")),
+        "os": str(s.get("os")),
+        "host": str(s.get("hostname")),
+    }
+    for k in ("threads", "batch_size", "duration", "iterations", "repeats", "warmup", "quick",
+              "calibration_samples", "seed", "weights", "allow_emulated"):
+        out[f"--{k.replace('_', '-')}"] = str(results.config.get(k))
+    out.update({f"version {k}": v for k, v in results.software.items()})
+    return out
+
+
+def setting_differences(base: Results, other: Results) -> list[str]:
+    a, b = _flat(base), _flat(other)
+    return [f"{k}: {a.get(k, '—')} → {b.get(k, '—')}" for k in dict.fromkeys([*a, *b])
+            if a.get(k) != b.get(k)]
+
+
+def _throughput_stats(a: Measurement, b: Measurement) -> tuple[float | None, float | None, str]:
+    """p-value and 95% CI half-width of the mean difference (images/s) from the repeats."""
+    x, y = np.asarray(a.throughput_per_repeat), np.asarray(b.throughput_per_repeat)
+    if len(x) < 2 or len(y) < 2:
+        return None, None, "needs 2 or more repeats in both runs"
+    if np.ptp(x) == 0 and np.ptp(y) == 0:
+        return None, None, "repeats identical: no spread to judge"
+    t = stats.ttest_ind(y, x, equal_var=False)
+    ci = t.confidence_interval(0.95)
+    return float(t.pvalue), float((ci.high - ci.low) / 2), ""
+
+
+def _ratio_of_medians_ci(base: np.ndarray, other: np.ndarray, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    if len(base) > MAX_BOOTSTRAP_SAMPLES:
+        base = rng.choice(base, MAX_BOOTSTRAP_SAMPLES, replace=False)
+    if len(other) > MAX_BOOTSTRAP_SAMPLES:
+        other = rng.choice(other, MAX_BOOTSTRAP_SAMPLES, replace=False)
+    res = stats.bootstrap(
+        (base, other), lambda x, y, axis: np.median(x, axis=axis) / np.median(y, axis=axis),
+        n_resamples=1000, method="percentile", vectorized=True, random_state=rng,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _noise(a: Measurement, b: Measurement) -> float:
+    return max(a.cv or 0.0, b.cv or 0.0)
+
+
+def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measurement) -> Cell:
+    mode = key[2]
+    # Threads come from the run's settings (listed per run); the batch may differ per cell.
+    diffs = [f"batch {base.batch_size} → {m.batch_size}"] if base.batch_size != m.batch_size else []
+    if m.status != "ok":
+        return Cell(key, run.label, None, why=f"{m.status}: {m.reason}", differences=diffs)
+    value = m.throughput_ips if mode == "throughput" else m.latency.p50_ms
+    cell = Cell(key, run.label, value, p99_ms=m.latency.p99_ms if m.latency else None,
+                differences=diffs)
+    if run is base_run:
+        return cell
+    if base.status != "ok":
+        cell.why = f"baseline {base.status}"
+        return cell
+    if mode == "throughput":
+        cell.speedup = m.throughput_ips / base.throughput_ips
+        p, half, why = _throughput_stats(base, m)
+        cell.test = "Welch t-test over repeats"
+        if half is not None:
+            mean_b = float(np.mean(base.throughput_per_repeat))
+            diff = float(np.mean(m.throughput_per_repeat)) - mean_b
+            cell.ci = ((mean_b + diff - half) / mean_b, (mean_b + diff + half) / mean_b)
+    else:
+        x, y = load_raw(base_run.path, base), load_raw(run.path, m)
+        cell.speedup = base.latency.p50_ms / m.latency.p50_ms
+        p = float(stats.mannwhitneyu(y, x, alternative="two-sided").pvalue)
+        cell.test = "Mann-Whitney U over inferences"
+        cell.ci = _ratio_of_medians_ci(x, y, seed=len(x) + len(y))
+        why = ""
+    cell.p_value = p
+    noise = _noise(base, m)
+    if p is None:
+        cell.verdict, cell.why = "cannot tell", why
+    elif p >= ALPHA:
+        cell.verdict, cell.why = "within noise", f"p = {p:.2g} ≥ {ALPHA}"
+    elif abs(cell.speedup - 1) <= noise:
+        cell.verdict = "within noise"
+        cell.why = (f"p = {p:.2g}, but the change ({abs(cell.speedup - 1):.1%}) is within the spread "
+                    f"between repeats ({noise:.1%})")
+    else:
+        cell.verdict = "faster" if cell.speedup > 1 else "slower"
+        cell.why = f"p = {p:.2g}; beyond the spread between repeats ({noise:.1%})"
+    return cell
+
+
+def compare(paths: list[Path], baseline: Path | None = None) -> Comparison:
+    """Every run against the baseline (``baseline``, else the first run)."""
+    if baseline is not None:
+        paths = [baseline, *[p for p in paths if p.resolve() != baseline.resolve()]]
+    if len(paths) < 2:
+        raise VisionbenchError("compare needs at least two runs (or one run and --baseline)")
+    runs = load_runs(paths)
+    base_run = runs[0]
+    base_cells = base_run.cells()
+    keys = list(base_cells)
+    for run in runs[1:]:
+        shared = [k for k, m in run.cells().items()
+                  if m.status == "ok" and k in base_cells and base_cells[k].status == "ok"]
+        if not shared:
+            raise VisionbenchError(
+                f"{run.path} and the baseline {base_run.path} have no measurement in common "
+                "(same engine, precision and mode, both measured)"
+            )
+        keys += [k for k in run.cells() if k not in keys]
+    cells: dict[tuple[Key, str], Cell] = {}
+    for run in runs:
+        mine = run.cells()
+        for key in keys:
+            if key in mine and key in base_cells:
+                cells[key, run.label] = compare_cell(key, base_run, base_cells[key], run, mine[key])
+            elif key in mine:
+                m = mine[key]
+                value = (m.throughput_ips if key[2] == "throughput" else
+                         (m.latency.p50_ms if m.latency else None))
+                cells[key, run.label] = Cell(key, run.label, value, why="not in the baseline")
+    differences = {r.label: setting_differences(base_run.results, r.results) for r in runs[1:]}
+    return Comparison(base_run.label, runs, keys, cells, differences)

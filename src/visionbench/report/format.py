@@ -1,0 +1,34 @@
+"""How numbers and measurements read in every report (console, Markdown, HTML)."""
+
+from __future__ import annotations
+
+from visionbench.results import Measurement
+
+
+def fmt(v: float | None, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def ran_as(m: Measurement) -> str:
+    """What the engine really executed, e.g. ``int8 (54 int8 ops)``, or the measurement's status."""
+    if m.status != "ok":
+        return m.status
+    text = m.executed_precision or "?"
+    if m.quantized_ops is not None:
+        text += f" ({m.quantized_ops} int8 ops)"
+    return text + (" EMULATED" if m.emulated else "")
+
+
+def latency_values(m: Measurement) -> list[str]:
+    """p50, p90, p99, p99.9 and mean in ms."""
+    lat = m.latency
+    vals = [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.mean_ms] if lat else [None] * 5
+    return [fmt(v) for v in vals]
+
+
+def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
+    """Each throughput measurement's speed relative to FP32 on the same engine, by id."""
+    fp32 = {m.engine: m.throughput_ips for m in ms
+            if m.mode == "throughput" and m.precision == "fp32" and m.status == "ok"}
+    return {m.id: f"{m.throughput_ips / fp32[m.engine]:.2f}x" if m.throughput_ips and fp32.get(m.engine)
+            else "—" for m in ms if m.mode == "throughput"}

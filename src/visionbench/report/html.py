@@ -1,0 +1,90 @@
+"""report.html: one self-contained page (inline CSS, figures as data URIs, no network) that tells a
+reader what machine ran what, how fast, how stable, and how it was measured."""
+
+from __future__ import annotations
+
+import base64
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.notices import notices
+from visionbench.results import Results
+
+TEMPLATES = Environment(
+    loader=PackageLoader("visionbench.report", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def headline(results: Results) -> list[str]:
+    """One sentence per engine: its throughput per precision, the speed-up over FP32, batch-1 p50."""
+    lines = []
+    for engine in dict.fromkeys(m.engine for m in results.measurements):
+        ok = {(m.precision, m.mode): m for m in results.measurements
+              if m.engine == engine and m.status == "ok"}
+        fp32 = ok.get(("fp32", "throughput"))
+        parts = []
+        for p in ("fp32", "bf16", "int8"):
+            t, lat = ok.get((p, "throughput")), ok.get((p, "latency"))
+            if t is None and lat is None:
+                continue
+            bits = []
+            if t is not None:
+                speedup = (f", {t.throughput_ips / fp32.throughput_ips:.2f}x FP32"
+                           if fp32 is not None and p != "fp32" else "")
+                bits.append(f"{t.throughput_ips:.1f} images/s at batch {t.batch_size}{speedup}")
+            if lat is not None and lat.latency is not None:
+                bits.append(f"{lat.latency.p50_ms:.1f} ms per image at batch 1 (p50)")
+            emulated = " (EMULATED)" if any(m.emulated for m in (t, lat) if m) else ""
+            parts.append(f"{p.upper()}{emulated}: " + ", ".join(bits))
+        if parts:
+            lines.append(f"{engine} — " + "; ".join(parts) + ".")
+        else:
+            lines.append(f"{engine} — nothing could be measured (see the notices).")
+    return lines
+
+
+def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
+    ms = results.measurements
+    thr = [m for m in ms if m.mode == "throughput"]
+    ratios = fp32_ratios(ms)
+    throughput_rows = [
+        {
+            "m": m, "ips": fmt(m.throughput_ips, ".1f"),
+            "cv": "—" if m.cv is None else f"{100 * m.cv:.1f}%",
+            "unstable": any(w.startswith("unstable") for w in m.warnings),
+            "vs": ratios[m.id], "ran": ran_as(m),
+        }
+        for m in thr
+    ]
+    latency_rows = [
+        {"m": m, "vals": latency_values(m), "ips": fmt(m.throughput_ips, ".1f"),
+         "n": m.latency.count if m.latency else "—", "ran": ran_as(m)}
+        for m in ms if m.mode == "latency"
+    ]
+    ok = [m for m in ms if m.status == "ok"]
+    unstable = [m.id for m in ok if any(w.startswith("unstable") for w in m.warnings)]
+    batches = {m.precision: m.batch_size for m in thr}
+    return TEMPLATES.get_template("report.html.j2").render(
+        r=results,
+        s=results.system,
+        headline=headline(results),
+        throughput_rows=throughput_rows,
+        latency_rows=latency_rows,
+        figures={name: data_uri(f["png"]) for name, f in figures.items()},
+        notices=notices(results),
+        unstable=unstable,
+        n_ok=len(ok),
+        batches=batches,
+        thr=next((m for m in ok if m.mode == "throughput"), None),
+        lat=next((m for m in ok if m.mode == "latency"), None),
+        int8=[m for m in ok if m.precision == "int8"],
+        config=results.config,
+    )
