@@ -1,7 +1,8 @@
 """Harness overhead: visionbench's timing harness against a bare loop calling the engine's own
 API, alternating rounds in one process, same model, batch, threads and duration. (The bare
 PyTorch loop feeds tensors converted to channels_last before the loop; visionbench converts each
-numpy batch inside the timed call, so that copy counts against it.)
+numpy batch inside the timed call, so that copy counts against it. The bare TensorFlow loop calls
+the Keras model in a tf.function, as users write it; visionbench runs the frozen graph.)
 
     python benchmarks/harness_overhead.py [--duration 8] [--rounds 3] [--model resnet50]
 """
@@ -73,11 +74,38 @@ def bare_torch(model, batch: int, threads: int, compiled: bool):
     return call
 
 
+def bare_tensorflow(model, batch: int, threads: int):
+    """What a TensorFlow user writes: the Keras model in a tf.function, NHWC tensors made before
+    the loop. (visionbench runs the frozen graph instead, as the reference scripts do.)"""
+    import numpy as np
+
+    from visionbench.models import onnx_weights
+    from visionbench.models.keras_resnet import make_keras
+    from visionbench.models.resnet50 import config_from_weights
+    from visionbench.models.tensorflow_files import import_tensorflow, set_threads
+
+    tf = import_tensorflow()
+    set_threads(tf, threads)
+    arrays = onnx_weights(model)
+    keras_model = make_keras(arrays, config_from_weights(arrays, model.height))
+    fn = tf.function(lambda x: keras_model(x, training=False))
+    cache: dict[int, object] = {}
+
+    def call(x: np.ndarray):
+        t = cache.get(id(x))
+        if t is None:
+            t = cache[id(x)] = tf.constant(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        return fn(t).numpy()
+
+    return call
+
+
 BARE = {
     "openvino": bare_openvino,
     "onnxruntime": bare_onnxruntime,
     "torch": lambda m, b, t: bare_torch(m, b, t, compiled=True),
     "torch-eager": lambda m, b, t: bare_torch(m, b, t, compiled=False),
+    "tensorflow": bare_tensorflow,
 }
 
 
@@ -115,7 +143,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--model", default="resnet50")
-    ap.add_argument("--engines", default="openvino,onnxruntime,torch,torch-eager")
+    ap.add_argument("--engines", default="openvino,onnxruntime,torch,torch-eager,tensorflow")
     ap.add_argument("--batches", default="1,16")
     args = ap.parse_args()
     threads = available_cpus()
@@ -132,8 +160,9 @@ def main() -> None:
             inputs = input_pool(model, batch, seed=1)
             plan = TimingPlan(batch_size=batch, warmup=2, repeats=1, duration=args.duration)
             ours, theirs = [], []
+            fed = [session.feed(x) for x in inputs]
             for _ in range(args.rounds):
-                ours.append(measure(session.run, inputs, plan).windows[0].throughput)
+                ours.append(measure(session.run, fed, plan).windows[0].throughput)
                 theirs.append(bare_loop(bare, inputs, args.duration, batch))
             print(f"{name:12} {batch:>5}  {spread(ours):>26}  {spread(theirs):>26}  "
                   f"{median(ours) / median(theirs):.3f}")

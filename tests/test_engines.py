@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not ENGINE_NAMES, reason="no engine installed")
 
 
 def run_all(session, inputs: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([session.run(inputs[i: i + batch]) for i in range(0, len(inputs), batch)])
+    return np.concatenate([session.predict(inputs[i: i + batch]) for i in range(0, len(inputs), batch)])
 
 
 def prepared(engine_name, model, precision, batch=8, n_calib=32):
@@ -89,7 +89,7 @@ def test_openvino_bf16_runs_bf16_and_agrees(tiny, tiny_inputs):
 @pytest.mark.parametrize("engine_name", ONNX_ENGINES)
 def test_nhwc_user_model_runs(engine_name, tmp_path):
     spec = resolve(str(small_onnx(tmp_path / "nhwc.onnx", ["N", 32, 32, 3], "NHWC")))
-    out = prepared(engine_name, spec, "fp32", batch=3).run(
+    out = prepared(engine_name, spec, "fp32", batch=3).predict(
         np.ones(spec.input_shape(3), np.float32))
     assert out.shape == (3, 10) and np.isfinite(out).all()
 
@@ -100,5 +100,5 @@ def test_full_resnet50_batch1_smoke(engine_name):
     spec = resolve("resnet50")
     session = prepared(engine_name, spec, "fp32", batch=1)
     x = np.random.default_rng(3).standard_normal(spec.input_shape(1), dtype=np.float32)
-    out = session.run(x)
+    out = session.predict(x)
     assert out.shape == (1, 1000) and np.isfinite(out).all()

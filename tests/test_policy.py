@@ -3,11 +3,14 @@ reason by default, measure marked emulated only with --allow-emulated."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from visionbench.config import RunConfig
 from visionbench.engines.base import Engine, Support
 from visionbench.errors import VisionbenchError
+from visionbench.models.spec import ModelSpec
 from visionbench.runner import plan_tasks
 
 
@@ -32,9 +35,15 @@ class EmulatesBF16(Engine):
         raise AssertionError("planning never prepares a model")
 
 
-def plan(**kw):
+def spec(fmt="onnx") -> ModelSpec:
+    return ModelSpec(name="m", path=Path("m.pb"), input_name="x", layout="NHWC", channels=3, height=8,
+                     width=8, fixed_batch=None, output_name="y", num_classes=10, source="file",
+                     sha256="0" * 64, format=fmt)
+
+
+def plan(fmt="onnx", **kw):
     cfg = RunConfig(engines=["emulates-bf16"], **kw)
-    return plan_tasks(cfg, {"emulates-bf16": EmulatesBF16()})
+    return plan_tasks(cfg, {"emulates-bf16": EmulatesBF16()}, spec(fmt))
 
 
 def test_named_emulated_precision_is_an_error():
@@ -56,3 +65,14 @@ def test_default_precisions_keep_every_slot_with_its_verdict():
     tasks = plan()
     assert [(t.precision, t.support.status) for t in tasks if t.mode == "latency"] == [
         ("fp32", "native"), ("bf16", "emulated"), ("int8", "unsupported")]
+
+
+def test_a_named_engine_that_cannot_read_the_model_format_is_an_error():
+    with pytest.raises(VisionbenchError, match=r"runs onnx models; m\.pb is a tensorflow model"):
+        plan("tensorflow")
+
+
+def test_engine_all_records_the_format_it_cannot_read_as_unsupported():
+    tasks = plan("tensorflow", engines_explicit=False)
+    assert len(tasks) == 6 and {t.support.status for t in tasks} == {"unsupported"}
+    assert "is a tensorflow model" in tasks[0].support.reason

@@ -49,30 +49,30 @@ def test_same_function_on_every_engine(name):
     """FP32 logits of torch (eager), OpenVINO and ONNX Runtime on the same inputs."""
     spec = resolve(name)
     x = np.random.default_rng(11).standard_normal(spec.input_shape(2), dtype=np.float32)
-    ref = prepared("torch-eager", spec, "fp32", batch=2).run(x)
+    ref = prepared("torch-eager", spec, "fp32", batch=2).predict(x)
     assert np.isfinite(ref).all()
     for engine in ENGINE_NAMES:
         if engine.startswith("torch"):
             continue
-        assert _relative(prepared(engine, spec, "fp32", batch=2).run(x), ref) < 1e-3, engine
+        assert _relative(prepared(engine, spec, "fp32", batch=2).predict(x), ref) < 1e-3, engine
 
 
 def test_compiled_fp32_and_pt2e_int8(tiny, tiny_inputs):
-    ref = prepared("torch-eager", tiny, "fp32").run(tiny_inputs[:8])
+    ref = prepared("torch-eager", tiny, "fp32").predict(tiny_inputs[:8])
     fp32 = prepared("torch", tiny, "fp32")
     assert fp32.execution.executed_precision == "fp32"
     assert fp32.execution.details["configuration"].startswith("torch.compile")
     assert fp32.execution.details["first_run_seconds"] > 0  # compile time, kept out of timing
-    assert _relative(fp32.run(tiny_inputs[:8]), ref) < 1e-3
+    assert _relative(fp32.predict(tiny_inputs[:8]), ref) < 1e-3
     int8 = prepared("torch", tiny, "int8")
     ex = int8.execution
     assert ex.details["quantizer"].startswith("PT2E"), ex.details["quantizer"]
     assert ex.executed_precision == "int8" and ex.quantized_ops == 18  # 17 convs + fc
     assert any(":u8:" in k or ":s8:" in k for k in ex.layer_precisions), ex.layer_precisions
     assert ex.details["intra_op_threads"] == 2 and ex.details["inter_op_threads"] == 1
-    got = np.concatenate([int8.run(tiny_inputs[i: i + 8]) for i in range(0, 32, 8)])
+    got = np.concatenate([int8.predict(tiny_inputs[i: i + 8]) for i in range(0, 32, 8)])
     full_ref = np.concatenate(
-        [prepared("torch-eager", tiny, "fp32").run(tiny_inputs[i: i + 8]) for i in range(0, 32, 8)])
+        [prepared("torch-eager", tiny, "fp32").predict(tiny_inputs[i: i + 8]) for i in range(0, 32, 8)])
     assert (got.argmax(1) == full_ref.argmax(1)).mean() >= 0.6
 
 
@@ -81,8 +81,8 @@ def test_bf16_runs_and_agrees(tiny, tiny_inputs):
     assert support.status == ("native" if cpu_features().bf16 else "emulated")
     s = prepared("torch-eager", tiny, "bf16", emulated=support.status == "emulated")
     assert s.execution.executed_precision == "bf16"
-    ref = prepared("torch-eager", tiny, "fp32").run(tiny_inputs[:16])
-    assert (s.run(tiny_inputs[:16]).argmax(1) == ref.argmax(1)).mean() >= 0.7
+    ref = prepared("torch-eager", tiny, "fp32").predict(tiny_inputs[:16])
+    assert (s.predict(tiny_inputs[:16]).argmax(1) == ref.argmax(1)).mean() >= 0.7
     if cpu_features().bf16:
         assert any(":bf16:" in k for k in s.execution.layer_precisions)
 
@@ -135,7 +135,7 @@ def test_checkpoint_weights_reach_every_engine(checkpoint):
     for engine in ENGINE_NAMES:
         if engine == "torch":
             continue  # compiled: same module, covered on the tiny model
-        assert _relative(prepared(engine, spec, "fp32", batch=1).run(x), want) < 1e-3, engine
+        assert _relative(prepared(engine, spec, "fp32", batch=1).predict(x), want) < 1e-3, engine
 
 
 def test_bad_checkpoints(tmp_path, checkpoint):
@@ -178,5 +178,5 @@ def test_export_with_weights_cli(tmp_path, checkpoint):
     x = np.random.default_rng(4).standard_normal((1, 3, 224, 224), dtype=np.float32)
     with torch.inference_mode():
         want = module(torch.from_numpy(x)).numpy()
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).predict(None, {"input": x})[0]
     assert _relative(got, want) < 1e-3

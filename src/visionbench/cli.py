@@ -41,9 +41,13 @@ def cli() -> None:
 @click.option("--precision", help="Comma list of fp32, bf16, int8 [default: all three].")
 @click.option("--mode", help="Comma list of throughput, latency [default: both].")
 @click.option("--model", default="resnet50", show_default=True,
-              help="Built-in model name (resnet50, resnet50-tiny) or a path to an ONNX file.")
+              help="Built-in model name (resnet50, resnet50-tiny), or a path to an ONNX file or a "
+                   "TensorFlow model (.keras, .h5, .pb, SavedModel directory).")
 @click.option("--weights", type=click.Path(path_type=Path),
-              help="A torchvision ResNet-50 checkpoint (.pth state_dict): every engine runs its weights.")
+              help="ResNet-50 weights: a torchvision checkpoint (.pth state_dict; every engine runs "
+                   "it) or TensorFlow's own file (.keras, .h5, .pb, SavedModel directory).")
+@click.option("--input-name", help="Input tensor of a TensorFlow model file, if it cannot be inferred.")
+@click.option("--output-name", help="Output (logits) tensor of a TensorFlow model file, if ambiguous.")
 @click.option("--batch-size", type=int,
               help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
 @click.option("--threads", type=int, help="Threads per engine [default: all available cores].")
@@ -60,7 +64,8 @@ def cli() -> None:
 @click.option("--output", type=click.Path(path_type=Path),
               help="Run directory [default: results/<timestamp>-<hostname>].")
 def run(engine: str, precision: str | None, mode: str | None, model: str, weights: Path | None,
-        batch_size: int | None, threads: int | None, duration: float | None,
+        input_name: str | None, output_name: str | None, batch_size: int | None,
+        threads: int | None, duration: float | None,
         iterations: int | None, repeats: int | None, warmup: int | None,
         calibration_samples: int | None, allow_emulated: bool, quick: bool, seed: int,
         output: Path | None) -> None:
@@ -79,8 +84,9 @@ def run(engine: str, precision: str | None, mode: str | None, model: str, weight
         engines=engines,
         precisions=parse_list(precision, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
         modes=parse_list(mode, MODES, "mode") or list(MODES),  # type: ignore[arg-type]
-        precisions_explicit=precision is not None,
-        model=model, weights=weights, batch_size=batch_size, threads=threads or available_cpus(),
+        precisions_explicit=precision is not None, engines_explicit=engine.strip().lower() != "all",
+        model=model, weights=weights, input_name=input_name, output_name=output_name,
+        batch_size=batch_size, threads=threads or available_cpus(),
         duration=duration, iterations=iterations, repeats=repeats, warmup=warmup,
         calibration_samples=calibration_samples, allow_emulated=allow_emulated, quick=quick,
         seed=seed, output=output or default_output(),

@@ -58,9 +58,14 @@ class RunConfig:
     modes: list[Mode] = field(default_factory=lambda: list(MODES))
     #: Whether the user named the precisions: then an unsupported one is an error, not a skip.
     precisions_explicit: bool = False
+    #: Whether the user named the engines: then one that cannot run the model is an error.
+    engines_explicit: bool = True
     model: str = "resnet50"
-    #: A torchvision ResNet-50 checkpoint whose weights every engine runs.
+    #: ResNet-50 weights: a torchvision checkpoint (every engine runs it) or a TensorFlow file.
     weights: Path | None = None
+    #: Tensors of a TensorFlow model file, where they cannot be inferred.
+    input_name: str | None = None
+    output_name: str | None = None
     batch_size: int | None = None
     threads: int = 1
     duration: float | None = None

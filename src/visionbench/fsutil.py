@@ -47,8 +47,13 @@ def cache_dir() -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, or of a directory's files (relative names and contents, in order)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()

@@ -67,14 +67,24 @@ def check_memory(model: ModelSpec, batch: int) -> None:
         )
 
 
-def plan_tasks(cfg: RunConfig, engines: dict[str, Engine]) -> list[Task]:
+def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> list[Task]:
     """Every measurement to make, with each engine's verdict on each precision on this CPU.
 
     A precision the user named that cannot run natively is an error (unless ``allow_emulated``
-    and the engine can emulate it); a default precision that cannot is recorded as skipped."""
+    and the engine can emulate it); a default precision that cannot is recorded as skipped.
+    Likewise an engine the user named that cannot run the model's format is an error; one that
+    ``--engine all`` brought in is recorded as unsupported."""
     cpu = cpu_features()
     tasks: list[Task] = []
     for name, engine in engines.items():
+        if model.format not in engine.formats:
+            reason = (f"{name} runs {' and '.join(engine.formats)} models; {model.path.name} is a "
+                      f"{model.format} model")
+            if cfg.engines_explicit:
+                raise VisionbenchError(reason)
+            unsupported = Support("unsupported", reason)
+            tasks.extend(Task(name, p, m, unsupported) for p in cfg.precisions for m in cfg.modes)
+            continue
         for p in cfg.precisions:
             s = engine.support(p, cpu)
             if cfg.precisions_explicit and s.status == "unsupported":
@@ -127,7 +137,8 @@ def measure_task(
         plan.batch_size, allow_emulated=cfg.allow_emulated,
     )
     try:
-        inputs = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
+        pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
+        inputs = [session.feed(x) for x in pool]
         timing = measure(session.run, inputs, plan, reporter.start(task.id, plan))
     finally:
         session.close()
@@ -166,13 +177,13 @@ def measure_task(
 def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     """Check everything, then measure; raises VisionbenchError before measuring on bad input."""
     engines = {name: get_engine(name) for name in cfg.engines}
-    model = resolve(cfg.model, cfg.seed, cfg.weights)
+    model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)
     for p in cfg.precisions:
         for mode in cfg.modes:
             b = cfg.batch_for(p, mode)
             model.check_batch(b)
             check_memory(model, b)
-    tasks = plan_tasks(cfg, engines)
+    tasks = plan_tasks(cfg, engines, model)
     out = _output_dir(cfg.output)
     software = {"visionbench": __version__}
     for e in engines.values():

@@ -58,9 +58,18 @@ class Session(ABC):
 
     execution: Execution
 
+    def feed(self, batch: np.ndarray) -> Any:
+        """An input batch (numpy, in the model's layout) as ``run`` takes it. The harness calls
+        this before timing: a layout change or a copy into the engine's tensors is not inference."""
+        return batch
+
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch and return the output (logits) as a numpy array."""
+    def run(self, batch: Any) -> np.ndarray:
+        """Run one fed batch and return the output (logits) as a numpy array."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """``run(feed(batch))``: logits for a numpy batch, for checks outside the timed loop."""
+        return self.run(self.feed(batch))
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine's resources."""
@@ -72,6 +81,8 @@ class Engine(ABC):
     module: ClassVar[str]
     #: pip extra that installs it.
     extra: ClassVar[str]
+    #: Model formats it runs (``ModelSpec.format``).
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)
 
     @classmethod
     def installed(cls) -> bool:

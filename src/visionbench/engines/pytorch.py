@@ -13,14 +13,11 @@ kernel of every convolution and matrix multiply it executed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
 
@@ -37,6 +34,7 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
 )
+from visionbench.engines.capture import capture_fd
 from visionbench.errors import VisionbenchError, describe
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
@@ -44,37 +42,11 @@ from visionbench.sysinfo import CpuFeatures
 _ONEDNN_COMPUTE = ("convolution", "inner_product", "matmul")
 
 
-@contextlib.contextmanager
-def _capture_fd(fd: int) -> Iterator[list[str]]:
-    """Capture what C code writes to a file descriptor: oneDNN prints its verbose log on 1;
-    torchao's import prints harmless library-load failures on 2 (an engine does not print)."""
-    import sys
-
-    libc = ctypes.CDLL(None)
-    lines: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        libc.fflush(None)
-        saved = os.dup(fd)
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield lines
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            libc.fflush(None)
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode(errors="replace").splitlines())
-
-
 def onednn_kernels(call: Callable[[], Any]) -> Counter[str]:
     """``primitive:src-dtype:implementation`` counts of the oneDNN compute kernels one call ran."""
     import torch
 
-    with _capture_fd(1) as lines, torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+    with capture_fd(1) as lines, torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
         call()
     kernels: Counter[str] = Counter()
     for line in lines:
@@ -164,7 +136,7 @@ class _Torch(Engine):
         # Two samples: an example batch of 1 would make export specialise the batch dimension.
         example = torch.from_numpy(np.concatenate([next(samples), next(samples)]))
         try:
-            with _capture_fd(2), _capture_fd(1):
+            with capture_fd(2), capture_fd(1):
                 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
                 from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 

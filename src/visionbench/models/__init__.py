@@ -61,19 +61,33 @@ def from_checkpoint(weights: Path) -> Path:
 
 
 def resolve(
-    model: str | None = None, seed: int = DEFAULT_SEED, weights: Path | None = None
+    model: str | None = None, seed: int = DEFAULT_SEED, weights: Path | None = None,
+    input_name: str | None = None, output_name: str | None = None, threads: int | None = None,
 ) -> ModelSpec:
-    """A built-in name (built on first use), a path to the user's ONNX file, or ResNet-50 v1.5
-    carrying a torchvision checkpoint's weights."""
+    """A built-in name (built on first use), a path to the user's ONNX or TensorFlow model, or
+    ResNet-50 weights: a torchvision checkpoint (run by every engine) or TensorFlow's own file.
+    ``input_name``/``output_name`` pick tensors of a TensorFlow model; ``threads`` are the run's
+    (TensorFlow fixes its thread pools when it first reads a model)."""
+    from visionbench.models.tensorflow_files import is_tensorflow_path, read_tensorflow
+
+    tf_file = (weights is not None and is_tensorflow_path(weights)) or (
+        weights is None and model not in (None, *BUILTIN) and is_tensorflow_path(Path(str(model))))
+    if (input_name or output_name) and not tf_file:
+        raise VisionbenchError("--input-name and --output-name pick tensors of a TensorFlow model file")
     if weights is not None:
         if model not in (None, DEFAULT_MODEL):
             raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it without --model")
+        if tf_file:
+            return read_tensorflow(weights, input_name, output_name, resnet50=True, source="weights",
+                                   threads=threads)
         gflop = 2 * macs(RESNET50) / 1e9
         return read_onnx(from_checkpoint(weights), f"resnet50 ({weights.name})", "weights", gflop)
     model = model or DEFAULT_MODEL
     if model in BUILTIN:
         gflop = 2 * macs(BUILTIN[model]) / 1e9
         return read_onnx(build_builtin(model, seed), model, "built-in", gflop)
+    if tf_file:
+        return read_tensorflow(Path(model), input_name, output_name, threads=threads)
     return read_onnx(Path(model))
 
 

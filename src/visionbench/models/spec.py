@@ -13,6 +13,7 @@ from visionbench.errors import VisionbenchError
 from visionbench.fsutil import file_sha256
 
 Layout = Literal["NCHW", "NHWC"]
+ModelFormat = Literal["onnx", "tensorflow"]
 DEFAULT_IMAGE_SIZE = 224
 
 
@@ -28,10 +29,12 @@ class ModelSpec:
     fixed_batch: int | None
     output_name: str
     num_classes: int | None
-    source: str  # "built-in" or "file"
+    source: str  # "built-in", "file" or "weights"
     sha256: str
     gflop_per_image: float | None = None
     notes: tuple[str, ...] = field(default=())
+    #: An ONNX file, or a TensorFlow model (Keras file, SavedModel directory, frozen graph).
+    format: ModelFormat = "onnx"
 
     def input_shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":
@@ -45,6 +48,36 @@ class ModelSpec:
                 f"--batch-size {batch} conflicts with it (use --batch-size {self.fixed_batch} "
                 "or a model with a dynamic batch dimension)"
             )
+
+
+def image_layout(dims: list[int | None]) -> tuple[Layout, int, int | None, int | None] | None:
+    """Layout, channels, height and width of a 4-D image input (1 or 3 channels), else None."""
+    if len(dims) != 4:
+        return None
+    if dims[1] in (1, 3):
+        return "NCHW", int(dims[1]), dims[2], dims[3]
+    if dims[3] in (1, 3):
+        return "NHWC", int(dims[3]), dims[1], dims[2]
+    return None
+
+
+def image_input(
+    model_name: str, dims: list[int | None], described: str, image_like: bool = True,
+) -> tuple[Layout, int, int, int, list[str]]:
+    """Layout, channels, height, width of a model's image input (a dynamic size is measured at
+    224x224, noted), or one clear error; ``image_like`` False when its element type is not float."""
+    found = image_layout(dims) if image_like else None
+    if found is None:
+        raise VisionbenchError(
+            f"model {model_name} has no image-like input (a 4-D float tensor, NCHW or NHWC "
+            f"with 1 or 3 channels); its input: {described}"
+        )
+    layout, channels, h, w = found
+    notes: list[str] = []
+    if h is None or w is None:
+        h, w = h or DEFAULT_IMAGE_SIZE, w or DEFAULT_IMAGE_SIZE
+        notes.append(f"input spatial size is dynamic; benchmarked at {h}x{w}")
+    return layout, channels, h, w, notes
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
@@ -76,23 +109,8 @@ def read_onnx(path: Path, name: str | None = None, source: str = "file",
     inp = inputs[0]
     dims = _dims(inp)
     elem = inp.type.tensor_type.elem_type
-    image_like = len(dims) == 4 and elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    if image_like and dims[1] in (1, 3):
-        layout: Layout = "NCHW"
-        channels, h, w = dims[1], dims[2], dims[3]
-    elif image_like and dims[3] in (1, 3):
-        layout = "NHWC"
-        h, w, channels = dims[1], dims[2], dims[3]
-    else:
-        raise VisionbenchError(
-            f"model {path.name} has no image-like input (a 4-D float tensor, NCHW or NHWC "
-            f"with 1 or 3 channels); its input: {described}"
-        )
-    notes: list[str] = []
-    if h is None or w is None:
-        h = h or DEFAULT_IMAGE_SIZE
-        w = w or DEFAULT_IMAGE_SIZE
-        notes.append(f"input spatial size is dynamic; benchmarked at {h}x{w}")
+    layout, channels, h, w, notes = image_input(
+        path.name, dims, described, elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
     out = model.graph.output[0]
     out_dims = _dims(out)
     return ModelSpec(

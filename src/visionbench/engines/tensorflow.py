@@ -1,0 +1,395 @@
+"""TensorFlow on the CPU, the framework of the reference study, run as its scripts run it: a frozen
+graph (variables folded into constants) called as a compiled function, oneDNN on, intra-op threads
+= the cores given, inter-op threads = 1.
+
+- FP32: the frozen graph.
+- BF16: oneDNN auto mixed precision (the grappler pass the Intel reference scripts turn on),
+  verified by counting the compute ops the optimized graph runs in bfloat16.
+- INT8: Intel Neural Compressor's post-training static quantization of the frozen graph, as the
+  Intel reference models made their INT8 graphs. TensorFlow runs those quantized ops only where
+  its oneDNN build allows INT8 (AVX-512 or AVX-VNNI-INT8); elsewhere the same frozen graph is
+  quantized to a full-integer TFLite model and run on LiteRT's XNNPACK int8 kernels. Which path
+  ran is recorded with every measurement.
+
+Runs TensorFlow's own files (Keras, SavedModel, frozen graph) and ResNet-50 v1.5 ONNX files (built
+in, ``--weights``, ``export``), rebuilt in Keras from the very weights the other engines run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from visionbench.engines.base import (
+    Calibration,
+    Engine,
+    Execution,
+    Precision,
+    Session,
+    Support,
+    cpu_support,
+    dominant_precision,
+)
+from visionbench.engines.capture import capture_fd
+from visionbench.errors import VisionbenchError, describe
+from visionbench.fsutil import atomic_write_bytes, cache_dir
+from visionbench.models.spec import ModelSpec
+from visionbench.sysinfo import CpuFeatures
+
+#: Ops that carry a network's arithmetic, in TensorFlow graphs and in TFLite models.
+COMPUTE_OPS = {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "_FusedDepthwiseConv2dNative",
+               "MatMul", "_FusedMatMul", "BatchMatMulV2", "Conv3D"}
+LITE_COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"}
+TF_DTYPE_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+LITE_DTYPE_PRECISION = {"float32": "fp32", "int8": "int8", "uint8": "int8", "int16": "int16"}
+INC_SETTINGS = "neural_compressor.tensorflow.quantize_model (StaticQuantConfig, default: per-channel " \
+               "int8 weights, uint8/int8 activations, MinMax calibration)"
+LITE_SETTINGS = "tf.lite.TFLiteConverter full-integer (TFLITE_BUILTINS_INT8, float input/output), " \
+                "representative dataset = the calibration samples"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def onednn_int8(cpu: CpuFeatures) -> bool:
+    """TensorFlow's oneDNN runs quantized ops only with AVX-512 or AVX-VNNI-INT8 (its
+    IsDataTypeSupportedByOneDNNOnThisCPU); elsewhere Neural Compressor's graph cannot execute."""
+    return cpu.avx512 or "avx_vnni_int8" in cpu.flags
+
+
+def onednn_bf16(cpu: CpuFeatures) -> bool:
+    """TensorFlow's oneDNN runs bfloat16 only with AVX-512 (emulated) or native BF16 instructions."""
+    return cpu.avx512 or cpu.bf16 or "avx_ne_convert" in cpu.flags
+
+
+def _dtype_name(tf: Any, node: Any) -> str | None:
+    for attr in ("T", "dtype"):
+        if attr in node.attr and node.attr[attr].type:
+            return tf.dtypes.as_dtype(node.attr[attr].type).name
+    return None
+
+
+def executed_ops(tf: Any, fn: Any, x: Any) -> Counter[str]:
+    """``op:dtype`` counts of the compute ops in the graph TensorFlow really ran for one call
+    (after grappler: folding, fusion, auto mixed precision)."""
+    from tensorflow.python.eager import context
+
+    context.enable_run_metadata()
+    try:
+        fn(x)
+        meta = context.export_run_metadata()
+    finally:
+        context.disable_run_metadata()
+    graphs = [g.post_optimization_graph for g in meta.function_graphs] or list(meta.partition_graphs)
+    best: Counter[str] = Counter()
+    for g in graphs:  # a nested function may be inlined or not: take the fullest graph
+        counts: Counter[str] = Counter()
+        for node in g.node:
+            if node.op in COMPUTE_OPS or node.op.startswith("Quantized") or "Quantized" in node.op:
+                counts[f"{node.op}:{_dtype_name(tf, node) or '?'}"] += 1
+        if sum(counts.values()) > sum(best.values()):
+            best = counts
+    return best
+
+
+def _precision_counts(ops: Counter[str]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for key, n in ops.items():
+        op, dtype = key.split(":")
+        out["int8" if "Quantized" in op else TF_DTYPE_PRECISION.get(dtype, dtype)] += n
+    return out
+
+
+class GraphSession(Session):
+    """A frozen graph as a compiled function; NCHW inputs are transposed when fed."""
+
+    def __init__(self, tf: Any, fn: Any, nchw_input: bool) -> None:
+        self._tf = tf
+        self._fn = fn
+        self._nchw = nchw_input
+
+    def feed(self, batch: np.ndarray) -> Any:
+        if self._nchw:
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        return self._tf.constant(batch)
+
+    def run(self, batch: Any) -> np.ndarray:
+        return self._fn(batch).numpy()
+
+
+class LiteSession(Session):
+    """A TFLite model on LiteRT's interpreter (XNNPACK delegate), resized to the batch."""
+
+    def __init__(self, interpreter: Any, nchw_input: bool) -> None:
+        self._it = interpreter
+        self._in = interpreter.get_input_details()[0]["index"]
+        self._out = interpreter.get_output_details()[0]["index"]
+        self._nchw = nchw_input
+
+    def feed(self, batch: np.ndarray) -> Any:
+        if self._nchw:
+            batch = batch.transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def run(self, batch: Any) -> np.ndarray:
+        self._it.set_tensor(self._in, batch)
+        self._it.invoke()
+        return self._it.get_tensor(self._out)
+
+
+class TensorFlowEngine(Engine):
+    name = "tensorflow"
+    module = "tensorflow"
+    extra = "tensorflow"
+    formats = ("onnx", "tensorflow")
+    _frozen_cache: ClassVar[dict[str, Any]] = {}
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for dist, label in (("tensorflow", "tensorflow"), ("keras", "keras"),
+                            ("neural-compressor-tf", "neural-compressor"),
+                            ("ai-edge-litert", "ai-edge-litert")):
+            v = _version(dist) or (_version("tensorflow-cpu") if dist == "tensorflow" else None)
+            if v:
+                out[label] = v
+        return out
+
+    def support(self, precision: Precision, cpu: CpuFeatures) -> Support:
+        if precision == "bf16":
+            if not onednn_bf16(cpu):
+                return Support(
+                    "unsupported",
+                    "TensorFlow's oneDNN runs BF16 only on CPUs with AVX-512 or AVX-NE-CONVERT; on "
+                    "this CPU auto mixed precision leaves every op in FP32",
+                )
+            return cpu_support(precision, cpu)
+        if precision == "int8":
+            if onednn_int8(cpu):
+                if _version("neural-compressor-tf") is None:
+                    return Support("unsupported", "INT8 needs Intel Neural Compressor: "
+                                                  "pip install 'visionbench[tensorflow]'")
+                return cpu_support(precision, cpu)
+            if _version("ai-edge-litert") is None:
+                return Support("unsupported", "TensorFlow's oneDNN runs INT8 only with AVX-512 or "
+                                              "AVX-VNNI-INT8, and LiteRT is not installed")
+            return Support(
+                "native",
+                "TensorFlow's oneDNN runs INT8 only with AVX-512 or AVX-VNNI-INT8, which this CPU "
+                "lacks: INT8 runs as a full-integer TFLite model on LiteRT's XNNPACK kernels, not as "
+                "Neural Compressor's graph",
+            )
+        return Support("native")
+
+    # -- model --------------------------------------------------------------------------------
+
+    def _frozen(self, model: ModelSpec) -> Any:
+        """The model as a FrozenModel (cached per file)."""
+        from visionbench.models.tensorflow_files import freeze, import_tensorflow, load_frozen
+
+        if model.format == "tensorflow":
+            return load_frozen(model.path, model.input_name, model.output_name)
+        if model.sha256 in self._frozen_cache:
+            return self._frozen_cache[model.sha256]
+        from visionbench.models import onnx_weights
+        from visionbench.models.keras_resnet import make_keras
+        from visionbench.models.resnet50 import config_from_weights
+
+        arrays = onnx_weights(model)  # the very file the other engines run
+        cfg = config_from_weights(arrays, model.height) if model.layout == "NCHW" else None
+        if cfg is None:
+            raise VisionbenchError(
+                "the tensorflow engine runs TensorFlow model files and ResNet-50 v1.5 weights in ONNX; "
+                f"{model.path.name} is another ONNX model"
+            )
+        tf = import_tensorflow()
+        keras_model = make_keras(arrays, cfg)
+        frozen = freeze(tf, lambda x: keras_model(x, training=False),
+                        (None, cfg.image_size, cfg.image_size, 3), "input", "logits")
+        self._frozen_cache[model.sha256] = frozen
+        return frozen
+
+    # -- precisions -----------------------------------------------------------------------------
+
+    def _graph(self, tf: Any, frozen: Any, bf16: bool, example: Any) -> tuple[Any, Counter[str]]:
+        """A compiled function over the frozen graph, optimized (with BF16 auto mixed precision
+        when asked) at its first call, on the fed ``example``; the compute ops it really ran."""
+        spec = tf.TensorSpec(frozen.input_shape, tf.float32)
+        option = {"auto_mixed_precision_onednn_bfloat16": bf16}
+        previous = tf.config.optimizer.get_experimental_options()
+        tf.config.optimizer.set_experimental_options(option)
+        try:
+            # A new function for every session: grappler's options apply when it is first run.
+            fn = tf.function(lambda x: frozen.fn(x)[0]).get_concrete_function(spec)
+            ops = executed_ops(tf, fn, example)
+        finally:
+            tf.config.optimizer.set_experimental_options(
+                {"auto_mixed_precision_onednn_bfloat16":
+                 previous.get("auto_mixed_precision_onednn_bfloat16", False)})
+        return fn, ops
+
+    def _nhwc_samples(self, model: ModelSpec, calibration: Calibration) -> list[np.ndarray]:
+        nchw = model.format == "onnx" and model.layout == "NCHW"
+        return [np.ascontiguousarray(s.transpose(0, 2, 3, 1) if nchw else s, dtype=np.float32)
+                for s in calibration]
+
+    def _int8_path(self, model: ModelSpec, calibration: Calibration, suffix: str, tool: str) -> Path:
+        return cache_dir() / "int8" / f"tensorflow-{model.sha256[:16]}-{calibration.key}-{tool}{suffix}"
+
+    def _inc(self, tf: Any, model: ModelSpec, frozen: Any, calibration: Calibration) -> tuple[Path, float]:
+        """Neural Compressor's static INT8 frozen graph (cached): its path and the seconds it took."""
+        path = self._int8_path(model, calibration, ".pb", f"inc{_version('neural-compressor-tf')}")
+        if path.exists():
+            return path, 0.0
+        # Neural Compressor calibrates by capturing what the graph prints on the stream that was
+        # sys.stderr when it was imported: make that the process's real stderr (not a test
+        # runner's or a notebook's replacement), or calibration silently collects nothing.
+        saved, sys.stderr = sys.stderr, sys.__stderr__
+        try:
+            from neural_compressor.tensorflow import StaticQuantConfig, quantize_model
+            from neural_compressor.tensorflow.utils import BaseDataLoader
+        finally:
+            sys.stderr = saved
+
+        samples = self._nhwc_samples(model, calibration)
+
+        class Dataset:
+            def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+                return samples[i][0], 0
+
+            def __len__(self) -> int:
+                return len(samples)
+
+        t0 = time.perf_counter()
+        source = path.with_suffix(".fp32.pb")
+        atomic_write_bytes(source, frozen.graph_def.SerializeToString())
+        try:
+            with capture_fd(1), capture_fd(2):  # Neural Compressor logs every pass it runs
+                q = quantize_model(str(source), StaticQuantConfig(),
+                                   BaseDataLoader(dataset=Dataset(), batch_size=1),
+                                   calib_iteration=len(samples))
+        except Exception as e:
+            raise VisionbenchError(f"Neural Compressor could not quantize the model: {describe(e)}") from e
+        finally:
+            source.unlink(missing_ok=True)
+        atomic_write_bytes(path, q.graph_def.SerializeToString())
+        return path, time.perf_counter() - t0
+
+    def _lite(self, tf: Any, model: ModelSpec, frozen: Any, calibration: Calibration) -> tuple[Path, float]:
+        """The full-integer TFLite model (cached): its path and the seconds converting took."""
+        path = self._int8_path(model, calibration, ".tflite", f"tflite{tf.__version__}")
+        if path.exists():
+            return path, 0.0
+        samples = self._nhwc_samples(model, calibration)
+        t0 = time.perf_counter()
+        # The graph is frozen: it holds no variables, so an empty module is its whole state.
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.fn], tf.Module())
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([s] for s in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+        try:
+            with capture_fd(2):  # the converter logs its MLIR passes on stderr
+                data = converter.convert()
+        except Exception as e:
+            raise VisionbenchError(f"TFLite could not quantize the model to INT8: {describe(e)}") from e
+        atomic_write_bytes(path, data)
+        return path, time.perf_counter() - t0
+
+    @staticmethod
+    def _interpreter(path: Path, threads: int, shape: tuple[int, ...]) -> tuple[Any, Counter[str], bool]:
+        """LiteRT's interpreter for ``path`` at ``shape``; ``op:input-dtype`` counts of its compute
+        ops; whether XNNPACK took them."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        with capture_fd(2):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            it = Interpreter(model_path=str(path), num_threads=threads)
+            it.resize_tensor_input(it.get_input_details()[0]["index"], list(shape))
+            it.allocate_tensors()
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        ops: Counter[str] = Counter()
+        delegated = False
+        for op in it._get_ops_details():  # the one listing of a model's ops LiteRT offers
+            delegated |= op["op_name"] == "DELEGATE"
+            if op["op_name"] in LITE_COMPUTE_OPS and len(op["inputs"]) and op["inputs"][0] >= 0:
+                dtype = np.dtype(tensors[op["inputs"][0]]["dtype"]).name
+                ops[f"{op['op_name']}:{dtype}"] += 1
+        return it, ops, delegated
+
+    def prepare(
+        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
+        batch_size: int, allow_emulated: bool = False,
+    ) -> Session:
+        from visionbench.models.tensorflow_files import import_tensorflow, set_threads
+        from visionbench.sysinfo import cpu_features
+
+        t0 = time.perf_counter()
+        if model.format not in self.formats:
+            raise VisionbenchError(f"the tensorflow engine cannot run {model.format} models")
+        tf = import_tensorflow()  # first: it sets oneDNN on and silences start-up chatter
+        from tensorflow.python.util import _pywrap_util_port
+        intra, inter = set_threads(tf, threads)
+        frozen = self._frozen(model)
+        nchw = model.format == "onnx" and model.layout == "NCHW"
+        nhwc_shape = (batch_size, model.height, model.width, model.channels)
+        details: dict[str, Any] = {
+            "intra_op_threads": intra, "inter_op_threads": inter,
+            "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+            "graph": "frozen (variables folded into constants)",
+            "input": f"{frozen.input_name} NHWC" + (" (fed transposed from NCHW)" if nchw else ""),
+        }
+        example = np.random.default_rng(0).standard_normal(model.input_shape(batch_size), dtype=np.float32)
+        quantized = None
+        cpu = cpu_features()
+        session: Session
+        if precision == "int8" and not onednn_int8(cpu):
+            path, secs = self._lite(tf, model, frozen, calibration)
+            it, ops, delegated = self._interpreter(path, threads, nhwc_shape)
+            session = LiteSession(it, nchw)
+            details.update(path="LiteRT full-integer TFLite model", quantizer=LITE_SETTINGS,
+                           int8_model=str(path), quantize_seconds=round(secs, 3),
+                           delegate="XNNPACK" if delegated else "none (LiteRT reference kernels)",
+                           interpreter_threads=threads)
+            counts: Counter[str] = Counter()
+            for key, n in ops.items():
+                dtype = key.split(":")[1]
+                counts[LITE_DTYPE_PRECISION.get(dtype, dtype)] += n
+            quantized = counts["int8"]
+            session.run(session.feed(example))
+        else:
+            if precision == "int8":
+                path, secs = self._inc(tf, model, frozen, calibration)
+                from visionbench.models.tensorflow_files import load_frozen
+
+                frozen = load_frozen(path)
+                details.update(path="Neural Compressor INT8 frozen graph", quantizer=INC_SETTINGS,
+                               int8_model=str(path), quantize_seconds=round(secs, 3))
+            elif precision == "bf16":
+                details["bf16"] = "grappler auto_mixed_precision_onednn_bfloat16"
+            feeder = GraphSession(tf, None, nchw)
+            fn, ops = self._graph(tf, frozen, precision == "bf16", feeder.feed(example))
+            session = GraphSession(tf, fn, nchw)
+            counts = _precision_counts(ops)
+            quantized = counts["int8"] if precision == "int8" else None
+        details["compute_ops"] = dict(ops)
+        executed = dominant_precision(counts)
+        if precision == "bf16" and counts["bf16"] == 0:
+            raise VisionbenchError(
+                "asked for bf16, but TensorFlow's auto mixed precision left every compute op in "
+                f"FP32 ({dict(ops)}): refusing to report FP32 as BF16"
+            )
+        session.execution = Execution(
+            executed_precision=executed, layer_precisions=dict(counts), quantized_ops=quantized,
+            details=details, prepare_seconds=time.perf_counter() - t0,
+        )
+        return session
