@@ -151,7 +151,7 @@ def test_run_a_tensorflow_file_from_the_cli(tf_files, tmp_path):
     assert proc.returncode != 0 and "onnxruntime runs onnx models" in proc.stderr
 
 
-def test_bad_tensorflow_files_give_one_line(tf_files, tmp_path):
+def test_bad_tensorflow_files_give_one_clear_error(tf_files, tmp_path):
     no_sig = tmp_path / "no_signature"
     module = tf.Module()
     module.v = tf.Variable(1.0)
@@ -160,19 +160,29 @@ def test_bad_tensorflow_files_give_one_line(tf_files, tmp_path):
     not_keras.write_text("not a zip")
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\x00\x13" * 100)
+    pb = str(tf_files["pb"])
     cases = [
-        (["--model", str(tf_files["pb"]), "--input-name", "images"], "no input placeholder 'images'"),
-        (["--model", str(tf_files["pb"]), "--output-name", "probs:0"], "has no tensor 'probs:0'"),
-        (["--model", str(no_sig)], "has no serving signature"),
-        (["--model", str(tmp_path)], "not a TensorFlow SavedModel"),
-        (["--model", str(not_keras)], "not a readable Keras model"),
-        (["--model", str(garbage)], "not a frozen TensorFlow graph"),
-        (["--weights", str(tf_files["keras"])], "is not ResNet-50: it has 17 convolutions"),
-        (["--model", "resnet50-tiny", "--input-name", "x"], "pick tensors of a TensorFlow model"),
+        ({"model": pb, "input_name": "images"}, "no input placeholder 'images'"),
+        ({"model": pb, "output_name": "probs:0"}, "has no tensor 'probs:0'"),
+        ({"model": str(no_sig)}, "has no serving signature"),
+        ({"model": str(tmp_path)}, "not a TensorFlow SavedModel"),
+        ({"model": str(not_keras)}, "not a readable Keras model"),
+        ({"model": str(garbage)}, "not a frozen TensorFlow graph"),
+        ({"weights": tf_files["keras"]}, "is not ResNet-50: it has 17 convolutions"),
+        ({"model": "resnet50-tiny", "input_name": "x"}, "pick tensors of a TensorFlow model"),
     ]
-    for args, message in cases:
+    for kw, message in cases:
+        with pytest.raises(VisionbenchError) as e:
+            resolve(**kw)
+        assert message in str(e.value) and "\n" not in str(e.value), kw
+
+
+def test_bad_tensorflow_files_from_the_cli(tf_files, tmp_path):
+    for args, message in [
+        (["--model", str(tf_files["pb"]), "--input-name", "images"], "no input placeholder 'images'"),
+        (["--weights", str(tf_files["keras"])], "is not ResNet-50"),
+    ]:
         proc = vb("run", "--engine", "tensorflow", "--iterations", "1", *args,
                   "--output", str(tmp_path / "out"), timeout=120)
         err = proc.stderr.strip().splitlines()
-        assert proc.returncode != 0, args
-        assert len(err) == 1 and message in err[0], (args, proc.stderr[-2000:])
+        assert proc.returncode != 0 and len(err) == 1 and message in err[0], (args, proc.stderr[-2000:])

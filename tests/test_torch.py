@@ -178,5 +178,5 @@ def test_export_with_weights_cli(tmp_path, checkpoint):
     x = np.random.default_rng(4).standard_normal((1, 3, 224, 224), dtype=np.float32)
     with torch.inference_mode():
         want = module(torch.from_numpy(x)).numpy()
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).predict(None, {"input": x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert _relative(got, want) < 1e-3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -35,62 +36,72 @@ def cli() -> None:
     """Image-classification inference benchmarks: ResNet-50 v1.5 at FP32, BF16 and INT8."""
 
 
-@cli.command()
-@click.option("--engine", "engine", default=DEFAULT_ENGINE, show_default=True,
-              help="Engine name, comma list, or 'all' (every installed engine).")
-@click.option("--precision", help="Comma list of fp32, bf16, int8 [default: all three].")
-@click.option("--mode", help="Comma list of throughput, latency [default: both].")
-@click.option("--model", default="resnet50", show_default=True,
-              help="Built-in model name (resnet50, resnet50-tiny), or a path to an ONNX file or a "
-                   "TensorFlow model (.keras, .h5, .pb, SavedModel directory).")
-@click.option("--weights", type=click.Path(path_type=Path),
-              help="ResNet-50 weights: a torchvision checkpoint (.pth state_dict; every engine runs "
-                   "it) or TensorFlow's own file (.keras, .h5, .pb, SavedModel directory).")
-@click.option("--input-name", help="Input tensor of a TensorFlow model file, if it cannot be inferred.")
-@click.option("--output-name", help="Output (logits) tensor of a TensorFlow model file, if ambiguous.")
-@click.option("--batch-size", type=int,
-              help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
-@click.option("--threads", type=int, help="Threads per engine [default: all available cores].")
-@click.option("--duration", type=float, help="Seconds per timed repeat [default: 10 throughput, 5 latency].")
-@click.option("--iterations", type=int, help="Inferences per timed repeat (instead of --duration).")
-@click.option("--repeats", type=int, help="Independent timed repeats [default: 3].")
-@click.option("--warmup", type=int, help="Warm-up inferences [default: 2 batches throughput, 20 latency].")
-@click.option("--calibration-samples", type=int, help="INT8 calibration samples [default: 300].")
-@click.option("--allow-emulated", is_flag=True,
-              help="Measure a precision this CPU lacks natively, where the engine can emulate it.")
-@click.option("--quick", is_flag=True,
-              help="A smoke run in about a minute: throughput batch 16, short repeats.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs.")
-@click.option("--output", type=click.Path(path_type=Path),
-              help="Run directory [default: results/<timestamp>-<hostname>].")
-def run(engine: str, precision: str | None, mode: str | None, model: str, weights: Path | None,
-        input_name: str | None, output_name: str | None, batch_size: int | None,
-        threads: int | None, duration: float | None,
-        iterations: int | None, repeats: int | None, warmup: int | None,
-        calibration_samples: int | None, allow_emulated: bool, quick: bool, seed: int,
-        output: Path | None) -> None:
-    """Measure throughput and batch-1 latency per engine and precision."""
-    from visionbench.report.console import ConsoleReporter, print_summary
-    from visionbench.runner import run as run_study
+def _options(options: list) -> Callable:
+    def apply(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
 
-    known = tuple(all_engines())
+    return apply
+
+
+#: What to run and on what: shared by run and accuracy.
+STUDY = [
+    click.option("--engine", "engine", default=DEFAULT_ENGINE, show_default=True,
+                 help="Engine name, comma list, or 'all' (every installed engine)."),
+    click.option("--precision", help="Comma list of fp32, bf16, int8 [default: all three]."),
+    click.option("--model", default="resnet50", show_default=True,
+                 help="Built-in model (resnet50, resnet50-tiny, efficientnet-lite0), or a path to an "
+                      "ONNX file or a TensorFlow model (.keras, .h5, .pb, SavedModel directory)."),
+    click.option("--weights", type=click.Path(path_type=Path),
+                 help="ResNet-50 weights: a torchvision checkpoint (.pth state_dict; every engine "
+                      "runs it) or TensorFlow's own file (.keras, .h5, .pb, SavedModel directory)."),
+    click.option("--input-name", help="Input tensor of a TensorFlow model file, if it cannot be inferred."),
+    click.option("--output-name", help="Output (logits) tensor of a TensorFlow model file, if ambiguous."),
+    click.option("--threads", type=int, help="Threads per engine [default: all available cores]."),
+    click.option("--data", type=click.Path(path_type=Path),
+                 help="Images: class folders named by WordNet id, or a folder with val_map.txt. "
+                      "Calibrates INT8 on real images; with --accuracy, measures accuracy on them."),
+    click.option("--labels", type=click.Path(path_type=Path),
+                 help="Labels file ('filename label' lines) for a flat --data folder."),
+    click.option("--limit", type=int, help="Use only the first N images of --data."),
+    click.option("--calibration-data", type=click.Path(path_type=Path),
+                 help="INT8 calibration images: a folder, or a list file (MLPerf cal_image_list form) "
+                      "[default: a fixed-seed sample of --data, else synthetic]."),
+    click.option("--calibration-samples", type=int, help="INT8 calibration samples [default: 300]."),
+    click.option("--preprocess", help="Image preprocessing instead of the model's own: torchvision, "
+                                      "mlperf or efficientnet-lite."),
+    click.option("--allow-emulated", is_flag=True,
+                 help="Measure a precision this CPU lacks natively, where the engine can emulate it."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs."),
+    click.option("--output", type=click.Path(path_type=Path),
+                 help="Run directory [default: results/<timestamp>-<hostname>]."),
+]
+
+
+def _engines(engine: str) -> list[str]:
     if engine.strip().lower() == "all":
         engines = [n for n, cls in all_engines().items() if cls.installed()]
         if not engines:
             raise VisionbenchError("no engine is installed: pip install 'visionbench[all]'")
-    else:
-        engines = parse_list(engine, known, "engine") or []
-    cfg = RunConfig(
-        engines=engines,
+        return engines
+    return parse_list(engine, tuple(all_engines()), "engine") or []
+
+
+def _study(engine: str, precision: str | None, threads: int | None, output: Path | None,
+           **kw: object) -> RunConfig:
+    return RunConfig(
+        engines=_engines(engine),
         precisions=parse_list(precision, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
-        modes=parse_list(mode, MODES, "mode") or list(MODES),  # type: ignore[arg-type]
         precisions_explicit=precision is not None, engines_explicit=engine.strip().lower() != "all",
-        model=model, weights=weights, input_name=input_name, output_name=output_name,
-        batch_size=batch_size, threads=threads or available_cpus(),
-        duration=duration, iterations=iterations, repeats=repeats, warmup=warmup,
-        calibration_samples=calibration_samples, allow_emulated=allow_emulated, quick=quick,
-        seed=seed, output=output or default_output(),
+        threads=threads or available_cpus(), output=output or default_output(), **kw,  # type: ignore[arg-type]
     )
+
+
+def _execute(cfg: RunConfig) -> None:
+    from visionbench.report.console import ConsoleReporter, print_summary
+    from visionbench.runner import run as run_study
+
     if cfg.threads > available_cpus():
         console.print(f"[yellow]note: --threads {cfg.threads} exceeds the "
                       f"{available_cpus()} CPUs available; threads will share cores[/]")
@@ -106,6 +117,33 @@ def run(engine: str, precision: str | None, mode: str | None, model: str, weight
     _report(store.results, store.dir)
     if store.results.status == "failed":
         raise VisionbenchError("some measurements failed; see the table above")
+
+
+@cli.command()
+@_options(STUDY)
+@click.option("--mode", help="Comma list of throughput, latency [default: both].")
+@click.option("--accuracy", is_flag=True, help="Also measure accuracy on --data at every precision.")
+@click.option("--batch-size", type=int,
+              help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
+@click.option("--duration", type=float, help="Seconds per timed repeat [default: 10 throughput, 5 latency].")
+@click.option("--iterations", type=int, help="Inferences per timed repeat (instead of --duration).")
+@click.option("--repeats", type=int, help="Independent timed repeats [default: 3].")
+@click.option("--warmup", type=int, help="Warm-up inferences [default: 2 batches throughput, 20 latency].")
+@click.option("--quick", is_flag=True,
+              help="A smoke run in about a minute: throughput batch 16, short repeats.")
+def run(mode: str | None, **kw: object) -> None:
+    """Measure throughput and batch-1 latency per engine and precision."""
+    _execute(_study(modes=parse_list(mode, MODES, "mode") or list(MODES), **kw))  # type: ignore[arg-type]
+
+
+@cli.command()
+@_options(STUDY)
+@click.option("--batch-size", type=int, help="Images per inference call [default: 32].")
+def accuracy(data: Path | None, **kw: object) -> None:
+    """Top-1/top-5 per engine and precision on labelled images, agreement with FP32, MLPerf's rule."""
+    if data is None:
+        raise VisionbenchError("accuracy needs images: give --data DIR")
+    _execute(_study(modes=[], accuracy=True, data=data, **kw))  # type: ignore[arg-type]
 
 
 @cli.command()
@@ -204,13 +242,18 @@ def engines() -> None:
 def export(output: Path, model: str, weights: Path | None, seed: int) -> None:
     """Write the built-in model as ONNX, so other tools and engines run the very same file."""
     from visionbench.fsutil import atomic_write_bytes
-    from visionbench.models import BUILTIN, build_builtin, from_checkpoint
+    from visionbench.models import BUILTIN, BUILTIN_NAMES, build_builtin, efficientnet, from_checkpoint
 
-    if model not in BUILTIN:
-        raise VisionbenchError(f"unknown built-in model '{model}'; choose from {', '.join(BUILTIN)}")
+    if model not in BUILTIN_NAMES:
+        raise VisionbenchError(f"unknown built-in model '{model}'; choose from {', '.join(BUILTIN_NAMES)}")
     if weights is not None and model != "resnet50":
         raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it with --model resnet50")
-    src = from_checkpoint(weights) if weights is not None else build_builtin(model, seed)
+    if weights is not None:
+        src = from_checkpoint(weights)
+    elif model in BUILTIN:
+        src = build_builtin(model, seed)
+    else:
+        src = efficientnet.build()
     try:
         atomic_write_bytes(output, src.read_bytes())
     except OSError as e:

@@ -74,6 +74,15 @@ class RunConfig:
     warmup: int | None = None
     calibration_samples: int | None = None
     allow_emulated: bool = False
+    #: Measure accuracy on ``data`` (labels from class folders or a labels file) as well.
+    accuracy: bool = False
+    data: Path | None = None
+    labels: Path | None = None
+    limit: int | None = None
+    #: INT8 calibration images (a folder or a list file) instead of a sample of ``data``.
+    calibration_data: Path | None = None
+    #: Preprocessing instead of the model's own (``data.preprocess.PREPROCESSING``).
+    preprocess: str | None = None
     quick: bool = False
     seed: int = 0
     output: Path = Path("results")
@@ -82,7 +91,7 @@ class RunConfig:
         checks = {
             "--batch-size": self.batch_size, "--threads": self.threads,
             "--iterations": self.iterations, "--repeats": self.repeats,
-            "--calibration-samples": self.calibration_samples,
+            "--calibration-samples": self.calibration_samples, "--limit": self.limit,
         }
         for flag, v in checks.items():
             if v is not None and v <= 0:
@@ -93,6 +102,8 @@ class RunConfig:
             raise VisionbenchError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.duration is not None and self.iterations is not None:
             raise VisionbenchError("give --duration or --iterations, not both")
+        if self.accuracy and self.data is None:
+            raise VisionbenchError("accuracy needs images: give --data DIR")
 
     def batch_for(self, precision: Precision, mode: Mode) -> int:
         if mode == "latency":
@@ -121,7 +132,8 @@ class RunConfig:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output"] = str(self.output)
-        d["weights"] = None if self.weights is None else str(self.weights)
+        for key in ("weights", "data", "labels", "calibration_data"):
+            d[key] = None if d[key] is None else str(d[key])
         d["calibration_samples"] = self.n_calibration
         d["reference_batch"] = dict(REFERENCE_BATCH)
         return d

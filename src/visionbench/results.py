@@ -65,6 +65,29 @@ class Measurement(BaseModel):
     finished_at: str
 
 
+class Accuracy(BaseModel):
+    """One engine x precision over a labelled image set (or, unlabelled, agreement only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    precision: Literal["fp32", "bf16", "int8"]
+    status: Literal["ok", "skipped", "unsupported", "failed"]
+    reason: str | None = None
+    executed_precision: str | None = None
+    emulated: bool = False
+    quantized_ops: int | None = None
+    images: int = 0
+    top1: float | None = Field(None, description="fraction of images whose top-1 class is the label")
+    top5: float | None = None
+    agreement_with_fp32: float | None = Field(
+        None, description="fraction of images whose top-1 equals this engine's FP32 top-1")
+    mlperf_99: Literal["pass", "fail"] | None = Field(
+        None, description="MLPerf's rule: top-1 at least 99% of this engine's FP32 top-1")
+    inference_seconds: float = 0.0
+    predictions: str | None = Field(None, description="JSON file of each image's top-5 classes")
+
+
 class ModelInfo(BaseModel):
     name: str
     path: str
@@ -77,6 +100,8 @@ class ModelInfo(BaseModel):
     num_classes: int | None
     gflop_per_image: float | None
     notes: list[str] = Field(default_factory=list)
+    preprocessing: str | None = None
+    label_offset: int = 0
 
 
 class Results(BaseModel):
@@ -94,6 +119,10 @@ class Results(BaseModel):
         default_factory=dict, description="engines visionbench knows but this machine lacks: install hint"
     )
     measurements: list[Measurement] = Field(default_factory=list)
+    calibration: dict[str, Any] = Field(
+        default_factory=dict, description="INT8 calibration data: source, count, and how chosen")
+    data: dict[str, Any] | None = Field(None, description="the image set accuracy was measured on")
+    accuracy: list[Accuracy] = Field(default_factory=list)
 
 
 CSV_FIELDS = [
@@ -143,6 +172,10 @@ class RunStore:
 
     def add(self, m: Measurement) -> None:
         self.results.measurements.append(m)
+        self.save()
+
+    def add_accuracy(self, a: Accuracy) -> None:
+        self.results.accuracy.append(a)
         self.save()
 
     def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:

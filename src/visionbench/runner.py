@@ -6,27 +6,42 @@ from __future__ import annotations
 import resource
 import statistics
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 from visionbench import __version__
+from visionbench.accuracy import (
+    Prepared,
+    calibration,
+    mlperf_rule,
+    prepare_images,
+    scores,
+    top5,
+    write_predictions,
+)
 from visionbench.config import RunConfig
-from visionbench.data.synthetic import input_pool, synthetic_calibration
+from visionbench.data.images import Dataset, open_dataset
+from visionbench.data.preprocess import get_preprocess
+from visionbench.data.synthetic import input_pool
 from visionbench.engines import Engine, Precision, Support, all_engines, get_engine
+from visionbench.engines.base import Calibration
 from visionbench.errors import VisionbenchError, describe
 from visionbench.harness.stats import CV_WARN, cv, latency_summary
 from visionbench.harness.timing import Mode, Progress, TimingPlan, measure
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
-from visionbench.results import Measurement, ModelInfo, Results, RunStore, now
+from visionbench.results import Accuracy, Measurement, ModelInfo, Results, RunStore, now
 from visionbench.sysinfo import cpu_features, system_info
 
 #: Rough working-set bytes per input byte for a CNN of ResNet-50's shape (activations, buffers).
 MEMORY_FACTOR = 40
 MAX_BATCH = 65536
+#: Images per inference call when measuring accuracy (``--batch-size`` overrides).
+ACCURACY_BATCH = 32
 
 
 class Reporter:
@@ -127,14 +142,14 @@ def _peak_rss_mib() -> float:
 
 def measure_task(
     task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
-    reporter: Reporter,
+    reporter: Reporter, calibration: Calibration,
 ) -> Measurement:
     plan = cfg.plan(task.precision, task.mode)
     started = now()
     emulated = task.support.status == "emulated"
     session = engine.prepare(
-        model, task.precision, cfg.threads, synthetic_calibration(model, cfg.n_calibration),
-        plan.batch_size, allow_emulated=cfg.allow_emulated,
+        model, task.precision, cfg.threads, calibration, plan.batch_size,
+        allow_emulated=cfg.allow_emulated,
     )
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
@@ -174,10 +189,104 @@ def measure_task(
     )
 
 
+def _not_run(task: Task, cfg: RunConfig) -> tuple[str, str] | None:
+    """Why a task is not measured (status, reason), or None when it is."""
+    if task.support.status == "unsupported":
+        return "unsupported", task.support.reason
+    if task.support.status == "emulated" and not cfg.allow_emulated:
+        return "skipped", f"{task.support.reason} (--allow-emulated measures it anyway)"
+    return None
+
+
+def measure_accuracy(
+    cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec, dataset: Dataset,
+    cal: Calibration, store: RunStore, reporter: Reporter,
+) -> None:
+    """Every engine x precision over the data set, FP32 first as each engine's reference."""
+    precisions: list[Precision] = ["fp32", *[p for p in cfg.precisions if p != "fp32"]]
+    tasks = plan_tasks(replace(cfg, modes=["latency"], precisions=precisions), engines, model)
+    images = prepare_images(model, dataset)
+    batch = min(cfg.batch_size or ACCURACY_BATCH, len(images.paths))
+    try:
+        store.results.data = {
+            "root": str(dataset.root), "layout": dataset.layout, "images": len(images.paths),
+            "labelled": images.labels is not None, "limit": cfg.limit,
+            "unreadable": [f"{p}: {why}" for p, why in dataset.skipped],
+            "preprocessing": get_preprocess(model.preprocessing).description,
+            "decode_and_preprocess_seconds": round(images.seconds, 3),
+        }
+        if dataset.skipped:
+            reporter.note(f"warning: {len(dataset.skipped)} of {len(dataset.items)} images could not be "
+                          f"read and were skipped (listed in results.json under data.unreadable)")
+        store.save()
+        reference: dict[str, tuple[np.ndarray, float | None]] = {}
+        for task in tasks:
+            base = {"engine": task.engine, "precision": task.precision}
+            why = _not_run(task, cfg)
+            if why is None and task.precision != "fp32" and task.engine not in reference:
+                why = ("skipped", "no FP32 reference on this engine")
+            if why is not None:
+                a = Accuracy(**base, status=why[0], reason=why[1])  # type: ignore[arg-type]
+            else:
+                try:
+                    a = _accuracy_of(task, engines[task.engine], model, cfg, images, batch, cal,
+                                     reference, store)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # an engine's failure is a result
+                    a = Accuracy(**base, status="failed", reason=describe(e))  # type: ignore[arg-type]
+            store.add_accuracy(a)
+            reporter.note(f"accuracy {task.engine} {task.precision}: " + (
+                f"top-1 {a.top1:.2%}" if a.top1 is not None else (a.reason or a.status)))
+    finally:
+        images.close()
+
+
+def _accuracy_of(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, images: Prepared,
+                 batch: int, cal: Calibration, reference: dict[str, tuple[np.ndarray, float | None]],
+                 store: RunStore) -> Accuracy:
+    session = engine.prepare(model, task.precision, cfg.threads, cal, batch,
+                             allow_emulated=cfg.allow_emulated)
+    try:
+        t0 = time.perf_counter()
+        outputs = []
+        for i in range(0, len(images.arrays), batch):
+            x = np.asarray(images.arrays[i: i + batch])
+            n = len(x)
+            if n < batch:  # engines compiled for a static batch: pad the last one, drop the padding
+                x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
+            outputs.append(session.predict(x)[:n])
+        logits = np.concatenate(outputs)
+        seconds = time.perf_counter() - t0
+    finally:
+        session.close()
+    pred = top5(logits, model.label_offset)
+    fp32_top1, fp32_score = reference.get(task.engine, (None, None))
+    sc = scores(pred, images.labels, fp32_top1)
+    if task.precision == "fp32":
+        reference[task.engine] = (pred[:, 0], sc["top1"])
+    ex = session.execution
+    return Accuracy(
+        engine=task.engine, precision=task.precision, status="ok",
+        executed_precision=ex.executed_precision, emulated=task.support.status == "emulated",
+        quantized_ops=ex.quantized_ops, images=len(pred), **sc,
+        mlperf_99=None if task.precision == "fp32" else mlperf_rule(sc["top1"], fp32_score),
+        inference_seconds=round(seconds, 3),
+        predictions=write_predictions(store.dir, f"{task.engine}-{task.precision}", images.paths, pred),
+    )
+
+
 def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     """Check everything, then measure; raises VisionbenchError before measuring on bad input."""
     engines = {name: get_engine(name) for name in cfg.engines}
     model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)
+    if cfg.preprocess is not None:
+        model = replace(model, preprocessing=get_preprocess(cfg.preprocess).name)
+    dataset = open_dataset(cfg.data, cfg.labels, cfg.limit) if cfg.data is not None else None
+    if cfg.accuracy and dataset is not None and not dataset.labelled:
+        reporter.note(f"note: {dataset.root} has no labels: accuracy gives agreement with FP32 only")
+    evaluated = {p for p, _ in dataset.items} if dataset is not None and cfg.accuracy else set()
+    cal, cal_info = calibration(model, cfg.n_calibration, cfg.calibration_data, dataset, evaluated)
     for p in cfg.precisions:
         for mode in cfg.modes:
             b = cfg.batch_for(p, mode)
@@ -196,8 +305,10 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
             input_name=model.input_name, input_layout=model.layout,
             input_shape_per_image=list(model.input_shape(1)[1:]), fixed_batch=model.fixed_batch,
             num_classes=model.num_classes, gflop_per_image=model.gflop_per_image,
-            notes=list(model.notes),
+            notes=list(model.notes), preprocessing=model.preprocessing,
+            label_offset=model.label_offset,
         ),
+        calibration=cal_info,
         engines_not_installed={
             n: f"pip install 'visionbench[{cls.extra}]'" for n, cls in all_engines().items()
             if not cls.installed()
@@ -206,16 +317,13 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     store = RunStore(out, results)
     try:
         for task in tasks:
-            if task.support.status == "unsupported":
-                m = _skipped(task, cfg, task.support.reason)
-                reporter.note(f"skipped {task.id}: {m.reason}")
-            elif task.support.status == "emulated" and not cfg.allow_emulated:
-                reason = f"{task.support.reason} (--allow-emulated measures it anyway)"
-                m = _skipped(task, cfg, reason, status="skipped")
+            why = _not_run(task, cfg)
+            if why is not None:
+                m = _skipped(task, cfg, why[1], status=why[0])
                 reporter.note(f"skipped {task.id}: {m.reason}")
             else:
                 try:
-                    m = measure_task(task, engines[task.engine], model, cfg, store, reporter)
+                    m = measure_task(task, engines[task.engine], model, cfg, store, reporter, cal)
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # an engine's failure is a result: the run goes on
@@ -223,12 +331,14 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                     reporter.note(f"failed {task.id}: {m.reason}")
             store.add(m)
             reporter.done(m)
+        if cfg.accuracy and dataset is not None:
+            measure_accuracy(cfg, engines, model, dataset, cal, store, reporter)
     except KeyboardInterrupt:
         store.finish("interrupted")
         raise
     except BaseException:
         store.finish("failed")
         raise
-    failed = any(m.status == "failed" for m in store.results.measurements)
+    failed = any(m.status == "failed" for m in [*store.results.measurements, *store.results.accuracy])
     store.finish("failed" if failed else "complete")
     return store

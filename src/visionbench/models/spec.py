@@ -35,6 +35,10 @@ class ModelSpec:
     notes: tuple[str, ...] = field(default=())
     #: An ONNX file, or a TensorFlow model (Keras file, SavedModel directory, frozen graph).
     format: ModelFormat = "onnx"
+    #: How images are prepared for it (``data.preprocess.PREPROCESSING``), and the offset of
+    #: ImageNet class 0 in its output (1 for 1001-class models with a background class).
+    preprocessing: str = "torchvision"
+    label_offset: int = 0
 
     def input_shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":

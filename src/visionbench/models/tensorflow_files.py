@@ -45,6 +45,12 @@ def import_tensorflow() -> Any:
         raise VisionbenchError(
             "TensorFlow models need TensorFlow: pip install 'visionbench[tensorflow]'"
         ) from e
+    from visionbench.sysinfo import available_cpus
+
+    # The reference setting from the start, so that whatever first runs TensorFlow in this process
+    # (reading a model, building one) does not fix its pools at TensorFlow's own defaults; a run
+    # with --threads sets its count before TensorFlow's runtime starts.
+    set_threads(tf, available_cpus())
     return tf
 
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from visionbench.harness.timing import Progress as ProgressFn
 from visionbench.harness.timing import TimingPlan
 from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
-from visionbench.results import Measurement, Results
+from visionbench.results import Accuracy, Measurement, Results
 from visionbench.runner import Reporter
 
 
@@ -79,7 +79,7 @@ class Notes:
     def __init__(self) -> None:
         self.texts: list[str] = []
 
-    def ref(self, m: Measurement) -> str:
+    def ref(self, m: Measurement | Accuracy) -> str:
         if not m.reason:
             return ""
         if m.reason not in self.texts:
@@ -118,6 +118,26 @@ def latency_table(results: Results, notes: Notes) -> Table:
     return t
 
 
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2%}"
+
+
+def accuracy_table(results: Results, notes: Notes) -> Table:
+    d = results.data or {}
+    t = Table(title=f"Accuracy ({d.get('images', '?')} images, {d.get('preprocessing', '')})",
+              title_justify="left")
+    for col in ("engine", "precision", "top-1", "top-5", "same top-1 as fp32", "MLPerf 99%", "ran", "note"):
+        t.add_column(col, justify="right" if col in ("top-1", "top-5", "same top-1 as fp32") else "left")
+    for a in results.accuracy:
+        ran = a.status if a.status != "ok" else (a.executed_precision or "?") + (
+            f" ({a.quantized_ops} int8 ops)" if a.quantized_ops is not None else "") + (
+            " EMULATED" if a.emulated else "")
+        t.add_row(a.engine, a.precision, _pct(a.top1), _pct(a.top5), _pct(a.agreement_with_fp32),
+                  {"pass": "pass", "fail": "[bold red]FAIL[/]"}.get(a.mlperf_99 or "", "—"), ran,
+                  notes.ref(a))
+    return t
+
+
 def print_summary(console: Console, results: Results) -> None:
     s = results.system
     console.print(
@@ -129,5 +149,9 @@ def print_summary(console: Console, results: Results) -> None:
         console.print(throughput_table(results, notes))
     if any(m.mode == "latency" for m in results.measurements):
         console.print(latency_table(results, notes))
+    if results.accuracy:
+        console.print(accuracy_table(results, notes))
+    if results.calibration:
+        console.print(f"INT8 calibration: {results.calibration['how']}", highlight=False)
     for i, text in enumerate(notes.texts, 1):
         console.print(f"[{i}] {text}", markup=False, highlight=False)

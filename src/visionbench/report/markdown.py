@@ -42,6 +42,19 @@ def summary_markdown(results: Results) -> str:
         if m.mode == "latency":
             lines.append(f"| {m.engine} | {m.precision} | " + " | ".join(latency_values(m))
                          + f" | {fmt(m.throughput_ips, '.1f')} | {_ran(m)} |")
+    if results.accuracy:
+        d = results.data or {}
+        lines += ["", f"## Accuracy ({d.get('images')} images, {d.get('preprocessing')})", "",
+                  "| engine | precision | top-1 | top-5 | same top-1 as fp32 | MLPerf 99% | ran |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in results.accuracy:
+            pct = [fmt(None if v is None else 100 * v, ".2f")
+                   for v in (a.top1, a.top5, a.agreement_with_fp32)]
+            ran = (a.executed_precision or "?") if a.status == "ok" else f"{a.status}: {a.reason}"
+            lines.append(f"| {a.engine} | {a.precision} | " + " | ".join(pct)
+                         + f" | {a.mlperf_99 or '—'} | {ran} |")
+    if results.calibration:
+        lines += ["", f"INT8 calibration: {results.calibration['how']}."]
     warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
     if warnings:
         lines += ["", "## Warnings", "", *warnings]
