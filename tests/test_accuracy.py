@@ -212,3 +212,23 @@ def test_accuracy_bad_input(tmp_path):
         proc = vb(*args, "--output", str(tmp_path / "out"))
         err = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(err) == 1 and message in err[0], (args, proc.stderr)
+
+
+@pytest.mark.skipif(not HAVE_EFFICIENTNET, reason="needs the [efficientnet] extra")
+def test_run_with_accuracy_calibrates_on_a_list_file(photos, tmp_path):
+    data, cal = photos
+    listing = cal / "cal_image_list_option_1.txt"  # MLPerf's form: names relative to the list
+    listing.write_text("".join(f"{p.name}\n" for p in sorted(cal.glob("*.png"))[:6]))
+    out = tmp_path / "run"
+    proc = vb("run", "--accuracy", "--model", "efficientnet-lite0", "--engine", "onnxruntime",
+              "--precision", "fp32,int8", "--mode", "latency", "--iterations", "3", "--repeats", "1",
+              "--data", str(data), "--calibration-data", str(listing), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [m["status"] for m in results["measurements"]] == ["ok", "ok"]
+    assert [a["status"] for a in results["accuracy"]] == ["ok", "ok"]
+    assert results["calibration"]["count"] == 6 and listing.name in results["calibration"]["how"]
+    int8 = results["measurements"][1]["engine_details"]["int8_model"]
+    assert "images-efficientnet-lite-" in int8  # timed INT8 calibrated on the listed photos too
+    html = (out / "report.html").read_text()
+    assert "Accuracy (5 images)" in html and "MLPerf" in html and listing.name in html

@@ -186,3 +186,15 @@ def test_bad_tensorflow_files_from_the_cli(tf_files, tmp_path):
                   "--output", str(tmp_path / "out"), timeout=120)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(err) == 1 and message in err[0], (args, proc.stderr[-2000:])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None,
+                    reason="needs the [efficientnet] extra")
+def test_efficientnet_lite0_in_keras_equals_its_onnx_export():
+    spec = resolve("efficientnet-lite0")
+    x = np.random.default_rng(5).standard_normal(spec.input_shape(2), dtype=np.float32)
+    want = get_engine("onnxruntime").prepare(spec, "fp32", 2, synthetic_calibration(spec, 2), 2).predict(x)
+    session = prepared(spec, "fp32", batch=2)
+    assert relative(session.predict(x), want) < 1e-3
+    assert session.execution.details["compute_ops"].get("DepthwiseConv2dNative:float32", 0) + \
+        session.execution.details["compute_ops"].get("_FusedDepthwiseConv2dNative:float32", 0) == 16

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from visionbench.errors import VisionbenchError
 from visionbench.models import resolve
 
-from conftest import small_onnx
+from conftest import ONNX_ENGINES, small_onnx
 
 
 def test_nchw_dynamic_batch(tmp_path):
@@ -47,3 +48,38 @@ def test_bad_model_files(tmp_path, make, message):
     path = make(tmp_path / "bad.onnx")
     with pytest.raises(VisionbenchError, match=message):
         resolve(str(path))
+
+
+def test_mlperf_style_model_with_argmax_first_and_1001_classes(tmp_path):
+    """MLPerf's resnet50_v1.onnx lists an int64 ArgMax before its 1001-class softmax, and its class
+    0 is background: the float output is taken, labels are shifted, MLPerf preprocessing chosen."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from visionbench.data.synthetic import synthetic_calibration
+    from visionbench.engines import get_engine
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((1001, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input_tensor:0"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["softmax_tensor:0"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["ArgMax:0"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlperf-like",
+        [helper.make_tensor_value_info("input_tensor:0", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("ArgMax:0", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("softmax_tensor:0", TensorProto.FLOAT, ["N", 1001])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "resnet50_v1.onnx"
+    onnx.save(model, str(path))
+    spec = resolve(str(path))
+    assert spec.output_name == "softmax_tensor:0" and spec.num_classes == 1001
+    assert spec.label_offset == 1 and spec.preprocessing == "mlperf"
+    x = np.random.default_rng(1).standard_normal(spec.input_shape(2), dtype=np.float32)
+    for name in ONNX_ENGINES:
+        out = get_engine(name).prepare(spec, "fp32", 2, synthetic_calibration(spec, 4), 2).predict(x)
+        assert out.shape == (2, 1001) and np.allclose(out.sum(axis=1), 1, atol=1e-4), name

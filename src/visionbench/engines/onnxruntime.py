@@ -78,13 +78,14 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
 
 
 class OnnxRuntimeSession(Session):
-    def __init__(self, session: object, input_name: str, execution: Execution) -> None:
+    def __init__(self, session: object, input_name: str, output_name: str, execution: Execution) -> None:
         self._session = session
         self._input = input_name
+        self._outputs = [output_name]
         self.execution = execution
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0]  # type: ignore[attr-defined]
+        return self._session.run(self._outputs, {self._input: batch})[0]  # type: ignore[attr-defined]
 
 
 def _executed_ops(options: object, source: Path, providers: list[str]) -> Counter[str]:
@@ -161,4 +162,4 @@ class OnnxRuntimeEngine(Engine):
             },
             prepare_seconds=time.perf_counter() - t0,
         )
-        return OnnxRuntimeSession(session, model.input_name, execution)
+        return OnnxRuntimeSession(session, model.input_name, model.output_name, execution)

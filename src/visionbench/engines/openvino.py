@@ -61,9 +61,10 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
 
 
 class OpenVINOSession(Session):
-    def __init__(self, compiled: Any, execution: Execution) -> None:
+    def __init__(self, compiled: Any, output_name: str, execution: Execution) -> None:
         self._request = compiled.create_infer_request()
-        self._output = compiled.output(0)
+        self._output = next((o for o in compiled.outputs if output_name in o.get_names()),
+                            compiled.output(0))
         self.execution = execution
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -144,5 +145,5 @@ class OpenVINOEngine(Engine):
             },
             prepare_seconds=time.perf_counter() - t0,
         )
-        return OpenVINOSession(compiled, execution)
+        return OpenVINOSession(compiled, model.output_name, execution)
 

@@ -200,21 +200,24 @@ class TensorFlowEngine(Engine):
             return load_frozen(model.path, model.input_name, model.output_name)
         if model.sha256 in self._frozen_cache:
             return self._frozen_cache[model.sha256]
-        from visionbench.models import onnx_weights
+        from visionbench.models import efficientnet, onnx_weights
         from visionbench.models.keras_resnet import make_keras
         from visionbench.models.resnet50 import config_from_weights
 
-        arrays = onnx_weights(model)  # the very file the other engines run
-        cfg = config_from_weights(arrays, model.height) if model.layout == "NCHW" else None
-        if cfg is None:
-            raise VisionbenchError(
-                "the tensorflow engine runs TensorFlow model files and ResNet-50 v1.5 weights in ONNX; "
-                f"{model.path.name} is another ONNX model"
-            )
         tf = import_tensorflow()
-        keras_model = make_keras(arrays, cfg)
+        if model.source == "built-in" and model.name == efficientnet.NAME:
+            keras_model = efficientnet.keras_model()  # from the module the ONNX file came from
+        else:
+            arrays = onnx_weights(model)  # the very file the other engines run
+            cfg = config_from_weights(arrays, model.height) if model.layout == "NCHW" else None
+            if cfg is None:
+                raise VisionbenchError(
+                    "the tensorflow engine runs TensorFlow model files and ResNet-50 v1.5 weights in "
+                    f"ONNX; {model.path.name} is another ONNX model"
+                )
+            keras_model = make_keras(arrays, cfg)
         frozen = freeze(tf, lambda x: keras_model(x, training=False),
-                        (None, cfg.image_size, cfg.image_size, 3), "input", "logits")
+                        (None, model.height, model.width, 3), "input", "logits")
         self._frozen_cache[model.sha256] = frozen
         return frozen
 

@@ -67,3 +67,56 @@ def build() -> Path:
         raise VisionbenchError(f"cannot export {NAME} to ONNX: {describe(e)}") from e
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def keras_model(torch_module=None):
+    """The same network in Keras (NHWC), weights copied from the torch module. The package pads
+    like TensorFlow's 'same' (more on the bottom/right for stride 2), so Keras' 'same' is exact."""
+    from visionbench.models.tensorflow_files import import_tensorflow
+
+    keras = import_tensorflow().keras
+    m = torch_module if torch_module is not None else module()
+    eps = m._global_params.batch_norm_epsilon
+
+    def arr(t) -> object:
+        return t.detach().numpy()
+
+    def conv(x, c, name: str, depthwise: bool = False):
+        w = arr(c.weight)  # torch: [out, in/groups, kh, kw]
+        stride = c.stride[0]
+        if depthwise:
+            layer = keras.layers.DepthwiseConv2D(w.shape[2:], strides=stride, padding="same",
+                                                 use_bias=False, name=name)
+            y = layer(x)
+            layer.set_weights([w.transpose(2, 3, 0, 1)])  # [kh, kw, channels, 1]
+        else:
+            layer = keras.layers.Conv2D(w.shape[0], w.shape[2:], strides=stride, padding="same",
+                                        use_bias=False, name=name)
+            y = layer(x)
+            layer.set_weights([w.transpose(2, 3, 1, 0)])
+        return y
+
+    def bn(x, b, name: str, relu6: bool):
+        layer = keras.layers.BatchNormalization(epsilon=eps, name=name)
+        y = layer(x)
+        layer.set_weights([arr(b.weight), arr(b.bias), arr(b.running_mean), arr(b.running_var)])
+        return keras.layers.ReLU(6.0, name=name + "_relu6")(y) if relu6 else y
+
+    inp = keras.Input((224, 224, 3), name="input", dtype="float32")
+    x = bn(conv(inp, m._conv_stem, "stem"), m._bn0, "stem_bn", True)
+    for i, blk in enumerate(m._blocks):
+        a = blk._block_args
+        h = x
+        if a.expand_ratio != 1:
+            h = bn(conv(h, blk._expand_conv, f"b{i}_expand"), blk._bn0, f"b{i}_expand_bn", True)
+        h = bn(conv(h, blk._depthwise_conv, f"b{i}_dw", depthwise=True), blk._bn1, f"b{i}_dw_bn", True)
+        h = bn(conv(h, blk._project_conv, f"b{i}_project"), blk._bn2, f"b{i}_project_bn", False)
+        if blk.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
+            h = keras.layers.Add(name=f"b{i}_add")([h, x])
+        x = h
+    x = bn(conv(x, m._conv_head, "head"), m._bn1, "head_bn", True)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    fc = keras.layers.Dense(m._fc.out_features, name="logits")
+    out = fc(x)
+    fc.set_weights([arr(m._fc.weight).T, arr(m._fc.bias)])
+    return keras.Model(inp, out, name="efficientnet_lite0")

@@ -115,7 +115,11 @@ def read_onnx(path: Path, name: str | None = None, source: str = "file",
     elem = inp.type.tensor_type.elem_type
     layout, channels, h, w, notes = image_input(
         path.name, dims, described, elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
-    out = model.graph.output[0]
+    # The logits (or probabilities): the first float rank-2 output. MLPerf's resnet50_v1.onnx lists
+    # its ArgMax (int64) before its softmax.
+    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    out = next((o for o in model.graph.output if o.type.tensor_type.elem_type in float_types
+                and len(_dims(o)) == 2), model.graph.output[0])
     out_dims = _dims(out)
     return ModelSpec(
         name=name or path.stem,
