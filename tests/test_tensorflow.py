@@ -198,3 +198,22 @@ def test_efficientnet_lite0_in_keras_equals_its_onnx_export():
     assert relative(session.predict(x), want) < 1e-3
     assert session.execution.details["compute_ops"].get("DepthwiseConv2dNative:float32", 0) + \
         session.execution.details["compute_ops"].get("_FusedDepthwiseConv2dNative:float32", 0) == 16
+
+
+def test_resnet50_frozen_graph_as_weights(tmp_path):
+    """A full-size ResNet-50 v1.5 frozen graph passes --weights' architecture check, v1.5 noted
+    as such (no v1 warning), with the study's GFLOP per image."""
+    from visionbench.models.resnet50 import RESNET50
+
+    spec = resolve("resnet50")
+    frozen = load_frozen_from_keras(make_keras(onnx_weights(spec), RESNET50), tmp_path)
+    got = resolve(weights=frozen)
+    assert got.source == "weights" and got.format == "tensorflow" and got.layout == "NHWC"
+    assert got.notes == () and got.gflop_per_image == pytest.approx(8.18, abs=0.01)
+    assert got.num_classes == 1000 and got.preprocessing == "torchvision"
+
+
+def load_frozen_from_keras(model, folder: Path) -> Path:
+    model.save(folder / "m.keras")
+    tf.io.write_graph(load_frozen(folder / "m.keras").graph_def, str(folder), "resnet50_v1.pb", as_text=False)
+    return folder / "resnet50_v1.pb"
