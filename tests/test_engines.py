@@ -92,13 +92,3 @@ def test_nhwc_user_model_runs(engine_name, tmp_path):
     out = prepared(engine_name, spec, "fp32", batch=3).predict(
         np.ones(spec.input_shape(3), np.float32))
     assert out.shape == (3, 10) and np.isfinite(out).all()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
-def test_full_resnet50_batch1_smoke(engine_name):
-    spec = resolve("resnet50")
-    session = prepared(engine_name, spec, "fp32", batch=1)
-    x = np.random.default_rng(3).standard_normal(spec.input_shape(1), dtype=np.float32)
-    out = session.predict(x)
-    assert out.shape == (1, 1000) and np.isfinite(out).all()

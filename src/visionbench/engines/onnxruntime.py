@@ -26,7 +26,7 @@ from visionbench.engines.base import (
 )
 from visionbench.fsutil import cache_dir
 from visionbench.models.spec import ModelSpec
-from visionbench.sysinfo import CpuFeatures
+from visionbench.sysinfo import CpuFeatures, cpu_features
 
 #: Operators that compute in integer arithmetic once ORT has fused the QDQ pattern.
 QUANTIZED_OPS = {
@@ -37,7 +37,7 @@ QUANTIZED_OPS = {
 QUANT_SETTINGS = "QDQ, per-channel, int8 symmetric weights, uint8 activations, MinMax calibration"
 
 
-def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
+def _quantize(model: ModelSpec, calibration: Calibration, reduce_range: bool) -> Path:
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -49,7 +49,8 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path = cache_dir() / "int8" / (
-        f"onnxruntime-{model.sha256[:16]}-{calibration.key}-ort{ort.__version__}.onnx"
+        f"onnxruntime-{model.sha256[:16]}-{calibration.key}-ort{ort.__version__}"
+        f"{'-7bit' if reduce_range else ''}.onnx"
     )
     if path.exists():
         return path
@@ -71,6 +72,7 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
             str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=reduce_range,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
         os.replace(out, path)
@@ -127,7 +129,11 @@ class OnnxRuntimeEngine(Engine):
         import onnxruntime as ort
 
         t0 = time.perf_counter()
-        source = _quantize(model, calibration) if precision == "int8" else model.path
+        # Without VNNI, U8S8 kernels add pairs of products in 16 bits (vpmaddubsw) and saturate;
+        # ORT's advice is 7-bit weights there (reduce_range). On EfficientNet-Lite0 here it cut
+        # the INT8 logit error from 30% to 9% and kept FP32's top-1 on every test photo.
+        reduce_range = not cpu_features().vnni
+        source = _quantize(model, calibration, reduce_range) if precision == "int8" else model.path
         t_quant = time.perf_counter() - t0
 
         def options() -> ort.SessionOptions:
@@ -154,7 +160,8 @@ class OnnxRuntimeEngine(Engine):
                 "inter_op_num_threads": 1,
                 "graph_optimization_level": "ORT_ENABLE_ALL",
                 "int8_model": str(source) if precision == "int8" else None,
-                "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS})"
+                "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS}"
+                + (", 7-bit weights (reduce_range: no VNNI))" if reduce_range else ")")
                 if precision == "int8" else None,
                 "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
                 "unfused_qdq_ops": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
