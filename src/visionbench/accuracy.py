@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.data.images import Dataset, decoded, load_rgb, read_list_file
+from visionbench.data.images import Dataset, decoded, image_files, load_rgb, read_list_file
 from visionbench.data.preprocess import get_preprocess, preprocess
 from visionbench.data.synthetic import synthetic_calibration
 from visionbench.engines.base import Calibration
@@ -78,7 +78,7 @@ def calibration(model: ModelSpec, count: int, source: Path | None, dataset: Data
     enough), else synthetic noise (enough to time INT8, says nothing of its accuracy)."""
     if source is not None:
         if source.is_dir():
-            paths = sorted(p for p, _ in _dir_items(source))[:count]
+            paths = image_files(source, recursive=True)[:count]
             how = f"the first {len(paths)} images of {source}"
         elif source.is_file():
             paths = read_list_file(source)[:count]
@@ -113,12 +113,6 @@ def calibration(model: ModelSpec, count: int, source: Path | None, dataset: Data
                       samples=samples)
     return cal, {"source": "images", "count": len(paths), "how": how,
                  "preprocessing": model.preprocessing}
-
-
-def _dir_items(folder: Path) -> list[tuple[Path, None]]:
-    from visionbench.data.images import IMAGE_SUFFIXES
-
-    return [(p, None) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def top5(logits: np.ndarray, label_offset: int) -> np.ndarray:

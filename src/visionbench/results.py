@@ -194,9 +194,9 @@ def load(run_dir: Path) -> Results:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
-    version = data.get("schema_version") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("tool") != "visionbench":
         raise VisionbenchError(f"{path} is not a visionbench results file")
+    version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise VisionbenchError(
             f"{path} has results schema version {version!r}; this visionbench ({__version__}) "

@@ -41,8 +41,10 @@ class Dataset:
         return random.Random(seed).sample(pool, min(n, len(pool)))
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (and below it, if ``recursive``), sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _labels_file(root: Path, labels: Path) -> list[tuple[Path, int | None]]:
@@ -79,10 +81,10 @@ def open_dataset(root: Path, labels: Path | None = None, limit: int | None = Non
                     f"{root}: class folders must be named by ImageNet WordNet id (e.g. n01440764); "
                     f"not one: {unknown[0]}"
                 )
-            items = [(p, wnids[f.name].index) for f in folders for p in _images(f)]
+            items = [(p, wnids[f.name].index) for f in folders for p in image_files(f)]
             layout = "class folders"
         else:
-            items, layout = [(p, None) for p in _images(root)], "unlabelled"
+            items, layout = [(p, None) for p in image_files(root)], "unlabelled"
     if not items:
         raise VisionbenchError(f"no images found in {root}")
     if limit is not None:

@@ -95,7 +95,7 @@ def executed_ops(tf: Any, fn: Any, x: Any) -> Counter[str]:
     for g in graphs:  # a nested function may be inlined or not: take the fullest graph
         counts: Counter[str] = Counter()
         for node in g.node:
-            if node.op in COMPUTE_OPS or node.op.startswith("Quantized") or "Quantized" in node.op:
+            if node.op in COMPUTE_OPS or "Quantized" in node.op:
                 counts[f"{node.op}:{_dtype_name(tf, node) or '?'}"] += 1
         if sum(counts.values()) > sum(best.values()):
             best = counts
@@ -110,6 +110,13 @@ def _precision_counts(ops: Counter[str]) -> Counter[str]:
     return out
 
 
+def graph_input(tf: Any, batch: np.ndarray, nchw: bool) -> Any:
+    """A numpy batch as the NHWC tensor a graph takes (transposed from NCHW where needed)."""
+    if nchw:
+        batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+    return tf.constant(batch)
+
+
 class GraphSession(Session):
     """A frozen graph as a compiled function; NCHW inputs are transposed when fed."""
 
@@ -119,9 +126,7 @@ class GraphSession(Session):
         self._nchw = nchw_input
 
     def feed(self, batch: np.ndarray) -> Any:
-        if self._nchw:
-            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
-        return self._tf.constant(batch)
+        return graph_input(self._tf, batch, self._nchw)
 
     def run(self, batch: Any) -> np.ndarray:
         return self._fn(batch).numpy()
@@ -379,8 +384,7 @@ class TensorFlowEngine(Engine):
                                int8_model=str(path), quantize_seconds=round(secs, 3))
             elif precision == "bf16":
                 details["bf16"] = "grappler auto_mixed_precision_onednn_bfloat16"
-            feeder = GraphSession(tf, None, nchw)
-            fn, ops = self._graph(tf, frozen, precision == "bf16", feeder.feed(example))
+            fn, ops = self._graph(tf, frozen, precision == "bf16", graph_input(tf, example, nchw))
             session = GraphSession(tf, fn, nchw)
             counts = _precision_counts(ops)
             quantized = counts["int8"] if precision == "int8" else None

@@ -129,11 +129,8 @@ def accuracy_table(results: Results, notes: Notes) -> Table:
     for col in ("engine", "precision", "top-1", "top-5", "same top-1 as fp32", "MLPerf 99%", "ran", "note"):
         t.add_column(col, justify="right" if col in ("top-1", "top-5", "same top-1 as fp32") else "left")
     for a in results.accuracy:
-        ran = a.status if a.status != "ok" else (a.executed_precision or "?") + (
-            f" ({a.quantized_ops} int8 ops)" if a.quantized_ops is not None else "") + (
-            " EMULATED" if a.emulated else "")
         t.add_row(a.engine, a.precision, _pct(a.top1), _pct(a.top5), _pct(a.agreement_with_fp32),
-                  {"pass": "pass", "fail": "[bold red]FAIL[/]"}.get(a.mlperf_99 or "", "—"), ran,
+                  {"pass": "pass", "fail": "[bold red]FAIL[/]"}.get(a.mlperf_99 or "", "—"), ran_as(a),
                   notes.ref(a))
     return t
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from visionbench.results import Measurement
+from visionbench.results import Accuracy, Measurement
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
 
 
-def ran_as(m: Measurement) -> str:
+def ran_as(m: Measurement | Accuracy) -> str:
     """What the engine really executed, e.g. ``int8 (54 int8 ops)``, or the measurement's status."""
     if m.status != "ok":
         return m.status
