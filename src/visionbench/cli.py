@@ -79,6 +79,20 @@ STUDY = [
 ]
 
 
+#: Pinned instances: shared by run and sweep.
+INSTANCES = [
+    click.option("--instances", type=int,
+                 help="Engine processes run at once, each pinned to its own cores; throughput is "
+                      "their sum [default: one, in this process, unpinned]."),
+    click.option("--cores-per-instance", type=int,
+                 help="Physical cores per instance [default: the available cores / --instances]."),
+    click.option("--layout", type=click.Choice(["throughput", "latency", "reference"]),
+                 help="The reference scripts' instances: throughput = one per NUMA node with all "
+                      "its cores; latency = 4 cores each, filling the machine; reference = each "
+                      "mode its own."),
+]
+
+
 def _engines(engine: str) -> list[str]:
     if engine.strip().lower() == "all":
         engines = [n for n, cls in all_engines().items() if cls.installed()]
@@ -94,7 +108,8 @@ def _study(engine: str, precision: str | None, threads: int | None, output: Path
         engines=_engines(engine),
         precisions=parse_list(precision, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
         precisions_explicit=precision is not None, engines_explicit=engine.strip().lower() != "all",
-        threads=threads or available_cpus(), output=output or default_output(), **kw,  # type: ignore[arg-type]
+        threads=threads or available_cpus(), threads_explicit=threads is not None,
+        output=output or default_output(), **kw,  # type: ignore[arg-type]
     )
 
 
@@ -121,6 +136,7 @@ def _execute(cfg: RunConfig) -> None:
 
 @cli.command()
 @_options(STUDY)
+@_options(INSTANCES)
 @click.option("--mode", help="Comma list of throughput, latency [default: both].")
 @click.option("--accuracy", is_flag=True, help="Also measure accuracy on --data at every precision.")
 @click.option("--batch-size", type=int,

@@ -8,6 +8,7 @@ from typing import Any
 
 from visionbench.engines.base import PRECISIONS, Precision
 from visionbench.errors import VisionbenchError
+from visionbench.harness.instances import LAYOUTS
 from visionbench.harness.timing import MODES, Mode, TimingPlan
 
 #: Batch sizes of the reference study (Intel AI Reference Models' TensorFlow defaults).
@@ -68,6 +69,12 @@ class RunConfig:
     output_name: str | None = None
     batch_size: int | None = None
     threads: int = 1
+    #: Whether the user named the threads; else each instance gets one thread per core.
+    threads_explicit: bool = False
+    #: Pinned instances (``harness.instances``): N x K cores, or a reference layout.
+    instances: int | None = None
+    cores_per_instance: int | None = None
+    layout: str | None = None
     duration: float | None = None
     iterations: int | None = None
     repeats: int | None = None
@@ -92,6 +99,7 @@ class RunConfig:
             "--batch-size": self.batch_size, "--threads": self.threads,
             "--iterations": self.iterations, "--repeats": self.repeats,
             "--calibration-samples": self.calibration_samples, "--limit": self.limit,
+            "--instances": self.instances, "--cores-per-instance": self.cores_per_instance,
         }
         for flag, v in checks.items():
             if v is not None and v <= 0:
@@ -102,6 +110,10 @@ class RunConfig:
             raise VisionbenchError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.duration is not None and self.iterations is not None:
             raise VisionbenchError("give --duration or --iterations, not both")
+        if self.layout is not None and (self.instances or self.cores_per_instance):
+            raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise VisionbenchError(f"unknown layout '{self.layout}'; choose from {', '.join(LAYOUTS)}")
         if self.accuracy and self.data is None:
             raise VisionbenchError("accuracy needs images: give --data DIR")
 

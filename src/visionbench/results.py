@@ -29,6 +29,19 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class InstanceResult(BaseModel):
+    """One pinned instance of a multi-instance measurement."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    cores: list[int] = Field(description="CPUs the instance was pinned to")
+    affinity: list[int] = Field(description="CPU affinity read back from the running process")
+    throughput_ips: float
+    throughput_per_repeat: list[float]
+    latency: LatencySummary
+
+
 class Measurement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,7 +72,13 @@ class Measurement(BaseModel):
     timed_iterations: int = 0
     timed_seconds: float = 0.0
     prepare_seconds: float = 0.0
-    peak_rss_mib: float | None = None
+    peak_rss_mib: float | None = Field(None, description="the largest instance's, with instances")
+    instances: int = Field(1, description="engine processes timed together; throughput is their sum")
+    cores_per_instance: int | None = None
+    layout: Literal["throughput", "latency", "custom"] | None = None
+    layout_reason: str | None = None
+    pinning: str | None = None
+    per_instance: list[InstanceResult] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     started_at: str
     finished_at: str
@@ -127,9 +146,9 @@ class Results(BaseModel):
 
 CSV_FIELDS = [
     "engine", "precision", "mode", "batch_size", "threads", "status", "executed_precision",
-    "emulated", "quantized_ops", "throughput_ips", "cv", "repeats", "latency_p50_ms",
-    "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms", "latency_min_ms",
-    "latency_max_ms", "latency_stdev_ms", "latency_count", "peak_rss_mib", "reason",
+    "emulated", "quantized_ops", "instances", "cores_per_instance", "throughput_ips", "cv", "repeats",
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms",
+    "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count", "peak_rss_mib", "reason",
 ]
 
 

@@ -7,8 +7,10 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -28,14 +30,31 @@ from visionbench.data.images import Dataset, open_dataset
 from visionbench.data.preprocess import get_preprocess
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import Engine, Precision, Support, all_engines, get_engine
-from visionbench.engines.base import Calibration
+from visionbench.engines.base import Calibration, Execution
 from visionbench.errors import VisionbenchError, describe
+from visionbench.harness.instances import (
+    Layout,
+    combined_throughput,
+    custom_layout,
+    pinning,
+    pooled_latencies,
+    reference_layout,
+    run_instances,
+)
 from visionbench.harness.stats import CV_WARN, cv, latency_summary
-from visionbench.harness.timing import Mode, Progress, TimingPlan, measure
+from visionbench.harness.timing import Mode, Progress, Timing, TimingPlan, measure
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
-from visionbench.results import Accuracy, Measurement, ModelInfo, Results, RunStore, now
-from visionbench.sysinfo import cpu_features, system_info
+from visionbench.results import (
+    Accuracy,
+    InstanceResult,
+    Measurement,
+    ModelInfo,
+    Results,
+    RunStore,
+    now,
+)
+from visionbench.sysinfo import cpu_features, numa_cores, system_info
 
 #: Rough working-set bytes per input byte for a CNN of ResNet-50's shape (activations, buffers).
 MEMORY_FACTOR = 40
@@ -69,11 +88,11 @@ class Task:
         return f"{self.engine}-{self.precision}-{self.mode}"
 
 
-def check_memory(model: ModelSpec, batch: int) -> None:
+def check_memory(model: ModelSpec, batch: int, instances: int = 1) -> None:
     per_image = model.channels * model.height * model.width * 4
     if batch > MAX_BATCH:
         raise VisionbenchError(f"batch size {batch} is absurd (at most {MAX_BATCH})")
-    need = batch * per_image * MEMORY_FACTOR + 2 * model.path.stat().st_size
+    need = instances * (batch * per_image * MEMORY_FACTOR + 2 * model.path.stat().st_size)
     avail = psutil.virtual_memory().available
     if need > avail:
         raise VisionbenchError(
@@ -140,52 +159,125 @@ def _peak_rss_mib() -> float:
     return round(kib / 1024 if sys.platform != "darwin" else kib / 2**20, 1)
 
 
+def layout_for(cfg: RunConfig, mode: Mode, nodes: list[list[int]]) -> Layout | None:
+    """The instance layout of a mode, or None to run in this process, unpinned."""
+    if cfg.layout is not None:
+        return reference_layout(mode if cfg.layout == "reference" else cfg.layout, nodes)
+    if cfg.instances is None and cfg.cores_per_instance is None:
+        return None
+    return custom_layout(cfg.instances, cfg.cores_per_instance, nodes)
+
+
+@dataclass(frozen=True)
+class InstanceJob:
+    """What one pinned instance process needs to prepare and time a task by itself."""
+
+    task: Task
+    cfg: RunConfig
+    model: ModelSpec
+    plan: TimingPlan
+    threads: int
+
+
+def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig,
+                      plan: TimingPlan, threads: int, cal: Calibration,
+                      progress: Progress | None, start: Callable[[], None] | None = None,
+                      ) -> tuple[Timing, Execution]:
+    session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
+                             allow_emulated=cfg.allow_emulated)
+    try:
+        pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
+        inputs = [session.feed(x) for x in pool]
+        return measure(session.run, inputs, plan, progress, start), session.execution
+    finally:
+        session.close()
+
+
+def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, Any]:
+    """The target each instance process runs (see ``harness.instances``)."""
+    cfg = job.cfg
+    dataset = open_dataset(cfg.data, cfg.labels, cfg.limit) if cfg.data is not None else None
+    cal, _ = study_calibration(cfg, job.model, dataset)
+    timing, execution = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
+                                          job.plan, job.threads, cal, None, barrier)
+    return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib()}
+
+
 def measure_task(
     task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
     reporter: Reporter, calibration: Calibration,
 ) -> Measurement:
     plan = cfg.plan(task.precision, task.mode)
     started = now()
+    progress = reporter.start(task.id, plan)
+    nodes = numa_cores()
+    layout = layout_for(cfg, task.mode, nodes)
+    instances: list[InstanceResult] = []
+    extra: dict[str, Any] = {}
+    if layout is None:
+        threads = cfg.threads
+        timing, ex = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration,
+                                       progress)
+        timings = [timing]
+        per_repeat = [w.throughput for w in timing.windows]
+        rss = _peak_rss_mib()
+    else:
+        threads = cfg.threads if cfg.threads_explicit else layout.cores_per_instance
+
+        def tick(seconds: float) -> None:
+            if progress and plan.duration:
+                progress("window", min(int(seconds // plan.duration), plan.repeats))
+                progress("timed", seconds % plan.duration)
+
+        job = InstanceJob(task, cfg, model, plan, threads)
+        done = run_instances("visionbench.runner:instance_main", [job] * layout.instances,
+                             layout, nodes, tick)
+        timings = [d.value["timing"] for d in done]
+        ex = done[0].value["execution"]
+        per_repeat = combined_throughput(timings)
+        rss = max(d.value["peak_rss_mib"] for d in done)
+        for d, t in zip(done, timings, strict=True):
+            instances.append(InstanceResult(
+                index=d.index, cores=list(d.cores), affinity=d.affinity,
+                throughput_ips=statistics.median(w.throughput for w in t.windows),
+                throughput_per_repeat=[w.throughput for w in t.windows],
+                latency=latency_summary(np.concatenate([w.latencies_ns for w in t.windows])),
+            ))
+        extra = {"instances": layout.instances, "cores_per_instance": layout.cores_per_instance,
+                 "layout": layout.name, "layout_reason": layout.reason,
+                 "pinning": pinning(nodes), "per_instance": instances}
     emulated = task.support.status == "emulated"
-    session = engine.prepare(
-        model, task.precision, cfg.threads, calibration, plan.batch_size,
-        allow_emulated=cfg.allow_emulated,
-    )
-    try:
-        pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
-        inputs = [session.feed(x) for x in pool]
-        timing = measure(session.run, inputs, plan, reporter.start(task.id, plan))
-    finally:
-        session.close()
-    ex = session.execution
-    per_repeat = [w.throughput for w in timing.windows]
     spread = cv(per_repeat)
-    pooled = np.concatenate([w.latencies_ns for w in timing.windows])
+    pooled = pooled_latencies(timings)
+    windows = [w for t in timings for w in t.windows]
     warnings: list[str] = []
     if ex.executed_precision != task.precision:
         warnings.append(f"asked for {task.precision}, {task.engine} executed "
                         f"{ex.executed_precision} ({ex.layer_precisions})")
     if task.support.reason:
         warnings.append(task.support.reason)
+    if layout is not None:
+        warnings.append(f"{layout.describe()} (instances x cores, {layout.name} layout: "
+                        f"{layout.reason}); throughput is the instances' sum, latency pooled")
     if spread is not None and spread > CV_WARN:
         warnings.append(
             f"unstable: throughput varies {spread:.1%} between repeats (over {CV_WARN:.0%}); "
             "close other programs, raise --duration or --repeats"
         )
-    raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in timing.windows])
+    raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in windows])
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        batch_size=plan.batch_size, threads=cfg.threads, status="ok",
+        batch_size=plan.batch_size, threads=threads, status="ok",
         support=task.support.status, executed_precision=ex.executed_precision,
         emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
         engine_details=ex.details, throughput_ips=statistics.median(per_repeat),
         throughput_per_repeat=per_repeat,
         cv=spread, latency=latency_summary(pooled), raw_latencies=raw,
         repeats=plan.repeats, warmup_iterations=plan.warmup,
-        warmup_seconds=timing.warmup_ns / 1e9, timed_iterations=len(pooled),
-        timed_seconds=sum(w.wall_ns for w in timing.windows) / 1e9,
-        prepare_seconds=ex.prepare_seconds, peak_rss_mib=_peak_rss_mib(), warnings=warnings,
-        started_at=started, finished_at=now(),
+        warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
+        timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
+        prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings,
+        started_at=started, finished_at=now(), **extra,
     )
 
 
@@ -276,6 +368,13 @@ def _accuracy_of(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, i
     )
 
 
+def study_calibration(cfg: RunConfig, model: ModelSpec,
+                      dataset: Dataset | None) -> tuple[Calibration, dict[str, Any]]:
+    """The run's INT8 calibration samples; the images evaluated for accuracy are kept out."""
+    evaluated = {p for p, _ in dataset.items} if dataset is not None and cfg.accuracy else set()
+    return calibration(model, cfg.n_calibration, cfg.calibration_data, dataset, evaluated)
+
+
 def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     """Check everything, then measure; raises VisionbenchError before measuring on bad input."""
     engines = {name: get_engine(name) for name in cfg.engines}
@@ -285,13 +384,17 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     dataset = open_dataset(cfg.data, cfg.labels, cfg.limit) if cfg.data is not None else None
     if cfg.accuracy and dataset is not None and not dataset.labelled:
         reporter.note(f"note: {dataset.root} has no labels: accuracy gives agreement with FP32 only")
-    evaluated = {p for p, _ in dataset.items} if dataset is not None and cfg.accuracy else set()
-    cal, cal_info = calibration(model, cfg.n_calibration, cfg.calibration_data, dataset, evaluated)
-    for p in cfg.precisions:
-        for mode in cfg.modes:
+    cal, cal_info = study_calibration(cfg, model, dataset)
+    nodes = numa_cores()
+    for mode in cfg.modes:
+        layout = layout_for(cfg, mode, nodes)
+        if layout is not None and layout.name != "custom":
+            reporter.note(f"{mode}: {layout.name} layout, {layout.describe()} "
+                          f"(instances x cores): {layout.reason}")
+        for p in cfg.precisions:
             b = cfg.batch_for(p, mode)
             model.check_batch(b)
-            check_memory(model, b)
+            check_memory(model, b, layout.instances if layout else 1)
     tasks = plan_tasks(cfg, engines, model)
     out = _output_dir(cfg.output)
     software = {"visionbench": __version__}

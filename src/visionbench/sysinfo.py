@@ -109,6 +109,44 @@ def _numa_nodes() -> int:
     return max(len(nodes), 1)
 
 
+def _cpu_list(text: str) -> list[int]:
+    """Linux's CPU list format ("0-3,8,10-11") as CPU numbers."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def numa_cores() -> list[list[int]]:
+    """Per NUMA node, one CPU of each physical core this process may run on (hyper-threaded
+    siblings left out, as the reference scripts pin to physical cores); nodes with none dropped."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not allowed:
+        return [list(range(os.cpu_count() or 1))]
+    nodes = sorted(Path("/sys/devices/system/node").glob("node[0-9]*"),
+                   key=lambda p: int(p.name[4:]))
+    node_cpus = [set(_cpu_list((n / "cpulist").read_text())) for n in nodes] or [set(allowed)]
+    out: list[list[int]] = []
+    for cpus in node_cpus:
+        seen: set[tuple[str, str]] = set()
+        cores: list[int] = []
+        for cpu in (c for c in allowed if c in cpus):
+            topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+            try:
+                key = ((topo / "physical_package_id").read_text().strip(),
+                       (topo / "core_id").read_text().strip())
+            except OSError:
+                key = ("cpu", str(cpu))
+            if key not in seen:
+                seen.add(key)
+                cores.append(cpu)
+        if cores:
+            out.append(cores)
+    return out or [allowed]
+
+
 @lru_cache(maxsize=1)
 def system_info() -> SystemInfo:
     info = _proc_cpuinfo()

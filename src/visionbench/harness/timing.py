@@ -59,9 +59,10 @@ Progress = Callable[[str, float], None]  # (phase, seconds or iterations done) -
 
 def measure(
     infer: Callable[[Any], Any], inputs: Sequence[Any], plan: TimingPlan,
-    progress: Progress | None = None,
+    progress: Progress | None = None, start: Callable[[], None] | None = None,
 ) -> Timing:
-    """Run ``infer`` over ``inputs`` (cycled) per ``plan``; nothing but the call is timed."""
+    """Run ``infer`` over ``inputs`` (cycled) per ``plan``; nothing but the call is timed.
+    ``start`` is called between warm-up and the first window (the instances' barrier)."""
     clock = time.perf_counter_ns
     n_inputs = len(inputs)
     t0 = clock()
@@ -70,6 +71,8 @@ def measure(
         if progress:
             progress("warmup", i + 1)
     warmup_ns = clock() - t0
+    if start:
+        start()
     limit_ns = None if plan.duration is None else int(plan.duration * 1e9)
     limit_it = plan.iterations
     windows: list[Window] = []

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from visionbench.harness.timing import Progress as ProgressFn
 from visionbench.harness.timing import TimingPlan
-from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.format import batch_text, fmt, fp32_ratios, latency_values, ran_as
 from visionbench.results import Accuracy, Measurement, Results
 from visionbench.runner import Reporter
 
@@ -96,7 +96,7 @@ def throughput_table(results: Results, notes: Notes) -> Table:
         if m.mode != "throughput":
             continue
         t.add_row(
-            m.engine, m.precision, str(m.batch_size), fmt(m.throughput_ips, ".1f"),
+            m.engine, m.precision, batch_text(m), fmt(m.throughput_ips, ".1f"),
             fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
             ratios[m.id], ran_as(m), notes.ref(m),
         )

@@ -19,6 +19,13 @@ def ran_as(m: Measurement | Accuracy) -> str:
     return text + (" EMULATED" if m.emulated else "")
 
 
+def batch_text(m: Measurement) -> str:
+    """The batch size, and the instances where there were several pinned ones."""
+    if m.layout is None:
+        return str(m.batch_size)
+    return f"{m.batch_size} ({m.instances}x{m.cores_per_instance} cores)"
+
+
 def latency_values(m: Measurement) -> list[str]:
     """p50, p90, p99, p99.9 and mean in ms."""
     lat = m.latency

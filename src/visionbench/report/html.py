@@ -7,7 +7,7 @@ import base64
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.format import batch_text, fmt, fp32_ratios, latency_values, ran_as
 from visionbench.report.notices import notices
 from visionbench.results import Results
 
@@ -60,7 +60,7 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
             "m": m, "ips": fmt(m.throughput_ips, ".1f"),
             "cv": "—" if m.cv is None else f"{100 * m.cv:.1f}%",
             "unstable": any(w.startswith("unstable") for w in m.warnings),
-            "vs": ratios[m.id], "ran": ran_as(m),
+            "vs": ratios[m.id], "ran": ran_as(m), "batch": batch_text(m),
         }
         for m in thr
     ]

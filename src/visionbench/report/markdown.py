@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visionbench.report.format import fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.format import batch_text, fmt, fp32_ratios, latency_values, ran_as
 from visionbench.results import Measurement, Results
 
 
@@ -29,7 +29,7 @@ def summary_markdown(results: Results) -> str:
     for m in results.measurements:
         if m.mode == "throughput":
             cv = "—" if m.cv is None else f"{100 * m.cv:.1f}%"
-            lines.append(f"| {m.engine} | {m.precision} | {m.batch_size} | "
+            lines.append(f"| {m.engine} | {m.precision} | {batch_text(m)} | "
                          f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} | {_ran(m)} |")
     lines += [
         "",

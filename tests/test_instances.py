@@ -1,0 +1,152 @@
+"""Pinned instances: layouts, pinning read back from the running children, aggregation, and a
+crashed instance reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from visionbench.errors import VisionbenchError
+from visionbench.harness.instances import (
+    InstanceFailed,
+    combined_throughput,
+    custom_layout,
+    reference_layout,
+    run_instances,
+)
+from visionbench.harness.timing import Timing, Window
+from visionbench.sysinfo import numa_cores
+
+from conftest import TINY
+
+TWO_CORES = pytest.mark.skipif(len(numa_cores()[0]) < 2, reason="needs two physical cores")
+
+
+def test_reference_layouts() -> None:
+    two_nodes = [list(range(0, 8)), list(range(8, 16))]
+    t = reference_layout("throughput", two_nodes)
+    assert t.cores == (tuple(range(8)), tuple(range(8, 16))) and t.describe() == "2 x 8"
+    lat = reference_layout("latency", two_nodes)
+    assert lat.describe() == "4 x 4" and lat.cores[2] == (8, 9, 10, 11)
+    assert "4 cores" in lat.reason and "fewer" not in lat.reason
+    small = reference_layout("latency", [[0, 1]])
+    assert small.describe() == "1 x 2"
+    assert "2 physical cores per NUMA node" in small.reason and "1 instance of 2 cores" in small.reason
+    assert reference_layout("latency", [[0, 1, 2, 3, 4, 5]]).describe() == "1 x 4"
+
+
+def test_custom_layouts() -> None:
+    nodes = [[0, 1, 2], [3, 4, 5]]
+    assert custom_layout(2, None, nodes).cores == ((0, 1, 2), (3, 4, 5))
+    assert custom_layout(None, 1, nodes).describe() == "6 x 1"
+    spans = custom_layout(3, 2, nodes)
+    assert spans.cores[1] == (2, 3) and "1 instance span NUMA nodes" in spans.reason
+    with pytest.raises(VisionbenchError, match="3 instances of 3 cores need 9 physical cores; "
+                                               "this machine has 6"):
+        custom_layout(3, 3, nodes)
+    with pytest.raises(VisionbenchError, match="7 instances of 1 core need 7"):
+        custom_layout(7, None, nodes)
+
+
+def _timing(per_window: list[tuple[int, float]]) -> Timing:
+    """Windows of ``n`` single-image calls over ``seconds`` each."""
+    return Timing(0, [Window(np.full(n, 1000, dtype=np.int64), int(s * 1e9), 1)
+                      for n, s in per_window])
+
+
+def test_aggregation_sums_instances_per_repeat() -> None:
+    a = _timing([(100, 1.0), (90, 1.0)])
+    b = _timing([(50, 0.5), (80, 1.0), (70, 1.0)])  # a third repeat the other lacks is dropped
+    assert combined_throughput([a, b]) == [200.0, 170.0]
+
+
+def crash_in_one(index: int, barrier: Callable[[], None]) -> int:
+    """Instance 1 fails before the barrier; the others would wait there."""
+    if index == 1:
+        raise RuntimeError("instance one cannot start")
+    barrier()
+    return index
+
+
+def pinned_cpus(index: int, barrier: Callable[[], None]) -> list[int]:
+    barrier()
+    return sorted(os.sched_getaffinity(0))
+
+
+@TWO_CORES
+def test_launcher_pins_and_reports_failures() -> None:
+    layout = custom_layout(2, 1, numa_cores())
+    done = run_instances("test_instances:pinned_cpus", [0, 1], layout, numa_cores())
+    for d in done:
+        assert d.affinity == list(d.cores) == d.value
+    with pytest.raises(InstanceFailed, match=r"instance 1 \(cores .*\) failed before timing: "
+                                             "RuntimeError: instance one cannot start"):
+        run_instances("test_instances:crash_in_one", [0, 1], layout, numa_cores())
+
+
+@TWO_CORES
+def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
+    from visionbench.config import RunConfig
+    from visionbench.runner import Reporter, run
+
+    cfg = RunConfig(engines=["onnxruntime"], precisions=["fp32"], modes=["throughput"],
+                    model="resnet50-tiny", batch_size=4, iterations=30, repeats=2, warmup=2,
+                    instances=2, output=tmp_path / "r")
+    m = run(cfg, Reporter(), ["test"]).results.measurements[0]
+    assert m.status == "ok" and m.instances == 2 and m.cores_per_instance == 1 and m.threads == 1
+    assert [i.affinity for i in m.per_instance] == [i.cores for i in m.per_instance]
+    assert {c for i in m.per_instance for c in i.cores} == set(numa_cores()[0][:2])
+    for r in range(2):
+        assert m.throughput_per_repeat[r] == pytest.approx(
+            sum(i.throughput_per_repeat[r] for i in m.per_instance))
+    assert m.latency is not None and m.latency.count == 2 * 2 * 30
+    assert all(i.latency.count == 60 and np.isfinite(i.latency.p99_ms) for i in m.per_instance)
+    raw = json.loads((tmp_path / "r" / m.raw_latencies).read_text())["windows"]
+    assert len(raw) == 4 and all(len(w) == 30 for w in raw)
+    assert any("2 x 1 (instances x cores" in w for w in m.warnings)
+
+
+def _instance_pids(parent: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [p for p in parent.children(recursive=True)
+                if "visionbench.harness.instances" in " ".join(p.cmdline())]
+    except psutil.Error:
+        return []
+
+
+@TWO_CORES
+def test_killed_instance_fails_the_measurement(tmp_path: Path) -> None:
+    """A user's view: one instance dies mid-run; that measurement fails with the signal, the
+    other instance is stopped, and the run's other measurements are still made and kept."""
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", "onnxruntime",
+         "--precision", "fp32", "--batch-size", "2", "--instances", "2", "--duration", "5",
+         "--repeats", "1", "--warmup", "1", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while len(children := _instance_pids(parent)) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "instances never started"
+        time.sleep(0.2)
+    time.sleep(2)  # both at or past the barrier
+    victim = children[1]
+    victim.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "some measurements failed" in err
+    results = json.loads((out / "results.json").read_text())
+    by_mode = {m["mode"]: m for m in results["measurements"]}
+    assert by_mode["throughput"]["status"] == "failed"
+    assert "killed by SIGKILL" in by_mode["throughput"]["reason"]
+    assert by_mode["latency"]["status"] == "ok"  # the run went on
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
