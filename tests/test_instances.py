@@ -150,3 +150,45 @@ def test_killed_instance_fails_the_measurement(tmp_path: Path) -> None:
     assert "killed by SIGKILL" in by_mode["throughput"]["reason"]
     assert by_mode["latency"]["status"] == "ok"  # the run went on
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
+
+
+def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
+    """OpenVINO streams split a batch and give the same logits; ORT inter-op threads run in
+    parallel mode; both are recorded as read back from the engine."""
+    from visionbench.accuracy import synthetic_calibration
+    from visionbench.engines import get_engine
+    from visionbench.engines.base import Parallelism
+
+    cal = synthetic_calibration(tiny, 8)
+    x = tiny_inputs[:8]
+    ov = get_engine("openvino")
+    one = ov.prepare(tiny, "fp32", 2, cal, 8)
+    two = ov.prepare(tiny, "fp32", 2, cal, 8, parallelism=Parallelism(streams=2))
+    assert two.execution.details["num_streams"] == 2 and two.execution.details["batch_per_stream"] == 4
+    np.testing.assert_allclose(two.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
+    hinted = ov.prepare(tiny, "fp32", 2, cal, 8, parallelism=Parallelism(hint="throughput"))
+    assert hinted.execution.details["performance_hint"] == "THROUGHPUT"
+    assert hinted.execution.details["num_streams"] >= 1
+    with pytest.raises(VisionbenchError, match="batch size 7 does not split evenly over 2"):
+        ov.prepare(tiny, "fp32", 2, cal, 7, parallelism=Parallelism(streams=2))
+    ort = get_engine("onnxruntime")
+    par = ort.prepare(tiny, "fp32", 1, cal, 8, parallelism=Parallelism(inter_op_threads=2))
+    assert par.execution.details["execution_mode"] == "parallel"
+    assert par.execution.details["inter_op_num_threads"] == 2
+    np.testing.assert_allclose(par.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_parallelism_errors() -> None:
+    from conftest import vb
+
+    for args, message in [
+        (["--engine", "onnxruntime", "--streams", "2", "--mode", "throughput"],
+         "onnxruntime has no --streams"),
+        (["--engine", "openvino", "--inter-op-threads", "2"], "openvino has no --inter-op-threads"),
+        (["--engine", "openvino", "--streams", "2"], "the latency batch size 1 does not split"),
+        (["--layout", "latency", "--instances", "2"], "give --layout or --instances"),
+        (["--instances", "64"], "64 instances of 1 core need 64 physical cores"),
+    ]:
+        proc = vb("run", *TINY, "--quick", *args)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)

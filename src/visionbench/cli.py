@@ -90,6 +90,15 @@ INSTANCES = [
                  help="The reference scripts' instances: throughput = one per NUMA node with all "
                       "its cores; latency = 4 cores each, filling the machine; reference = each "
                       "mode its own."),
+    click.option("--streams", type=int,
+                 help="OpenVINO inference streams: the batch is split evenly over them and its parts "
+                      "run in parallel [default: 1]."),
+    click.option("--hint", type=click.Choice(["throughput", "latency"]),
+                 help="OpenVINO performance hint; without --streams, OpenVINO chooses the streams "
+                      "(recorded) [default: latency, 1 stream]."),
+    click.option("--inter-op-threads", type=int,
+                 help="ONNX Runtime inter-op threads (parallel execution mode when above 1) "
+                      "[default: 1, sequential]."),
 ]
 
 

@@ -6,13 +6,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visionbench.engines.base import PRECISIONS, Precision
+from visionbench.engines.base import PRECISIONS, Parallelism, Precision
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import LAYOUTS
 from visionbench.harness.timing import MODES, Mode, TimingPlan
 
 #: Batch sizes of the reference study (Intel AI Reference Models' TensorFlow defaults).
 REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
+#: OpenVINO's performance hints.
+HINTS = ("throughput", "latency")
 #: Calibration samples for INT8 post-training quantization.
 CALIBRATION_SAMPLES = 300
 
@@ -75,6 +77,10 @@ class RunConfig:
     instances: int | None = None
     cores_per_instance: int | None = None
     layout: str | None = None
+    #: Engine-native parallelism (``engines.base.Parallelism``).
+    streams: int | None = None
+    hint: str | None = None
+    inter_op_threads: int | None = None
     duration: float | None = None
     iterations: int | None = None
     repeats: int | None = None
@@ -100,6 +106,7 @@ class RunConfig:
             "--iterations": self.iterations, "--repeats": self.repeats,
             "--calibration-samples": self.calibration_samples, "--limit": self.limit,
             "--instances": self.instances, "--cores-per-instance": self.cores_per_instance,
+            "--streams": self.streams, "--inter-op-threads": self.inter_op_threads,
         }
         for flag, v in checks.items():
             if v is not None and v <= 0:
@@ -114,6 +121,8 @@ class RunConfig:
             raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise VisionbenchError(f"unknown layout '{self.layout}'; choose from {', '.join(LAYOUTS)}")
+        if self.hint is not None and self.hint not in HINTS:
+            raise VisionbenchError(f"unknown hint '{self.hint}'; choose from {', '.join(HINTS)}")
         if self.accuracy and self.data is None:
             raise VisionbenchError("accuracy needs images: give --data DIR")
 
@@ -134,6 +143,10 @@ class RunConfig:
             duration=duration,
             iterations=self.iterations,
         )
+
+    @property
+    def parallelism(self) -> Parallelism:
+        return Parallelism(self.streams, self.hint, self.inter_op_threads)
 
     @property
     def n_calibration(self) -> int:

@@ -30,7 +30,7 @@ from visionbench.data.images import Dataset, open_dataset
 from visionbench.data.preprocess import get_preprocess
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import Engine, Precision, Support, all_engines, get_engine
-from visionbench.engines.base import Calibration, Execution
+from visionbench.engines.base import PARALLELISM_FLAGS, Calibration, Execution
 from visionbench.errors import VisionbenchError, describe
 from visionbench.harness.instances import (
     Layout,
@@ -111,9 +111,11 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     cpu = cpu_features()
     tasks: list[Task] = []
     for name, engine in engines.items():
-        if model.format not in engine.formats:
+        lacks = [PARALLELISM_FLAGS[k] for k in cfg.parallelism.given() if k not in engine.parallelism]
+        if model.format not in engine.formats or lacks:
             reason = (f"{name} runs {' and '.join(engine.formats)} models; {model.path.name} is a "
-                      f"{model.format} model")
+                      f"{model.format} model") if model.format not in engine.formats else (
+                      f"{name} has no {' or '.join(lacks)}")
             if cfg.engines_explicit:
                 raise VisionbenchError(reason)
             unsupported = Support("unsupported", reason)
@@ -184,7 +186,7 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
                       progress: Progress | None, start: Callable[[], None] | None = None,
                       ) -> tuple[Timing, Execution]:
     session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
-                             allow_emulated=cfg.allow_emulated)
+                             allow_emulated=cfg.allow_emulated, parallelism=cfg.parallelism)
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]
@@ -395,6 +397,11 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
             b = cfg.batch_for(p, mode)
             model.check_batch(b)
             check_memory(model, b, layout.instances if layout else 1)
+            if cfg.streams and b % cfg.streams:
+                raise VisionbenchError(
+                    f"--streams {cfg.streams} splits each batch evenly over the streams; the {mode} "
+                    f"batch size {b} does not split" + (" (measure --mode throughput only)"
+                                                        if mode == "latency" else ""))
     tasks = plan_tasks(cfg, engines, model)
     out = _output_dir(cfg.output)
     software = {"visionbench": __version__}

@@ -9,7 +9,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -40,6 +40,24 @@ class Calibration:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.samples())
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """Engine-native parallelism besides intra-op threads; None leaves the engine's default.
+    An engine lists the fields it takes in ``Engine.parallelism``."""
+
+    streams: int | None = None  # OpenVINO: inference streams, each running part of a batch
+    hint: str | None = None  # OpenVINO: "throughput" or "latency" performance hint
+    inter_op_threads: int | None = None  # ONNX Runtime: threads running independent nodes
+
+    def given(self) -> list[str]:
+        return [k for k, v in asdict(self).items() if v is not None]
+
+
+NO_PARALLELISM = Parallelism()
+#: The command-line flag of each Parallelism field, for messages.
+PARALLELISM_FLAGS = {"streams": "--streams", "hint": "--hint", "inter_op_threads": "--inter-op-threads"}
 
 
 @dataclass
@@ -83,6 +101,8 @@ class Engine(ABC):
     extra: ClassVar[str]
     #: Model formats it runs (``ModelSpec.format``).
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    #: Parallelism fields it takes (the runner refuses the others for it).
+    parallelism: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def installed(cls) -> bool:
@@ -99,7 +119,7 @@ class Engine(ABC):
     @abstractmethod
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False,
+        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
     ) -> Session:
         """Compile ``model`` for ``precision`` and a batch size; INT8 quantizes first (cached).
 

@@ -16,9 +16,11 @@ from typing import ClassVar
 import numpy as np
 
 from visionbench.engines.base import (
+    NO_PARALLELISM,
     Calibration,
     Engine,
     Execution,
+    Parallelism,
     Precision,
     Session,
     Support,
@@ -108,6 +110,7 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     module = "onnxruntime"
     extra = "onnxruntime"
+    parallelism = ("inter_op_threads",)
     providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
     def versions(self) -> dict[str, str]:
@@ -124,7 +127,7 @@ class OnnxRuntimeEngine(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False,
+        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
     ) -> Session:
         import onnxruntime as ort
 
@@ -136,11 +139,15 @@ class OnnxRuntimeEngine(Engine):
         source = _quantize(model, calibration, reduce_range) if precision == "int8" else model.path
         t_quant = time.perf_counter() - t0
 
+        inter_op = parallelism.inter_op_threads or 1
+
         def options() -> ort.SessionOptions:
             o = ort.SessionOptions()
             o.intra_op_num_threads = threads
-            o.inter_op_num_threads = 1
-            o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            o.inter_op_num_threads = inter_op
+            # Inter-op threads only run anything in parallel execution mode.
+            o.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if inter_op > 1
+                                else ort.ExecutionMode.ORT_SEQUENTIAL)
             o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             return o
 
@@ -157,7 +164,8 @@ class OnnxRuntimeEngine(Engine):
             details={
                 "providers": session.get_providers(),
                 "intra_op_num_threads": threads,
-                "inter_op_num_threads": 1,
+                "inter_op_num_threads": inter_op,
+                "execution_mode": "parallel" if inter_op > 1 else "sequential",
                 "graph_optimization_level": "ORT_ENABLE_ALL",
                 "int8_model": str(source) if precision == "int8" else None,
                 "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS}"

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from visionbench.engines.base import (
+    NO_PARALLELISM,
     Calibration,
     Engine,
     Execution,
+    Parallelism,
     Precision,
     Session,
     Support,
@@ -26,6 +28,7 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
 )
+from visionbench.errors import VisionbenchError
 from visionbench.fsutil import cache_dir
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
@@ -61,14 +64,26 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
 
 
 class OpenVINOSession(Session):
-    def __init__(self, compiled: Any, output_name: str, execution: Execution) -> None:
-        self._request = compiled.create_infer_request()
+    """One infer request per stream; with several, a batch is split evenly over them and its
+    parts run in parallel (one per stream), the call returning when all are done."""
+
+    def __init__(self, compiled: Any, output_name: str, execution: Execution, requests: int) -> None:
+        self._requests = [compiled.create_infer_request() for _ in range(requests)]
         self._output = next((o for o in compiled.outputs if output_name in o.get_names()),
                             compiled.output(0))
         self.execution = execution
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._request.infer({0: batch}, share_inputs=True)[self._output]
+    def feed(self, batch: np.ndarray) -> Any:
+        return batch if len(self._requests) == 1 else np.split(batch, len(self._requests))
+
+    def run(self, batch: Any) -> np.ndarray:
+        if len(self._requests) == 1:
+            return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
+        for request, part in zip(self._requests, batch, strict=True):
+            request.start_async({0: part}, share_inputs=True)
+        for request in self._requests:
+            request.wait()
+        return np.concatenate([r.get_tensor(self._output).data for r in self._requests])
 
 
 def _runtime_precisions(compiled: Any) -> Counter[str]:
@@ -86,6 +101,7 @@ class OpenVINOEngine(Engine):
     name = "openvino"
     module = "openvino"
     extra = "openvino"
+    parallelism = ("streams", "hint")
 
     def versions(self) -> dict[str, str]:
         import openvino as ov
@@ -106,7 +122,7 @@ class OpenVINOEngine(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False,
+        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
     ) -> Session:
         import openvino as ov
         import openvino.properties as props
@@ -116,16 +132,30 @@ class OpenVINOEngine(Engine):
         core = ov.Core()
         source = _quantize(model, calibration) if precision == "int8" else model.path
         t_quant = time.perf_counter() - t0
-        ov_model = core.read_model(str(source))
-        ov_model.reshape({model.input_name: list(model.input_shape(batch_size))})
         config = {
             # FP32 must be asked for: on a BF16-capable CPU the plugin otherwise runs BF16.
             hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
             props.inference_num_threads: threads,
-            props.num_streams: 1,
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            hints.performance_mode: hints.PerformanceMode.THROUGHPUT
+            if parallelism.hint == "throughput" else hints.PerformanceMode.LATENCY,
         }
-        compiled = core.compile_model(ov_model, "CPU", config)
+        if parallelism.streams is not None or parallelism.hint is None:
+            config[props.num_streams] = parallelism.streams or 1
+
+        def compile_for(batch: int) -> Any:
+            ov_model = core.read_model(str(source))
+            ov_model.reshape({model.input_name: list(model.input_shape(batch))})
+            return core.compile_model(ov_model, "CPU", config)
+
+        compiled = compile_for(batch_size)
+        streams = int(compiled.get_property(props.num_streams))
+        if streams > 1:  # each stream runs its own part of the batch
+            if batch_size % streams:
+                chosen = "" if parallelism.streams else f" (the {parallelism.hint} hint chose them)"
+                raise VisionbenchError(
+                    f"batch size {batch_size} does not split evenly over {streams} OpenVINO "
+                    f"streams{chosen}; use a multiple of {streams}")
+            compiled = compile_for(batch_size // streams)
         layers = _runtime_precisions(compiled)
         counts = by_precision(layers)
         execution = Execution(
@@ -134,10 +164,11 @@ class OpenVINOEngine(Engine):
             quantized_ops=counts.get("int8", 0) if precision == "int8" else None,
             details={
                 "inference_precision_hint": str(compiled.get_property(hints.inference_precision)),
-                "num_streams": int(compiled.get_property(props.num_streams)),
+                "num_streams": streams,
+                "batch_per_stream": batch_size // streams,
                 "inference_num_threads": int(compiled.get_property(props.inference_num_threads)),
                 "performance_hint": str(compiled.get_property(hints.performance_mode)),
-                "static_input_shape": list(model.input_shape(batch_size)),
+                "static_input_shape": list(model.input_shape(batch_size // streams)),
                 "int8_model": str(source) if precision == "int8" else None,
                 "quantizer": "nncf.quantize (post-training, default preset)"
                 if precision == "int8" else None,
@@ -145,5 +176,5 @@ class OpenVINOEngine(Engine):
             },
             prepare_seconds=time.perf_counter() - t0,
         )
-        return OpenVINOSession(compiled, model.output_name, execution)
+        return OpenVINOSession(compiled, model.output_name, execution, streams)
 

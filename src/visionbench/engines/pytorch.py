@@ -24,9 +24,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from visionbench.engines.base import (
+    NO_PARALLELISM,
     Calibration,
     Engine,
     Execution,
+    Parallelism,
     Precision,
     Session,
     Support,
@@ -185,7 +187,7 @@ class _Torch(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False,
+        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
     ) -> Session:
         import torch
 

@@ -27,9 +27,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from visionbench.engines.base import (
+    NO_PARALLELISM,
     Calibration,
     Engine,
     Execution,
+    Parallelism,
     Precision,
     Session,
     Support,
@@ -336,7 +338,7 @@ class TensorFlowEngine(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False,
+        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
     ) -> Session:
         from visionbench.models.tensorflow_files import import_tensorflow, set_threads
         from visionbench.sysinfo import cpu_features
