@@ -143,22 +143,52 @@ def _execute(cfg: RunConfig) -> None:
         raise VisionbenchError("some measurements failed; see the table above")
 
 
+#: How long and how often to time: shared by run and sweep.
+TIMING = [
+    click.option("--duration", type=float,
+                 help="Seconds per timed repeat [default: 10 throughput, 5 latency]."),
+    click.option("--iterations", type=int, help="Inferences per timed repeat (instead of --duration)."),
+    click.option("--repeats", type=int, help="Independent timed repeats [default: 3]."),
+    click.option("--warmup", type=int,
+                 help="Warm-up inferences [default: 2 batches throughput, 20 latency]."),
+    click.option("--quick", is_flag=True,
+                 help="A smoke run in about a minute: throughput batch 16, short repeats."),
+]
+
+
 @cli.command()
 @_options(STUDY)
 @_options(INSTANCES)
+@_options(TIMING)
 @click.option("--mode", help="Comma list of throughput, latency [default: both].")
 @click.option("--accuracy", is_flag=True, help="Also measure accuracy on --data at every precision.")
 @click.option("--batch-size", type=int,
               help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
-@click.option("--duration", type=float, help="Seconds per timed repeat [default: 10 throughput, 5 latency].")
-@click.option("--iterations", type=int, help="Inferences per timed repeat (instead of --duration).")
-@click.option("--repeats", type=int, help="Independent timed repeats [default: 3].")
-@click.option("--warmup", type=int, help="Warm-up inferences [default: 2 batches throughput, 20 latency].")
-@click.option("--quick", is_flag=True,
-              help="A smoke run in about a minute: throughput batch 16, short repeats.")
 def run(mode: str | None, **kw: object) -> None:
     """Measure throughput and batch-1 latency per engine and precision."""
     _execute(_study(modes=parse_list(mode, MODES, "mode") or list(MODES), **kw))  # type: ignore[arg-type]
+
+
+def _int_list(value: str, flag: str) -> list[int]:
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise VisionbenchError(f"{flag} takes a comma list of integers, got '{value}'") from None
+    if not items:
+        raise VisionbenchError(f"{flag} is empty")
+    return sorted(set(items))
+
+
+@cli.command()
+@_options(STUDY)
+@_options(INSTANCES)
+@_options(TIMING)
+@click.option("--batch-sizes", default="1,2,4,8,16,32,64,128", show_default=True,
+              help="Comma list of batch sizes to measure.")
+def sweep(batch_sizes: str, **kw: object) -> None:
+    """Throughput and per-batch latency at each batch size, per engine and precision."""
+    _execute(_study(modes=["throughput"], batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+                    **kw))  # type: ignore[arg-type]
 
 
 @cli.command()

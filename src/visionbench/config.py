@@ -70,6 +70,8 @@ class RunConfig:
     input_name: str | None = None
     output_name: str | None = None
     batch_size: int | None = None
+    #: A batch-size sweep: throughput (and per-call latency) at each of these batch sizes.
+    batch_sizes: list[int] | None = None
     threads: int = 1
     #: Whether the user named the threads; else each instance gets one thread per core.
     threads_explicit: bool = False
@@ -111,6 +113,9 @@ class RunConfig:
         for flag, v in checks.items():
             if v is not None and v <= 0:
                 raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
+        for b in self.batch_sizes or []:
+            if b <= 0:
+                raise VisionbenchError(f"--batch-sizes must be positive integers, got {b}")
         if self.duration is not None and not self.duration > 0:
             raise VisionbenchError(f"--duration must be positive seconds, got {self.duration}")
         if self.warmup is not None and self.warmup < 0:
@@ -133,11 +138,17 @@ class RunConfig:
             return self.batch_size
         return QUICK_THROUGHPUT_BATCH if self.quick else REFERENCE_BATCH[precision]
 
-    def plan(self, precision: Precision, mode: Mode) -> TimingPlan:
+    def batches(self, precision: Precision, mode: Mode) -> list[int]:
+        """The batch sizes measured: a sweep's list in throughput mode, else the one of the mode."""
+        if self.batch_sizes and mode == "throughput":
+            return list(self.batch_sizes)
+        return [self.batch_for(precision, mode)]
+
+    def plan(self, precision: Precision, mode: Mode, batch: int | None = None) -> TimingPlan:
         d = (QUICK if self.quick else FULL)[mode]
         duration = None if self.iterations is not None else (self.duration or d.duration)
         return TimingPlan(
-            batch_size=self.batch_for(precision, mode),
+            batch_size=batch or self.batch_for(precision, mode),
             warmup=d.warmup if self.warmup is None else self.warmup,
             repeats=self.repeats or d.repeats,
             duration=duration,

@@ -126,6 +126,9 @@ class ModelInfo(BaseModel):
 class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     tool: str = "visionbench"
+    kind: Literal["study", "sweep", "tune"] = Field(
+        "study", description="study: the reference modes; sweep: throughput per batch size; "
+        "tune: every configuration a search explored")
     created_at: str
     finished_at: str | None = None
     status: Literal["running", "complete", "interrupted", "failed"] = "running"

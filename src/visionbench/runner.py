@@ -82,10 +82,13 @@ class Task:
     precision: Precision
     mode: Mode
     support: Support
+    batch: int
+    #: One of several batch sizes of the same engine, precision and mode (a sweep).
+    swept: bool = False
 
     @property
     def id(self) -> str:
-        return f"{self.engine}-{self.precision}-{self.mode}"
+        return f"{self.engine}-{self.precision}-{self.mode}" + (f"-b{self.batch}" if self.swept else "")
 
 
 def check_memory(model: ModelSpec, batch: int, instances: int = 1) -> None:
@@ -110,6 +113,11 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     ``--engine all`` brought in is recorded as unsupported."""
     cpu = cpu_features()
     tasks: list[Task] = []
+    swept = bool(cfg.batch_sizes)
+
+    def each(name: str, p: Precision, s: Support) -> list[Task]:
+        return [Task(name, p, m, s, b, swept) for m in cfg.modes for b in cfg.batches(p, m)]
+
     for name, engine in engines.items():
         lacks = [PARALLELISM_FLAGS[k] for k in cfg.parallelism.given() if k not in engine.parallelism]
         if model.format not in engine.formats or lacks:
@@ -119,7 +127,7 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
             if cfg.engines_explicit:
                 raise VisionbenchError(reason)
             unsupported = Support("unsupported", reason)
-            tasks.extend(Task(name, p, m, unsupported) for p in cfg.precisions for m in cfg.modes)
+            tasks.extend(t for p in cfg.precisions for t in each(name, p, unsupported))
             continue
         for p in cfg.precisions:
             s = engine.support(p, cpu)
@@ -130,7 +138,7 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
                     f"{name} {p} would be emulated: {s.reason} "
                     "(--allow-emulated measures it anyway, marked emulated)"
                 )
-            tasks.extend(Task(name, p, m, s) for m in cfg.modes)
+            tasks.extend(each(name, p, s))
     return tasks
 
 
@@ -151,7 +159,7 @@ def _skipped(task: Task, cfg: RunConfig, reason: str, status: str = "unsupported
     t = now()
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        batch_size=cfg.batch_for(task.precision, task.mode), threads=cfg.threads,
+        batch_size=task.batch, threads=cfg.threads,
         status=status, support=task.support.status, reason=reason, started_at=t, finished_at=t,
     )
 
@@ -209,7 +217,7 @@ def measure_task(
     task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
     reporter: Reporter, calibration: Calibration,
 ) -> Measurement:
-    plan = cfg.plan(task.precision, task.mode)
+    plan = cfg.plan(task.precision, task.mode, task.batch)
     started = now()
     progress = reporter.start(task.id, plan)
     nodes = numa_cores()
@@ -393,8 +401,7 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
         if layout is not None and layout.name != "custom":
             reporter.note(f"{mode}: {layout.name} layout, {layout.describe()} "
                           f"(instances x cores): {layout.reason}")
-        for p in cfg.precisions:
-            b = cfg.batch_for(p, mode)
+        for b in sorted({b for p in cfg.precisions for b in cfg.batches(p, mode)}):
             model.check_batch(b)
             check_memory(model, b, layout.instances if layout else 1)
             if cfg.streams and b % cfg.streams:
@@ -408,7 +415,8 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     for e in engines.values():
         software.update(e.versions())
     results = Results(
-        created_at=now(), command=command, system=system_info().as_dict(), software=software,
+        kind="sweep" if cfg.batch_sizes else "study", created_at=now(), command=command,
+        system=system_info().as_dict(), software=software,
         config=cfg.as_dict(),
         model=ModelInfo(
             name=model.name, path=str(model.path), source=model.source, sha256=model.sha256,

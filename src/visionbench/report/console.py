@@ -8,7 +8,15 @@ from rich.table import Table
 
 from visionbench.harness.timing import Progress as ProgressFn
 from visionbench.harness.timing import TimingPlan
-from visionbench.report.format import batch_text, fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.format import (
+    batch_latency,
+    batch_text,
+    fmt,
+    fp32_ratios,
+    latency_values,
+    ran_as,
+    throughput_title,
+)
 from visionbench.results import Accuracy, Measurement, Results
 from visionbench.runner import Reporter
 
@@ -88,9 +96,12 @@ class Notes:
 
 
 def throughput_table(results: Results, notes: Notes) -> Table:
-    t = Table(title="Throughput (images/s, large batch)", title_justify="left")
-    for col in ("engine", "precision", "batch", "images/s", "CV", "vs fp32", "ran", "note"):
-        t.add_column(col, justify="right" if col in ("batch", "images/s", "CV", "vs fp32") else "left")
+    t = Table(title=throughput_title(results), title_justify="left")
+    sweep = results.kind == "sweep"
+    cols = ["engine", "precision", "batch", "images/s", "CV", "vs fp32",
+            *(["p50 ms", "p99 ms"] if sweep else []), "ran", "note"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note") else "right")
     ratios = fp32_ratios(results.measurements)
     for m in results.measurements:
         if m.mode != "throughput":
@@ -98,7 +109,7 @@ def throughput_table(results: Results, notes: Notes) -> Table:
         t.add_row(
             m.engine, m.precision, batch_text(m), fmt(m.throughput_ips, ".1f"),
             fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
-            ratios[m.id], ran_as(m), notes.ref(m),
+            ratios[m.id], *(batch_latency(m) if sweep else []), ran_as(m), notes.ref(m),
         )
     return t
 

@@ -1,5 +1,6 @@
 """The study's two figures, read only from the results store: throughput per precision (Figure 1)
-and batch-1 latency per precision, p50 bars with p99 whiskers (Figure 2). Engines are told apart by
+and batch-1 latency per precision, p50 bars with p99 whiskers (Figure 2); for a batch-size sweep,
+throughput and per-batch latency as lines over batch size. Engines are told apart by
 hatching as well as shade, so the figures survive greyscale printing."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from visionbench.fsutil import atomic_write_bytes
 from visionbench.results import Measurement, Results
@@ -84,6 +86,68 @@ def latency_figure(results: Results) -> Figure:
     return fig
 
 
+MARKERS = ("o", "s", "^", "D", "v")
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _series(results: Results) -> dict[tuple[str, str], list[Measurement]]:
+    """A sweep's measured points per (engine, precision), by batch size."""
+    out: dict[tuple[str, str], list[Measurement]] = {}
+    for m in results.measurements:
+        if m.status == "ok" and m.mode == "throughput":
+            out.setdefault((m.engine, m.precision), []).append(m)
+    return {k: sorted(v, key=lambda m: m.batch_size) for k, v in out.items()}
+
+
+def _sweep_axes(ax, results: Results, ylabel: str) -> None:
+    batches = sorted({m.batch_size for m in results.measurements})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel)
+    ax.grid(color="0.85", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, frameon=False)
+
+
+def _style(results: Results, engine: str, precision: str) -> dict:
+    engines = list(dict.fromkeys(m.engine for m in results.measurements))
+    i, j = engines.index(engine), PRECISIONS.index(precision)
+    return {"color": SHADES[j % len(SHADES)] if len(engines) == 1 else SHADES[i % len(SHADES)],
+            "marker": MARKERS[j % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def sweep_throughput_figure(results: Results) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for (engine, p), ms in _series(results).items():
+        ax.plot([m.batch_size for m in ms], [m.throughput_ips for m in ms],
+                label=f"{engine} {p.upper()}", **_style(results, engine, p))
+    ax.set_ylim(bottom=0)
+    _sweep_axes(ax, results, "images / second (higher is better)")
+    ax.set_title(_system_title(results, "throughput by batch size"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_latency_figure(results: Results) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for (engine, p), ms in _series(results).items():
+        style = _style(results, engine, p)
+        xs = [m.batch_size for m in ms]
+        ax.plot(xs, [m.latency.p50_ms for m in ms], label=f"{engine} {p.upper()}", **style)
+        ax.plot(xs, [m.latency.p99_ms for m in ms], label="_p99",
+                **{**style, "linestyle": "none", "marker": "_", "markersize": 12})
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    _sweep_axes(ax, results, "milliseconds per batch, p50 line, p99 tick (lower is better)")
+    ax.set_title(_system_title(results, "latency of one batch by batch size"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def render(fig: Figure) -> dict[str, bytes]:
     """A figure as PNG and SVG bytes; the figure is closed."""
     out = {}
@@ -96,7 +160,13 @@ def render(fig: Figure) -> dict[str, bytes]:
 
 
 def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
-    """Figure 1 (throughput) and Figure 2 (latency), for the modes the run measured."""
+    """Figure 1 (throughput) and Figure 2 (latency), for the modes the run measured; a sweep's
+    are lines over batch size."""
+    if results.kind == "sweep":
+        if not _series(results):
+            return {}
+        return {"throughput": render(sweep_throughput_figure(results)),
+                "latency": render(sweep_latency_figure(results))}
     makers = (("throughput", throughput_figure), ("latency", latency_figure))
     return {name: render(make(results)) for name, make in makers
             if any(m.mode == name for m in results.measurements)}

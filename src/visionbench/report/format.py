@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visionbench.results import Accuracy, Measurement
+from visionbench.results import Accuracy, Measurement, Results
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
@@ -26,6 +26,17 @@ def batch_text(m: Measurement) -> str:
     return f"{m.batch_size} ({m.instances}x{m.cores_per_instance} cores)"
 
 
+def batch_latency(m: Measurement) -> list[str]:
+    """p50 and p99 of one call (one whole batch) in ms: a sweep's latency column."""
+    lat = m.latency
+    return [fmt(lat.p50_ms if lat else None), fmt(lat.p99_ms if lat else None)]
+
+
+def throughput_title(results: Results) -> str:
+    return ("Throughput and latency by batch size (images/s; ms per batch)"
+            if results.kind == "sweep" else "Throughput (images/s, large batch)")
+
+
 def latency_values(m: Measurement) -> list[str]:
     """p50, p90, p99, p99.9 and mean in ms."""
     lat = m.latency
@@ -34,8 +45,14 @@ def latency_values(m: Measurement) -> list[str]:
 
 
 def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
-    """Each throughput measurement's speed relative to FP32 on the same engine, by id."""
-    fp32 = {m.engine: m.throughput_ips for m in ms
-            if m.mode == "throughput" and m.precision == "fp32" and m.status == "ok"}
-    return {m.id: f"{m.throughput_ips / fp32[m.engine]:.2f}x" if m.throughput_ips and fp32.get(m.engine)
-            else "—" for m in ms if m.mode == "throughput"}
+    """Each throughput measurement's speed relative to FP32 on the same engine, by id: FP32 at the
+    same batch size where there is one (a sweep), else the engine's FP32 (the study's batch)."""
+    fp32 = [m for m in ms if m.mode == "throughput" and m.precision == "fp32" and m.status == "ok"]
+    same_batch = {(m.engine, m.batch_size): m.throughput_ips for m in fp32}
+    engine = {m.engine: m.throughput_ips for m in fp32}
+
+    def ratio(m: Measurement) -> str:
+        base = same_batch.get((m.engine, m.batch_size)) or engine.get(m.engine)
+        return f"{m.throughput_ips / base:.2f}x" if m.throughput_ips and base else "—"
+
+    return {m.id: ratio(m) for m in ms if m.mode == "throughput"}

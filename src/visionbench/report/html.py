@@ -7,7 +7,15 @@ import base64
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from visionbench.report.format import batch_text, fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.format import (
+    batch_latency,
+    batch_text,
+    fmt,
+    fp32_ratios,
+    latency_values,
+    ran_as,
+    throughput_title,
+)
 from visionbench.report.notices import notices
 from visionbench.results import Results
 
@@ -51,6 +59,24 @@ def headline(results: Results) -> list[str]:
     return lines
 
 
+def sweep_headline(results: Results) -> list[str]:
+    """Per engine and precision: the best throughput and its batch size, and batch 1's."""
+    lines = []
+    ok = [m for m in results.measurements if m.status == "ok" and m.throughput_ips]
+    for engine, p in dict.fromkeys((m.engine, m.precision) for m in ok):
+        ms = sorted((m for m in ok if (m.engine, m.precision) == (engine, p)), key=lambda m: m.batch_size)
+        best = max(ms, key=lambda m: m.throughput_ips or 0.0)
+        text = f"{engine} {p.upper()} — best {best.throughput_ips:.1f} images/s at batch {best.batch_size}"
+        if best.latency:
+            text += f" (p99 {best.latency.p99_ms:.1f} ms per batch)"
+        first = ms[0]
+        if first is not best:
+            text += (f"; {first.throughput_ips:.1f} images/s at batch {first.batch_size}, "
+                     f"{best.throughput_ips / first.throughput_ips:.2f}x less")
+        lines.append(text + ".")
+    return lines or ["Nothing could be measured (see the notices)."]
+
+
 def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     ms = results.measurements
     thr = [m for m in ms if m.mode == "throughput"]
@@ -61,6 +87,7 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
             "cv": "—" if m.cv is None else f"{100 * m.cv:.1f}%",
             "unstable": any(w.startswith("unstable") for w in m.warnings),
             "vs": ratios[m.id], "ran": ran_as(m), "batch": batch_text(m),
+            "lat": batch_latency(m),
         }
         for m in thr
     ]
@@ -75,7 +102,9 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     return TEMPLATES.get_template("report.html.j2").render(
         r=results,
         s=results.system,
-        headline=headline(results),
+        headline=sweep_headline(results) if results.kind == "sweep" else headline(results),
+        sweep=results.kind == "sweep",
+        throughput_title=throughput_title(results),
         throughput_rows=throughput_rows,
         latency_rows=latency_rows,
         figures={name: data_uri(f["png"]) for name, f in figures.items()},

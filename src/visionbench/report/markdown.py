@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from visionbench.report.format import batch_text, fmt, fp32_ratios, latency_values, ran_as
+from visionbench.report.format import (
+    batch_latency,
+    batch_text,
+    fmt,
+    fp32_ratios,
+    latency_values,
+    ran_as,
+    throughput_title,
+)
 from visionbench.results import Measurement, Results
 
 
@@ -12,6 +20,7 @@ def _ran(m: Measurement) -> str:
 
 def summary_markdown(results: Results) -> str:
     s = results.system
+    sweep = results.kind == "sweep"
     lines = [
         f"# {results.model.name} on {s['cpu_model']}",
         "",
@@ -20,24 +29,27 @@ def summary_markdown(results: Results) -> str:
         "Software: " + ", ".join(f"{k} {v}" for k, v in results.software.items()) + ".  ",
         f"Run {results.created_at}, status {results.status}, {results.config['threads']} threads.",
         "",
-        "## Throughput (images/s, large batch)",
+        f"## {throughput_title(results)}",
         "",
-        "| engine | precision | batch | images/s | CV | vs fp32 | ran |",
-        "|---|---|---|---|---|---|---|",
+        "| engine | precision | batch | images/s | CV | vs fp32 |"
+        + (" p50 ms | p99 ms |" if sweep else "") + " ran |",
+        "|---|---|---|---|---|---|" + ("---|---|" if sweep else "") + "---|",
     ]
     ratios = fp32_ratios(results.measurements)
     for m in results.measurements:
         if m.mode == "throughput":
             cv = "—" if m.cv is None else f"{100 * m.cv:.1f}%"
+            lat = "".join(f" {v} |" for v in batch_latency(m)) if sweep else ""
             lines.append(f"| {m.engine} | {m.precision} | {batch_text(m)} | "
-                         f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} | {_ran(m)} |")
-    lines += [
-        "",
-        "## Latency (batch size 1, ms)",
-        "",
-        "| engine | precision | p50 | p90 | p99 | p99.9 | mean | images/s | ran |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+                         f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} |{lat} {_ran(m)} |")
+    if any(m.mode == "latency" for m in results.measurements):
+        lines += [
+            "",
+            "## Latency (batch size 1, ms)",
+            "",
+            "| engine | precision | p50 | p90 | p99 | p99.9 | mean | images/s | ran |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for m in results.measurements:
         if m.mode == "latency":
             lines.append(f"| {m.engine} | {m.precision} | " + " | ".join(latency_values(m))
