@@ -49,3 +49,67 @@ def test_sweep_bad_input() -> None:
         proc = vb("sweep", *TINY, "--engine", "onnxruntime", *args)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)
+
+
+def test_parse_budget() -> None:
+    from visionbench.tune import parse_budget
+
+    assert parse_budget("5m") == 300 and parse_budget("90") == 90 and parse_budget("1h30m") == 5400
+    assert parse_budget("2.5s") == 2.5
+
+
+def test_tune_within_budget_and_bound(tmp_path: Path) -> None:
+    """The search stays within its budget, names only settings whose p99 meets the bound, re-measures
+    winners with repeats beside the default, and gives the command that re-runs the winner."""
+    import time
+
+    out, budget, bound = tmp_path / "tune", 24.0, 2.0
+    t0 = time.monotonic()
+    proc = vb("tune", *TINY, "--engine", "onnxruntime", "--precision", "fp32,int8",
+              "--budget", f"{budget:g}s", "--max-latency-ms", f"{bound}", "--output", str(out))
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "tune" and len(r["tune"]) == 2
+    # the search itself; start-up, model and INT8 preparation come on top
+    assert sum(t["seconds_used"] for t in r["tune"]) <= budget * 1.15 + 2
+    assert wall < budget + 60
+    by_id = {m["id"]: m for m in r["measurements"]}
+    for t in r["tune"]:
+        assert t["status"] == "ok", t
+        w, d = by_id[t["winner"]], by_id[t["default"]]
+        assert w["phase"] == d["phase"] == "confirm" and w["repeats"] == d["repeats"] == 3
+        assert w["latency"]["p99_ms"] <= bound
+        assert d["batch_size"] == 116 and t["default_within_bound"] is (d["latency"]["p99_ms"] <= bound)
+        explored = [m for m in r["measurements"] if m["precision"] == t["precision"]
+                    and m["phase"] == "explore" and m["status"] == "ok"]
+        assert t["explored"] >= len(explored) >= 2
+        assert f"--batch-size {w['batch_size']}" in t["winner_command"]
+        assert t["winner_command"].startswith("visionbench run --engine onnxruntime")
+        confirmed = [m for m in r["measurements"] if m["precision"] == t["precision"]
+                     and m["phase"] == "confirm" and m["latency"]["p99_ms"] <= bound]
+        assert w["throughput_ips"] == max(m["throughput_ips"] for m in confirmed)
+    assert "Tuned settings" in proc.stdout and "re-run onnxruntime" in proc.stdout
+    assert "Tuned settings" in (out / "report.html").read_text()
+
+
+def test_tune_names_the_default_or_better_and_says_when_nothing_fits(tmp_path: Path) -> None:
+    proc = vb("tune", *TINY, "--engine", "openvino", "--precision", "fp32", "--budget", "8s",
+              "--batch-size", "4", "--output", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "a" / "results.json").read_text())
+    t = r["tune"][0]
+    by_id = {m["id"]: m for m in r["measurements"]}
+    assert by_id[t["winner"]]["throughput_ips"] >= by_id[t["default"]]["throughput_ips"]
+    assert by_id[t["default"]]["batch_size"] == 4 and t["speedup_vs_default"] >= 1.0
+    proc = vb("tune", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--budget", "4s",
+              "--max-latency-ms", "0.0001", "--output", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    t = json.loads((tmp_path / "b" / "results.json").read_text())["tune"][0]
+    assert t["status"] == "none-within-bound" and t["winner"] is None
+    assert "no setting kept p99 within 0.0001 ms" in t["reason"]
+    for args, message in [(["--budget", "soon"], "--budget takes a duration"),
+                          (["--max-latency-ms", "-1"], "--max-latency-ms must be positive")]:
+        proc = vb("tune", *TINY, "--engine", "onnxruntime", *args)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)

@@ -193,6 +193,42 @@ def sweep(batch_sizes: str, **kw: object) -> None:
 
 @cli.command()
 @_options(STUDY)
+@click.option("--budget", default="5m", show_default=True,
+              help="Wall time for the whole search (e.g. 90s, 5m, 1h); one-off INT8 quantization "
+                   "is not counted.")
+@click.option("--max-latency-ms", type=float,
+              help="Only settings whose p99 latency per call (one batch) stays within this bound.")
+@click.option("--batch-sizes", help="Batch sizes to explore [default: 1,2,4,...,256, up to where "
+                                    "throughput stops rising].")
+@click.option("--batch-size", type=int,
+              help="The default setting's batch size, that a winner must match or beat "
+                   "[default: the study's, 116 or 80].")
+def tune(budget: str, max_latency_ms: float | None, batch_sizes: str | None, **kw: object) -> None:
+    """Search batch size x instances x threads (x OpenVINO streams) for the highest throughput
+    per engine and precision, then re-measure the best few and the default before naming one."""
+    from visionbench.report.console import ConsoleReporter, print_summary
+    from visionbench.tune import parse_budget
+    from visionbench.tune import tune as run_tune
+
+    seconds = parse_budget(budget)
+    cfg = _study(batch_sizes=_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
+                 **kw)  # type: ignore[arg-type]
+    try:
+        with ConsoleReporter(console) as reporter:
+            store = run_tune(cfg, seconds, max_latency_ms, reporter, sys.argv)
+    except KeyboardInterrupt:
+        print(f"visionbench: interrupted; settings already measured are kept in {cfg.output}",
+              file=sys.stderr)
+        sys.exit(130)
+    print_summary(console, store.results)
+    console.print(f"results: {store.dir}/results.json")
+    _report(store.results, store.dir)
+    if store.results.status == "failed":
+        raise VisionbenchError("the search failed for some engine or precision; see the table above")
+
+
+@cli.command()
+@_options(STUDY)
 @click.option("--batch-size", type=int, help="Images per inference call [default: 32].")
 def accuracy(data: Path | None, **kw: object) -> None:
     """Top-1/top-5 per engine and precision on labelled images, agreement with FP32, MLPerf's rule."""

@@ -109,7 +109,7 @@ def setting_differences(base: Results, other: Results) -> list[str]:
             if a.get(k) != b.get(k)]
 
 
-def _throughput_stats(a: Measurement, b: Measurement) -> tuple[float | None, float | None, str]:
+def throughput_stats(a: Measurement, b: Measurement) -> tuple[float | None, float | None, str]:
     """p-value and 95% CI half-width of the mean difference (images/s) from the repeats."""
     x, y = np.asarray(a.throughput_per_repeat), np.asarray(b.throughput_per_repeat)
     if len(x) < 2 or len(y) < 2:
@@ -154,7 +154,7 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
         return cell
     if mode == "throughput":
         cell.speedup = m.throughput_ips / base.throughput_ips
-        p, half, why = _throughput_stats(base, m)
+        p, half, why = throughput_stats(base, m)
         cell.test = "Welch t-test over repeats"
         if half is not None:
             mean_b = float(np.mean(base.throughput_per_repeat))
@@ -168,19 +168,21 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
         cell.ci = _ratio_of_medians_ci(x, y, seed=len(x) + len(y))
         why = ""
     cell.p_value = p
-    noise = _noise(base, m)
-    if p is None:
-        cell.verdict, cell.why = "cannot tell", why
-    elif p >= ALPHA:
-        cell.verdict, cell.why = "within noise", f"p = {p:.2g} ≥ {ALPHA}"
-    elif abs(cell.speedup - 1) <= noise:
-        cell.verdict = "within noise"
-        cell.why = (f"p = {p:.2g}, but the change ({abs(cell.speedup - 1):.1%}) is within the spread "
-                    f"between repeats ({noise:.1%})")
-    else:
-        cell.verdict = "faster" if cell.speedup > 1 else "slower"
-        cell.why = f"p = {p:.2g}; beyond the spread between repeats ({noise:.1%})"
+    cell.verdict, cell.why = verdict(p, cell.speedup, _noise(base, m), why)
     return cell
+
+
+def verdict(p: float | None, speedup: float, noise: float, why: str = "") -> tuple[Verdict, str]:
+    """Faster or slower only when the test says so and the change exceeds the repeats' spread."""
+    if p is None:
+        return "cannot tell", why
+    if p >= ALPHA:
+        return "within noise", f"p = {p:.2g} ≥ {ALPHA}"
+    if abs(speedup - 1) <= noise:
+        return "within noise", (f"p = {p:.2g}, but the change ({abs(speedup - 1):.1%}) is within "
+                                f"the spread between repeats ({noise:.1%})")
+    return ("faster" if speedup > 1 else "slower"), (
+        f"p = {p:.2g}; beyond the spread between repeats ({noise:.1%})")
 
 
 def compare(paths: list[Path], baseline: Path | None = None) -> Comparison:

@@ -79,6 +79,8 @@ class Measurement(BaseModel):
     layout_reason: str | None = None
     pinning: str | None = None
     per_instance: list[InstanceResult] = Field(default_factory=list)
+    phase: Literal["explore", "confirm"] | None = Field(
+        None, description="tune: a short exploring window, or a re-measurement with repeats")
     warnings: list[str] = Field(default_factory=list)
     started_at: str
     finished_at: str
@@ -105,6 +107,29 @@ class Accuracy(BaseModel):
         None, description="MLPerf's rule: top-1 at least 99% of this engine's FP32 top-1")
     inference_seconds: float = 0.0
     predictions: str | None = Field(None, description="JSON file of each image's top-5 classes")
+
+
+class TuneOutcome(BaseModel):
+    """What ``visionbench tune`` found for one engine and precision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    precision: Literal["fp32", "bf16", "int8"]
+    status: Literal["ok", "none-within-bound", "unsupported", "skipped", "failed"]
+    reason: str | None = None
+    max_latency_ms: float | None = Field(None, description="the p99 bound on one call, if any")
+    budget_seconds: float = 0.0
+    seconds_used: float = 0.0
+    explored: int = 0
+    winner: str | None = Field(None, description="id of the winner's confirming measurement")
+    winner_setting: dict[str, Any] = Field(default_factory=dict)
+    winner_command: str | None = Field(None, description="re-runs the winner with visionbench run")
+    default: str | None = Field(None, description="id of the default setting's confirming measurement")
+    default_within_bound: bool | None = None
+    speedup_vs_default: float | None = None
+    p_value: float | None = None
+    verdict: str | None = Field(None, description="winner vs default: faster, within noise, ...")
 
 
 class ModelInfo(BaseModel):
@@ -145,6 +170,7 @@ class Results(BaseModel):
         default_factory=dict, description="INT8 calibration data: source, count, and how chosen")
     data: dict[str, Any] | None = Field(None, description="the image set accuracy was measured on")
     accuracy: list[Accuracy] = Field(default_factory=list)
+    tune: list[TuneOutcome] = Field(default_factory=list)
 
 
 CSV_FIELDS = [
@@ -194,6 +220,10 @@ class RunStore:
 
     def add(self, m: Measurement) -> None:
         self.results.measurements.append(m)
+        self.save()
+
+    def add_tune(self, t: TuneOutcome) -> None:
+        self.results.tune.append(t)
         self.save()
 
     def add_accuracy(self, a: Accuracy) -> None:

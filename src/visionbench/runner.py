@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import psutil
@@ -83,12 +83,12 @@ class Task:
     mode: Mode
     support: Support
     batch: int
-    #: One of several batch sizes of the same engine, precision and mode (a sweep).
-    swept: bool = False
+    #: Tells apart measurements of the same engine, precision and mode (a sweep's batch sizes).
+    tag: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.engine}-{self.precision}-{self.mode}" + (f"-b{self.batch}" if self.swept else "")
+        return f"{self.engine}-{self.precision}-{self.mode}" + (f"-{self.tag}" if self.tag else "")
 
 
 def check_memory(model: ModelSpec, batch: int, instances: int = 1) -> None:
@@ -116,7 +116,8 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     swept = bool(cfg.batch_sizes)
 
     def each(name: str, p: Precision, s: Support) -> list[Task]:
-        return [Task(name, p, m, s, b, swept) for m in cfg.modes for b in cfg.batches(p, m)]
+        return [Task(name, p, m, s, b, f"b{b}" if swept else "")
+                for m in cfg.modes for b in cfg.batches(p, m)]
 
     for name, engine in engines.items():
         lacks = [PARALLELISM_FLAGS[k] for k in cfg.parallelism.given() if k not in engine.parallelism]
@@ -385,8 +386,21 @@ def study_calibration(cfg: RunConfig, model: ModelSpec,
     return calibration(model, cfg.n_calibration, cfg.calibration_data, dataset, evaluated)
 
 
-def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
-    """Check everything, then measure; raises VisionbenchError before measuring on bad input."""
+@dataclass
+class Setup:
+    """A run checked and opened: its engines, model, data, calibration, tasks and store."""
+
+    engines: dict[str, Engine]
+    model: ModelSpec
+    dataset: Dataset | None
+    cal: Calibration
+    tasks: list[Task]
+    store: RunStore
+
+
+def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
+             kind: Literal["study", "sweep", "tune"]) -> Setup:
+    """Check every input, then create the run directory; raises VisionbenchError on bad input."""
     engines = {name: get_engine(name) for name in cfg.engines}
     model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)
     if cfg.preprocess is not None:
@@ -415,7 +429,7 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     for e in engines.values():
         software.update(e.versions())
     results = Results(
-        kind="sweep" if cfg.batch_sizes else "study", created_at=now(), command=command,
+        kind=kind, created_at=now(), command=command,
         system=system_info().as_dict(), software=software,
         config=cfg.as_dict(),
         model=ModelInfo(
@@ -432,9 +446,16 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
             if not cls.installed()
         },
     )
-    store = RunStore(out, results)
+    return Setup(engines, model, dataset, cal, tasks, RunStore(out, results))
+
+
+def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
+    """Check everything, then measure each task, storing each measurement as it completes."""
+    setup = open_run(cfg, reporter, command, "sweep" if cfg.batch_sizes else "study")
+    engines, model, dataset, cal, store = (setup.engines, setup.model, setup.dataset, setup.cal,
+                                           setup.store)
     try:
-        for task in tasks:
+        for task in setup.tasks:
             why = _not_run(task, cfg)
             if why is not None:
                 m = _skipped(task, cfg, why[1], status=why[0])

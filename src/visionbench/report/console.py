@@ -14,8 +14,10 @@ from visionbench.report.format import (
     fmt,
     fp32_ratios,
     latency_values,
+    per_batch,
     ran_as,
     throughput_title,
+    tune_rows,
 )
 from visionbench.results import Accuracy, Measurement, Results
 from visionbench.runner import Reporter
@@ -97,8 +99,9 @@ class Notes:
 
 def throughput_table(results: Results, notes: Notes) -> Table:
     t = Table(title=throughput_title(results), title_justify="left")
-    sweep = results.kind == "sweep"
-    cols = ["engine", "precision", "batch", "images/s", "CV", "vs fp32",
+    sweep = per_batch(results)
+    tune = results.kind == "tune"
+    cols = ["engine", "precision", *(["phase"] if tune else []), "batch", "images/s", "CV", "vs fp32",
             *(["p50 ms", "p99 ms"] if sweep else []), "ran", "note"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note") else "right")
@@ -107,7 +110,8 @@ def throughput_table(results: Results, notes: Notes) -> Table:
         if m.mode != "throughput":
             continue
         t.add_row(
-            m.engine, m.precision, batch_text(m), fmt(m.throughput_ips, ".1f"),
+            m.engine, m.precision, *([m.phase or ""] if tune else []), batch_text(m),
+            fmt(m.throughput_ips, ".1f"),
             fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
             ratios[m.id], *(batch_latency(m) if sweep else []), ran_as(m), notes.ref(m),
         )
@@ -146,6 +150,21 @@ def accuracy_table(results: Results, notes: Notes) -> Table:
     return t
 
 
+def tune_table(results: Results) -> Table:
+    bound = next((t.max_latency_ms for t in results.tune if t.max_latency_ms), None)
+    title = "Tuned settings (re-measured with repeats beside the default)" + (
+        f", p99 per call within {bound:g} ms" if bound else "")
+    t = Table(title=title, title_justify="left")
+    for col in ("engine", "precision", "best setting", "images/s", "p99 ms", "default images/s",
+                "vs default", "verdict", "explored"):
+        t.add_column(col, justify="right" if col in ("images/s", "p99 ms", "default images/s",
+                                                      "vs default") else "left")
+    for r in tune_rows(results):
+        t.add_row(r["engine"], r["precision"], r["setting"], r["ips"], r["p99"], r["default"],
+                  r["vs"], r["verdict"], r["explored"])
+    return t
+
+
 def print_summary(console: Console, results: Results) -> None:
     s = results.system
     console.print(
@@ -159,6 +178,11 @@ def print_summary(console: Console, results: Results) -> None:
         console.print(latency_table(results, notes))
     if results.accuracy:
         console.print(accuracy_table(results, notes))
+    if results.tune:
+        console.print(tune_table(results))
+        for r in tune_rows(results):
+            if r["command"]:
+                console.print(f"re-run {r['engine']} {r['precision']}: {r['command']}", soft_wrap=True)
     if results.calibration:
         console.print(f"INT8 calibration: {results.calibration['how']}", highlight=False)
     for i, text in enumerate(notes.texts, 1):

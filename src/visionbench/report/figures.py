@@ -94,7 +94,9 @@ def _series(results: Results) -> dict[tuple[str, str], list[Measurement]]:
     """A sweep's measured points per (engine, precision), by batch size."""
     out: dict[tuple[str, str], list[Measurement]] = {}
     for m in results.measurements:
-        if m.status == "ok" and m.mode == "throughput":
+        ladder = m.phase == "explore" and m.layout is None and (
+            m.engine_details.get("num_streams") or 1) == 1  # a tune's batch ladder
+        if m.status == "ok" and m.mode == "throughput" and (results.kind == "sweep" or ladder):
             out.setdefault((m.engine, m.precision), []).append(m)
     return {k: sorted(v, key=lambda m: m.batch_size) for k, v in out.items()}
 
@@ -162,7 +164,7 @@ def render(fig: Figure) -> dict[str, bytes]:
 def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
     """Figure 1 (throughput) and Figure 2 (latency), for the modes the run measured; a sweep's
     are lines over batch size."""
-    if results.kind == "sweep":
+    if results.kind in ("sweep", "tune"):
         if not _series(results):
             return {}
         return {"throughput": render(sweep_throughput_figure(results)),

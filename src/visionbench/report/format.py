@@ -20,10 +20,47 @@ def ran_as(m: Measurement | Accuracy) -> str:
 
 
 def batch_text(m: Measurement) -> str:
-    """The batch size, and the instances where there were several pinned ones."""
-    if m.layout is None:
-        return str(m.batch_size)
-    return f"{m.batch_size} ({m.instances}x{m.cores_per_instance} cores)"
+    """The batch size, with pinned instances and OpenVINO streams where there were any."""
+    extra = []
+    if m.layout is not None:
+        extra.append(f"{m.instances}x{m.cores_per_instance} cores")
+    if (m.engine_details.get("num_streams") or 1) > 1:
+        extra.append(f"{m.engine_details['num_streams']} streams")
+    return f"{m.batch_size}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def setting_text(setting: dict) -> str:
+    """A tuned setting in words: batch 32, 2 instances x 1 core, 2 streams."""
+    parts = [f"batch {setting['batch_size']}"]
+    if setting.get("cores_per_instance"):
+        parts.append(f"{setting['instances']} instances x {setting['cores_per_instance']} cores")
+    else:
+        parts.append(f"{setting['threads']} threads")
+    if (setting.get("streams") or 1) > 1:
+        parts.append(f"{setting['streams']} streams")
+    return ", ".join(parts)
+
+
+def tune_rows(results: Results) -> list[dict[str, str]]:
+    """Per engine and precision: the winner, its speed, its p99, and how it compares with the
+    default setting measured beside it."""
+    by_id = {m.id: m for m in results.measurements}
+    rows = []
+    for t in results.tune:
+        w, d = by_id.get(t.winner or ""), by_id.get(t.default or "")
+        rows.append({
+            "engine": t.engine, "precision": t.precision, "status": t.status,
+            "setting": setting_text(t.winner_setting) if t.winner_setting else (t.reason or t.status),
+            "ips": fmt(w.throughput_ips if w else None, ".1f"),
+            "p99": fmt(w.latency.p99_ms if w and w.latency else None),
+            "default": fmt(d.throughput_ips if d else None, ".1f"),
+            "vs": "—" if t.speedup_vs_default is None else f"{t.speedup_vs_default:.2f}x",
+            "verdict": t.verdict or "—",
+            "p": "—" if t.p_value is None else f"{t.p_value:.2g}",
+            "command": t.winner_command or "",
+            "explored": f"{t.explored} in {t.seconds_used:.0f} s",
+        })
+    return rows
 
 
 def batch_latency(m: Measurement) -> list[str]:
@@ -33,8 +70,14 @@ def batch_latency(m: Measurement) -> list[str]:
 
 
 def throughput_title(results: Results) -> str:
-    return ("Throughput and latency by batch size (images/s; ms per batch)"
-            if results.kind == "sweep" else "Throughput (images/s, large batch)")
+    return {"sweep": "Throughput and latency by batch size (images/s; ms per batch)",
+            "tune": "Every setting the search measured (images/s; ms per batch)"}.get(
+        results.kind, "Throughput (images/s, large batch)")
+
+
+def per_batch(results: Results) -> bool:
+    """Whether throughput tables show each call's latency (sweeps and searches)."""
+    return results.kind in ("sweep", "tune")
 
 
 def latency_values(m: Measurement) -> list[str]:

@@ -13,8 +13,10 @@ from visionbench.report.format import (
     fmt,
     fp32_ratios,
     latency_values,
+    per_batch,
     ran_as,
     throughput_title,
+    tune_rows,
 )
 from visionbench.report.notices import notices
 from visionbench.results import Results
@@ -77,6 +79,14 @@ def sweep_headline(results: Results) -> list[str]:
     return lines or ["Nothing could be measured (see the notices)."]
 
 
+def tune_headline(results: Results) -> list[str]:
+    """Per engine and precision: the setting the search named, and how it compares with the default."""
+    return [f"{r['engine']} {r['precision'].upper()} — " + (
+        f"{r['setting']}: {r['ips']} images/s, p99 {r['p99']} ms per batch; the default "
+        f"{r['default']} images/s ({r['vs']}, {r['verdict']})." if r["command"] else f"{r['setting']}.")
+        for r in tune_rows(results)]
+
+
 def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     ms = results.measurements
     thr = [m for m in ms if m.mode == "throughput"]
@@ -102,8 +112,9 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     return TEMPLATES.get_template("report.html.j2").render(
         r=results,
         s=results.system,
-        headline=sweep_headline(results) if results.kind == "sweep" else headline(results),
-        sweep=results.kind == "sweep",
+        headline={"sweep": sweep_headline, "tune": tune_headline}.get(results.kind, headline)(results),
+        sweep=per_batch(results),
+        tune_rows=tune_rows(results),
         throughput_title=throughput_title(results),
         throughput_rows=throughput_rows,
         latency_rows=latency_rows,

@@ -8,8 +8,10 @@ from visionbench.report.format import (
     fmt,
     fp32_ratios,
     latency_values,
+    per_batch,
     ran_as,
     throughput_title,
+    tune_rows,
 )
 from visionbench.results import Measurement, Results
 
@@ -20,7 +22,7 @@ def _ran(m: Measurement) -> str:
 
 def summary_markdown(results: Results) -> str:
     s = results.system
-    sweep = results.kind == "sweep"
+    sweep = per_batch(results)
     lines = [
         f"# {results.model.name} on {s['cpu_model']}",
         "",
@@ -65,6 +67,16 @@ def summary_markdown(results: Results) -> str:
             ran = (a.executed_precision or "?") if a.status == "ok" else f"{a.status}: {a.reason}"
             lines.append(f"| {a.engine} | {a.precision} | " + " | ".join(pct)
                          + f" | {a.mlperf_99 or '—'} | {ran} |")
+    if results.tune:
+        lines += ["", "## Tuned settings (re-measured with repeats beside the default)", "",
+                  "| engine | precision | best setting | images/s | p99 ms | default images/s | "
+                  "vs default | verdict | explored |", "|---|---|---|---|---|---|---|---|---|"]
+        rows = tune_rows(results)
+        lines += [f"| {r['engine']} | {r['precision']} | {r['setting']} | {r['ips']} | {r['p99']} | "
+                  f"{r['default']} | {r['vs']} | {r['verdict']} (p {r['p']}) | {r['explored']} |"
+                  for r in rows]
+        lines += ["", *[f"Re-run {r['engine']} {r['precision']}: `{r['command']}`  "
+                        for r in rows if r["command"]]]
     if results.calibration:
         lines += ["", f"INT8 calibration: {results.calibration['how']}."]
     warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
