@@ -17,7 +17,7 @@ from visionbench.config import RunConfig, parse_list
 from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import MODES
-from visionbench.results import Results
+from visionbench.results import Results, RunStore
 from visionbench.sysinfo import available_cpus, cpu_features, system_info
 
 console = Console()
@@ -122,7 +122,8 @@ def _study(engine: str, precision: str | None, threads: int | None, output: Path
     )
 
 
-def _execute(cfg: RunConfig) -> None:
+def _execute(cfg: RunConfig, measure: Callable[..., RunStore] | None = None) -> None:
+    """Measure (a study or sweep by default), print the tables, write the report."""
     from visionbench.report.console import ConsoleReporter, print_summary
     from visionbench.runner import run as run_study
 
@@ -131,7 +132,7 @@ def _execute(cfg: RunConfig) -> None:
                       f"{available_cpus()} CPUs available; threads will share cores[/]")
     try:
         with ConsoleReporter(console) as reporter:
-            store = run_study(cfg, reporter, sys.argv)
+            store = (measure or run_study)(cfg, reporter, sys.argv)
     except KeyboardInterrupt:
         print(f"visionbench: interrupted; measurements already made are kept in {cfg.output}",
               file=sys.stderr)
@@ -206,25 +207,13 @@ def sweep(batch_sizes: str, **kw: object) -> None:
 def tune(budget: str, max_latency_ms: float | None, batch_sizes: str | None, **kw: object) -> None:
     """Search batch size x instances x threads (x OpenVINO streams) for the highest throughput
     per engine and precision, then re-measure the best few and the default before naming one."""
-    from visionbench.report.console import ConsoleReporter, print_summary
     from visionbench.tune import parse_budget
     from visionbench.tune import tune as run_tune
 
     seconds = parse_budget(budget)
     cfg = _study(batch_sizes=_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
                  **kw)  # type: ignore[arg-type]
-    try:
-        with ConsoleReporter(console) as reporter:
-            store = run_tune(cfg, seconds, max_latency_ms, reporter, sys.argv)
-    except KeyboardInterrupt:
-        print(f"visionbench: interrupted; settings already measured are kept in {cfg.output}",
-              file=sys.stderr)
-        sys.exit(130)
-    print_summary(console, store.results)
-    console.print(f"results: {store.dir}/results.json")
-    _report(store.results, store.dir)
-    if store.results.status == "failed":
-        raise VisionbenchError("the search failed for some engine or precision; see the table above")
+    _execute(cfg, lambda c, reporter, argv: run_tune(c, seconds, max_latency_ms, reporter, argv))
 
 
 @cli.command()

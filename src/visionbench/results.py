@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -229,6 +231,19 @@ class RunStore:
     def add_accuracy(self, a: Accuracy) -> None:
         self.results.accuracy.append(a)
         self.save()
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Measuring: an exception (Ctrl-C included) marks the run interrupted or failed, and
+        everything already measured stays on disk."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.finish("interrupted")
+            raise
+        except BaseException:
+            self.finish("failed")
+            raise
 
     def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
         self.results.status = status

@@ -454,7 +454,7 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     setup = open_run(cfg, reporter, command, "sweep" if cfg.batch_sizes else "study")
     engines, model, dataset, cal, store = (setup.engines, setup.model, setup.dataset, setup.cal,
                                            setup.store)
-    try:
+    with store.recording():
         for task in setup.tasks:
             why = _not_run(task, cfg)
             if why is not None:
@@ -472,12 +472,6 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
             reporter.done(m)
         if cfg.accuracy and dataset is not None:
             measure_accuracy(cfg, engines, model, dataset, cal, store, reporter)
-    except KeyboardInterrupt:
-        store.finish("interrupted")
-        raise
-    except BaseException:
-        store.finish("failed")
-        raise
     failed = any(m.status == "failed" for m in [*store.results.measurements, *store.results.accuracy])
     store.finish("failed" if failed else "complete")
     return store

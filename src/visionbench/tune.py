@@ -259,7 +259,7 @@ def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
     deadline = time.monotonic() + budget
     # A --batch-sizes ladder makes one task per batch size; the search needs one per precision.
     tasks = list({(t.engine, t.precision): replace(t, tag="") for t in setup.tasks}.values())
-    try:
+    with store.recording():
         todo = [t for t in tasks if _not_run(t, cfg) is None]
         for task in tasks:
             why = _not_run(task, cfg)
@@ -284,12 +284,6 @@ def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
             todo.remove(task)
             reporter.note(f"tune {task.engine} {task.precision}: {share:.0f} s")
             store.add_tune(Search(task, setup, cfg, share, bound, reporter).run())
-    except KeyboardInterrupt:
-        store.finish("interrupted")
-        raise
-    except BaseException:
-        store.finish("failed")
-        raise
     failed = any(t.status == "failed" for t in store.results.tune)
     store.finish("failed" if failed else "complete")
     return store
