@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 TORCH ?= torch==2.13.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint install browser clean
+.PHONY: run test lint install system clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,16 +27,17 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/visionbench run $(ARGS)
 
-# Headless Chromium for the HTML report's browser test (Debian packages). Without it the test is
-# skipped, except where VISIONBENCH_REQUIRE_BROWSER=1 (CI), where it fails.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { echo "installing chromium and chromium-driver for the report's browser test"; \
+# Headless Chromium for the HTML report's browser test, numactl for the pinned-instance test
+# (Debian packages). Without them those tests are skipped, except where
+# VISIONBENCH_REQUIRE_BROWSER=1 (CI), where the browser test fails.
+system:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v numactl >/dev/null || \
+	  { echo "installing chromium, chromium-driver and numactl for the browser and pinning tests"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	      chromium chromium-driver >/dev/null; } || \
-	  echo "warning: could not install chromium; the browser test will be skipped"
+	      chromium chromium-driver numactl >/dev/null; } || \
+	  echo "warning: could not install chromium or numactl; their tests will be skipped"
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test system
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from visionbench.harness.instances import (
     InstanceFailed,
     combined_throughput,
     custom_layout,
+    pinning,
     reference_layout,
     run_instances,
 )
@@ -83,6 +85,26 @@ def pinned_cpus(index: int, barrier: Callable[[], None]) -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+def numa_policy(index: int, barrier: Callable[[], None]) -> str:
+    barrier()
+    return subprocess.run(["numactl", "--show"], capture_output=True, text=True, check=True).stdout
+
+
+@TWO_CORES
+@pytest.mark.skipif(shutil.which("numactl") is None, reason="numactl is not installed")
+def test_numactl_on_several_nodes() -> None:
+    """With several NUMA nodes (here two one-core nodes, as the launcher is told), each instance
+    starts under numactl: local memory policy, its own core."""
+    cores = numa_cores()[0][:2]
+    nodes = [[cores[0]], [cores[1]]]
+    layout = reference_layout("throughput", nodes)
+    assert layout.describe() == "2 x 1" and pinning(nodes).startswith("numactl")
+    done = run_instances("test_instances:numa_policy", [0, 1], layout, nodes)
+    for d in done:
+        assert "policy: local" in d.value
+        assert f"physcpubind: {d.cores[0]} " in d.value + " " and d.affinity == list(d.cores)
+
+
 @TWO_CORES
 def test_launcher_pins_and_reports_failures() -> None:
     layout = custom_layout(2, 1, numa_cores())
@@ -114,6 +136,14 @@ def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
     raw = json.loads((tmp_path / "r" / m.raw_latencies).read_text())["windows"]
     assert len(raw) == 4 and all(len(w) == 30 for w in raw)
     assert any("2 x 1 (instances x cores" in w for w in m.warnings)
+    from visionbench.report import write_report
+    from visionbench.results import load
+
+    write_report(load(tmp_path / "r"), tmp_path / "r")
+    for name in ("summary.md", "report.html"):
+        text = (tmp_path / "r" / name).read_text()
+        assert "Pinned instances" in text and "affinity read back" in text
+    assert "4 (2x1 cores)" in (tmp_path / "r" / "summary.md").read_text()
 
 
 def _instance_pids(parent: psutil.Process) -> list[psutil.Process]:

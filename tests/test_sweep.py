@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import TINY, vb
 
@@ -113,3 +114,20 @@ def test_tune_names_the_default_or_better_and_says_when_nothing_fits(tmp_path: P
         proc = vb("tune", *TINY, "--engine", "onnxruntime", *args)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)
+
+
+def test_compare_refuses_a_sweep(tmp_path: Path) -> None:
+    from visionbench.compare import load_runs
+    from visionbench.errors import VisionbenchError
+    from visionbench.results import RESULTS_JSON
+
+    run = tmp_path / "s"
+    run.mkdir()
+    data = {"schema_version": 1, "tool": "visionbench", "kind": "sweep", "created_at": "x",
+            "command": [], "system": {}, "software": {}, "config": {},
+            "model": {"name": "m", "path": "p", "source": "s", "sha256": "0", "input_name": "x",
+                      "input_layout": "NCHW", "input_shape_per_image": [3, 2, 2],
+                      "fixed_batch": None, "num_classes": 10, "gflop_per_image": None}}
+    (run / RESULTS_JSON).write_text(json.dumps(data))
+    with pytest.raises(VisionbenchError, match=r"is a sweep run: .* takes study runs"):
+        load_runs([run])

@@ -82,7 +82,13 @@ def _labels(paths: list[Path]) -> list[str]:
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
-    return [Run(label, p, load(p)) for label, p in zip(_labels(paths), paths, strict=True)]
+    runs = [Run(label, p, load(p)) for label, p in zip(_labels(paths), paths, strict=True)]
+    for r in runs:
+        if r.results.kind != "study":
+            raise VisionbenchError(
+                f"{r.path} is a {r.results.kind} run: compare matches one measurement per engine, "
+                "precision and mode, so it takes study runs (visionbench run)")
+    return runs
 
 
 def _flat(results: Results) -> dict[str, str]:

@@ -23,7 +23,16 @@ from visionbench.compare import throughput_stats, verdict
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError, describe
 from visionbench.results import Measurement, RunStore, TuneOutcome
-from visionbench.runner import Reporter, Setup, Task, _not_run, _skipped, measure_task, open_run
+from visionbench.runner import (
+    Reporter,
+    Setup,
+    Task,
+    _not_run,
+    _skipped,
+    check_memory,
+    measure_task,
+    open_run,
+)
 from visionbench.sysinfo import numa_cores
 
 #: Batch sizes explored upwards (``--batch-sizes`` replaces them).
@@ -176,6 +185,11 @@ class Search:
         best, stall = 0.0, 0
         for b in ladder:
             s = Setting(b)
+            try:
+                check_memory(model, b)
+            except VisionbenchError as e:
+                self.reporter.note(f"tune: batch {b} and above left out: {e}")
+                break
             if not self.fits(s, reserve):
                 self.reporter.note(f"tune {self.task.engine} {self.task.precision}: batch {b} and "
                                    f"above left out (budget)")

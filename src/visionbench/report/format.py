@@ -99,3 +99,14 @@ def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
         return f"{m.throughput_ips / base:.2f}x" if m.throughput_ips and base else "—"
 
     return {m.id: ratio(m) for m in ms if m.mode == "throughput"}
+
+
+def instance_rows(results: Results) -> list[list[str]]:
+    """Each pinned instance of each measurement: cores asked for and read back, speed, latency."""
+    return [[m.id, str(i.index), ",".join(map(str, i.cores)), ",".join(map(str, i.affinity)),
+             f"{i.throughput_ips:.1f}", fmt(i.latency.p50_ms), fmt(i.latency.p99_ms)]
+            for m in results.measurements for i in m.per_instance]
+
+
+INSTANCE_COLUMNS = ["measurement", "instance", "cores", "affinity read back", "images/s",
+                    "p50 ms", "p99 ms"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from visionbench.report.format import (
+    INSTANCE_COLUMNS,
     batch_latency,
     batch_text,
     fmt,
     fp32_ratios,
+    instance_rows,
     latency_values,
     per_batch,
     ran_as,
@@ -67,6 +69,10 @@ def summary_markdown(results: Results) -> str:
             ran = (a.executed_precision or "?") if a.status == "ok" else f"{a.status}: {a.reason}"
             lines.append(f"| {a.engine} | {a.precision} | " + " | ".join(pct)
                          + f" | {a.mlperf_99 or '—'} | {ran} |")
+    if instances := instance_rows(results):
+        lines += ["", "## Pinned instances", "", "| " + " | ".join(INSTANCE_COLUMNS) + " |",
+                  "|" + "---|" * len(INSTANCE_COLUMNS),
+                  *["| " + " | ".join(row) + " |" for row in instances]]
     if results.tune:
         lines += ["", "## Tuned settings (re-measured with repeats beside the default)", "",
                   "| engine | precision | best setting | images/s | p99 ms | default images/s | "
