@@ -156,7 +156,7 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
-def _skipped(task: Task, cfg: RunConfig, reason: str, status: str = "unsupported") -> Measurement:
+def unmeasured(task: Task, cfg: RunConfig, reason: str, status: str = "unsupported") -> Measurement:
     t = now()
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
@@ -292,7 +292,7 @@ def measure_task(
     )
 
 
-def _not_run(task: Task, cfg: RunConfig) -> tuple[str, str] | None:
+def not_run(task: Task, cfg: RunConfig) -> tuple[str, str] | None:
     """Why a task is not measured (status, reason), or None when it is."""
     if task.support.status == "unsupported":
         return "unsupported", task.support.reason
@@ -325,7 +325,7 @@ def measure_accuracy(
         reference: dict[str, tuple[np.ndarray, float | None]] = {}
         for task in tasks:
             base = {"engine": task.engine, "precision": task.precision}
-            why = _not_run(task, cfg)
+            why = not_run(task, cfg)
             if why is None and task.precision != "fp32" and task.engine not in reference:
                 why = ("skipped", "no FP32 reference on this engine")
             if why is not None:
@@ -456,9 +456,9 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                                            setup.store)
     with store.recording():
         for task in setup.tasks:
-            why = _not_run(task, cfg)
+            why = not_run(task, cfg)
             if why is not None:
-                m = _skipped(task, cfg, why[1], status=why[0])
+                m = unmeasured(task, cfg, why[1], status=why[0])
                 reporter.note(f"skipped {task.id}: {m.reason}")
             else:
                 try:
@@ -466,7 +466,7 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # an engine's failure is a result: the run goes on
-                    m = _skipped(task, cfg, describe(e), status="failed")
+                    m = unmeasured(task, cfg, describe(e), status="failed")
                     reporter.note(f"failed {task.id}: {m.reason}")
             store.add(m)
             reporter.done(m)

@@ -27,18 +27,18 @@ from visionbench.runner import (
     Reporter,
     Setup,
     Task,
-    _not_run,
-    _skipped,
     check_memory,
     measure_task,
+    not_run,
     open_run,
+    unmeasured,
 )
 from visionbench.sysinfo import numa_cores
 
 #: Batch sizes explored upwards (``--batch-sizes`` replaces them).
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 EXPLORE_WINDOW = 1.0  # seconds; a window always holds at least one call
-EXPLORE_WARMUP = 1
+EXPLORE_WARMUP = 2  # the first large batch after one warm-up call still runs slow
 CONFIRM_WINDOW = 2.0
 CONFIRM_REPEATS = 3
 CONFIRM_WARMUP = 2
@@ -46,7 +46,8 @@ CONFIRM_WARMUP = 2
 CONFIRM_SHARE = 0.4
 #: Best explored settings re-measured beside the default.
 CONTENDERS = 3
-#: The batch ladder stops after STALL sizes without a gain of GAIN over the best.
+#: The batch ladder pauses after STALL sizes without a gain of GAIN over the best (and goes on
+#: once instances and streams are explored, if time is left).
 GAIN = 1.03
 STALL = 2
 #: Seconds to start a pinned instance's process before it prepares the model.
@@ -159,7 +160,7 @@ class Search:
         except KeyboardInterrupt:
             raise
         except Exception as e:  # a setting that cannot run is a result, not the end of the search
-            m = _skipped(task, cfg, describe(e), status="failed")
+            m = unmeasured(task, cfg, describe(e), status="failed")
         m = m.model_copy(update={"phase": phase})
         self.setup.store.add(m)
         self.reporter.done(m)
@@ -178,32 +179,47 @@ class Search:
         return out
 
     def explore(self) -> None:
+        """Batch sizes upwards until throughput stops rising, then instances and streams at the
+        two best; with time left, the larger batch sizes the climb skipped, and again around the
+        best."""
         reserve = CONFIRM_SHARE * self.share
         model = self.setup.model
         ladder = [b for b in (self.cfg.batch_sizes or LADDER)
                   if model.fixed_batch is None or b == model.fixed_batch]
-        best, stall = 0.0, 0
-        for b in ladder:
+        rest = self.climb(ladder, reserve, STALL)
+        self.around_best(reserve)
+        if rest:
+            self.climb(rest, reserve, None)
+            self.around_best(reserve)
+
+    def climb(self, ladder: list[int], reserve: float, stall_limit: int | None) -> list[int]:
+        """Explore ``ladder`` in order on the default layout; the batch sizes left when
+        throughput stalled (none when the bound, memory, a failure or the budget stopped it)."""
+        best = max((m.throughput_ips or 0.0 for m in self.explored.values() if self.within(m)),
+                   default=0.0)
+        stall = 0
+        for i, b in enumerate(ladder):
             s = Setting(b)
             try:
-                check_memory(model, b)
+                check_memory(self.setup.model, b)
             except VisionbenchError as e:
                 self.reporter.note(f"tune: batch {b} and above left out: {e}")
-                break
+                return []
             if not self.fits(s, reserve):
                 self.reporter.note(f"tune {self.task.engine} {self.task.precision}: batch {b} and "
                                    f"above left out (budget)")
-                break
+                return []
             m = self.explored[s] = self.measure(s, "explore", EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
             if not self.within(m):
-                break  # larger batches only take longer per call (or fail alike)
-            if m.throughput_ips > best * GAIN:
-                best, stall = max(best, m.throughput_ips), 0
-            else:
-                best, stall = max(best, m.throughput_ips), stall + 1
-                if stall >= STALL:
-                    break
-        for b in [s.batch for s in self.ranked()[:2]]:
+                return []  # larger batches only take longer per call (or fail alike)
+            stall = 0 if m.throughput_ips > best * GAIN else stall + 1
+            best = max(best, m.throughput_ips)
+            if stall_limit is not None and stall >= stall_limit:
+                return ladder[i + 1:]
+        return []
+
+    def around_best(self, reserve: float) -> None:
+        for b in dict.fromkeys(s.batch for s in self.ranked()[:2]):
             for s in self.variants(b):
                 if s not in self.explored and self.fits(s, reserve):
                     self.explored[s] = self.measure(s, "explore", EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
@@ -274,9 +290,9 @@ def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
     # A --batch-sizes ladder makes one task per batch size; the search needs one per precision.
     tasks = list({(t.engine, t.precision): replace(t, tag="") for t in setup.tasks}.values())
     with store.recording():
-        todo = [t for t in tasks if _not_run(t, cfg) is None]
+        todo = [t for t in tasks if not_run(t, cfg) is None]
         for task in tasks:
-            why = _not_run(task, cfg)
+            why = not_run(task, cfg)
             if why is not None:
                 store.add_tune(TuneOutcome(engine=task.engine, precision=task.precision,
                                            status=why[0], reason=why[1]))  # type: ignore[arg-type]
