@@ -42,7 +42,8 @@ EXPLORE_WARMUP = 2  # the first large batch after one warm-up call still runs sl
 CONFIRM_WINDOW = 2.0
 CONFIRM_REPEATS = 3
 CONFIRM_WARMUP = 2
-#: Share of each engine x precision's budget kept for the re-measurements.
+#: Least share of each engine x precision's budget kept for the re-measurements (more when
+#: re-measuring the contenders as they stand, one call per repeat, is estimated to need more).
 CONFIRM_SHARE = 0.4
 #: Best explored settings re-measured beside the default.
 CONTENDERS = 3
@@ -146,7 +147,22 @@ class Search:
         start = self.prepare + (INSTANCE_START if s.cores_per_instance else 0.0)
         return start + warmup * call + repeats * max(window, call)
 
-    def fits(self, s: Setting, reserve: float) -> bool:
+    def default(self) -> Setting:
+        """What ``visionbench run`` measures: the study's batch, one process on all threads."""
+        return Setting(self.cfg.batch_for(self.task.precision, "throughput"))
+
+    def contenders(self) -> list[Setting]:
+        """The settings to re-measure: the default first, then the best explored."""
+        default = self.default()
+        return [default, *[s for s in self.ranked() if s != default][:CONTENDERS]]
+
+    def confirm_cost(self, candidates: list[Setting], window: float) -> float:
+        return sum(self.estimate(s, window, CONFIRM_REPEATS, CONFIRM_WARMUP) for s in candidates)
+
+    def fits(self, s: Setting) -> bool:
+        """Whether exploring ``s`` leaves time to re-measure the contenders as they stand."""
+        # at least what re-measuring them takes with the shortest windows (one call per repeat)
+        reserve = max(CONFIRM_SHARE * self.share, self.confirm_cost(self.contenders(), 1e-3))
         cost = self.estimate(s, EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
         return time.monotonic() + cost <= self.deadline - reserve
 
@@ -182,17 +198,16 @@ class Search:
         """Batch sizes upwards until throughput stops rising, then instances and streams at the
         two best; with time left, the larger batch sizes the climb skipped, and again around the
         best."""
-        reserve = CONFIRM_SHARE * self.share
         model = self.setup.model
         ladder = [b for b in (self.cfg.batch_sizes or LADDER)
                   if model.fixed_batch is None or b == model.fixed_batch]
-        rest = self.climb(ladder, reserve, STALL)
-        self.around_best(reserve)
+        rest = self.climb(ladder, STALL)
+        self.around_best()
         if rest:
-            self.climb(rest, reserve, None)
-            self.around_best(reserve)
+            self.climb(rest, None)
+            self.around_best()
 
-    def climb(self, ladder: list[int], reserve: float, stall_limit: int | None) -> list[int]:
+    def climb(self, ladder: list[int], stall_limit: int | None) -> list[int]:
         """Explore ``ladder`` in order on the default layout; the batch sizes left when
         throughput stalled (none when the bound, memory, a failure or the budget stopped it)."""
         best = max((m.throughput_ips or 0.0 for m in self.explored.values() if self.within(m)),
@@ -205,7 +220,7 @@ class Search:
             except VisionbenchError as e:
                 self.reporter.note(f"tune: batch {b} and above left out: {e}")
                 return []
-            if not self.fits(s, reserve):
+            if not self.fits(s):
                 self.reporter.note(f"tune {self.task.engine} {self.task.precision}: batch {b} and "
                                    f"above left out (budget)")
                 return []
@@ -218,10 +233,10 @@ class Search:
                 return ladder[i + 1:]
         return []
 
-    def around_best(self, reserve: float) -> None:
+    def around_best(self) -> None:
         for b in dict.fromkeys(s.batch for s in self.ranked()[:2]):
             for s in self.variants(b):
-                if s not in self.explored and self.fits(s, reserve):
+                if s not in self.explored and self.fits(s):
                     self.explored[s] = self.measure(s, "explore", EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
 
     def ranked(self) -> list[Setting]:
@@ -230,20 +245,15 @@ class Search:
         return [s for s, _ in sorted(ok, key=lambda sm: -(sm[1].throughput_ips or 0.0))]
 
     def confirm(self) -> tuple[Setting, list[tuple[Setting, Measurement]]]:
-        default = Setting(self.cfg.batch_for(self.task.precision, "throughput"))
-        candidates = [default, *[s for s in self.ranked() if s != default][:CONTENDERS]]
-
-        def cost(window: float) -> float:
-            return sum(self.estimate(s, window, CONFIRM_REPEATS, CONFIRM_WARMUP) for s in candidates)
-
+        candidates = self.contenders()
         left = self.deadline - time.monotonic()
         for window in (CONFIRM_WINDOW, CONFIRM_WINDOW / 2, CONFIRM_WINDOW / 4, 1e-3):
-            if cost(window) <= left:
+            if self.confirm_cost(candidates, window) <= left:
                 break  # 1e-3: one call per repeat
-        while len(candidates) > 1 and cost(window) > left:
+        while len(candidates) > 1 and self.confirm_cost(candidates, window) > left:
             candidates.pop()  # the slowest contender first; the default always stays
-        return default, [(s, self.measure(s, "confirm", window, CONFIRM_REPEATS, CONFIRM_WARMUP))
-                         for s in candidates]
+        return candidates[0], [(s, self.measure(s, "confirm", window, CONFIRM_REPEATS,
+                                                CONFIRM_WARMUP)) for s in candidates]
 
     def run(self) -> TuneOutcome:
         t0 = time.monotonic()

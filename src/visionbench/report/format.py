@@ -95,6 +95,8 @@ def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
     engine = {m.engine: m.throughput_ips for m in fp32}
 
     def ratio(m: Measurement) -> str:
+        if m.phase is not None:  # a search's settings differ in more than precision
+            return "—"
         base = same_batch.get((m.engine, m.batch_size)) or engine.get(m.engine)
         return f"{m.throughput_ips / base:.2f}x" if m.throughput_ips and base else "—"
 
