@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visionbench import __version__
-from visionbench.config import RunConfig, parse_list
+from visionbench.config import MLPERF_SHORT_SECONDS, RunConfig, parse_list
 from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import MODES
@@ -214,6 +214,56 @@ def tune(budget: str, max_latency_ms: float | None, batch_sizes: str | None, **k
     cfg = _study(batch_sizes=_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
                  **kw)  # type: ignore[arg-type]
     _execute(cfg, lambda c, reporter, argv: run_tune(c, seconds, max_latency_ms, reporter, argv))
+
+
+@cli.command()
+@_options(STUDY)
+@click.option("--scenario", required=True,
+              help="MLPerf Inference scenario(s) LoadGen drives: SingleStream, MultiStream, Server, "
+                   "Offline (a comma list, or all).")
+@click.option("--target-qps", type=float,
+              help="Server: queries per second LoadGen sends [default: half the throughput measured "
+                   "before the run]; Offline: the expected throughput [default: measured].")
+@click.option("--target-latency-ms", type=float,
+              help="Server's latency bound at its percentile [default: MLPerf's 15 ms at p99].")
+@click.option("--samples-per-query", type=int, help="MultiStream's query size [default: MLPerf's 8].")
+@click.option("--max-batch", type=int,
+              help="Largest batch the system under test forms from waiting samples "
+                   "[default: 1 SingleStream, 8 MultiStream and Server, 32 Offline].")
+@click.option("--short", is_flag=True,
+              help=f"A quick run: {MLPERF_SHORT_SECONDS:g} s and few queries, marked not compliant "
+                   "(MLPerf requires 600 s).")
+@click.option("--duration", type=float, help="Minimum duration in seconds [default: MLPerf's 600].")
+@click.option("--min-queries", type=int, help="Minimum query count [default: MLPerf's].")
+@click.option("--performance-samples", type=int,
+              help="Samples held in memory [default: MLPerf's 1024, or the images of --data].")
+@click.option("--user-conf", type=click.Path(path_type=Path),
+              help="A LoadGen user.conf (resnet50.<Scenario>.<key> = value), applied over MLPerf's rules.")
+@click.option("--accuracy", is_flag=True,
+              help="LoadGen's accuracy mode on --data: every image once, top-1 from LoadGen's log.")
+def mlperf(scenario: str, target_qps: float | None, target_latency_ms: float | None,
+           samples_per_query: int | None, max_batch: int | None, short: bool,
+           duration: float | None, min_queries: int | None, performance_samples: int | None,
+           user_conf: Path | None, accuracy: bool, **kw: object) -> None:
+    """Run an MLPerf Inference scenario with the real LoadGen on each engine and precision, keep
+    its logs, and say whether the run is VALID and, if not, which rule failed."""
+    from visionbench.mlperf import SCENARIOS, Options, run_mlperf
+
+    names = {s.lower(): s for s in SCENARIOS}
+    chosen = [names[s] for s in parse_list(scenario.lower(), tuple(names), "scenario") or []]
+
+    for flag, v in (("--max-batch", max_batch), ("--samples-per-query", samples_per_query),
+                    ("--min-queries", min_queries), ("--performance-samples", performance_samples)):
+        if v is not None and v <= 0:
+            raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
+    for flag, f in (("--target-qps", target_qps), ("--target-latency-ms", target_latency_ms),
+                    ("--duration", duration)):
+        if f is not None and not f > 0:
+            raise VisionbenchError(f"{flag} must be positive, got {f}")
+    opts = Options(chosen[0], target_qps, target_latency_ms, samples_per_query, max_batch,
+                   duration, min_queries, user_conf, short, performance_samples, accuracy)
+    _execute(_study(**kw),  # type: ignore[arg-type]
+             lambda c, reporter, argv: run_mlperf(c, chosen, opts, reporter, argv))
 
 
 @cli.command()

@@ -13,6 +13,8 @@ from visionbench.harness.timing import MODES, Mode, TimingPlan
 
 #: Batch sizes of the reference study (Intel AI Reference Models' TensorFlow defaults).
 REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
+#: ``visionbench mlperf --short``: seconds of the shortened run (MLPerf requires 600).
+MLPERF_SHORT_SECONDS = 10.0
 #: OpenVINO's performance hints.
 HINTS = ("throughput", "latency")
 #: Calibration samples for INT8 post-training quantization.

@@ -134,6 +134,41 @@ class TuneOutcome(BaseModel):
     verdict: str | None = Field(None, description="winner vs default: faster, within noise, ...")
 
 
+class MlperfResult(BaseModel):
+    """One LoadGen run: an engine and precision under one MLPerf scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    precision: Literal["fp32", "bf16", "int8"]
+    scenario: Literal["SingleStream", "MultiStream", "Server", "Offline"]
+    mode: Literal["performance", "accuracy"] = "performance"
+    status: Literal["ok", "skipped", "unsupported", "failed"]
+    reason: str | None = None
+    validity: Literal["VALID", "INVALID"] | None = Field(None, description="LoadGen's verdict")
+    compliant: bool | None = Field(
+        None, description="MLPerf's minimum duration and query count kept (not --short or lowered)")
+    failed_rules: list[str] = Field(default_factory=list, description="each broken rule in words")
+    metric: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    latency_ms: dict[str, float] = Field(default_factory=dict, description="LoadGen's percentiles")
+    queries: int | None = None
+    samples_per_query: int | None = None
+    target_qps: float | None = None
+    target_latency_ms: float | None = None
+    min_duration_s: float | None = None
+    min_queries: int | None = None
+    chosen: dict[str, Any] = Field(default_factory=dict, description="settings chosen, not given")
+    batch_sizes: list[int] = Field(default_factory=list, description="engine sessions prepared")
+    probe_ms: dict[str, float] = Field(default_factory=dict, description="one call per batch size")
+    top1: float | None = Field(None, description="accuracy mode: top-1 over the labelled samples")
+    samples: int | None = None
+    predictions: str | None = Field(None, description="accuracy mode: each image's top-1 class")
+    seconds: float = 0.0
+    log_dir: str | None = Field(None, description="LoadGen's logs, relative to the run directory")
+
+
 class ModelInfo(BaseModel):
     name: str
     path: str
@@ -153,9 +188,9 @@ class ModelInfo(BaseModel):
 class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     tool: str = "visionbench"
-    kind: Literal["study", "sweep", "tune"] = Field(
+    kind: Literal["study", "sweep", "tune", "mlperf"] = Field(
         "study", description="study: the reference modes; sweep: throughput per batch size; "
-        "tune: every configuration a search explored")
+        "tune: every configuration a search explored; mlperf: LoadGen scenarios")
     created_at: str
     finished_at: str | None = None
     status: Literal["running", "complete", "interrupted", "failed"] = "running"
@@ -173,6 +208,7 @@ class Results(BaseModel):
     data: dict[str, Any] | None = Field(None, description="the image set accuracy was measured on")
     accuracy: list[Accuracy] = Field(default_factory=list)
     tune: list[TuneOutcome] = Field(default_factory=list)
+    mlperf: list[MlperfResult] = Field(default_factory=list)
 
 
 CSV_FIELDS = [
@@ -222,6 +258,10 @@ class RunStore:
 
     def add(self, m: Measurement) -> None:
         self.results.measurements.append(m)
+        self.save()
+
+    def add_mlperf(self, r: MlperfResult) -> None:
+        self.results.mlperf.append(r)
         self.save()
 
     def add_tune(self, t: TuneOutcome) -> None:

@@ -399,7 +399,7 @@ class Setup:
 
 
 def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
-             kind: Literal["study", "sweep", "tune"]) -> Setup:
+             kind: Literal["study", "sweep", "tune", "mlperf"]) -> Setup:
     """Check every input, then create the run directory; raises VisionbenchError on bad input."""
     engines = {name: get_engine(name) for name in cfg.engines}
     model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)

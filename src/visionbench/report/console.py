@@ -9,11 +9,13 @@ from rich.table import Table
 from visionbench.harness.timing import Progress as ProgressFn
 from visionbench.harness.timing import TimingPlan
 from visionbench.report.format import (
+    MLPERF_COLUMNS,
     batch_latency,
     batch_text,
     fmt,
     fp32_ratios,
     latency_values,
+    mlperf_rows,
     per_batch,
     ran_as,
     throughput_title,
@@ -165,6 +167,17 @@ def tune_table(results: Results) -> Table:
     return t
 
 
+def mlperf_table(results: Results) -> Table:
+    t = Table(title="MLPerf Inference scenarios (LoadGen)", title_justify="left")
+    for col in MLPERF_COLUMNS:
+        t.add_column(col, justify="right" if col in ("value", "p50 ms", "p90 ms", "p99 ms",
+                                                      "queries") else "left")
+    for row in mlperf_rows(results):
+        t.add_row(*row[:5], f"[bold red]{row[5]}[/]" if row[5].startswith("INVALID") else row[5],
+                  *row[6:])
+    return t
+
+
 def print_summary(console: Console, results: Results) -> None:
     s = results.system
     console.print(
@@ -178,6 +191,11 @@ def print_summary(console: Console, results: Results) -> None:
         console.print(latency_table(results, notes))
     if results.accuracy:
         console.print(accuracy_table(results, notes))
+    if results.mlperf:
+        console.print(mlperf_table(results))
+        for r in results.mlperf:
+            if r.log_dir:
+                console.print(f"LoadGen logs: {r.log_dir}/mlperf_log_summary.txt, mlperf_log_detail.txt")
     if results.tune:
         console.print(tune_table(results))
         for r in tune_rows(results):

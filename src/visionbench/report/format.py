@@ -112,3 +112,30 @@ def instance_rows(results: Results) -> list[list[str]]:
 
 INSTANCE_COLUMNS = ["measurement", "instance", "cores", "affinity read back", "images/s",
                     "p50 ms", "p99 ms"]
+
+
+MLPERF_COLUMNS = ["engine", "precision", "scenario", "metric", "value", "result", "p50 ms",
+                  "p90 ms", "p99 ms", "queries", "why"]
+
+
+def mlperf_rows(results: Results) -> list[list[str]]:
+    """Each LoadGen run: the scenario's metric, VALID or INVALID (and whether MLPerf's minimums
+    were kept), its percentiles, and every broken rule in words."""
+    rows = []
+    for r in results.mlperf:
+        if r.status != "ok":
+            rows.append([r.engine, r.precision, r.scenario, "—", "—", r.status, "—", "—", "—", "—",
+                         r.reason or ""])
+            continue
+        if r.mode == "accuracy":
+            top1 = None if r.top1 is None else 100 * r.top1
+            metric, value = "top-1 (accuracy mode)", fmt(top1, ".2f") + "%"
+        else:
+            metric, value = r.metric or "—", f"{fmt(r.value)} {r.unit}"
+        result = r.validity or "—"
+        if r.compliant is False:
+            result += " (not compliant: shortened)"
+        lat = [fmt(r.latency_ms.get(p)) for p in ("50", "90", "99")]
+        rows.append([r.engine, r.precision, r.scenario, metric, value, result, *lat,
+                     str(r.queries or "—"), "; ".join(r.failed_rules) or "—"])
+    return rows

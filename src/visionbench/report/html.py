@@ -9,12 +9,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from visionbench.report.format import (
     INSTANCE_COLUMNS,
+    MLPERF_COLUMNS,
     batch_latency,
     batch_text,
     fmt,
     fp32_ratios,
     instance_rows,
     latency_values,
+    mlperf_rows,
     per_batch,
     ran_as,
     throughput_title,
@@ -117,6 +119,8 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
         headline={"sweep": sweep_headline, "tune": tune_headline}.get(results.kind, headline)(results),
         sweep=per_batch(results),
         tune_rows=tune_rows(results),
+        mlperf_columns=MLPERF_COLUMNS,
+        mlperf_rows=mlperf_rows(results),
         instance_columns=INSTANCE_COLUMNS,
         instance_rows=instance_rows(results),
         throughput_title=throughput_title(results),

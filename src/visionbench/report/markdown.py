@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from visionbench.report.format import (
     INSTANCE_COLUMNS,
+    MLPERF_COLUMNS,
     batch_latency,
     batch_text,
     fmt,
     fp32_ratios,
     instance_rows,
     latency_values,
+    mlperf_rows,
     per_batch,
     ran_as,
     throughput_title,
@@ -69,6 +71,10 @@ def summary_markdown(results: Results) -> str:
             ran = (a.executed_precision or "?") if a.status == "ok" else f"{a.status}: {a.reason}"
             lines.append(f"| {a.engine} | {a.precision} | " + " | ".join(pct)
                          + f" | {a.mlperf_99 or '—'} | {ran} |")
+    if results.mlperf:
+        lines += ["", "## MLPerf Inference scenarios (LoadGen)", "",
+                  "| " + " | ".join(MLPERF_COLUMNS) + " |", "|" + "---|" * len(MLPERF_COLUMNS),
+                  *["| " + " | ".join(row) + " |" for row in mlperf_rows(results)]]
     if instances := instance_rows(results):
         lines += ["", "## Pinned instances", "", "| " + " | ".join(INSTANCE_COLUMNS) + " |",
                   "|" + "---|" * len(INSTANCE_COLUMNS),

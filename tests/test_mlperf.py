@@ -1,0 +1,96 @@
+"""MLPerf scenarios through the real LoadGen, driven from the command line on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_accuracy import CATS, HAVE_EFFICIENTNET, PHOTOS, photos  # noqa: F401 - fixture
+
+from conftest import TINY, vb
+
+pytest.importorskip("mlperf_loadgen")
+SHORT = ["--duration", "3", "--min-queries", "32"]
+
+
+def _runs(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())["mlperf"]
+
+
+def test_three_scenarios_valid_and_explained(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32",
+              "--scenario", "SingleStream,MultiStream,Offline", *SHORT, "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    runs = {r["scenario"]: r for r in _runs(out)}
+    assert set(runs) == {"SingleStream", "MultiStream", "Offline"}
+    units = {"SingleStream": "ms", "MultiStream": "ms", "Offline": "samples/s"}
+    for scenario, r in runs.items():
+        assert r["status"] == "ok" and r["validity"] == "VALID", r
+        assert r["failed_rules"] == [] and r["compliant"] is False  # shortened: never compliant
+        assert r["unit"] == units[scenario] and np.isfinite(r["value"]) and r["value"] > 0
+        assert r["min_duration_s"] == 3 and r["min_queries"] in (1, 32)
+        assert r["latency_ms"]["99"] >= r["latency_ms"]["50"] > 0
+        logs = out / r["log_dir"]
+        assert "Result is : VALID" in (logs / "mlperf_log_summary.txt").read_text()
+        assert (logs / "mlperf_log_detail.txt").stat().st_size > 1000
+    assert runs["SingleStream"]["batch_sizes"] == [1] and runs["MultiStream"]["samples_per_query"] == 8
+    assert 8 in runs["MultiStream"]["batch_sizes"]
+    assert runs["Offline"]["chosen"]["offline_expected_qps"].endswith("minimum duration")
+    # the metric is the percentile LoadGen reports for the scenario
+    assert runs["SingleStream"]["value"] == runs["SingleStream"]["latency_ms"]["90"]
+    assert runs["MultiStream"]["value"] == runs["MultiStream"]["latency_ms"]["99"]
+    assert "MLPerf Inference scenarios" in proc.stdout
+    assert "MLPerf Inference scenarios" in (out / "report.html").read_text()
+
+
+def test_server_within_and_over_capacity(tmp_path: Path) -> None:
+    ok, over = tmp_path / "ok", tmp_path / "over"
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",
+              "Server", "--target-qps", "120", "--duration", "5", "--target-latency-ms", "50",
+              "--output", str(ok))
+    assert proc.returncode == 0, proc.stderr
+    r = _runs(ok)[0]
+    assert r["validity"] == "VALID" and r["metric"] == "scheduled queries per second", r
+    assert r["target_qps"] == 120 and r["target_latency_ms"] == 50 and r["latency_ms"]["99"] <= 50
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",
+              "Server", "--target-qps", "30000", "--duration", "1", "--min-queries", "32",
+              "--output", str(over))
+    assert proc.returncode == 0, proc.stderr
+    r = _runs(over)[0]
+    assert r["validity"] == "INVALID" and r["latency_ms"]["99"] > 15
+    assert any(rule.startswith("latency bound not met: p99 ") and "over the 15 ms target" in rule
+               for rule in r["failed_rules"]), r["failed_rules"]
+    assert "INVALID" in proc.stdout and "latency bound not met" in (over / "summary.md").read_text()
+
+
+@pytest.mark.skipif(not HAVE_EFFICIENTNET, reason="needs the [efficientnet] extra")
+def test_accuracy_mode_on_real_photos(photos, tmp_path: Path) -> None:  # noqa: F811
+    data, cal = photos
+    out = tmp_path / "acc"
+    proc = vb("mlperf", "--model", "efficientnet-lite0", "--engine", "onnxruntime", "--precision",
+              "fp32", "--scenario", "SingleStream", "--accuracy", "--data", str(data),
+              "--calibration-data", str(cal), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = _runs(out)[0]
+    assert r["mode"] == "accuracy" and r["samples"] == 5 and r["top1"] >= 0.8
+    top1 = json.loads((out / r["predictions"]).read_text())["top1"]
+    for path, c in top1.items():
+        assert c in PHOTOS[Path(path).stem][1] or (Path(path).stem == "chelsea" and c in CATS)
+    assert (out / r["log_dir"] / "mlperf_log_accuracy.json").stat().st_size > 0
+
+
+def test_mlperf_bad_input(tmp_path: Path) -> None:
+    for args, message in [
+        (["--scenario", "Batch"], "unknown scenario 'batch'"),
+        (["--scenario", "Server", "--target-qps", "0"], "--target-qps must be positive"),
+        (["--scenario", "Offline", "--accuracy"], "accuracy mode needs labelled images"),
+        (["--scenario", "Offline", "--user-conf", str(tmp_path / "none.conf")], "user.conf not found"),
+    ]:
+        proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", *args,
+                  "--output", str(tmp_path / "o"))
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)
