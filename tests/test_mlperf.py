@@ -94,3 +94,45 @@ def test_mlperf_bad_input(tmp_path: Path) -> None:
                   "--output", str(tmp_path / "o"))
         err = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)
+
+
+def test_server_find_peak(tmp_path: Path) -> None:
+    """Bisection over short runs judged by the latency bound, then a run at the peak."""
+    out = tmp_path / "peak"
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",
+              "Server", "--find-peak", "--peak-steps", "4", "--duration", "2",
+              "--min-queries", "32", "--target-latency-ms", "100", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = _runs(out)[0]
+    steps = r["peak_steps"]
+    assert len(steps) == 4 and all(s["qps"] > 0 for s in steps)
+    met = [s["qps"] for s in steps if s["latency_bound_met"]]
+    assert met, steps  # a tenth of the probed throughput keeps a 100 ms bound on the tiny model
+    assert r["peak_qps"] == pytest.approx(max(met), rel=1e-5)
+    assert r["target_qps"] == pytest.approx(r["peak_qps"], rel=1e-3)
+    # each step's bound verdict agrees with its p99
+    assert all(s["latency_bound_met"] == (s["p99_ms"] <= 100) for s in steps)
+    assert r["metric"].startswith("peak scheduled queries per second")
+    assert (out / r["log_dir"] / "peak-step-1" / "mlperf_log_summary.txt").exists()
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--scenario", "Offline", "--find-peak")
+    assert proc.returncode == 2 and "give --scenario Server alone" in proc.stderr
+
+
+def test_scenarios_beside_the_closed_loop_study(tmp_path: Path) -> None:
+    """Given a study's run directory, LoadGen's results join it: one report, both kinds."""
+    out = tmp_path / "study"
+    proc = vb("run", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--quick",
+              "--duration", "0.3", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",
+              "SingleStream", "--duration", "2", "--min-queries", "32", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "study" and r["status"] == "complete"
+    assert len(r["measurements"]) == 2 and r["mlperf"][0]["validity"] == "VALID"
+    for name in ("summary.md", "report.html"):
+        text = (out / name).read_text()
+        assert "Throughput" in text and "Latency" in text and "MLPerf Inference scenarios" in text
+    proc = vb("mlperf", "--model", "resnet50-tiny", "--seed", "5", "--engine", "onnxruntime",
+              "--scenario", "SingleStream", "--output", str(out))
+    assert proc.returncode == 2 and "holds a run of another model" in proc.stderr

@@ -241,10 +241,16 @@ def tune(budget: str, max_latency_ms: float | None, batch_sizes: str | None, **k
               help="A LoadGen user.conf (resnet50.<Scenario>.<key> = value), applied over MLPerf's rules.")
 @click.option("--accuracy", is_flag=True,
               help="LoadGen's accuracy mode on --data: every image once, top-1 from LoadGen's log.")
+@click.option("--find-peak", is_flag=True,
+              help="Server: bisect for the highest QPS that keeps the latency bound (short runs), "
+                   "then run it with the full settings.")
+@click.option("--peak-steps", type=int, default=6, show_default=True,
+              help="--find-peak's bisection runs (each 10 s, or --duration if shorter).")
 def mlperf(scenario: str, target_qps: float | None, target_latency_ms: float | None,
            samples_per_query: int | None, max_batch: int | None, short: bool,
            duration: float | None, min_queries: int | None, performance_samples: int | None,
-           user_conf: Path | None, accuracy: bool, **kw: object) -> None:
+           user_conf: Path | None, accuracy: bool, find_peak: bool, peak_steps: int,
+           **kw: object) -> None:
     """Run an MLPerf Inference scenario with the real LoadGen on each engine and precision, keep
     its logs, and say whether the run is VALID and, if not, which rule failed."""
     from visionbench.mlperf import SCENARIOS, Options, run_mlperf
@@ -253,7 +259,8 @@ def mlperf(scenario: str, target_qps: float | None, target_latency_ms: float | N
     chosen = [names[s] for s in parse_list(scenario.lower(), tuple(names), "scenario") or []]
 
     for flag, v in (("--max-batch", max_batch), ("--samples-per-query", samples_per_query),
-                    ("--min-queries", min_queries), ("--performance-samples", performance_samples)):
+                    ("--min-queries", min_queries), ("--performance-samples", performance_samples),
+                    ("--peak-steps", peak_steps)):
         if v is not None and v <= 0:
             raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
     for flag, f in (("--target-qps", target_qps), ("--target-latency-ms", target_latency_ms),
@@ -261,7 +268,8 @@ def mlperf(scenario: str, target_qps: float | None, target_latency_ms: float | N
         if f is not None and not f > 0:
             raise VisionbenchError(f"{flag} must be positive, got {f}")
     opts = Options(chosen[0], target_qps, target_latency_ms, samples_per_query, max_batch,
-                   duration, min_queries, user_conf, short, performance_samples, accuracy)
+                   duration, min_queries, user_conf, short, performance_samples, accuracy, find_peak,
+                   peak_steps)
     _execute(_study(**kw),  # type: ignore[arg-type]
              lambda c, reporter, argv: run_mlperf(c, chosen, opts, reporter, argv))
 

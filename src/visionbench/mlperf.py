@@ -45,6 +45,10 @@ DEFAULT_MAX_BATCH: dict[Scenario, int] = {"SingleStream": 1, "MultiStream": 8, "
 #: Offline's default expected QPS, as a multiple of the throughput measured before the run:
 #: LoadGen generates expected QPS x minimum duration samples, and a run that ends early is INVALID.
 OFFLINE_MARGIN = 2.0
+#: --find-peak: each bisection step a run of this many seconds (or --duration, if shorter),
+#: between 0 and this multiple of the throughput measured before the run.
+PEAK_STEP_SECONDS = 10.0
+PEAK_HEADROOM = 1.2
 #: Server's default target QPS, as a share of the throughput measured before the run.
 SERVER_DEFAULT_LOAD = 0.5
 
@@ -74,6 +78,8 @@ class Options:
     short: bool = False
     performance_samples: int | None = None  # samples held in memory (MLPerf: 1024)
     accuracy: bool = False  # LoadGen's AccuracyOnly mode: every sample once, top-1 logged
+    find_peak: bool = False  # Server: the highest target QPS that stays VALID
+    peak_steps: int = 6  # bisection runs of --find-peak
 
 
 @dataclass
@@ -334,50 +340,97 @@ def read_accuracy_log(path: Path) -> dict[int, int]:
         raise VisionbenchError(f"cannot read LoadGen's accuracy log {path}: {e}") from e
 
 
-def run_scenario(engine: Engine, model: ModelSpec, precision: Precision, threads: int,
-                 cal: Calibration, opts: Options, make: Callable[[int], np.ndarray],
-                 total_samples: int, log_dir: Path, allow_emulated: bool = False) -> Outcome:
-    """Prepare the sessions, probe them, run LoadGen, and read its verdict from its log."""
-    lg = loadgen()
-    spq = opts.samples_per_query or 8
-    sizes = batch_sizes(opts, spq)
+@dataclass
+class Sessions:
+    """An engine's sessions for one scenario, and how fast they ran before LoadGen started."""
+
+    sessions: dict[int, Session]
+    probe: Probe
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(self.sessions)
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+
+
+def prepare(engine: Engine, model: ModelSpec, precision: Precision, threads: int,
+            cal: Calibration, opts: Options, make: Callable[[int], np.ndarray],
+            allow_emulated: bool = False) -> Sessions:
     sessions = {b: engine.prepare(model, precision, threads, cal, b, allow_emulated=allow_emulated)
-                for b in sizes}
+                for b in batch_sizes(opts, opts.samples_per_query or 8)}
     try:
-        p = probe(sessions, make)
-        settings, chosen = test_settings(lg, opts, p)
-        perf = min(total_samples, settings.performance_sample_count_override or 1024)
-        qsl = SampleLibrary(total_samples, make)
-        sut = SystemUnderTest(lg, sessions, qsl, max(sizes), keep_top1=opts.accuracy)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = lg.LogSettings()
-        log.log_output.outdir = str(log_dir)
-        log.log_output.copy_summary_to_stdout = False
-        log.enable_trace = False
-        handles = (lg.ConstructSUT(sut.issue_queries, sut.flush_queries),
-                   lg.ConstructQSL(total_samples, perf, qsl.load, qsl.unload))
-        t0 = time.perf_counter()
-        try:
-            lg.StartTestWithLogSettings(handles[0], handles[1], settings, log)
-        finally:
-            sut.stop()
-            lg.DestroyQSL(handles[1])
-            lg.DestroySUT(handles[0])
-        seconds = time.perf_counter() - t0
-        if sut.error is not None:
-            raise VisionbenchError(f"the engine failed during the run: {sut.error}")
-    finally:
+        return Sessions(sessions, probe(sessions, make))
+    except BaseException:
         for s in sessions.values():
             s.close()
+        raise
+
+
+def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray],
+                total_samples: int, log_dir: Path) -> Outcome:
+    """One LoadGen test over prepared sessions; its verdict read back from its log."""
+    lg = loadgen()
+    settings, chosen = test_settings(lg, opts, prep.probe)
+    perf = min(total_samples, settings.performance_sample_count_override or 1024)
+    qsl = SampleLibrary(total_samples, make)
+    sut = SystemUnderTest(lg, prep.sessions, qsl, max(prep.sizes), keep_top1=opts.accuracy)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(log_dir)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False
+    handles = (lg.ConstructSUT(sut.issue_queries, sut.flush_queries),
+               lg.ConstructQSL(total_samples, perf, qsl.load, qsl.unload))
+    t0 = time.perf_counter()
+    try:
+        lg.StartTestWithLogSettings(handles[0], handles[1], settings, log)
+    finally:
+        sut.stop()
+        lg.DestroyQSL(handles[1])
+        lg.DestroySUT(handles[0])
+    seconds = time.perf_counter() - t0
+    if sut.error is not None:
+        raise VisionbenchError(f"the engine failed during the run: {sut.error}")
     top1 = read_accuracy_log(log_dir / "mlperf_log_accuracy.json") if opts.accuracy else {}
     detail = read_detail(log_dir / "mlperf_log_detail.txt", performance=not opts.accuracy)
-    return Outcome(opts.scenario, detail, chosen, p, sizes, seconds, top1)
+    return Outcome(opts.scenario, detail, chosen, prep.probe, prep.sizes, seconds, top1)
+
+
+def find_peak(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray],
+              total_samples: int, log_dir: Path, note: Callable[[str], None],
+              ) -> tuple[float | None, list[dict[str, Any]], Outcome | None]:
+    """The highest Server QPS that keeps the latency bound: bisection between 0 and 1.2x the
+    throughput measured before the run, over short runs judged by the latency bound alone (a
+    short run cannot meet MLPerf's minimum duration or early stopping), then one run at the
+    peak with the full settings, judged by every rule."""
+    lo, hi = 0.0, PEAK_HEADROOM * prep.probe.throughput()
+    steps: list[dict[str, Any]] = []
+    seconds = min(PEAK_STEP_SECONDS, opts.duration_s or PEAK_STEP_SECONDS)
+    for i in range(opts.peak_steps):
+        qps = (lo + hi) / 2
+        step = replace(opts, target_qps=qps, duration_s=seconds, min_queries=1, short=False)
+        d = run_loadgen(prep, step, make, total_samples, log_dir / f"peak-step-{i + 1}").detail
+        met = bool(d.get("result_perf_constraints_met"))
+        steps.append({"qps": round(qps, 3), "latency_bound_met": met,
+                      "p99_ms": _ms(d.get("result_99.00_percentile_latency_ns"))})
+        note(f"  find-peak step {i + 1}/{opts.peak_steps}: {qps:.2f} QPS, latency bound "
+             + ("met" if met else "not met"))
+        lo, hi = (qps, hi) if met else (lo, qps)
+    if lo == 0.0:
+        return None, steps, None
+    return lo, steps, run_loadgen(prep, replace(opts, target_qps=lo), make, total_samples,
+                                  log_dir)
 
 
 def _result(task: Any, opts: Options, out: Outcome, log_dir: str, images: Prepared | None,
             label_offset: int, store: RunStore) -> MlperfResult:
     d = out.detail
     name, key, unit = METRICS[opts.scenario]
+    if opts.find_peak:
+        name = "peak scheduled queries per second (find-peak)"
     value = d.get(key)
     if unit == "ms":
         value = _ms(value)
@@ -418,10 +471,14 @@ def run_mlperf(cfg: RunConfig, scenarios: list[Scenario], opts: Options, reporte
     loadgen()
     if opts.user_conf is not None and not opts.user_conf.is_file():
         raise VisionbenchError(f"user.conf not found: {opts.user_conf}")
+    if opts.find_peak and scenarios != ["Server"]:
+        raise VisionbenchError("--find-peak searches Server's QPS: give --scenario Server alone")
+    if opts.find_peak and opts.target_qps is not None:
+        raise VisionbenchError("--find-peak searches the QPS: leave --target-qps out")
     if opts.accuracy and cfg.data is None:
         raise VisionbenchError("accuracy mode needs labelled images: give --data DIR")
     cfg = replace(cfg, modes=["latency"], accuracy=opts.accuracy)
-    setup = open_run(cfg, reporter, command, "mlperf")
+    setup = open_run(cfg, reporter, command, "mlperf", extend=True)
     store, model = setup.store, setup.model
     images = prepare_images(model, setup.dataset) if setup.dataset is not None else None
     try:
@@ -452,10 +509,25 @@ def run_mlperf(cfg: RunConfig, scenarios: list[Scenario], opts: Options, reporte
                     "-accuracy" if opts.accuracy else "")
                 reporter.note(f"{task.engine} {task.precision} {opts.scenario}: LoadGen running")
                 try:
-                    out = run_scenario(setup.engines[task.engine], model, task.precision,
-                                       cfg.threads, setup.cal, opts, make, total, store.dir / rel,
-                                       cfg.allow_emulated)
-                    r = _result(task, opts, out, rel, images, model.label_offset, store)
+                    prep = prepare(setup.engines[task.engine], model, task.precision, cfg.threads,
+                                   setup.cal, opts, make, cfg.allow_emulated)
+                    try:
+                        if opts.find_peak:
+                            peak, steps, out = find_peak(prep, opts, make, total, store.dir / rel,
+                                                         reporter.note)
+                        else:
+                            out = run_loadgen(prep, opts, make, total, store.dir / rel)
+                    finally:
+                        prep.close()
+                    if opts.find_peak and out is None:
+                        r = MlperfResult(**base, status="ok", peak_steps=steps, log_dir=rel,
+                                         reason=f"no QPS kept the latency bound; the lowest tried, "
+                                                f"{steps[-1]['qps']:.3g}, had p99 "
+                                                f"{steps[-1]['p99_ms']:.1f} ms")
+                    else:
+                        r = _result(task, opts, out, rel, images, model.label_offset, store)
+                        if opts.find_peak:
+                            r.peak_qps, r.peak_steps = peak, steps
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # an engine's failure is a result: the run goes on
@@ -468,6 +540,7 @@ def run_mlperf(cfg: RunConfig, scenarios: list[Scenario], opts: Options, reporte
     finally:
         if images is not None:
             images.close()
-    failed = any(r.status == "failed" for r in store.results.mlperf)
+    results = store.results
+    failed = any(r.status == "failed" for r in [*results.measurements, *results.mlperf])
     store.finish("failed" if failed else "complete")
     return store

@@ -165,6 +165,9 @@ class MlperfResult(BaseModel):
     top1: float | None = Field(None, description="accuracy mode: top-1 over the labelled samples")
     samples: int | None = None
     predictions: str | None = Field(None, description="accuracy mode: each image's top-1 class")
+    peak_qps: float | None = Field(None, description="Server --find-peak: the QPS found and run")
+    peak_steps: list[dict[str, Any]] = Field(
+        default_factory=list, description="--find-peak's short runs: QPS, latency bound met, p99")
     seconds: float = 0.0
     log_dir: str | None = Field(None, description="LoadGen's logs, relative to the run directory")
 

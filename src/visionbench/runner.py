@@ -46,12 +46,14 @@ from visionbench.harness.timing import Mode, Progress, Timing, TimingPlan, measu
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
 from visionbench.results import (
+    RESULTS_JSON,
     Accuracy,
     InstanceResult,
     Measurement,
     ModelInfo,
     Results,
     RunStore,
+    load,
     now,
 )
 from visionbench.sysinfo import cpu_features, numa_cores, system_info
@@ -399,8 +401,9 @@ class Setup:
 
 
 def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
-             kind: Literal["study", "sweep", "tune", "mlperf"]) -> Setup:
-    """Check every input, then create the run directory; raises VisionbenchError on bad input."""
+             kind: Literal["study", "sweep", "tune", "mlperf"], extend: bool = False) -> Setup:
+    """Check every input, then create the run directory; raises VisionbenchError on bad input.
+    ``extend``: an existing run there of the same model is added to, not replaced."""
     engines = {name: get_engine(name) for name in cfg.engines}
     model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)
     if cfg.preprocess is not None:
@@ -446,6 +449,14 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
             if not cls.installed()
         },
     )
+    if extend and (out / RESULTS_JSON).exists():
+        prior = load(out)
+        if prior.model.sha256 != model.sha256:
+            raise VisionbenchError(f"{out} holds a run of another model ({prior.model.name}, "
+                                   f"{prior.model.path}); give another --output")
+        prior.status, prior.finished_at = "running", None
+        prior.command = [*prior.command, "+", *command]
+        results = prior
     return Setup(engines, model, dataset, cal, tasks, RunStore(out, results))
 
 
