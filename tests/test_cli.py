@@ -197,7 +197,7 @@ def test_ctrl_c_keeps_finished_measurements(tmp_path):
     out = tmp_path / "r"
     proc = subprocess.Popen(
         [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", ENGINE_NAMES[0],
-         "--precision", "fp32", "--duration", "0.5", "--repeats", "6", "--output", str(out)],
+         "--precision", "fp32,int8", "--duration", "0.5", "--repeats", "6", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
     )
     results = out / "results.json"
@@ -212,5 +212,6 @@ def test_ctrl_c_keeps_finished_measurements(tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     data = json.loads(results.read_text())
     assert data["status"] == "interrupted"
-    assert len(data["measurements"]) == 1  # the throughput run; latency was cut short
-    assert data["measurements"][0]["status"] == "ok"
+    # the first measurement at least; never all four (INT8 alone quantizes for seconds)
+    assert 1 <= len(data["measurements"]) < 4
+    assert all(m["status"] == "ok" for m in data["measurements"])
