@@ -116,6 +116,13 @@ def test_server_find_peak(tmp_path: Path) -> None:
     assert (out / r["log_dir"] / "peak-step-1" / "mlperf_log_summary.txt").exists()
     proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--scenario", "Offline", "--find-peak")
     assert proc.returncode == 2 and "give --scenario Server alone" in proc.stderr
+    # a bound below one sample's own latency: no search, and the reason says so
+    proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",
+              "Server", "--find-peak", "--target-latency-ms", "0.001", "--output", str(out / "x"))
+    assert proc.returncode == 0, proc.stderr
+    r = _runs(out / "x")[0]
+    assert r["peak_qps"] is None and r["peak_steps"] == [] and r["validity"] is None
+    assert "no QPS can keep the 0.001 ms bound: one sample alone takes" in r["reason"]
 
 
 def test_scenarios_beside_the_closed_loop_study(tmp_path: Path) -> None:

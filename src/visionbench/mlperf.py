@@ -42,9 +42,13 @@ SHORT_MIN_QUERIES = 64
 #: Default largest batch the system under test forms, per scenario.
 DEFAULT_MAX_BATCH: dict[Scenario, int] = {"SingleStream": 1, "MultiStream": 8, "Server": 8,
                                           "Offline": 32}
-#: Offline's default expected QPS, as a multiple of the throughput measured before the run:
-#: LoadGen generates expected QPS x minimum duration samples, and a run that ends early is INVALID.
-OFFLINE_MARGIN = 2.0
+#: LoadGen pre-generates queries for the minimum duration from the expected speed it is told, and
+#: a run that runs out of them early is INVALID: it is told this much faster than measured
+#: (Offline's expected QPS x2, SingleStream's and MultiStream's expected latency /2).
+EXPECTED_MARGIN = 2.0
+#: The probe before a run: per batch size, at least this many calls and seconds.
+PROBE_CALLS = 5
+PROBE_SECONDS = 0.5
 #: --find-peak: each bisection step a run of this many seconds (or --duration, if shorter),
 #: between 0 and this multiple of the throughput measured before the run.
 PEAK_STEP_SECONDS = 10.0
@@ -194,14 +198,15 @@ class SystemUnderTest:
         self.lg.QuerySamplesComplete(responses)
 
 
-def probe(sessions: dict[int, Session], make: Callable[[int], np.ndarray], calls: int = 5) -> Probe:
-    """The median time of one call per batch size, after one warm-up call."""
+def probe(sessions: dict[int, Session], make: Callable[[int], np.ndarray]) -> Probe:
+    """The median time of one call per batch size, after one warm-up call: at least
+    PROBE_CALLS calls and PROBE_SECONDS of them."""
     out = Probe()
     for b, session in sessions.items():
         x = session.feed(np.concatenate([make(i) for i in range(b)]))
         session.run(x)
-        times = []
-        for _ in range(calls):
+        times: list[float] = []
+        while len(times) < PROBE_CALLS or sum(times) < PROBE_SECONDS:
             t0 = time.perf_counter()
             session.run(x)
             times.append(time.perf_counter() - t0)
@@ -226,17 +231,22 @@ def test_settings(lg: Any, opts: Options, p: Probe) -> tuple[Any, dict[str, Any]
     if opts.target_latency_ms is not None:
         s.server_target_latency_ns = int(opts.target_latency_ms * 1e6)
     one = p.seconds.get(1)
-    if one is not None:  # expected latencies LoadGen uses to size its runs
-        s.single_stream_expected_latency_ns = int(one * 1e9)
+    margin = f"1/{EXPECTED_MARGIN:g} of the latency measured before the run, so that the queries " \
+             "LoadGen generates last the minimum duration"
+    if one is not None and opts.scenario == "SingleStream":
+        s.single_stream_expected_latency_ns = int(one * 1e9 / EXPECTED_MARGIN)
+        chosen["single_stream_expected_latency_ms"] = f"{one * 1e3 / EXPECTED_MARGIN:.3f}, {margin}"
     spq = s.multi_stream_samples_per_query
-    if spq in p.seconds:
-        s.multi_stream_expected_latency_ns = int(p.seconds[spq] * 1e9)
+    if spq in p.seconds and opts.scenario == "MultiStream":
+        s.multi_stream_expected_latency_ns = int(p.seconds[spq] * 1e9 / EXPECTED_MARGIN)
+        chosen["multi_stream_expected_latency_ms"] = (f"{p.seconds[spq] * 1e3 / EXPECTED_MARGIN:.3f}, "
+                                                      f"{margin}")
     if opts.scenario == "Offline":
-        qps = opts.target_qps or OFFLINE_MARGIN * p.throughput()
+        qps = opts.target_qps or EXPECTED_MARGIN * p.throughput()
         s.offline_expected_qps = qps
         if opts.target_qps is None:
             chosen["offline_expected_qps"] = (
-                f"{qps:.1f}, {OFFLINE_MARGIN:g}x the throughput measured before the run, so that "
+                f"{qps:.1f}, {EXPECTED_MARGIN:g}x the throughput measured before the run, so that "
                 "the samples LoadGen generates last the minimum duration")
     if opts.scenario == "Server":
         qps = opts.target_qps or SERVER_DEFAULT_LOAD * p.throughput()
@@ -259,12 +269,14 @@ def test_settings(lg: Any, opts: Options, p: Probe) -> tuple[Any, dict[str, Any]
 def read_detail(path: Path, performance: bool = True) -> dict[str, Any]:
     """LoadGen's detail log (``:::MLLOG {json}`` lines) as key -> last value; a performance run's
     must hold LoadGen's verdict."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"errors": []}
     try:
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith(":::MLLOG "):
                 entry = json.loads(line[len(":::MLLOG "):])
                 out[entry["key"]] = entry.get("value")
+                if (entry.get("metadata") or {}).get("is_error"):
+                    out["errors"].append(str(entry.get("value")))
     except (OSError, ValueError, KeyError) as e:
         raise VisionbenchError(f"cannot read LoadGen's log {path}: {e}") from e
     if performance and "result_validity" not in out:
@@ -285,14 +297,23 @@ METRICS: dict[Scenario, tuple[str, str, str]] = {
 }
 
 
-def explain(scenario: Scenario, d: dict[str, Any]) -> list[str]:
-    """Each rule LoadGen found broken, in plain words."""
+def ran_seconds(scenario: Scenario, d: dict[str, Any]) -> float:
+    """How long the timed part lasted: Offline until its last sample; Single- and MultiStream
+    query after query; Server as scheduled."""
+    if scenario == "Offline":
+        return (d.get("result_max_latency_ns") or 0) / 1e9
+    if scenario in ("SingleStream", "MultiStream"):
+        return (d.get("result_query_count") or 0) * (d.get("result_mean_latency_ns") or 0) / 1e9
+    return (d.get("generated_query_duration") or 0) / 1e9
+
+
+def explain(scenario: Scenario, d: dict[str, Any], single_ms: float | None = None) -> list[str]:
+    """Each rule LoadGen found broken, in plain words. ``single_ms``: one sample's latency
+    measured before the run, to tell a bound no load can meet from one the load breaks."""
     rules = []
     advice = str(d.get("result_invalid_reason") or "").strip()
     if d.get("result_min_duration_met") is False:
-        # Offline issues everything at once: its run lasts until the last sample completes
-        ran = max(d.get("generated_query_duration") or 0, d.get("result_max_latency_ns") or 0) / 1e9
-        rules.append(f"min duration not met: ran {ran:.1f} s, needs "
+        rules.append(f"min duration not met: ran {ran_seconds(scenario, d):.1f} s, needs "
                      f"{d.get('effective_min_duration_ms', 0) / 1000:.0f} s"
                      + (f" (LoadGen: {advice})" if advice else ""))
     if d.get("result_min_queries_met") is False:
@@ -303,17 +324,19 @@ def explain(scenario: Scenario, d: dict[str, Any]) -> list[str]:
         pct = 100 * float(d.get("effective_target_latency_percentile") or 0.99)
         got = _ms(d.get(f"result_{pct:.2f}_percentile_latency_ns"))
         if scenario == "Server":
+            fix = ("lower --target-qps" if single_ms is None or single_ms <= target else
+                   f"one sample alone takes {single_ms:.1f} ms here, so no load can meet it: raise "
+                   "--target-latency-ms")
             rules.append(
                 f"latency bound not met: p{pct:g} {got:.1f} ms over the {target:g} ms target "
-                f"({d.get('result_overlatency_query_count')} queries over); lower --target-qps")
+                f"({d.get('result_overlatency_query_count')} queries over); {fix}")
         else:
             rules.append("performance constraints not met: "
                          + (d.get("result_invalid_reason") or "see mlperf_log_summary.txt"))
     if d.get("early_stopping_met") is False:
         text = " ".join(str(d.get("early_stopping_result") or "").replace("*", " ").split())
         rules.append(f"early stopping not met: {text}" if text else "early stopping not met")
-    if d.get("num_errors"):
-        rules.append(f"LoadGen logged {d['num_errors']} errors (see mlperf_log_detail.txt)")
+    rules += [f"LoadGen: {e}" for e in d.get("errors", [])]
     if d.get("result_validity") == "INVALID" and not rules:
         rules.append(advice or "INVALID; see mlperf_log_summary.txt")
     return rules
@@ -408,6 +431,11 @@ def find_peak(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray],
     peak with the full settings, judged by every rule."""
     lo, hi = 0.0, PEAK_HEADROOM * prep.probe.throughput()
     steps: list[dict[str, Any]] = []
+    bound_ms = test_settings(loadgen(), opts, prep.probe)[0].server_target_latency_ns / 1e6
+    single_ms = prep.probe.seconds[1] * 1e3
+    if single_ms > bound_ms:
+        note(f"  find-peak: one sample alone takes {single_ms:.1f} ms, over the {bound_ms:g} ms bound")
+        return None, steps, None
     seconds = min(PEAK_STEP_SECONDS, opts.duration_s or PEAK_STEP_SECONDS)
     for i in range(opts.peak_steps):
         qps = (lo + hi) / 2
@@ -448,7 +476,8 @@ def _result(task: Any, opts: Options, out: Outcome, log_dir: str, images: Prepar
         mode="accuracy" if opts.accuracy else "performance", status="ok",
         validity=None if opts.accuracy else d.get("result_validity"),
         compliant=not lowered and opts.user_conf is None if not opts.accuracy else None,
-        failed_rules=[] if opts.accuracy else explain(opts.scenario, d),
+        failed_rules=[] if opts.accuracy else explain(
+            opts.scenario, d, out.probe.seconds[1] * 1e3 if 1 in out.probe.seconds else None),
         metric=None if opts.accuracy else name, value=None if opts.accuracy else value,
         unit=None if opts.accuracy else unit,
         latency_ms={k.split("_")[1].rstrip("0").rstrip("."): _ms(v) for k, v in d.items()
@@ -463,6 +492,15 @@ def _result(task: Any, opts: Options, out: Outcome, log_dir: str, images: Prepar
         top1=top1, samples=len(out.top1) or None, predictions=predictions,
         seconds=round(out.seconds, 1), log_dir=log_dir,
     )
+
+
+def _no_peak(steps: list[dict[str, Any]], p: Probe, opts: Options) -> str:
+    bound = test_settings(loadgen(), opts, p)[0].server_target_latency_ns / 1e6
+    if not steps:
+        return (f"no QPS can keep the {bound:g} ms bound: one sample alone takes "
+                f"{p.seconds[1] * 1e3:.1f} ms here (raise --target-latency-ms)")
+    return (f"no QPS kept the {bound:g} ms bound; the lowest tried, {steps[-1]['qps']:.3g} QPS, "
+            f"had p99 {steps[-1]['p99_ms']:.1f} ms")
 
 
 def run_mlperf(cfg: RunConfig, scenarios: list[Scenario], opts: Options, reporter: Reporter,
@@ -521,9 +559,7 @@ def run_mlperf(cfg: RunConfig, scenarios: list[Scenario], opts: Options, reporte
                         prep.close()
                     if opts.find_peak and out is None:
                         r = MlperfResult(**base, status="ok", peak_steps=steps, log_dir=rel,
-                                         reason=f"no QPS kept the latency bound; the lowest tried, "
-                                                f"{steps[-1]['qps']:.3g}, had p99 "
-                                                f"{steps[-1]['p99_ms']:.1f} ms")
+                                         reason=_no_peak(steps, prep.probe, opts))
                     else:
                         r = _result(task, opts, out, rel, images, model.label_offset, store)
                         if opts.find_peak:

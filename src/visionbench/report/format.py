@@ -131,11 +131,11 @@ def mlperf_rows(results: Results) -> list[list[str]]:
             top1 = None if r.top1 is None else 100 * r.top1
             metric, value = "top-1 (accuracy mode)", fmt(top1, ".2f") + "%"
         else:
-            metric, value = r.metric or "—", f"{fmt(r.value)} {r.unit}"
+            metric, value = r.metric or "—", "—" if r.value is None else f"{fmt(r.value)} {r.unit}"
         result = r.validity or "—"
         if r.compliant is False:
             result += " (not compliant: shortened)"
         lat = [fmt(r.latency_ms.get(p)) for p in ("50", "90", "99")]
         rows.append([r.engine, r.precision, r.scenario, metric, value, result, *lat,
-                     str(r.queries or "—"), "; ".join(r.failed_rules) or "—"])
+                     str(r.queries or "—"), "; ".join(r.failed_rules) or r.reason or "—"])
     return rows
