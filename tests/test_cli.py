@@ -199,6 +199,9 @@ def test_ctrl_c_keeps_finished_measurements(tmp_path):
         [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", ENGINE_NAMES[0],
          "--precision", "fp32,int8", "--duration", "0.5", "--repeats", "6", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        # a user's terminal delivers Ctrl-C; a background job (nohup, CI runners) starts with
+        # SIGINT ignored, which Python would keep: give the child the terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     results = out / "results.json"
     deadline = time.time() + 120
