@@ -390,14 +390,15 @@ class Sessions:
 def prepare(engine: Engine, model: ModelSpec, precision: Precision, threads: int,
             cal: Calibration, opts: Options, make: Callable[[int], np.ndarray],
             allow_emulated: bool = False) -> Sessions:
-    sessions = {b: engine.prepare(model, precision, threads, cal, b, allow_emulated=allow_emulated)
-                for b in batch_sizes(opts, opts.samples_per_query or 8)}
+    prep = Sessions({b: engine.prepare(model, precision, threads, cal, b,
+                                       allow_emulated=allow_emulated)
+                     for b in batch_sizes(opts, opts.samples_per_query or 8)}, Probe())
     try:
-        return Sessions(sessions, probe(sessions, make))
+        prep.probe = probe(prep.sessions, make)
     except BaseException:
-        for s in sessions.values():
-            s.close()
+        prep.close()
         raise
+    return prep
 
 
 def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray],
