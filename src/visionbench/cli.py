@@ -157,14 +157,21 @@ TIMING = [
 ]
 
 
+#: The study's own options: shared by run and fleet.
+STUDY_MODES = [
+    click.option("--mode", help="Comma list of throughput, latency [default: both]."),
+    click.option("--accuracy", is_flag=True,
+                 help="Also measure accuracy on --data at every precision."),
+    click.option("--batch-size", type=int,
+                 help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16]."),
+]
+
+
 @cli.command()
 @_options(STUDY)
 @_options(INSTANCES)
 @_options(TIMING)
-@click.option("--mode", help="Comma list of throughput, latency [default: both].")
-@click.option("--accuracy", is_flag=True, help="Also measure accuracy on --data at every precision.")
-@click.option("--batch-size", type=int,
-              help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16].")
+@_options(STUDY_MODES)
 def run(mode: str | None, **kw: object) -> None:
     """Measure throughput and batch-1 latency per engine and precision."""
     _execute(_study(modes=parse_list(mode, MODES, "mode") or list(MODES), **kw))  # type: ignore[arg-type]
@@ -274,6 +281,97 @@ def mlperf(scenario: str, target_qps: float | None, target_latency_ms: float | N
              lambda c, reporter, argv: run_mlperf(c, chosen, opts, reporter, argv))
 
 
+def _runtime_env(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    import json
+
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VisionbenchError(f"--runtime-env {path} is not a readable JSON file: {e}") from None
+    if not isinstance(env, dict):
+        raise VisionbenchError(f"--runtime-env {path} must hold a JSON object (Ray's runtime_env)")
+    return env
+
+
+@cli.command()
+@_options(STUDY)
+@_options(INSTANCES)
+@_options(TIMING)
+@_options(STUDY_MODES)
+@click.option("--address", default="auto", show_default=True,
+              help="The Ray cluster: auto (RAY_ADDRESS, else the cluster started on this machine), "
+                   "HOST:PORT of its head, or ray://HOST:10001 (Ray Client).")
+@click.option("--nodes", help="Comma list of nodes to run on: node ids (or their first 6+ characters), "
+                              "hostnames, IP addresses, Ray resource names or labels key=value "
+                              "[default: every alive node with CPUs].")
+@click.option("--sequential/--concurrent", default=True, show_default=True,
+              help="One node after another (nodes sharing hardware do not disturb each other), or "
+                   "all at once with each measurement's windows started together (the cluster's "
+                   "aggregate images/s).")
+@click.option("--node-timeout", type=float,
+              help="Seconds a node may take for its whole study before it is stopped and reported "
+                   "as timed out [default: no limit].")
+@click.option("--outlier-pct", type=float, default=10.0, show_default=True,
+              help="A node slower than the fleet median by more than this many percent is an outlier.")
+@click.option("--runtime-env", type=click.Path(path_type=Path),
+              help="A JSON file with Ray's runtime_env for every node's task (e.g. pip packages).")
+def fleet(mode: str | None, address: str, nodes: str | None, sequential: bool,
+          node_timeout: float | None, outlier_pct: float, runtime_env: Path | None,
+          output: Path | None, **kw: object) -> None:
+    """Run the study on every node of a Ray cluster; one combined report with outliers named."""
+    from visionbench.fleetsummary import summarise
+    from visionbench.report.console import ConsoleReporter
+    from visionbench.report.fleet import print_fleet
+
+    if node_timeout is not None and not node_timeout > 0:
+        raise VisionbenchError(f"--node-timeout must be positive seconds, got {node_timeout:g}")
+    if not 0 < outlier_pct < 100:
+        raise VisionbenchError(f"--outlier-pct must be between 0 and 100, got {outlier_pct:g}")
+    selectors = [n.strip() for n in nodes.split(",") if n.strip()] if nodes is not None else None
+    if selectors == []:
+        raise VisionbenchError("--nodes is empty")
+    cfg = _study(modes=parse_list(mode, MODES, "mode") or list(MODES),  # type: ignore[arg-type]
+                 output=output or Path("results") / f"{datetime.now():%Y%m%d-%H%M%S}-fleet", **kw)
+    env = _runtime_env(runtime_env)
+    try:
+        from visionbench.fleet import FleetOptions, run_fleet
+    except ImportError as e:
+        raise VisionbenchError(f"visionbench fleet needs Ray ({e}): "
+                               "pip install 'visionbench[fleet]'") from None
+    opts = FleetOptions(address, selectors, not sequential, node_timeout, outlier_pct, env)
+    try:
+        with ConsoleReporter(console) as reporter:
+            store = run_fleet(cfg, opts, reporter, sys.argv)
+    except KeyboardInterrupt:
+        print(f"visionbench: interrupted; every node's measurements so far are kept in {cfg.output}",
+              file=sys.stderr)
+        sys.exit(130)
+    summary = summarise(store.dir)
+    print_fleet(console, summary)
+    _report_fleet(store.dir, outlier_pct)
+    if store.fleet.status != "complete":
+        raise VisionbenchError("some nodes failed or timed out; the others' results are kept "
+                               f"in {store.dir} (see the table above)")
+
+
+def _report_fleet(directory: Path, outlier_pct: float | None) -> None:
+    """Every node's own report, then the fleet's."""
+    from visionbench.fleetsummary import summarise
+    from visionbench.report.fleet import write_fleet_report
+
+    summary = summarise(directory, outlier_pct)
+    for name, results in summary.runs.items():
+        node = next(n for n in summary.fleet.nodes if n.name == name)
+        _report(results, directory / node.dir)
+    try:
+        paths = write_fleet_report(summary, directory)
+    except OSError as e:
+        raise VisionbenchError(f"cannot write the fleet report in {directory}: {e.strerror}") from e
+    console.print("fleet report: " + ", ".join(str(p) for p in paths))
+
+
 @cli.command()
 @_options(STUDY)
 @click.option("--batch-size", type=int, help="Images per inference call [default: 32].")
@@ -306,11 +404,24 @@ def _report(results: Results, run_dir: Path) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir: Path) -> None:
-    """Write the study's two figures (PNG, SVG), summary.md and report.html into a run directory."""
+@click.option("--outlier-pct", type=float,
+              help="Fleet runs: the outlier threshold in percent [default: the run's own, 10].")
+def report(run_dir: Path, outlier_pct: float | None) -> None:
+    """Write the study's two figures (PNG, SVG), summary.md and report.html into a run directory;
+    for a fleet run, every node's report and the fleet's (fleet.md, fleet.html, figures)."""
+    from visionbench.fleetsummary import is_fleet
     from visionbench.results import load
 
-    _report(load(run_dir), run_dir)
+    if is_fleet(run_dir):
+        from visionbench.fleetsummary import summarise
+        from visionbench.report.fleet import print_fleet
+
+        print_fleet(console, summarise(run_dir, outlier_pct))
+        _report_fleet(run_dir, outlier_pct)
+    else:
+        if outlier_pct is not None:
+            raise VisionbenchError(f"--outlier-pct is for fleet runs; {run_dir} is a single run")
+        _report(load(run_dir), run_dir)
 
 
 @cli.command("compare")

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from visionbench.errors import VisionbenchError
+from visionbench.fleetsummary import is_fleet, node_runs
 from visionbench.results import Measurement, Results, load, load_raw
 
 ALPHA = 0.05
@@ -191,9 +192,25 @@ def verdict(p: float | None, speedup: float, noise: float, why: str = "") -> tup
         f"p = {p:.2g}; beyond the spread between repeats ({noise:.1%})")
 
 
+def _expand(paths: list[Path]) -> list[Path]:
+    """A fleet directory stands for its nodes' runs."""
+    out: list[Path] = []
+    for p in paths:
+        if not is_fleet(p):
+            out.append(p)
+        elif not (runs := node_runs(p)):
+            raise VisionbenchError(f"the fleet run {p} holds no node's results")
+        else:
+            out += runs
+    return out
+
+
 def compare(paths: list[Path], baseline: Path | None = None) -> Comparison:
-    """Every run against the baseline (``baseline``, else the first run)."""
+    """Every run against the baseline (``baseline``, else the first run); a fleet run counts as
+    its nodes' runs (a fleet baseline: its first node)."""
+    paths = _expand(paths)
     if baseline is not None:
+        baseline = _expand([baseline])[0]
         paths = [baseline, *[p for p in paths if p.resolve() != baseline.resolve()]]
     if len(paths) < 2:
         raise VisionbenchError("compare needs at least two runs (or one run and --baseline)")

@@ -81,6 +81,9 @@ class Measurement(BaseModel):
     layout_reason: str | None = None
     pinning: str | None = None
     per_instance: list[InstanceResult] = Field(default_factory=list)
+    released_at: float | None = Field(
+        None, description="fleet --concurrent: Unix time the timed windows began, released "
+        "together with the other nodes from a barrier")
     phase: Literal["explore", "confirm"] | None = Field(
         None, description="tune: a short exploring window, or a re-measurement with repeats")
     warnings: list[str] = Field(default_factory=list)
@@ -205,6 +208,9 @@ class Results(BaseModel):
     engines_not_installed: dict[str, str] = Field(
         default_factory=dict, description="engines visionbench knows but this machine lacks: install hint"
     )
+    node: dict[str, Any] | None = Field(
+        None, description="visionbench fleet: the Ray node that ran this study (id, hostname, "
+        "address, CPUs) and how the fleet ran (sequential or concurrent)")
     measurements: list[Measurement] = Field(default_factory=list)
     calibration: dict[str, Any] = Field(
         default_factory=dict, description="INT8 calibration data: source, count, and how chosen")

@@ -7,7 +7,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +63,11 @@ MEMORY_FACTOR = 40
 MAX_BATCH = 65536
 #: Images per inference call when measuring accuracy (``--batch-size`` overrides).
 ACCURACY_BATCH = 32
+
+
+#: Called with a task after its warm-up, right before its timed windows start: a fleet's barrier,
+#: so that every node times the same wall-clock window.
+StartHook = Callable[["Task"], None]
 
 
 class Reporter:
@@ -145,7 +150,8 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     return tasks
 
 
-def _output_dir(path: Path) -> Path:
+def output_dir(path: Path) -> Path:
+    """``path``, created and checked writable."""
     if path.exists() and not path.is_dir():
         raise VisionbenchError(f"output path exists and is not a directory: {path}")
     try:
@@ -218,11 +224,18 @@ def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, An
 
 def measure_task(
     task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
-    reporter: Reporter, calibration: Calibration,
+    reporter: Reporter, calibration: Calibration, start: StartHook | None = None,
 ) -> Measurement:
     plan = cfg.plan(task.precision, task.mode, task.batch)
     started = now()
     progress = reporter.start(task.id, plan)
+    released: list[float] = []
+
+    def go() -> None:
+        if start is not None:
+            start(task)
+            released.append(time.time())
+
     nodes = numa_cores()
     layout = layout_for(cfg, task.mode, nodes)
     instances: list[InstanceResult] = []
@@ -230,7 +243,7 @@ def measure_task(
     if layout is None:
         threads = cfg.threads
         timing, ex = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration,
-                                       progress)
+                                       progress, go)
         timings = [timing]
         per_repeat = [w.throughput for w in timing.windows]
         rss = _peak_rss_mib()
@@ -244,7 +257,7 @@ def measure_task(
 
         job = InstanceJob(task, cfg, model, plan, threads)
         done = run_instances("visionbench.runner:instance_main", [job] * layout.instances,
-                             layout, nodes, tick)
+                             layout, nodes, tick, go)
         timings = [d.value["timing"] for d in done]
         ex = done[0].value["execution"]
         per_repeat = combined_throughput(timings)
@@ -290,6 +303,7 @@ def measure_task(
         warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
         timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
         prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings,
+        released_at=released[0] if released else None,
         started_at=started, finished_at=now(), **extra,
     )
 
@@ -401,9 +415,11 @@ class Setup:
 
 
 def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
-             kind: Literal["study", "sweep", "tune", "mlperf"], extend: bool = False) -> Setup:
+             kind: Literal["study", "sweep", "tune", "mlperf"], extend: bool = False,
+             node: dict[str, Any] | None = None) -> Setup:
     """Check every input, then create the run directory; raises VisionbenchError on bad input.
-    ``extend``: an existing run there of the same model is added to, not replaced."""
+    ``extend``: an existing run there of the same model is added to, not replaced. ``node``: the
+    Ray node of a fleet run that this study runs on."""
     engines = {name: get_engine(name) for name in cfg.engines}
     model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)
     if cfg.preprocess is not None:
@@ -427,7 +443,7 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
                     f"batch size {b} does not split" + (" (measure --mode throughput only)"
                                                         if mode == "latency" else ""))
     tasks = plan_tasks(cfg, engines, model)
-    out = _output_dir(cfg.output)
+    out = output_dir(cfg.output)
     software = {"visionbench": __version__}
     for e in engines.values():
         software.update(e.versions())
@@ -444,6 +460,7 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
             label_offset=model.label_offset,
         ),
         calibration=cal_info,
+        node=node,
         engines_not_installed={
             n: f"pip install 'visionbench[{cls.extra}]'" for n, cls in all_engines().items()
             if not cls.installed()
@@ -462,7 +479,16 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str],
 
 def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     """Check everything, then measure each task, storing each measurement as it completes."""
-    setup = open_run(cfg, reporter, command, "sweep" if cfg.batch_sizes else "study")
+    *_, store = run_steps(cfg, reporter, command)
+    return store
+
+
+def run_steps(cfg: RunConfig, reporter: Reporter, command: list[str],
+              start: StartHook | None = None, node: dict[str, Any] | None = None,
+              ) -> Iterator[RunStore]:
+    """``run``, yielding the store each time a measurement is stored and once when finished (a
+    fleet node sends its results on as they come)."""
+    setup = open_run(cfg, reporter, command, "sweep" if cfg.batch_sizes else "study", node=node)
     engines, model, dataset, cal, store = (setup.engines, setup.model, setup.dataset, setup.cal,
                                            setup.store)
     with store.recording():
@@ -473,7 +499,8 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                 reporter.note(f"skipped {task.id}: {m.reason}")
             else:
                 try:
-                    m = measure_task(task, engines[task.engine], model, cfg, store, reporter, cal)
+                    m = measure_task(task, engines[task.engine], model, cfg, store, reporter, cal,
+                                     start)
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # an engine's failure is a result: the run goes on
@@ -481,8 +508,9 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                     reporter.note(f"failed {task.id}: {m.reason}")
             store.add(m)
             reporter.done(m)
+            yield store
         if cfg.accuracy and dataset is not None:
             measure_accuracy(cfg, engines, model, dataset, cal, store, reporter)
     failed = any(m.status == "failed" for m in [*store.results.measurements, *store.results.accuracy])
     store.finish("failed" if failed else "complete")
-    return store
+    yield store

@@ -160,6 +160,8 @@ class TensorFlowEngine(Engine):
     extra = "tensorflow"
     formats = ("onnx", "tensorflow")
     _frozen_cache: ClassVar[dict[str, Any]] = {}
+    #: The BF16 function of each frozen graph (see ``_graph``).
+    _bf16_cache: ClassVar[dict[int, tuple[Any, Counter[str]]]] = {}
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -232,7 +234,12 @@ class TensorFlowEngine(Engine):
 
     def _graph(self, tf: Any, frozen: Any, bf16: bool, example: Any) -> tuple[Any, Counter[str]]:
         """A compiled function over the frozen graph, optimized (with BF16 auto mixed precision
-        when asked) at its first call, on the fed ``example``; the compute ops it really ran."""
+        when asked) at its first call, on the fed ``example``; the compute ops it really ran.
+
+        The BF16 function is made once per graph and kept: a second one over the same graph in
+        the same process is left all FP32 by grappler (seen with TensorFlow 2.21)."""
+        if bf16 and id(frozen) in self._bf16_cache:
+            return self._bf16_cache[id(frozen)]
         spec = tf.TensorSpec(frozen.input_shape, tf.float32)
         option = {"auto_mixed_precision_onednn_bfloat16": bf16}
         previous = tf.config.optimizer.get_experimental_options()
@@ -245,6 +252,8 @@ class TensorFlowEngine(Engine):
             tf.config.optimizer.set_experimental_options(
                 {"auto_mixed_precision_onednn_bfloat16":
                  previous.get("auto_mixed_precision_onednn_bfloat16", False)})
+        if bf16:
+            self._bf16_cache[id(frozen)] = (fn, ops)
         return fn, ops
 
     def _nhwc_samples(self, model: ModelSpec, calibration: Calibration) -> list[np.ndarray]:

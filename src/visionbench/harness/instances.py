@@ -206,9 +206,11 @@ def _await_ready(children: Sequence[_Child]) -> None:
 
 
 def run_instances(target: str, payloads: Sequence[Any], layout: Layout, nodes: list[list[int]],
-                  tick: Callable[[float], None] | None = None) -> list[Instance]:
+                  tick: Callable[[float], None] | None = None,
+                  before_release: Callable[[], None] | None = None) -> list[Instance]:
     """Run ``target`` once per instance of ``layout`` (``payloads[i]`` to instance i), released
-    together from a barrier. Any instance failing fails the whole run with its error."""
+    together from a barrier (once ``before_release`` returns, when given). Any instance failing
+    fails the whole run with its error."""
     children: list[_Child] = []
     with tempfile.TemporaryDirectory(prefix="visionbench-instances-") as t:
         tmp = Path(t)
@@ -219,6 +221,8 @@ def run_instances(target: str, payloads: Sequence[Any], layout: Layout, nodes: l
                     for i, cores in enumerate(layout.cores) if i]
             children.extend(rest)
             _await_ready(rest)
+            if before_release is not None:
+                before_release()
             for c in children:
                 os.write(c.go, b"go\n")
             t0 = time.monotonic()

@@ -1,0 +1,246 @@
+"""A fleet run on disk (fleet.json beside one ordinary run directory per node) and what it says:
+each node against the fleet median, outliers, and the cluster's aggregate throughput.
+
+Knows nothing of Ray: ``visionbench report`` and ``compare`` read fleet runs without it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import atomic_write_text
+from visionbench.results import RESULTS_JSON, Measurement, Results, load, now
+
+FLEET_JSON = "fleet.json"
+NODES_DIR = "nodes"
+FLEET_SCHEMA_VERSION = 1
+#: A node slower than the fleet median by more than this (percent) is an outlier.
+OUTLIER_PCT = 10.0
+NodeStatus = Literal["pending", "running", "complete", "failed", "timed-out", "interrupted"]
+
+
+class FleetNode(BaseModel):
+    """One Ray node of a fleet run and what became of its study."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="hostname, with the node id's start where hostnames repeat")
+    node_id: str
+    hostname: str
+    address: str
+    cpus: float = Field(description="CPUs Ray schedules on the node; the study's threads")
+    resources: dict[str, float] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict, description="as reported by the node")
+    status: NodeStatus = "pending"
+    reason: str | None = None
+    dir: str = Field(description="the node's run directory, relative to the fleet directory")
+    measurements: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float = 0.0
+
+
+class FleetResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = FLEET_SCHEMA_VERSION
+    tool: str = "visionbench"
+    kind: Literal["fleet"] = "fleet"
+    created_at: str
+    finished_at: str | None = None
+    status: Literal["running", "complete", "failed", "interrupted"] = "running"
+    command: list[str]
+    address: str = Field(description="the Ray cluster, as given to --address")
+    mode: Literal["sequential", "concurrent"]
+    node_timeout: float | None = None
+    outlier_pct: float = OUTLIER_PCT
+    driver: dict[str, Any] = Field(default_factory=dict, description="hostname and versions")
+    config: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[FleetNode] = Field(default_factory=list)
+
+
+class FleetStore:
+    """A fleet directory; every change rewrites fleet.json atomically."""
+
+    def __init__(self, directory: Path, fleet: FleetResults) -> None:
+        self.dir = directory
+        self.fleet = fleet
+        self.save()
+
+    def save(self) -> None:
+        try:
+            atomic_write_text(self.dir / FLEET_JSON, self.fleet.model_dump_json(indent=2))
+        except OSError as e:
+            raise VisionbenchError(f"cannot write {self.dir / FLEET_JSON}: {e.strerror}") from e
+
+    def node_dir(self, node: FleetNode) -> Path:
+        return self.dir / node.dir
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        try:
+            yield
+        except KeyboardInterrupt:
+            for n in self.fleet.nodes:
+                if n.status in ("pending", "running"):
+                    n.status, n.reason = "interrupted", "the fleet run was interrupted"
+            self.finish("interrupted")
+            raise
+        except BaseException:
+            self.finish("failed")
+            raise
+
+    def finish(self, status: Literal["complete", "failed", "interrupted"]) -> None:
+        self.fleet.status = status
+        self.fleet.finished_at = now()
+        self.save()
+
+
+def is_fleet(path: Path) -> bool:
+    return (path / FLEET_JSON).is_file()
+
+
+def load_fleet(directory: Path) -> FleetResults:
+    path = directory / FLEET_JSON
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+    if not isinstance(data, dict) or data.get("kind") != "fleet":
+        raise VisionbenchError(f"{path} is not a visionbench fleet file")
+    if data.get("schema_version") != FLEET_SCHEMA_VERSION:
+        raise VisionbenchError(f"{path} has fleet schema version {data.get('schema_version')!r}; "
+                               f"this visionbench reads version {FLEET_SCHEMA_VERSION}")
+    try:
+        return FleetResults.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise VisionbenchError(f"{path} is not a valid fleet file: "
+                               f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+
+
+def node_runs(directory: Path) -> list[Path]:
+    """The run directories of a fleet's nodes that hold results, in the fleet's node order."""
+    fleet = load_fleet(directory)
+    return [directory / n.dir for n in fleet.nodes if (directory / n.dir / RESULTS_JSON).exists()]
+
+
+Key = tuple[str, str, str]  # engine, precision, mode
+
+
+@dataclass
+class NodeCell:
+    """One node's measurement of one key, against the fleet median. ``ratio`` > 1 is faster:
+    images/s ÷ median for throughput, median p50 ÷ this p50 for latency."""
+
+    node: str
+    value: float | None
+    cv: float | None = None
+    ratio: float | None = None
+    outlier: bool = False
+    note: str = ""
+    per_repeat: list[float] = field(default_factory=list)
+
+    @property
+    def slower_pct(self) -> float | None:
+        return None if self.ratio is None else 100 * (1 - self.ratio)
+
+
+@dataclass
+class FleetRow:
+    key: Key
+    batch: int | None
+    median: float | None
+    cells: list[NodeCell]
+    #: Concurrent throughput: images/s of all nodes together (median over repeats of their sum).
+    aggregate: float | None = None
+    aggregate_nodes: int = 0
+
+
+@dataclass
+class FleetSummary:
+    dir: Path
+    fleet: FleetResults
+    runs: dict[str, Results]
+    rows: list[FleetRow]
+    outlier_pct: float
+
+    @property
+    def outliers(self) -> list[str]:
+        """Each outlier in words."""
+        out = []
+        for row in self.rows:
+            for c in row.cells:
+                if c.outlier:
+                    what = "images/s" if row.key[2] == "throughput" else "batch-1 p50"
+                    out.append(f"{c.node}: {row.key[0]} {row.key[1]} {row.key[2]} {c.slower_pct:.1f}% "
+                               f"slower than the fleet median ({what}; repeats vary "
+                               f"{100 * (c.cv or 0):.1f}%)")
+        return out
+
+
+def _value(m: Measurement) -> float | None:
+    if m.status != "ok":
+        return None
+    return m.throughput_ips if m.mode == "throughput" else (m.latency.p50_ms if m.latency else None)
+
+
+def _aggregate(cells: list[NodeCell]) -> float | None:
+    """Median over repeats of the nodes' summed images/s (they timed the same windows)."""
+    runs = [c.per_repeat for c in cells if c.per_repeat]
+    if not runs:
+        return None
+    repeats = min(len(r) for r in runs)
+    return statistics.median(sum(r[i] for r in runs) for i in range(repeats))
+
+
+def summarise(directory: Path, outlier_pct: float | None = None) -> FleetSummary:
+    """Every node's measurement of every key beside the fleet median; outliers flagged."""
+    fleet = load_fleet(directory)
+    pct = fleet.outlier_pct if outlier_pct is None else outlier_pct
+    if not 0 < pct < 100:
+        raise VisionbenchError(f"--outlier-pct must be between 0 and 100, got {pct:g}")
+    runs = {n.name: load(directory / n.dir) for n in fleet.nodes
+            if (directory / n.dir / RESULTS_JSON).exists()}
+    keys: list[Key] = []
+    for r in runs.values():
+        keys += [k for m in r.measurements if (k := (m.engine, m.precision, m.mode)) not in keys]
+    rows = []
+    for key in keys:
+        cells: list[NodeCell] = []
+        batch = None
+        for name, r in runs.items():
+            m = next((m for m in r.measurements if (m.engine, m.precision, m.mode) == key), None)
+            if m is None:
+                continue
+            batch = batch or m.batch_size
+            value = _value(m)
+            note = "" if value is not None else f"{m.status}: {m.reason}"
+            cells.append(NodeCell(name, value, m.cv, note=note,
+                                  per_repeat=list(m.throughput_per_repeat) if value else []))
+        values = [c.value for c in cells if c.value is not None]
+        median = statistics.median(values) if values else None
+        for c in cells:
+            if c.value is None or median is None:
+                continue
+            c.ratio = c.value / median if key[2] == "throughput" else median / c.value
+            if len(values) > 1 and c.slower_pct > pct:
+                c.outlier = True
+                if c.cv is not None and c.slower_pct <= 100 * c.cv:
+                    c.note = (f"beyond {pct:g}%, but within its repeats' spread "
+                              f"({100 * c.cv:.1f}%): measure again before acting")
+        row = FleetRow(key, batch, median, cells)
+        if fleet.mode == "concurrent" and key[2] == "throughput":
+            row.aggregate = _aggregate(cells)
+            row.aggregate_nodes = sum(1 for c in cells if c.per_repeat)
+        rows.append(row)
+    return FleetSummary(directory, fleet, runs, rows, pct)

@@ -1,0 +1,188 @@
+"""visionbench fleet on a real local Ray cluster: a head node with 2 CPUs and a worker node with
+1 CPU, both on loopback, dashboard and usage reporting off. Each node's study runs with all its
+CPUs as threads, so the 1-CPU node is the deterministic outlier of sequential runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, vb
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+STUDY = [*TINY, "--engine", "onnxruntime", "--precision", "fp32", "--batch-size", "16",
+         "--repeats", "3", "--warmup", "2"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    saved = dict(os.environ)
+    # Everything on 127.0.0.1: Ray otherwise resolves loopback to the machine's own address.
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    c.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={"slow": 1})
+    os.environ["RAY_ADDRESS"] = c.address  # what --address auto finds
+    try:
+        yield c
+    finally:
+        c.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _nodes(out: Path) -> dict[str, dict]:
+    fleet = json.loads((out / "fleet.json").read_text())
+    return {n["name"]: n for n in fleet["nodes"]}
+
+
+def _results(out: Path, node: dict) -> dict:
+    return json.loads((out / node["dir"] / "results.json").read_text())
+
+
+def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, tmp_path: Path):
+    out = tmp_path / "fleet"
+    proc = vb("fleet", "--address", "auto", *STUDY, "--mode", "throughput,latency",
+              "--duration", "1", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    fleet = json.loads((out / "fleet.json").read_text())
+    assert fleet["status"] == "complete" and fleet["mode"] == "sequential"
+    nodes = _nodes(out)
+    assert len(nodes) == 2 and all(n["status"] == "complete" for n in nodes.values())
+    by_cpus = {n["cpus"]: n for n in nodes.values()}
+    ids = {n.node_id for n in cluster.list_all_nodes()}
+    for n in nodes.values():
+        r = _results(out, n)
+        assert r["node"]["node_id"] == n["node_id"] in ids  # ran where it was pinned
+        assert r["config"]["threads"] == n["cpus"]  # all the node's CPUs
+        assert r["system"]["cpu_model"] and r["status"] == "complete"
+        assert n["versions"]["visionbench"] == fleet["driver"]["versions"]["visionbench"]
+        ms = {m["id"]: m for m in r["measurements"]}
+        assert set(ms) == {"onnxruntime-fp32-throughput", "onnxruntime-fp32-latency"}
+        assert all(m["status"] == "ok" and m["throughput_ips"] > 0 for m in ms.values())
+        assert all(m["released_at"] is None for m in ms.values())  # no barrier when sequential
+        assert (out / n["dir"] / "report.html").exists()
+    slow, fast = by_cpus[1.0]["name"], by_cpus[2.0]["name"]
+    tput = {n: _results(out, nodes[n])["measurements"][0]["throughput_ips"] for n in nodes}
+    assert tput[slow] < tput[fast]
+    md = (out / "fleet.md").read_text()
+    outliers = md.split("## Outliers")[1]
+    assert f"{slow}: onnxruntime fp32 throughput" in outliers
+    assert f"{fast}: onnxruntime fp32 throughput" not in outliers
+    median = (tput[slow] + tput[fast]) / 2
+    assert f"| onnxruntime | fp32 | fleet median | {median:.1f} |" in md
+    assert f"{tput[slow] / median:.2f}x" in md
+    for name in ("fleet.html", "fleet_throughput.png", "fleet_throughput.svg", "fleet_latency.png"):
+        assert (out / name).stat().st_size > 1000
+    assert "OUTLIER" in (out / "fleet.html").read_text()
+    assert f"outlier {slow}" in " ".join(proc.stdout.split())
+
+    # The report and compare read fleet runs: a threshold above the gap names no outlier.
+    again = vb("report", str(out), "--outlier-pct", "90")
+    assert again.returncode == 0, again.stderr
+    assert "None: every node within 90%" in (out / "fleet.md").read_text()
+    cmp = vb("compare", str(out), "--output", str(tmp_path / "cmp"))
+    assert cmp.returncode == 0, cmp.stderr
+    runs = json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"]
+    assert set(runs) == set(nodes)
+
+
+def test_concurrent_fleet_times_the_nodes_together(cluster, tmp_path: Path):
+    out = tmp_path / "fleet"
+    proc = vb("fleet", "--address", "auto", *STUDY, "--mode", "throughput", "--duration", "1",
+              "--concurrent", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    nodes = list(_nodes(out).values())
+    ms = [_results(out, n)["measurements"][0] for n in nodes]
+    released = [m["released_at"] for m in ms]
+    assert all(released) and max(released) - min(released) < 0.5  # behind one barrier
+    per_repeat = [m["throughput_per_repeat"] for m in ms]
+    sums = sorted(a + b for a, b in zip(*per_repeat, strict=True))
+    md = (out / "fleet.md").read_text()
+    assert f"| onnxruntime | fp32 | cluster aggregate | {sums[1]:.1f} |" in md
+    assert "sum of 2 nodes timed together" in md
+
+
+def test_a_killed_node_keeps_the_other_nodes_results(cluster, tmp_path: Path):
+    victim = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={"victim": 1})
+    head = cluster.head_node.node_id
+    out = tmp_path / "fleet"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "fleet", "--address", "auto", *STUDY,
+         "--precision", "fp32,int8", "--mode", "throughput,latency", "--duration", "1.5",
+         "--concurrent", "--nodes", f"{head},victim", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill it once it has sent a measurement
+            node = next((n for n in _nodes(out).values() if n["cpus"] == 1.0), None) \
+                if (out / "fleet.json").exists() else None
+            if node and node["measurements"] >= 1:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the victim node never sent a measurement")
+        cluster.remove_node(victim, allow_graceful=False)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    assert stderr.strip().splitlines()[-1].startswith("visionbench: error: some nodes failed")
+    assert "failed: the node died" in " ".join(stdout.split())
+    nodes = {n["cpus"]: n for n in _nodes(out).values()}
+    dead, alive = nodes[1.0], nodes[2.0]
+    assert dead["status"] == "failed" and "died" in dead["reason"]
+    assert len(_results(out, dead)["measurements"]) >= 1  # what it sent before dying is kept
+    kept = _results(out, alive)["measurements"]
+    assert alive["status"] == "complete", [(m["id"], m["status"], m["reason"]) for m in kept]
+    assert [m["status"] for m in kept] == ["ok"] * 4
+    assert "fleet median" in (out / "fleet.md").read_text()
+
+
+def test_a_node_with_another_visionbench_is_named(cluster, tmp_path: Path):
+    shim = tmp_path / "shim"  # another visionbench release installed on that node
+    (shim / "visionbench-9.9.9.dist-info").mkdir(parents=True)
+    (shim / "visionbench-9.9.9.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: visionbench\nVersion: 9.9.9\n")
+    other = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={"other": 1},
+                             env_vars={"PYTHONPATH": str(shim)})
+    try:
+        proc = vb("fleet", "--address", "auto", *STUDY, "--output", str(tmp_path / "f"))
+    finally:
+        cluster.remove_node(other)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "runs visionbench 9.9.9, the driver 0." in line and "install the same versions" in line
+    assert line.startswith("visionbench: error: node ") and other.node_id[:8] in line
+
+
+def test_a_node_past_its_timeout_is_stopped_and_reported(cluster, tmp_path: Path):
+    out = tmp_path / "fleet"
+    proc = vb("fleet", "--address", "auto", *STUDY, "--mode", "throughput", "--duration", "3",
+              "--nodes", "slow", "--node-timeout", "4", "--output", str(out))
+    assert proc.returncode == 2
+    [node] = _nodes(out).values()
+    assert node["cpus"] == 1.0  # selected by its resource
+    assert node["status"] == "timed-out" and "--node-timeout 4 s" in node["reason"]
+    assert 4 <= node["seconds"] < 10
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--nodes", "no-such-node"], "--nodes 'no-such-node' matches no alive node"),
+    (["--address", "127.0.0.1:9"], "no Ray cluster answers at 127.0.0.1:9"),
+    (["--outlier-pct", "0"], "--outlier-pct must be between 0 and 100"),
+    (["--node-timeout", "-1"], "--node-timeout must be positive"),
+])
+def test_bad_fleet_input_is_one_line(cluster, tmp_path: Path, args: list[str], message: str):
+    proc = vb("fleet", "--address", "auto", *STUDY, "--output", str(tmp_path / "f"), *args)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert message in line, line
