@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from visionbench.fleetsummary import summarise
+
 from conftest import TINY, vb
 
+# Everything on 127.0.0.1 (Ray otherwise resolves loopback to the machine's own address), read
+# by Ray when it is imported; no usage reporting.
+os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -25,8 +30,6 @@ STUDY = [*TINY, "--engine", "onnxruntime", "--precision", "fp32", "--batch-size"
 @pytest.fixture(scope="module")
 def cluster():
     saved = dict(os.environ)
-    # Everything on 127.0.0.1: Ray otherwise resolves loopback to the machine's own address.
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False})
     c.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={"slow": 1})
@@ -85,6 +88,12 @@ def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, t
     assert "OUTLIER" in (out / "fleet.html").read_text()
     assert f"outlier {slow}" in " ".join(proc.stdout.split())
 
+    summary = summarise(out)  # latency: slower means a p50 above the median
+    [row] = [r for r in summary.rows if r.key[2] == "latency"]
+    for c in row.cells:
+        assert c.slower_pct == pytest.approx(100 * (c.value / row.median - 1))
+        assert c.ratio == pytest.approx(row.median / c.value)
+
     # The report and compare read fleet runs: a threshold above the gap names no outlier.
     again = vb("report", str(out), "--outlier-pct", "90")
     assert again.returncode == 0, again.stderr
@@ -92,7 +101,33 @@ def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, t
     cmp = vb("compare", str(out), "--output", str(tmp_path / "cmp"))
     assert cmp.returncode == 0, cmp.stderr
     runs = json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"]
-    assert set(runs) == set(nodes)
+    assert set(runs) == {f"fleet/{n}" for n in nodes}
+
+    again = vb("fleet", "--address", "auto", *STUDY, "--output", str(out))
+    assert again.returncode == 2
+    assert again.stderr.strip().endswith("already holds a fleet run: give another --output")
+
+
+def test_the_barrier_releases_together_and_never_waits_for_a_node_gone(cluster):
+    from visionbench.fleet import Barrier
+
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        b = Barrier.remote(["a", "b", "c"])
+        a1 = b.wait.remote("m1/go", "a")
+        assert ray.wait([a1], timeout=0.5)[0] == []
+        b.passed.remote("m1/go", "b")  # b does not run m1
+        assert ray.wait([a1], timeout=0.5)[0] == []  # c has not arrived
+        c1 = b.wait.remote("m1/go", "c")
+        t_a, t_c = ray.get([a1, c1], timeout=10)
+        assert t_a == t_c  # released together, one release time
+        a2 = b.wait.remote("m2/go", "a")
+        assert ray.wait([a2], timeout=0.5)[0] == []
+        b.leave.remote("b")  # finished
+        b.leave.remote("c")  # died
+        assert ray.get(a2, timeout=10) >= t_a
+    finally:
+        ray.shutdown()
 
 
 def test_concurrent_fleet_times_the_nodes_together(cluster, tmp_path: Path):
@@ -103,7 +138,8 @@ def test_concurrent_fleet_times_the_nodes_together(cluster, tmp_path: Path):
     nodes = list(_nodes(out).values())
     ms = [_results(out, n)["measurements"][0] for n in nodes]
     released = [m["released_at"] for m in ms]
-    assert all(released) and max(released) - min(released) < 0.5  # behind one barrier
+    assert all(released) and len(set(released)) == 1  # one release, by the barrier's clock
+    assert all(m["timed_seconds"] >= 3 * 1.0 for m in ms)
     per_repeat = [m["throughput_per_repeat"] for m in ms]
     sums = sorted(a + b for a, b in zip(*per_repeat, strict=True))
     md = (out / "fleet.md").read_text()
@@ -141,6 +177,7 @@ def test_a_killed_node_keeps_the_other_nodes_results(cluster, tmp_path: Path):
     dead, alive = nodes[1.0], nodes[2.0]
     assert dead["status"] == "failed" and "died" in dead["reason"]
     assert len(_results(out, dead)["measurements"]) >= 1  # what it sent before dying is kept
+    assert _results(out, dead)["status"] == "failed"
     kept = _results(out, alive)["measurements"]
     assert alive["status"] == "complete", [(m["id"], m["status"], m["reason"]) for m in kept]
     assert [m["status"] for m in kept] == ["ok"] * 4
@@ -180,6 +217,7 @@ def test_a_node_past_its_timeout_is_stopped_and_reported(cluster, tmp_path: Path
     (["--address", "127.0.0.1:9"], "no Ray cluster answers at 127.0.0.1:9"),
     (["--outlier-pct", "0"], "--outlier-pct must be between 0 and 100"),
     (["--node-timeout", "-1"], "--node-timeout must be positive"),
+    (["--concurrent", "--iterations", "5"], "give --duration, not --iterations"),
 ])
 def test_bad_fleet_input_is_one_line(cluster, tmp_path: Path, args: list[str], message: str):
     proc = vb("fleet", "--address", "auto", *STUDY, "--output", str(tmp_path / "f"), *args)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,6 +17,7 @@ from visionbench import __version__
 from visionbench.config import MLPERF_SHORT_SECONDS, RunConfig, parse_list
 from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
 from visionbench.errors import VisionbenchError
+from visionbench.fleetsummary import FleetSummary
 from visionbench.harness.timing import MODES
 from visionbench.results import Results, RunStore
 from visionbench.sysinfo import available_cpus, cpu_features, system_info
@@ -281,7 +283,7 @@ def mlperf(scenario: str, target_qps: float | None, target_latency_ms: float | N
              lambda c, reporter, argv: run_mlperf(c, chosen, opts, reporter, argv))
 
 
-def _runtime_env(path: Path | None) -> dict | None:
+def _runtime_env(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     import json
@@ -350,18 +352,18 @@ def fleet(mode: str | None, address: str, nodes: str | None, sequential: bool,
         sys.exit(130)
     summary = summarise(store.dir)
     print_fleet(console, summary)
-    _report_fleet(store.dir, outlier_pct)
-    if store.fleet.status != "complete":
-        raise VisionbenchError("some nodes failed or timed out; the others' results are kept "
-                               f"in {store.dir} (see the table above)")
+    _report_fleet(summary)
+    bad = [f"{n.name} ({n.status})" for n in store.fleet.nodes if n.status != "complete"]
+    if bad:
+        raise VisionbenchError(f"some nodes failed: {', '.join(bad)}; every node's results are "
+                               f"kept in {store.dir}")
 
 
-def _report_fleet(directory: Path, outlier_pct: float | None) -> None:
+def _report_fleet(summary: FleetSummary) -> None:
     """Every node's own report, then the fleet's."""
-    from visionbench.fleetsummary import summarise
     from visionbench.report.fleet import write_fleet_report
 
-    summary = summarise(directory, outlier_pct)
+    directory = summary.dir
     for name, results in summary.runs.items():
         node = next(n for n in summary.fleet.nodes if n.name == name)
         _report(results, directory / node.dir)
@@ -416,8 +418,9 @@ def report(run_dir: Path, outlier_pct: float | None) -> None:
         from visionbench.fleetsummary import summarise
         from visionbench.report.fleet import print_fleet
 
-        print_fleet(console, summarise(run_dir, outlier_pct))
-        _report_fleet(run_dir, outlier_pct)
+        summary = summarise(run_dir, outlier_pct)
+        print_fleet(console, summary)
+        _report_fleet(summary)
     else:
         if outlier_pct is not None:
             raise VisionbenchError(f"--outlier-pct is for fleet runs; {run_dir} is a single run")

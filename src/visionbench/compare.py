@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from visionbench.errors import VisionbenchError
-from visionbench.fleetsummary import is_fleet, node_runs
+from visionbench.fleetsummary import NODES_DIR, is_fleet, node_runs
 from visionbench.results import Measurement, Results, load, load_raw
 
 ALPHA = 0.05
@@ -77,8 +77,15 @@ class Comparison:
         }
 
 
+def _label(path: Path) -> str:
+    """A run's directory name; a fleet node's run: fleet/node."""
+    p = path.resolve()
+    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == NODES_DIR and is_fleet(
+        p.parent.parent) else p.name
+
+
 def _labels(paths: list[Path]) -> list[str]:
-    names = [p.resolve().name for p in paths]
+    names = [_label(p) for p in paths]
     return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
 
 

@@ -31,19 +31,24 @@ from visionbench.config import RunConfig
 from visionbench.engines import all_engines
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fleetsummary import (
+    FLEET_JSON,
     NODES_DIR,
     OUTLIER_PCT,
     FleetNode,
     FleetResults,
     FleetStore,
+    NodeStatus,
 )
 from visionbench.fsutil import atomic_write_bytes
 from visionbench.results import RESULTS_JSON, Results, load, now
 from visionbench.runner import Reporter, Task, output_dir, run_steps
 from visionbench.sysinfo import available_cpus
 
-#: Seconds the version check may take on each node (it starts a worker and imports the engines).
-PREFLIGHT_TIMEOUT = 180.0
+#: Resources every Ray node has: not selectors.
+RAY_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+#: Seconds a node's task may wait to be scheduled and start (a --runtime-env is installed then).
+START_TIMEOUT = 300.0
+START_TIMEOUT_RUNTIME_ENV = 1800.0
 #: The resource Ray gives its head node.
 HEAD_RESOURCE = "node:__internal_head__"
 #: Seconds to wait for the cluster's head to accept a connection.
@@ -133,7 +138,8 @@ def _matches(node: ClusterNode, selector: str) -> bool:
         return node.labels.get(key.strip()) == value.strip()
     return (selector in (node.node_id, node.hostname, node.address)
             or (len(selector) >= 6 and node.node_id.startswith(selector))
-            or (selector not in ("CPU", "GPU", "memory") and node.resources.get(selector, 0) > 0))
+            or (selector not in RAY_RESOURCES and not selector.startswith("node:")
+                and node.resources.get(selector, 0) > 0))
 
 
 def select_nodes(nodes: list[ClusterNode], selectors: list[str] | None,
@@ -178,8 +184,8 @@ def versions(engines: list[str]) -> dict[str, Any]:
             found.update(cls().versions())
         else:
             missing.append(f"{name} (pip install 'visionbench[{cls.extra}]')")
-    return {"versions": found, "missing": missing, "hostname": socket.gethostname(),
-            "python": platform.python_version(), "cpus_available": available_cpus()}
+    return {"versions": found, "missing": missing, "python": platform.python_version(),
+            "cpus_available": available_cpus()}
 
 
 @ray.remote(max_retries=0, num_cpus=0)
@@ -201,7 +207,7 @@ def _pinned(node: ClusterNode) -> NodeAffinitySchedulingStrategy:
 
 
 def check_versions(nodes: list[ClusterNode], names: list[str], engines: list[str],
-                   timeout: float) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+                   timeout: float) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The driver's versions and each node's; one clear error naming the first node that lacks an
     engine or runs other versions than the driver."""
     mine = versions(engines)
@@ -215,7 +221,8 @@ def check_versions(nodes: list[ClusterNode], names: list[str], engines: list[str
             theirs = ray.get(ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             raise VisionbenchError(f"node {name} ({node.address}) did not answer the version check "
-                                   f"within {timeout:g} s") from None
+                                   f"within {timeout:g} s (busy, or still installing the "
+                                   "--runtime-env)") from None
         except ray.exceptions.RayError as e:
             raise VisionbenchError(f"node {name} ({node.address}) cannot run visionbench: "
                                    f"{_cause(e)}") from None
@@ -226,7 +233,7 @@ def check_versions(nodes: list[ClusterNode], names: list[str], engines: list[str
                 raise VisionbenchError(
                     f"node {name} ({node.address}) runs {pkg} {theirs['versions'].get(pkg, 'none')}, "
                     f"the driver {v}: install the same versions on every node (README: Fleet runs)")
-        found[name] = theirs["versions"]
+        found[name] = theirs
     return mine, found
 
 
@@ -252,16 +259,19 @@ class Barrier:
         self.left: set[str] = set()
         self.arrived: dict[str, set[str]] = {}
         self.events: dict[str, asyncio.Event] = {}
+        self.released: dict[str, float] = {}
 
     def _check(self, key: str) -> None:
-        if self.parties - self.left <= self.arrived.get(key, set()):
+        if key not in self.released and self.parties - self.left <= self.arrived.get(key, set()):
+            self.released[key] = time.time()
             self.events.setdefault(key, asyncio.Event()).set()
 
     async def wait(self, key: str, party: str) -> float:
+        """Wait until every node still running has reached ``key``; the release time."""
         self.arrived.setdefault(key, set()).add(party)
         self._check(key)
         await self.events.setdefault(key, asyncio.Event()).wait()
-        return time.time()
+        return self.released[key]
 
     async def passed(self, key: str, party: str) -> None:
         self.arrived.setdefault(key, set()).add(party)
@@ -273,16 +283,20 @@ class Barrier:
             self._check(key)
 
 
+PHASES = ("ready", "go")
+
+
 class _NodeReporter(Reporter):
-    """On a node: tells the barrier of every measurement the node did not time (skipped, or
-    failed before its windows), so the other nodes never wait for it."""
+    """On a node: tells the barrier of every phase of a measurement the node did not reach
+    (skipped, or failed before it), so the other nodes never wait for it."""
 
     def __init__(self, barrier: Any, name: str, waited: set[str]) -> None:
         self.barrier, self.name, self.waited = barrier, name, waited
 
     def done(self, m: Any) -> None:
-        if m.id not in self.waited:
-            ray.get(self.barrier.passed.remote(m.id, self.name))
+        for key in (f"{m.id}/{phase}" for phase in PHASES):
+            if key not in self.waited:
+                ray.get(self.barrier.passed.remote(key, self.name))
 
 
 def _changed(directory: Path, sent: dict[str, tuple[int, int]]) -> dict[str, bytes]:
@@ -309,11 +323,13 @@ def node_study(cfg: RunConfig, command: list[str], node: dict[str, Any],
     waited: set[str] = set()
     reporter = Reporter() if barrier is None else _NodeReporter(barrier, node["name"], waited)
 
-    def start(task: Task) -> None:
-        waited.add(task.id)
-        ray.get(barrier.wait.remote(task.id, node["name"]))
+    def start(task: Task, phase: str) -> float:
+        key = f"{task.id}/{phase}"
+        waited.add(key)
+        return ray.get(barrier.wait.remote(key, node["name"]))
 
     try:
+        yield {}  # started: the driver knows the task was scheduled
         for _ in run_steps(replace(cfg, output=directory), reporter, command,
                            None if barrier is None else start, node):
             yield _changed(directory, sent)
@@ -325,8 +341,11 @@ def node_study(cfg: RunConfig, command: list[str], node: dict[str, Any],
 class _Stream:
     node: FleetNode
     gen: Any
-    deadline: float | None
-    started: float
+    threads: int
+    submitted: float
+    start_by: float
+    deadline: float | None = None
+    started: bool = False
 
 
 def _write(store: FleetStore, node: FleetNode, files: dict[str, bytes], reporter: Reporter) -> None:
@@ -343,14 +362,19 @@ def _write(store: FleetStore, node: FleetNode, files: dict[str, bytes], reporter
         node.measurements = len(results.measurements)
 
 
-def _end(store: FleetStore, s: _Stream, status: str, reason: str | None, reporter: Reporter,
-         barrier: Any | None) -> None:
+def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
+         reporter: Reporter, barrier: Any | None) -> None:
     n = s.node
-    done = status == "complete" and (store.node_dir(n) / RESULTS_JSON).exists()
-    if done and load(store.node_dir(n)).status == "failed":
-        status, reason = "failed", "some measurements failed (see the node's results)"
-    n.status, n.reason = status, reason  # type: ignore[assignment]
-    n.finished_at, n.seconds = now(), round(time.monotonic() - s.started, 1)
+    path = store.node_dir(n) / RESULTS_JSON
+    if path.exists():
+        results = load(store.node_dir(n))
+        if status == "complete" and results.status == "failed":
+            status, reason = "failed", "some measurements failed (see the node's results)"
+        elif results.status == "running":  # the node stopped before finishing its run
+            results.status, results.finished_at = "failed", now()
+            atomic_write_bytes(path, results.model_dump_json(indent=2).encode())
+    n.status, n.reason = status, reason
+    n.finished_at, n.seconds = now(), round(time.monotonic() - s.submitted, 1)
     store.save()
     if barrier is not None:
         barrier.leave.remote(n.name)
@@ -369,6 +393,8 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
             for s in [s for s in live if s.gen in ready]:
                 try:
                     files = ray.get(next(s.gen))
+                    if not s.started:
+                        _started(store, s, reporter)
                 except StopIteration:
                     live.remove(s)
                     _end(store, s, "complete", None, reporter, barrier)
@@ -379,7 +405,14 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
                     continue
                 _write(store, s.node, files, reporter)
                 store.save()
-            for s in [s for s in live if s.deadline is not None and time.monotonic() > s.deadline]:
+            t = time.monotonic()
+            for s in [s for s in live if not s.started and t > s.start_by]:
+                live.remove(s)
+                ray.cancel(s.gen, force=True)
+                _end(store, s, "failed", f"not started within {s.start_by - s.submitted:g} s: Ray "
+                     f"could not give one task all {s.node.cpus:g} CPUs of the node (other work "
+                     "holds some?)", reporter, barrier)
+            for s in [s for s in live if s.deadline is not None and t > s.deadline]:
                 live.remove(s)
                 ray.cancel(s.gen, force=True)
                 _end(store, s, "timed-out", f"no result within --node-timeout "
@@ -390,33 +423,56 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
         raise
 
 
-def _launch(store: FleetStore, node: FleetNode, cfg: RunConfig, command: list[str],
-            barrier: Any | None, reporter: Reporter) -> _Stream:
+def _started(store: FleetStore, s: _Stream, reporter: Reporter) -> None:
+    s.started = True
+    s.node.status, s.node.started_at = "running", now()
+    if store.fleet.node_timeout is not None:
+        s.deadline = time.monotonic() + store.fleet.node_timeout
+    store.save()
+    reporter.note(f"node {s.node.name}: started on {s.node.address}, {s.threads} threads")
+
+
+def _launch(node: FleetNode, cfg: RunConfig, command: list[str], mode: str,
+            barrier: Any | None, start_timeout: float) -> _Stream:
     threads = cfg.threads if cfg.threads_explicit else max(1, int(node.cpus))
     info = {"name": node.name, "node_id": node.node_id, "hostname": node.hostname,
-            "address": node.address, "ray_cpus": node.cpus,
-            "fleet_mode": store.fleet.mode}
-    gen = node_study.options(
-        num_cpus=node.cpus, scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
-    ).remote(replace(cfg, threads=threads), command, info, barrier)
-    node.status, node.started_at = "running", now()
-    store.save()
-    reporter.note(f"node {node.name}: started on {node.address}, {threads} threads")
-    timeout = store.fleet.node_timeout
-    started = time.monotonic()
-    return _Stream(node, gen, None if timeout is None else started + timeout, started)
+            "address": node.address, "ray_cpus": node.cpus, "fleet_mode": mode}
+    gen = node_study.options(num_cpus=node.cpus, scheduling_strategy=_pinned(node)).remote(
+        replace(cfg, threads=threads), command, info, barrier)
+    submitted = time.monotonic()
+    return _Stream(node, gen, threads, submitted, submitted + start_timeout)
+
+
+def _absolute(cfg: RunConfig) -> RunConfig:
+    """Paths that exist here made absolute: a node's worker does not run in this directory."""
+    def fix(p: Path | None) -> Path | None:
+        return p.resolve() if p is not None and p.exists() else p
+
+    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    return replace(cfg, model=model, weights=fix(cfg.weights), data=fix(cfg.data),
+                   labels=fix(cfg.labels), calibration_data=fix(cfg.calibration_data))
 
 
 def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
               command: list[str]) -> FleetStore:
     """Connect, check the nodes, run the study on each, and keep every node's results."""
+    if opts.concurrent and cfg.iterations is not None:
+        raise VisionbenchError("--concurrent times every node over the same windows: give "
+                               "--duration, not --iterations")
+    if (cfg.output / FLEET_JSON).exists() or (cfg.output / NODES_DIR).exists():
+        raise VisionbenchError(f"{cfg.output} already holds a fleet run: give another --output")
+    cfg = _absolute(cfg)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     connect(opts.address, opts.runtime_env)
     try:
         nodes = select_nodes(cluster_nodes(), opts.nodes, reporter)
         names = node_names(nodes)
-        timeout = min(opts.node_timeout or PREFLIGHT_TIMEOUT, PREFLIGHT_TIMEOUT)
-        mine, found = check_versions(nodes, names, cfg.engines, timeout)
+        start_timeout = START_TIMEOUT_RUNTIME_ENV if opts.runtime_env else START_TIMEOUT
+        mine, found = check_versions(nodes, names, cfg.engines, start_timeout)
+        for n, name in zip(nodes, names, strict=True):
+            if found[name]["cpus_available"] < n.cpus:
+                reporter.note(f"note: Ray counts {n.cpus:g} CPUs on {name}, but a process there may "
+                              f"use {found[name]['cpus_available']}: threads will share cores")
         output_dir(cfg.output)
         config = cfg.as_dict()
         if not cfg.threads_explicit:
@@ -431,20 +487,25 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
             config=config,
             nodes=[FleetNode(name=name, node_id=n.node_id, hostname=n.hostname, address=n.address,
                              cpus=n.cpus, resources=n.resources, labels=n.labels,
-                             versions=found[name], dir=f"{NODES_DIR}/{name}")
+                             versions=found[name]["versions"], dir=f"{NODES_DIR}/{name}")
                    for n, name in zip(nodes, names, strict=True)],
         )
         store = FleetStore(cfg.output, fleet)
         reporter.note(f"{len(nodes)} nodes, {fleet.mode}: "
                       + ", ".join(f"{n.name} ({n.address}, {n.cpus:g} CPUs)" for n in fleet.nodes))
         with store.recording():
-            if opts.concurrent:
-                barrier = Barrier.options(scheduling_strategy=_head()).remote(names)
-                _drain(store, [_launch(store, n, cfg, command, barrier, reporter)
-                               for n in fleet.nodes], reporter, barrier)
-            else:
-                for n in fleet.nodes:
-                    _drain(store, [_launch(store, n, cfg, command, None, reporter)], reporter, None)
+            try:
+                if opts.concurrent:
+                    barrier = Barrier.options(scheduling_strategy=_head()).remote(names)
+                    _drain(store, [_launch(n, cfg, command, fleet.mode, barrier, start_timeout)
+                                   for n in fleet.nodes], reporter, barrier)
+                else:
+                    for n in fleet.nodes:
+                        _drain(store, [_launch(n, cfg, command, fleet.mode, None, start_timeout)],
+                               reporter, None)
+            except ray.exceptions.RayError as e:  # the cluster itself failed (head, GCS)
+                raise VisionbenchError(f"the Ray cluster failed: {_cause(e)}; the results so far "
+                                       f"are kept in {cfg.output}") from e
         store.finish("complete" if all(n.status == "complete" for n in fleet.nodes) else "failed")
         return store
     finally:

@@ -146,13 +146,11 @@ class NodeCell:
     value: float | None
     cv: float | None = None
     ratio: float | None = None
+    #: How much slower than the median, in percent: images/s below it, or p50 above it.
+    slower_pct: float | None = None
     outlier: bool = False
     note: str = ""
     per_repeat: list[float] = field(default_factory=list)
-
-    @property
-    def slower_pct(self) -> float | None:
-        return None if self.ratio is None else 100 * (1 - self.ratio)
 
 
 @dataclass
@@ -232,7 +230,10 @@ def summarise(directory: Path, outlier_pct: float | None = None) -> FleetSummary
         for c in cells:
             if c.value is None or median is None:
                 continue
-            c.ratio = c.value / median if key[2] == "throughput" else median / c.value
+            if key[2] == "throughput":
+                c.ratio, c.slower_pct = c.value / median, 100 * (1 - c.value / median)
+            else:
+                c.ratio, c.slower_pct = median / c.value, 100 * (c.value / median - 1)
             if len(values) > 1 and c.slower_pct > pct:
                 c.outlier = True
                 if c.cv is not None and c.slower_pct <= 100 * c.cv:

@@ -65,9 +65,11 @@ MAX_BATCH = 65536
 ACCURACY_BATCH = 32
 
 
-#: Called with a task after its warm-up, right before its timed windows start: a fleet's barrier,
-#: so that every node times the same wall-clock window.
-StartHook = Callable[["Task"], None]
+#: A fleet's barrier, called with a task and a phase: "ready" once its session and inputs are
+#: prepared (so every node warms up together), "go" after its warm-up, right before its timed
+#: windows (so every node times the same wall-clock window). Returns the release time (Unix
+#: seconds, by the barrier's clock), or None.
+StartHook = Callable[["Task", str], "float | None"]
 
 
 class Reporter:
@@ -201,12 +203,14 @@ class InstanceJob:
 def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig,
                       plan: TimingPlan, threads: int, cal: Calibration,
                       progress: Progress | None, start: Callable[[], None] | None = None,
-                      ) -> tuple[Timing, Execution]:
+                      ready: Callable[[], None] | None = None) -> tuple[Timing, Execution]:
     session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
                              allow_emulated=cfg.allow_emulated, parallelism=cfg.parallelism)
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]
+        if ready is not None:
+            ready()
         return measure(session.run, inputs, plan, progress, start), session.execution
     finally:
         session.close()
@@ -231,10 +235,13 @@ def measure_task(
     progress = reporter.start(task.id, plan)
     released: list[float] = []
 
-    def go() -> None:
-        if start is not None:
-            start(task)
-            released.append(time.time())
+    def phase(name: str) -> Callable[[], None]:
+        def call() -> None:
+            if start is not None:
+                at = start(task, name)
+                if name == "go":
+                    released.append(time.time() if at is None else at)
+        return call
 
     nodes = numa_cores()
     layout = layout_for(cfg, task.mode, nodes)
@@ -243,7 +250,7 @@ def measure_task(
     if layout is None:
         threads = cfg.threads
         timing, ex = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration,
-                                       progress, go)
+                                       progress, phase("go"), phase("ready"))
         timings = [timing]
         per_repeat = [w.throughput for w in timing.windows]
         rss = _peak_rss_mib()
@@ -256,8 +263,9 @@ def measure_task(
                 progress("timed", seconds % plan.duration)
 
         job = InstanceJob(task, cfg, model, plan, threads)
+        phase("ready")()
         done = run_instances("visionbench.runner:instance_main", [job] * layout.instances,
-                             layout, nodes, tick, go)
+                             layout, nodes, tick, phase("go"))
         timings = [d.value["timing"] for d in done]
         ex = done[0].value["execution"]
         per_repeat = combined_throughput(timings)
