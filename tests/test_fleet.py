@@ -81,7 +81,7 @@ def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, t
     assert f"{slow}: onnxruntime fp32 throughput" in outliers
     assert f"{fast}: onnxruntime fp32 throughput" not in outliers
     median = (tput[slow] + tput[fast]) / 2
-    assert f"| onnxruntime | fp32 | fleet median | {median:.1f} |" in md
+    assert f"| onnxruntime | fp32 @16 | fleet median | {median:.1f} |" in md
     assert f"{tput[slow] / median:.2f}x" in md
     for name in ("fleet.html", "fleet_throughput.png", "fleet_throughput.svg", "fleet_latency.png"):
         assert (out / name).stat().st_size > 1000
@@ -143,7 +143,7 @@ def test_concurrent_fleet_times_the_nodes_together(cluster, tmp_path: Path):
     per_repeat = [m["throughput_per_repeat"] for m in ms]
     sums = sorted(a + b for a, b in zip(*per_repeat, strict=True))
     md = (out / "fleet.md").read_text()
-    assert f"| onnxruntime | fp32 | cluster aggregate | {sums[1]:.1f} |" in md
+    assert f"| onnxruntime | fp32 @16 | cluster aggregate | {sums[1]:.1f} |" in md
     assert "sum of 2 nodes timed together" in md
 
 

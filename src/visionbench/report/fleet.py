@@ -42,7 +42,8 @@ def node_rows(summary: FleetSummary, mode: str) -> list[dict]:
     for row in summary.rows:
         if row.key[2] != mode:
             continue
-        engine, precision = row.key[0], row.key[1]
+        engine = row.key[0]
+        precision = f"{row.key[1]} @{row.batch}" if mode == "throughput" and row.batch else row.key[1]
         for c in row.cells:
             rows.append({"cells": [engine, precision, c.node, _value(c.value, mode),
                                    "—" if c.cv is None or c.value is None else f"{100 * c.cv:.1f}%",
