@@ -119,8 +119,11 @@ def _figure(summary: FleetSummary, mode: str) -> Figure:
         if row.median is not None:
             ax.hlines(row.median, j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1,
                       label="fleet median" if j == 0 else None)
+        if row.aggregate is not None:
+            ax.text(j, top * 1.2, f"cluster: {row.aggregate:.1f} images/s", ha="center",
+                    va="top", fontsize=7, fontweight="bold")
     ax.set_xticks(range(len(rows)), [f"{r.key[0]}\n{r.key[1].upper()}" for r in rows], fontsize=8)
-    ax.set_ylim(0, top * 1.25)
+    ax.set_ylim(0, top * 1.3)
     ax.set_ylabel("images / second (higher is better)" if mode == "throughput"
                   else "ms, p50 (lower is better)")
     model = next(iter(summary.runs.values())).model.name if summary.runs else ""
