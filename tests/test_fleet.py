@@ -53,18 +53,21 @@ def _results(out: Path, node: dict) -> dict:
 
 def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, tmp_path: Path):
     out = tmp_path / "fleet"
+    # Half the threads put the 1-CPU node's images/s 16-26% below the fleet median here; a 5%
+    # threshold keeps it an outlier on a busier machine.
     proc = vb("fleet", "--address", "auto", *STUDY, "--mode", "throughput,latency",
-              "--duration", "1", "--output", str(out))
+              "--duration", "1", "--outlier-pct", "5", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     fleet = json.loads((out / "fleet.json").read_text())
     assert fleet["status"] == "complete" and fleet["mode"] == "sequential"
+    assert fleet["outlier_pct"] == 5
     nodes = _nodes(out)
     assert len(nodes) == 2 and all(n["status"] == "complete" for n in nodes.values())
     by_cpus = {n["cpus"]: n for n in nodes.values()}
     ids = {n.node_id for n in cluster.list_all_nodes()}
     for n in nodes.values():
         r = _results(out, n)
-        assert r["node"]["node_id"] == n["node_id"] in ids  # ran where it was pinned
+        assert r["node"]["ran_on_node_id"] == n["node_id"] in ids  # ran where it was pinned
         assert r["config"]["threads"] == n["cpus"]  # all the node's CPUs
         assert r["system"]["cpu_model"] and r["status"] == "complete"
         assert n["versions"]["visionbench"] == fleet["driver"]["versions"]["visionbench"]

@@ -77,7 +77,8 @@ STUDY = [
                  help="Measure a precision this CPU lacks natively, where the engine can emulate it."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs."),
     click.option("--output", type=click.Path(path_type=Path),
-                 help="Run directory [default: results/<timestamp>-<hostname>]."),
+                 help="Run directory [default: results/<timestamp>-<hostname>; fleet: "
+                      "results/<timestamp>-fleet]."),
 ]
 
 

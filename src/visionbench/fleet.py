@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -328,6 +328,9 @@ def node_study(cfg: RunConfig, command: list[str], node: dict[str, Any],
         waited.add(key)
         return ray.get(barrier.wait.remote(key, node["name"]))
 
+    # Where the task really runs, as the node itself reports it (the driver asked for node_id).
+    node = {**node, "ran_on_node_id": ray.get_runtime_context().get_node_id(),
+            "ran_on_hostname": socket.gethostname()}
     try:
         yield {}  # started: the driver knows the task was scheduled
         for _ in run_steps(replace(cfg, output=directory), reporter, command,
@@ -344,11 +347,13 @@ class _Stream:
     threads: int
     submitted: float
     start_by: float
+    bar: Callable[[int, str], None]
     deadline: float | None = None
     started: bool = False
 
 
-def _write(store: FleetStore, node: FleetNode, files: dict[str, bytes], reporter: Reporter) -> None:
+def _write(store: FleetStore, s: _Stream, files: dict[str, bytes], reporter: Reporter) -> None:
+    node = s.node
     base = store.node_dir(node)
     for rel, data in files.items():
         atomic_write_bytes(base / rel, data)
@@ -360,6 +365,7 @@ def _write(store: FleetStore, node: FleetNode, files: dict[str, bytes], reporter
                       f"{m.status}: {m.reason}")
             reporter.note(f"node {node.name}: {m.id} {figure}")
         node.measurements = len(results.measurements)
+        s.bar(node.measurements, f"{node.measurements} measured")
 
 
 def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
@@ -375,6 +381,7 @@ def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
             atomic_write_bytes(path, results.model_dump_json(indent=2).encode())
     n.status, n.reason = status, reason
     n.finished_at, n.seconds = now(), round(time.monotonic() - s.submitted, 1)
+    s.bar(n.measurements, status)
     store.save()
     if barrier is not None:
         barrier.leave.remote(n.name)
@@ -403,7 +410,7 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
                     live.remove(s)
                     _end(store, s, "failed", _cause(e), reporter, barrier)
                     continue
-                _write(store, s.node, files, reporter)
+                _write(store, s, files, reporter)
                 store.save()
             t = time.monotonic()
             for s in [s for s in live if not s.started and t > s.start_by]:
@@ -425,6 +432,7 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
 
 def _started(store: FleetStore, s: _Stream, reporter: Reporter) -> None:
     s.started = True
+    s.bar(0, "running")
     s.node.status, s.node.started_at = "running", now()
     if store.fleet.node_timeout is not None:
         s.deadline = time.monotonic() + store.fleet.node_timeout
@@ -432,15 +440,22 @@ def _started(store: FleetStore, s: _Stream, reporter: Reporter) -> None:
     reporter.note(f"node {s.node.name}: started on {s.node.address}, {s.threads} threads")
 
 
+def _planned(cfg: RunConfig) -> int:
+    """Measurements each node records: every engine x precision x mode x batch size."""
+    return len(cfg.engines) * sum(len(cfg.batches(p, m)) for p in cfg.precisions for m in cfg.modes)
+
+
 def _launch(node: FleetNode, cfg: RunConfig, command: list[str], mode: str,
-            barrier: Any | None, start_timeout: float) -> _Stream:
+            barrier: Any | None, start_timeout: float, reporter: Reporter) -> _Stream:
     threads = cfg.threads if cfg.threads_explicit else max(1, int(node.cpus))
     info = {"name": node.name, "node_id": node.node_id, "hostname": node.hostname,
             "address": node.address, "ray_cpus": node.cpus, "fleet_mode": mode}
     gen = node_study.options(num_cpus=node.cpus, scheduling_strategy=_pinned(node)).remote(
         replace(cfg, threads=threads), command, info, barrier)
     submitted = time.monotonic()
-    return _Stream(node, gen, threads, submitted, submitted + start_timeout)
+    bar = reporter.steps(f"node {node.name}", _planned(cfg)) or (lambda done, state: None)
+    bar(0, "waiting for Ray to start it")
+    return _Stream(node, gen, threads, submitted, submitted + start_timeout, bar)
 
 
 def _absolute(cfg: RunConfig) -> RunConfig:
@@ -497,12 +512,12 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
             try:
                 if opts.concurrent:
                     barrier = Barrier.options(scheduling_strategy=_head()).remote(names)
-                    _drain(store, [_launch(n, cfg, command, fleet.mode, barrier, start_timeout)
-                                   for n in fleet.nodes], reporter, barrier)
+                    _drain(store, [_launch(n, cfg, command, fleet.mode, barrier, start_timeout,
+                                           reporter) for n in fleet.nodes], reporter, barrier)
                 else:
                     for n in fleet.nodes:
-                        _drain(store, [_launch(n, cfg, command, fleet.mode, None, start_timeout)],
-                               reporter, None)
+                        _drain(store, [_launch(n, cfg, command, fleet.mode, None, start_timeout,
+                                               reporter)], reporter, None)
             except ray.exceptions.RayError as e:  # the cluster itself failed (head, GCS)
                 raise VisionbenchError(f"the Ray cluster failed: {_cause(e)}; the results so far "
                                        f"are kept in {cfg.output}") from e

@@ -84,6 +84,11 @@ class Reporter:
     def note(self, text: str) -> None:
         pass
 
+    def steps(self, key: str, total: int) -> Callable[[int, str], None] | None:
+        """A bar counting ``total`` steps of something long (a fleet node's measurements): the
+        returned callable takes the steps done and a state."""
+        return None
+
 
 @dataclass(frozen=True)
 class Task:

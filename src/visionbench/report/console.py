@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -83,6 +85,14 @@ class ConsoleReporter(Reporter):
 
     def note(self, text: str) -> None:
         self.progress.console.print(f"[yellow]{text}[/]")
+
+    def steps(self, key: str, total: int) -> Callable[[int, str], None]:
+        task = self.progress.add_task(key, total=total, state="waiting")
+
+        def update(done: int, state: str) -> None:
+            self.progress.update(task, completed=done, state=state)
+
+        return update
 
 
 class Notes:
