@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -204,6 +205,33 @@ def test_a_node_with_another_visionbench_is_named(cluster, tmp_path: Path):
     assert line.startswith("visionbench: error: node ") and other.node_id[:8] in line
 
 
+def test_ctrl_c_keeps_what_the_nodes_sent(cluster, tmp_path: Path):
+    out = tmp_path / "fleet"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "fleet", "--address", "auto", *STUDY,
+         "--precision", "fp32,int8", "--duration", "2", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "fleet.json").exists()
+                   and any(n["measurements"] for n in _nodes(out).values())):
+            assert time.monotonic() < deadline, "no node sent a measurement"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "measurements so far are kept in" in stderr.strip().splitlines()[-1]
+    fleet = json.loads((out / "fleet.json").read_text())
+    assert fleet["status"] == "interrupted"
+    [node] = [n for n in fleet["nodes"] if n["measurements"]]
+    assert node["status"] == "interrupted"
+    assert _results(out, node)["status"] == "interrupted"
+    assert _results(out, node)["measurements"][0]["status"] == "ok"
+
+
 def test_a_node_past_its_timeout_is_stopped_and_reported(cluster, tmp_path: Path):
     out = tmp_path / "fleet"
     proc = vb("fleet", "--address", "auto", *STUDY, "--mode", "throughput", "--duration", "3",
@@ -221,6 +249,7 @@ def test_a_node_past_its_timeout_is_stopped_and_reported(cluster, tmp_path: Path
     (["--outlier-pct", "0"], "--outlier-pct must be between 0 and 100"),
     (["--node-timeout", "-1"], "--node-timeout must be positive"),
     (["--concurrent", "--iterations", "5"], "give --duration, not --iterations"),
+    (["--runtime-env", "/no/such/env.json"], "--runtime-env /no/such/env.json is not a readable"),
 ])
 def test_bad_fleet_input_is_one_line(cluster, tmp_path: Path, args: list[str], message: str):
     proc = vb("fleet", "--address", "auto", *STUDY, "--output", str(tmp_path / "f"), *args)

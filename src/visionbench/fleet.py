@@ -371,14 +371,10 @@ def _write(store: FleetStore, s: _Stream, files: dict[str, bytes], reporter: Rep
 def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
          reporter: Reporter, barrier: Any | None) -> None:
     n = s.node
-    path = store.node_dir(n) / RESULTS_JSON
-    if path.exists():
-        results = load(store.node_dir(n))
-        if status == "complete" and results.status == "failed":
-            status, reason = "failed", "some measurements failed (see the node's results)"
-        elif results.status == "running":  # the node stopped before finishing its run
-            results.status, results.finished_at = "failed", now()
-            atomic_write_bytes(path, results.model_dump_json(indent=2).encode())
+    done = status == "complete" and (store.node_dir(n) / RESULTS_JSON).exists()
+    if done and load(store.node_dir(n)).status == "failed":
+        status, reason = "failed", "some measurements failed (see the node's results)"
+    store.mark(n, "failed")
     n.status, n.reason = status, reason
     n.finished_at, n.seconds = now(), round(time.monotonic() - s.submitted, 1)
     s.bar(n.measurements, status)

@@ -93,11 +93,21 @@ class FleetStore:
             for n in self.fleet.nodes:
                 if n.status in ("pending", "running"):
                     n.status, n.reason = "interrupted", "the fleet run was interrupted"
+                    self.mark(n, "interrupted")
             self.finish("interrupted")
             raise
         except BaseException:
             self.finish("failed")
             raise
+
+    def mark(self, node: FleetNode, status: Literal["failed", "interrupted"]) -> None:
+        """A node's run that stopped before finishing says so in its own results.json."""
+        if (self.node_dir(node) / RESULTS_JSON).exists():
+            results = load(self.node_dir(node))
+            if results.status == "running":
+                results.status, results.finished_at = status, now()
+                atomic_write_text(self.node_dir(node) / RESULTS_JSON,
+                                  results.model_dump_json(indent=2))
 
     def finish(self, status: Literal["complete", "failed", "interrupted"]) -> None:
         self.fleet.status = status
