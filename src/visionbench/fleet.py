@@ -40,7 +40,7 @@ from visionbench.fleetsummary import (
     NodeStatus,
 )
 from visionbench.fsutil import atomic_write_bytes
-from visionbench.results import RESULTS_JSON, Results, load, now
+from visionbench.results import RESULTS_JSON, Results, now
 from visionbench.runner import Reporter, Task, output_dir, run_steps
 from visionbench.sysinfo import available_cpus
 
@@ -193,10 +193,10 @@ def _node_versions(engines: list[str]) -> dict[str, Any]:
     return versions(engines)
 
 
-def _head() -> NodeAffinitySchedulingStrategy:
+def _head(nodes: list[ClusterNode]) -> NodeAffinitySchedulingStrategy:
     """On the head node, whose death ends the cluster anyway (the barrier must outlive any other
     node; several nodes on one host make "the driver's node" ambiguous)."""
-    head = next((n for n in cluster_nodes() if HEAD_RESOURCE in n.resources), None)
+    head = next((n for n in nodes if HEAD_RESOURCE in n.resources), None)
     if head is None:
         return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     return NodeAffinitySchedulingStrategy(head.node_id, soft=False)
@@ -371,10 +371,8 @@ def _write(store: FleetStore, s: _Stream, files: dict[str, bytes], reporter: Rep
 def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
          reporter: Reporter, barrier: Any | None) -> None:
     n = s.node
-    done = status == "complete" and (store.node_dir(n) / RESULTS_JSON).exists()
-    if done and load(store.node_dir(n)).status == "failed":
+    if store.mark(n, "failed") == "failed" and status == "complete":
         status, reason = "failed", "some measurements failed (see the node's results)"
-    store.mark(n, "failed")
     n.status, n.reason = status, reason
     n.finished_at, n.seconds = now(), round(time.monotonic() - s.submitted, 1)
     s.bar(n.measurements, status)
@@ -476,7 +474,8 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     connect(opts.address, opts.runtime_env)
     try:
-        nodes = select_nodes(cluster_nodes(), opts.nodes, reporter)
+        alive = cluster_nodes()
+        nodes = select_nodes(alive, opts.nodes, reporter)
         names = node_names(nodes)
         start_timeout = START_TIMEOUT_RUNTIME_ENV if opts.runtime_env else START_TIMEOUT
         mine, found = check_versions(nodes, names, cfg.engines, start_timeout)
@@ -507,7 +506,7 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
         with store.recording():
             try:
                 if opts.concurrent:
-                    barrier = Barrier.options(scheduling_strategy=_head()).remote(names)
+                    barrier = Barrier.options(scheduling_strategy=_head(alive)).remote(names)
                     _drain(store, [_launch(n, cfg, command, fleet.mode, barrier, start_timeout,
                                            reporter) for n in fleet.nodes], reporter, barrier)
                 else:

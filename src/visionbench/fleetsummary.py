@@ -5,7 +5,6 @@ Knows nothing of Ray: ``visionbench report`` and ``compare`` read fleet runs wit
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
-from visionbench.results import RESULTS_JSON, Measurement, Results, load, now
+from visionbench.results import RESULTS_JSON, Measurement, Results, invalid, load, now, read_json
 
 FLEET_JSON = "fleet.json"
 NODES_DIR = "nodes"
@@ -100,14 +99,17 @@ class FleetStore:
             self.finish("failed")
             raise
 
-    def mark(self, node: FleetNode, status: Literal["failed", "interrupted"]) -> None:
-        """A node's run that stopped before finishing says so in its own results.json."""
-        if (self.node_dir(node) / RESULTS_JSON).exists():
-            results = load(self.node_dir(node))
-            if results.status == "running":
-                results.status, results.finished_at = status, now()
-                atomic_write_text(self.node_dir(node) / RESULTS_JSON,
-                                  results.model_dump_json(indent=2))
+    def mark(self, node: FleetNode, status: Literal["failed", "interrupted"]) -> str | None:
+        """A node's run that stopped before finishing says so in its own results.json; the
+        status the run had (None: the node sent no results)."""
+        if not (self.node_dir(node) / RESULTS_JSON).exists():
+            return None
+        results = load(self.node_dir(node))
+        before = results.status
+        if before == "running":
+            results.status, results.finished_at = status, now()
+            atomic_write_text(self.node_dir(node) / RESULTS_JSON, results.model_dump_json(indent=2))
+        return before
 
     def finish(self, status: Literal["complete", "failed", "interrupted"]) -> None:
         self.fleet.status = status
@@ -121,10 +123,7 @@ def is_fleet(path: Path) -> bool:
 
 def load_fleet(directory: Path) -> FleetResults:
     path = directory / FLEET_JSON
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("kind") != "fleet":
         raise VisionbenchError(f"{path} is not a visionbench fleet file")
     if data.get("schema_version") != FLEET_SCHEMA_VERSION:
@@ -133,9 +132,7 @@ def load_fleet(directory: Path) -> FleetResults:
     try:
         return FleetResults.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise VisionbenchError(f"{path} is not a valid fleet file: "
-                               f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        raise invalid(path, "fleet file", e) from e
 
 
 def node_runs(directory: Path) -> list[Path]:

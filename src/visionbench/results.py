@@ -300,16 +300,27 @@ class RunStore:
         self.save()
 
 
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+
+
+def invalid(path: Path, what: str, e: ValidationError) -> VisionbenchError:
+    """One line for the first error of a file that does not fit its schema."""
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    return VisionbenchError(f"{path} is not a valid {what}: {where}: {err['msg']}")
+
+
 def load(run_dir: Path) -> Results:
     """A run directory's results (or a results.json path), checked against this schema version."""
     path = run_dir / RESULTS_JSON if run_dir.is_dir() else run_dir
     if not path.exists():
         what = "is not a visionbench run directory" if run_dir.is_dir() else "does not exist"
         raise VisionbenchError(f"{run_dir} {what} (no {RESULTS_JSON})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("tool") != "visionbench":
         raise VisionbenchError(f"{path} is not a visionbench results file")
     version = data.get("schema_version")
@@ -321,11 +332,7 @@ def load(run_dir: Path) -> Results:
     try:
         return Results.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise VisionbenchError(
-            f"{path} is not a valid visionbench results file: {where}: {err['msg']}"
-        ) from e
+        raise invalid(path, "visionbench results file", e) from e
 
 
 def load_raw(run_dir: Path, m: Measurement) -> np.ndarray:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visionbench.fsutil import atomic_write_text
 from visionbench.results import Results
 
 
 def write_report(results: Results, directory: Path) -> list[Path]:
     """The study's two figures (PNG, SVG), summary.md and report.html in the run directory."""
-    from visionbench.report.figures import study_figures, write_figures
+    from visionbench.report.figures import study_figures, write_outputs
     from visionbench.report.html import report_html
     from visionbench.report.markdown import summary_markdown
 
     figures = study_figures(results)
-    written = write_figures(figures, directory)
-    for name, text in (("summary.md", summary_markdown(results)),
-                       ("report.html", report_html(results, figures))):
-        atomic_write_text(directory / name, text)
-        written.append(directory / name)
-    return written
+    return write_outputs(figures, {"summary.md": summary_markdown(results),
+                                   "report.html": report_html(results, figures)}, directory)

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visionbench.compare import ALPHA, Cell, Comparison, Key
-from visionbench.fsutil import atomic_write_text
-from visionbench.report.figures import HATCHES, SHADES, render, write_figures
+from visionbench.report.figures import HATCHES, SHADES, render, write_outputs
 from visionbench.report.html import TEMPLATES, data_uri
 
 MODES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
@@ -156,10 +155,6 @@ def compare_html(cmp: Comparison, figures: dict[str, dict[str, bytes]]) -> str:
 
 def write_comparison(cmp: Comparison, directory: Path) -> list[Path]:
     figures = compare_figures(cmp)
-    written = write_figures(figures, directory)
-    for name, text in (("compare.md", compare_markdown(cmp)),
-                       ("compare.html", compare_html(cmp, figures)),
-                       ("compare.json", json.dumps(cmp.as_dict(), indent=2))):
-        atomic_write_text(directory / name, text)
-        written.append(directory / name)
-    return written
+    return write_outputs(figures, {"compare.md": compare_markdown(cmp),
+                                   "compare.html": compare_html(cmp, figures),
+                                   "compare.json": json.dumps(cmp.as_dict(), indent=2)}, directory)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
 
-from visionbench.fsutil import atomic_write_bytes
+from visionbench.fsutil import atomic_write_bytes, atomic_write_text
 from visionbench.results import Measurement, Results
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -182,4 +182,14 @@ def write_figures(figures: dict[str, dict[str, bytes]], directory: Path) -> list
             path = directory / f"{name}.{ext}"
             atomic_write_bytes(path, data)
             written.append(path)
+    return written
+
+
+def write_outputs(figures: dict[str, dict[str, bytes]], pages: dict[str, str],
+                  directory: Path) -> list[Path]:
+    """The figures, then each page (file name: text), in ``directory``; the paths written."""
+    written = write_figures(figures, directory)
+    for name, text in pages.items():
+        atomic_write_text(directory / name, text)
+        written.append(directory / name)
     return written

@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visionbench.fleetsummary import FleetRow, FleetSummary, NodeCell
-from visionbench.fsutil import atomic_write_text
-from visionbench.report.figures import HATCHES, SHADES, render, write_figures
+from visionbench.report.figures import HATCHES, SHADES, render, write_outputs
 from visionbench.report.html import TEMPLATES, data_uri
 
 TITLES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
@@ -164,9 +163,5 @@ def fleet_html(summary: FleetSummary, figures: dict[str, dict[str, bytes]]) -> s
 
 def write_fleet_report(summary: FleetSummary, directory: Path) -> list[Path]:
     figures = fleet_figures(summary)
-    written = write_figures(figures, directory)
-    for name, text in (("fleet.md", fleet_markdown(summary)),
-                       ("fleet.html", fleet_html(summary, figures))):
-        atomic_write_text(directory / name, text)
-        written.append(directory / name)
-    return written
+    return write_outputs(figures, {"fleet.md": fleet_markdown(summary),
+                                   "fleet.html": fleet_html(summary, figures)}, directory)
