@@ -39,6 +39,7 @@ system:
 
 test: $(VENV)/.installed-test system
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from visionbench.data.synthetic import input_pool, synthetic_calibration
+from visionbench.data.calibration import synthetic_calibration
+from visionbench.data.synthetic import input_pool
 from visionbench.engines import get_engine
 from visionbench.harness.timing import TimingPlan, measure
 from visionbench.models import resolve

@@ -39,7 +39,7 @@ def benchmark_app(
 def model_file(precision: str) -> Path:
     """The file visionbench runs for ``precision``: the built model, or its cached NNCF IR."""
     from visionbench.config import CALIBRATION_SAMPLES
-    from visionbench.data.synthetic import synthetic_calibration
+    from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines.openvino import _quantize
     from visionbench.models import resolve
 

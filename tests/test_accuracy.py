@@ -149,8 +149,8 @@ def test_preprocessing_resizes_crops_and_normalises():
 
 @pytest.mark.skipif(not HAVE_EFFICIENTNET, reason="needs the [efficientnet] extra")
 def test_efficientnet_lite0_classifies_real_photos(photos):
+    from visionbench.data.calibration import Calibration
     from visionbench.engines import get_engine
-    from visionbench.engines.base import Calibration
     from visionbench.models import resolve
 
     spec = resolve("efficientnet-lite0")
@@ -239,7 +239,7 @@ def test_run_with_accuracy_calibrates_on_a_list_file(photos, tmp_path):
 
 
 def test_default_calibration_is_a_seeded_sample_kept_apart_from_the_evaluated_images(tmp_path):
-    from visionbench.accuracy import calibration
+    from visionbench.data.calibration import calibration
     from visionbench.models import resolve
 
     folder = tmp_path / "n01440764"

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionbench.compare import compare
 from visionbench.errors import VisionbenchError
-from visionbench.harness.stats import cv, latency_summary
 from visionbench.results import RunStore, load
+from visionbench.results.compare import compare
+from visionbench.stats import cv, latency_summary
 
 from conftest import vb
 
@@ -24,7 +24,7 @@ def variant(src: Path, dst: Path, throughput: list[float], latency_ms: tuple[flo
     shutil.copytree(src, dst)
     results = load(dst)
     if threads is not None:
-        results.config["threads"] = threads
+        results.config.threads = threads
     store = RunStore(dst, results)
     for m in results.measurements:
         if m.status != "ok":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionbench.data.synthetic import synthetic_calibration
+from visionbench.data.calibration import synthetic_calibration
 from visionbench.engines import get_engine
 from visionbench.models import resolve
 from visionbench.models.resnet50 import RESNET50_TINY, forward, seeded_weights

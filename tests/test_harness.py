@@ -7,8 +7,8 @@ import pytest
 
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError
-from visionbench.harness.stats import cv, latency_summary
 from visionbench.harness.timing import TimingPlan, measure
+from visionbench.stats import cv, latency_summary
 
 
 class Counter:

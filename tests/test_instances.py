@@ -119,7 +119,8 @@ def test_launcher_pins_and_reports_failures() -> None:
 @TWO_CORES
 def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
     from visionbench.config import RunConfig
-    from visionbench.runner import Reporter, run
+    from visionbench.scenarios.base import Reporter
+    from visionbench.scenarios.study import run
 
     cfg = RunConfig(engines=["onnxruntime"], precisions=["fp32"], modes=["throughput"],
                     model="resnet50-tiny", batch_size=4, iterations=30, repeats=2, warmup=2,
@@ -185,7 +186,7 @@ def test_killed_instance_fails_the_measurement(tmp_path: Path) -> None:
 def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     """OpenVINO streams split a batch and give the same logits; ORT inter-op threads run in
     parallel mode; both are recorded as read back from the engine."""
-    from visionbench.accuracy import synthetic_calibration
+    from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines import get_engine
     from visionbench.engines.base import Parallelism
 

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from visionbench.models import BUILTIN, build_builtin, resolve
+from visionbench.models import build_builtin, registry, resolve
 from visionbench.models.resnet50 import (
     RESNET50,
     RESNET50_TINY,
@@ -69,4 +69,4 @@ def test_full_resnet50_graph():
     assert spec.gflop_per_image == pytest.approx(8.18, rel=0.01)
     graph = onnx.load(str(spec.path), load_external_data=False).graph
     assert sum(n.op_type == "Conv" for n in graph.node) == 53
-    assert "resnet50" in BUILTIN
+    assert "resnet50" in registry.entries()

@@ -59,7 +59,7 @@ def test_report_html_is_self_contained_and_complete(quick_run):
     text = " ".join(" ".join(page.text).split())
     sections = {"result", "throughput", "latency", "notices", "method", "system", "software", "config"}
     assert sections <= page.ids
-    assert results.system["cpu_model"] in text and results.system["hostname"] in text
+    assert results.system.cpu_model in text and results.system.hostname in text
     for name, version in results.software.items():
         assert f"{name} {version}" in text or (name in text and version in text)
     for engine in ENGINE_NAMES:

@@ -53,7 +53,7 @@ def test_sweep_bad_input() -> None:
 
 
 def test_parse_budget() -> None:
-    from visionbench.tune import parse_budget
+    from visionbench.scenarios.tune import parse_budget
 
     assert parse_budget("5m") == 300 and parse_budget("90") == 90 and parse_budget("1h30m") == 5400
     assert parse_budget("2.5s") == 2.5
@@ -117,9 +117,9 @@ def test_tune_names_the_default_or_better_and_says_when_nothing_fits(tmp_path: P
 
 
 def test_compare_refuses_a_sweep(tmp_path: Path) -> None:
-    from visionbench.compare import load_runs
     from visionbench.errors import VisionbenchError
     from visionbench.results import RESULTS_JSON
+    from visionbench.results.compare import load_runs
 
     run = tmp_path / "s"
     run.mkdir()

@@ -13,7 +13,7 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # not importorskip: TensorFlow must first be
     pytest.skip("TensorFlow is not installed", allow_module_level=True)  # imported with oneDNN on
 
-from visionbench.data.synthetic import synthetic_calibration
+from visionbench.data.calibration import synthetic_calibration
 from visionbench.engines import get_engine
 from visionbench.engines.tensorflow import TensorFlowEngine, onednn_bf16, onednn_int8
 from visionbench.errors import VisionbenchError

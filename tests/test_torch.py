@@ -12,7 +12,7 @@ from conftest import ENGINE_NAMES
 
 torch = pytest.importorskip("torch")
 
-from visionbench.data.synthetic import synthetic_calibration  # noqa: E402
+from visionbench.data.calibration import synthetic_calibration  # noqa: E402
 from visionbench.engines import get_engine  # noqa: E402
 from visionbench.errors import VisionbenchError  # noqa: E402
 from visionbench.models import resolve  # noqa: E402

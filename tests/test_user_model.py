@@ -56,7 +56,7 @@ def test_mlperf_style_model_with_argmax_first_and_1001_classes(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from visionbench.data.synthetic import synthetic_calibration
+    from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines import get_engine
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((1001, 3)).astype(np.float32), "w")

@@ -1,8 +1,22 @@
-"""visionbench: image-classification inference benchmarks at FP32, BF16 and INT8."""
+"""visionbench: how fast a server classifies images, at FP32, BF16 and INT8, on several engines.
 
-from importlib.metadata import PackageNotFoundError, version
+The Python API (``visionbench.api``) is reachable from here: ``visionbench.run(...)``,
+``visionbench.load(path)``, ... It is imported on first use, so that importing a part of
+visionbench (the results store, say) never imports an engine or the report."""
 
-try:
-    __version__ = version("visionbench")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+src"
+from typing import Any
+
+from visionbench.version import __version__
+
+#: The API's functions, importable from the package itself.
+API = ("accuracy", "compare", "engines", "export", "fleet", "load", "mlperf", "models", "report",
+       "run", "study_config", "sweep", "system", "tune")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from visionbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'visionbench' has no attribute '{name}'")

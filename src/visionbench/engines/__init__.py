@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from dataclasses import dataclass, field
 
 from visionbench.engines.base import PRECISIONS, Engine, Precision, Session, Support
 from visionbench.errors import VisionbenchError
+from visionbench.sysinfo import cpu_features
 
-__all__ = ["PRECISIONS", "Engine", "Precision", "Session", "Support", "all_engines", "get_engine"]
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Precision", "Session", "Support", "all_engines",
+           "catalog", "get_engine"]
 DEFAULT_ENGINE = "openvino"
 
 
@@ -36,3 +39,35 @@ def get_engine(name: str) -> Engine:
             f"engine '{name}' is not installed: pip install 'visionbench[{cls.extra}]'"
         )
     return cls()
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """An engine as this machine has it: installed or not, its versions, and per precision
+    whether this CPU runs it natively."""
+
+    name: str
+    extra: str
+    installed: bool
+    #: What it runs of an ONNX model: the graph, or the model rebuilt in torch or keras.
+    definition: str
+    versions: dict[str, str] = field(default_factory=dict)
+    support: dict[str, Support] = field(default_factory=dict)
+
+    @property
+    def install(self) -> str:
+        return f"pip install 'visionbench[{self.extra}]'"
+
+
+def catalog() -> list[EngineInfo]:
+    """Every known engine, installed or not."""
+    cpu = cpu_features()
+    out = []
+    for name, cls in all_engines().items():
+        if not cls.installed():
+            out.append(EngineInfo(name, cls.extra, False, cls.definition))
+            continue
+        e = cls()
+        out.append(EngineInfo(name, cls.extra, True, cls.definition, e.versions(),
+                              {p: e.support(p, cpu) for p in PRECISIONS}))
+    return out

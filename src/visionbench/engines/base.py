@@ -8,12 +8,15 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from visionbench.data.calibration import Calibration
+from visionbench.models import definition_missing
+from visionbench.models.registry import Definition
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import BF16_FLAGS, VNNI_FLAGS, CpuFeatures
 
@@ -28,18 +31,6 @@ class Support:
 
     status: SupportStatus
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """INT8 calibration samples; ``key`` names them for caching quantized models."""
-
-    key: str
-    count: int
-    samples: Callable[[], Iterator[np.ndarray]]  # single-image batches
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self.samples())
 
 
 @dataclass(frozen=True)
@@ -101,12 +92,22 @@ class Engine(ABC):
     extra: ClassVar[str]
     #: Model formats it runs (``ModelSpec.format``).
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
-    #: Parallelism fields it takes (the runner refuses the others for it).
+    #: Parallelism fields it takes (the scenarios refuse the others for it).
     parallelism: ClassVar[tuple[str, ...]] = ()
+    #: What it runs of an ONNX model: the graph itself, or the model rebuilt in its framework.
+    definition: ClassVar[Definition] = "onnx"
 
     @classmethod
     def installed(cls) -> bool:
         return importlib.util.find_spec(cls.module) is not None
+
+    def cannot_run(self, model: ModelSpec) -> str | None:
+        """Why this engine cannot run ``model`` at all (its format, or no definition of it in the
+        engine's framework), or None."""
+        if model.format not in self.formats:
+            return (f"{self.name} runs {' and '.join(self.formats)} models; {model.path.name} is a "
+                    f"{model.format} model")
+        return definition_missing(model, self.definition) if model.format == "onnx" else None
 
     @abstractmethod
     def versions(self) -> dict[str, str]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
     NO_PARALLELISM,
-    Calibration,
     Engine,
     Execution,
     Parallelism,

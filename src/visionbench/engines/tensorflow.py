@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from visionbench.capture import capture_fd
+from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
     NO_PARALLELISM,
-    Calibration,
     Engine,
     Execution,
     Parallelism,
@@ -38,9 +39,9 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
 )
-from visionbench.engines.capture import capture_fd
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import atomic_write_bytes, cache_dir
+from visionbench.models import keras_model as definition
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
 
@@ -159,6 +160,7 @@ class TensorFlowEngine(Engine):
     module = "tensorflow"
     extra = "tensorflow"
     formats = ("onnx", "tensorflow")
+    definition = "keras"
     _frozen_cache: ClassVar[dict[str, Any]] = {}
     #: The BF16 function of each frozen graph (see ``_graph``).
     _bf16_cache: ClassVar[dict[int, tuple[Any, Counter[str]]]] = {}
@@ -209,22 +211,8 @@ class TensorFlowEngine(Engine):
             return load_frozen(model.path, model.input_name, model.output_name)
         if model.sha256 in self._frozen_cache:
             return self._frozen_cache[model.sha256]
-        from visionbench.models import efficientnet, onnx_weights
-        from visionbench.models.keras_resnet import make_keras
-        from visionbench.models.resnet50 import config_from_weights
-
         tf = import_tensorflow()
-        if model.source == "built-in" and model.name == efficientnet.NAME:
-            keras_model = efficientnet.keras_model()  # from the module the ONNX file came from
-        else:
-            arrays = onnx_weights(model)  # the very file the other engines run
-            cfg = config_from_weights(arrays, model.height) if model.layout == "NCHW" else None
-            if cfg is None:
-                raise VisionbenchError(
-                    "the tensorflow engine runs TensorFlow model files and ResNet-50 v1.5 weights in "
-                    f"ONNX; {model.path.name} is another ONNX model"
-                )
-            keras_model = make_keras(arrays, cfg)
+        keras_model = definition(model)
         frozen = freeze(tf, lambda x: keras_model(x, training=False),
                         (None, model.height, model.width, 3), "input", "logits")
         self._frozen_cache[model.sha256] = frozen

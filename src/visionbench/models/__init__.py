@@ -1,46 +1,35 @@
-"""Model registry: built-in models by name, or any image-classification ONNX file by path."""
+"""Models: the registry's built-in models by name (``registry``, ``zoo/``), or any image-classification
+ONNX file or TensorFlow model by path, or ResNet-50 weights (a torchvision checkpoint); and each
+model's definition in PyTorch or Keras for the engines that rebuild it in their own framework."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
-import onnx
-from onnx import numpy_helper
+from typing import Any
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, cache_dir
-from visionbench.models import efficientnet
+from visionbench.models import registry, resnet_weights
 from visionbench.models.onnx_graph import build_onnx
-from visionbench.models.resnet50 import RESNET50, RESNET50_TINY, ResNetConfig, macs, seeded_weights
+from visionbench.models.registry import Definition
+from visionbench.models.resnet50 import RESNET50, macs
+from visionbench.models.resnet_weights import onnx_weights
 from visionbench.models.spec import ModelSpec, read_onnx
 
-#: Built-in ResNets by name. ``resnet50-tiny`` is a reduced variant for tests and smoke runs.
-BUILTIN: dict[str, ResNetConfig] = {"resnet50": RESNET50, "resnet50-tiny": RESNET50_TINY}
-#: Every built-in model: the ResNets and EfficientNet-Lite0 with real ImageNet weights.
-BUILTIN_NAMES = (*BUILTIN, efficientnet.NAME)
+__all__ = ["DEFAULT_MODEL", "ModelSpec", "build_builtin", "definition_missing", "from_checkpoint",
+           "keras_model", "onnx_weights", "resolve", "torch_module"]
 DEFAULT_MODEL = "resnet50"
 DEFAULT_SEED = 0
-#: Bump when the builder's output changes, so stale cached files are not reused.
+#: Bump when the checkpoint exporter's output changes, so stale cached files are not reused.
 BUILDER_REVISION = 1
-
-
-def builtin_path(name: str, seed: int = DEFAULT_SEED) -> Path:
-    cfg = BUILTIN[name]
-    return cache_dir() / "models" / f"{name}-v1.5-{cfg.tag}-seed{seed}-r{BUILDER_REVISION}.onnx"
+#: What each definition is called in messages.
+FRAMEWORK = {"torch": "PyTorch", "keras": "Keras"}
 
 
 def build_builtin(name: str, seed: int = DEFAULT_SEED) -> Path:
-    """The built-in model's ONNX file, built once and cached."""
-    path = builtin_path(name, seed)
-    if not path.exists():
-        cfg = BUILTIN[name]
-        sd = seeded_weights(cfg, seed)
-        doc = f"visionbench {name}: ResNet-50 v1.5 topology {cfg.tag}, seeded weights (seed {seed})"
-        model = build_onnx(sd, cfg, doc)
-        atomic_write_bytes(path, model.SerializeToString())
-    return path
+    """A registered model's ONNX file, built once and cached."""
+    return registry.get(name).onnx_path(seed)
 
 
 def from_checkpoint(weights: Path) -> Path:
@@ -68,14 +57,15 @@ def resolve(
     model: str | None = None, seed: int = DEFAULT_SEED, weights: Path | None = None,
     input_name: str | None = None, output_name: str | None = None, threads: int | None = None,
 ) -> ModelSpec:
-    """A built-in name (built on first use), a path to the user's ONNX or TensorFlow model, or
+    """A registered name (built on first use), a path to the user's ONNX or TensorFlow model, or
     ResNet-50 weights: a torchvision checkpoint (run by every engine) or TensorFlow's own file.
     ``input_name``/``output_name`` pick tensors of a TensorFlow model; ``threads`` are the run's
     (TensorFlow fixes its thread pools when it first reads a model)."""
     from visionbench.models.tensorflow_files import is_tensorflow_path, read_tensorflow
 
+    entry = registry.find(model) if model is not None and weights is None else None
     tf_file = (weights is not None and is_tensorflow_path(weights)) or (
-        weights is None and model not in (None, *BUILTIN_NAMES) and is_tensorflow_path(Path(str(model))))
+        weights is None and entry is None and model is not None and is_tensorflow_path(Path(model)))
     if (input_name or output_name) and not tf_file:
         raise VisionbenchError("--input-name and --output-name pick tensors of a TensorFlow model file")
     if weights is not None:
@@ -86,15 +76,15 @@ def resolve(
                 weights, input_name, output_name, resnet50=True, source="weights", threads=threads))
         gflop = 2 * macs(RESNET50) / 1e9
         return read_onnx(from_checkpoint(weights), f"resnet50 ({weights.name})", "weights", gflop)
-    model = model or DEFAULT_MODEL
-    if model in BUILTIN:
-        gflop = 2 * macs(BUILTIN[model]) / 1e9
-        return read_onnx(build_builtin(model, seed), model, "built-in", gflop)
-    if model == efficientnet.NAME:
-        spec = read_onnx(efficientnet.build(), model, "built-in", efficientnet.GFLOP_PER_IMAGE)
-        return replace(spec, preprocessing="efficientnet-lite")
+    if model is None:
+        entry = registry.get(DEFAULT_MODEL)
+    if entry is not None:
+        card = entry.card
+        spec = read_onnx(entry.onnx_path(seed), card.name, "built-in", card.gflop_per_image)
+        return replace(spec, preprocessing=card.preprocessing, label_offset=card.label_offset)
     if tf_file:
-        return with_label_convention(read_tensorflow(Path(model), input_name, output_name, threads=threads))
+        return with_label_convention(read_tensorflow(Path(model), input_name, output_name,
+                                                     threads=threads))
     return with_label_convention(read_onnx(Path(model)))
 
 
@@ -106,7 +96,34 @@ def with_label_convention(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def onnx_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
-    """A model file's initializers by name (for built-in models, torchvision's keys)."""
-    graph = onnx.load(str(spec.path)).graph
-    return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+def _registered(spec: ModelSpec) -> registry.Entry | None:
+    return registry.find(spec.name) if spec.source == "built-in" else None
+
+
+def definition_missing(spec: ModelSpec, definition: Definition) -> str | None:
+    """Why ``spec`` cannot be rebuilt as ``definition`` (a registered model without one), or None.
+    A user's ONNX file is judged when it is rebuilt (its weights must fit ResNet-50 v1.5)."""
+    entry = _registered(spec)
+    if entry is None or entry.has(definition):
+        return None
+    return f"{spec.name} has no {FRAMEWORK[definition]} definition in visionbench (ONNX only)"
+
+
+def torch_module(spec: ModelSpec) -> tuple[Any, str]:
+    """The model as a torch module in eval mode, and what it is."""
+    entry = _registered(spec)
+    if entry is not None and entry.card.torch_module is not None:
+        return entry.card.torch_module(spec)
+    if why := definition_missing(spec, "torch"):
+        raise VisionbenchError(why)
+    return resnet_weights.torch_module(spec)
+
+
+def keras_model(spec: ModelSpec) -> Any:
+    """The model as a Keras model taking NHWC input."""
+    entry = _registered(spec)
+    if entry is not None and entry.card.keras_model is not None:
+        return entry.card.keras_model(spec)
+    if why := definition_missing(spec, "keras"):
+        raise VisionbenchError(why)
+    return resnet_weights.keras_model(spec)

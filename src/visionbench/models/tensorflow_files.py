@@ -32,7 +32,7 @@ def is_tensorflow_path(path: Path) -> bool:
 def import_tensorflow() -> Any:
     """TensorFlow with oneDNN on (the reference setting; TensorFlow leaves it off by default on
     some CPUs) and its start-up chatter (CUDA probing, absl notices) kept off the terminal."""
-    from visionbench.engines.capture import capture_fd
+    from visionbench.capture import capture_fd
 
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

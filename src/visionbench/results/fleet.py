@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
-from visionbench.results import RESULTS_JSON, Measurement, Results, invalid, load, now, read_json
+from visionbench.results import (
+    RESULTS_JSON,
+    CellKey,
+    Measurement,
+    Results,
+    invalid,
+    load,
+    now,
+    read_json,
+)
 
 FLEET_JSON = "fleet.json"
 NODES_DIR = "nodes"
@@ -141,7 +150,7 @@ def node_runs(directory: Path) -> list[Path]:
     return [directory / n.dir for n in fleet.nodes if (directory / n.dir / RESULTS_JSON).exists()]
 
 
-Key = tuple[str, str, str]  # engine, precision, mode
+Key = CellKey
 
 
 @dataclass
@@ -186,8 +195,8 @@ class FleetSummary:
         for row in self.rows:
             for c in row.cells:
                 if c.outlier:
-                    what = "images/s" if row.key[2] == "throughput" else "batch-1 p50"
-                    out.append(f"{c.node}: {row.key[0]} {row.key[1]} {row.key[2]} {c.slower_pct:.1f}% "
+                    what = "images/s" if row.key.mode == "throughput" else "batch-1 p50"
+                    out.append(f"{c.node}: {row.key.series()} {row.key.precision} {row.key.mode} {c.slower_pct:.1f}% "
                                f"slower than the fleet median ({what}; repeats vary "
                                f"{100 * (c.cv or 0):.1f}%)")
         return out
@@ -218,13 +227,13 @@ def summarise(directory: Path, outlier_pct: float | None = None) -> FleetSummary
             if (directory / n.dir / RESULTS_JSON).exists()}
     keys: list[Key] = []
     for r in runs.values():
-        keys += [k for m in r.measurements if (k := (m.engine, m.precision, m.mode)) not in keys]
+        keys += [k for m in r.measurements if (k := r.key(m)) not in keys]
     rows = []
     for key in keys:
         cells: list[NodeCell] = []
         batch = None
         for name, r in runs.items():
-            m = next((m for m in r.measurements if (m.engine, m.precision, m.mode) == key), None)
+            m = next((m for m in r.measurements if r.key(m) == key), None)
             if m is None:
                 continue
             batch = batch or m.batch_size
@@ -237,7 +246,7 @@ def summarise(directory: Path, outlier_pct: float | None = None) -> FleetSummary
         for c in cells:
             if c.value is None or median is None:
                 continue
-            if key[2] == "throughput":
+            if key.mode == "throughput":
                 c.ratio, c.slower_pct = c.value / median, 100 * (1 - c.value / median)
             else:
                 c.ratio, c.slower_pct = median / c.value, 100 * (c.value / median - 1)
@@ -247,7 +256,7 @@ def summarise(directory: Path, outlier_pct: float | None = None) -> FleetSummary
                     c.note = (f"beyond {pct:g}%, but within its repeats' spread "
                               f"({100 * c.cv:.1f}%): measure again before acting")
         row = FleetRow(key, batch, median, cells)
-        if fleet.mode == "concurrent" and key[2] == "throughput":
+        if fleet.mode == "concurrent" and key.mode == "throughput":
             row.aggregate = _aggregate(cells)
             row.aggregate_nodes = sum(1 for c in cells if c.per_repeat)
         rows.append(row)

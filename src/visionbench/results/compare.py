@@ -16,13 +16,13 @@ import numpy as np
 from scipy import stats
 
 from visionbench.errors import VisionbenchError
-from visionbench.fleetsummary import NODES_DIR, is_fleet, node_runs
-from visionbench.results import Measurement, Results, load, load_raw
+from visionbench.results.fleet import NODES_DIR, is_fleet, node_runs
+from visionbench.results import CellKey, Measurement, Results, load, load_raw
 
 ALPHA = 0.05
 #: Latency samples kept per side for the bootstrap of the ratio's confidence interval.
 MAX_BOOTSTRAP_SAMPLES = 2000
-Key = tuple[str, str, str]  # engine, precision, mode
+Key = CellKey
 Verdict = Literal["faster", "slower", "within noise", "cannot tell"]
 
 
@@ -33,7 +33,7 @@ class Run:
     results: Results
 
     def cells(self) -> dict[Key, Measurement]:
-        return {(m.engine, m.precision, m.mode): m for m in self.results.measurements}
+        return {self.results.key(m): m for m in self.results.measurements}
 
 
 @dataclass
@@ -68,8 +68,9 @@ class Comparison:
             "runs": {r.label: str(r.path) for r in self.runs},
             "differences": self.differences,
             "cells": [
-                {"engine": c.key[0], "precision": c.key[1], "mode": c.key[2], "run": c.run,
-                 "value": c.value, "unit": "images/s" if c.key[2] == "throughput" else "ms (p50)",
+                {"engine": c.key.engine, "precision": c.key.precision, "mode": c.key.mode,
+                 "model": c.key.model, "method": c.key.method, "run": c.run,
+                 "value": c.value, "unit": "images/s" if c.key.mode == "throughput" else "ms (p50)",
                  "p99_ms": c.p99_ms, "speedup": c.speedup, "ci95": c.ci, "p_value": c.p_value,
                  "test": c.test, "verdict": c.verdict, "why": c.why, "differences": c.differences}
                 for c in self.cells.values()
@@ -100,19 +101,19 @@ def load_runs(paths: list[Path]) -> list[Run]:
 
 
 def _flat(results: Results) -> dict[str, str]:
-    s = results.system
+    s, c = results.system, results.config
     out = {
         "model": f"{results.model.name} ({results.model.sha256[:12]})",
-        "cpu": s.get("cpu_model", "?"),
-        "cores": f"{s.get('physical_cores')} cores / {s.get('cpus_available')} used",
-        "isa": " ".join(s.get("isa_flags", [])),
-        "memory_gib": str(s.get("memory_total_gib")),
-        "os": str(s.get("os")),
-        "host": str(s.get("hostname")),
+        "cpu": s.cpu_model,
+        "cores": f"{s.physical_cores} cores / {s.cpus_available} used",
+        "isa": " ".join(s.isa_flags),
+        "memory_gib": str(s.memory_total_gib),
+        "os": s.os,
+        "host": s.hostname,
     }
     for k in ("threads", "batch_size", "duration", "iterations", "repeats", "warmup", "quick",
               "calibration_samples", "seed", "weights", "allow_emulated"):
-        out[f"--{k.replace('_', '-')}"] = str(results.config.get(k))
+        out[f"--{k.replace('_', '-')}"] = str(getattr(c, k))
     out.update({f"version {k}": v for k, v in results.software.items()})
     return out
 
@@ -153,7 +154,7 @@ def _noise(a: Measurement, b: Measurement) -> float:
 
 
 def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measurement) -> Cell:
-    mode = key[2]
+    mode = key.mode
     # Threads come from the run's settings (listed per run); the batch may differ per cell.
     diffs = [f"batch {base.batch_size} → {m.batch_size}"] if base.batch_size != m.batch_size else []
     if m.status != "ok":
@@ -231,7 +232,7 @@ def compare(paths: list[Path], baseline: Path | None = None) -> Comparison:
         if not shared:
             raise VisionbenchError(
                 f"{run.path} and the baseline {base_run.path} have no measurement in common "
-                "(same engine, precision and mode, both measured)"
+                "(same model, engine, precision, mode and method, both measured)"
             )
         keys += [k for k in run.cells() if k not in keys]
     cells: dict[tuple[Key, str], Cell] = {}
@@ -242,7 +243,7 @@ def compare(paths: list[Path], baseline: Path | None = None) -> Comparison:
                 cells[key, run.label] = compare_cell(key, base_run, base_cells[key], run, mine[key])
             elif key in mine:
                 m = mine[key]
-                value = (m.throughput_ips if key[2] == "throughput" else
+                value = (m.throughput_ips if key.mode == "throughput" else
                          (m.latency.p50_ms if m.latency else None))
                 cells[key, run.label] = Cell(key, run.label, value, why="not in the baseline")
     differences = {r.label: setting_differences(base_run.results, r.results) for r in runs[1:]}

@@ -1,34 +1,37 @@
-"""The results store: one directory per run with results.json (versioned schema), results.csv and
-raw latencies, each rewritten atomically the moment a measurement completes."""
+"""The results schema (version 1; changes are additive, and every file written before still
+loads): a run's system, software, configuration, model and its measurements."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from visionbench import __version__
-from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_text
-from visionbench.harness.stats import LatencySummary
+from visionbench.stats import LatencySummary
 
 SCHEMA_VERSION = 1
-RESULTS_JSON = "results.json"
-RESULTS_CSV = "results.csv"
-RAW_DIR = "raw"
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class CellKey(NamedTuple):
+    """What a measurement measures, the same across runs: compare, fleet summaries, tables and
+    figures match measurements by it, so two models or two methods never share a cell."""
+
+    engine: str
+    precision: str
+    mode: str
+    model: str = ""
+    method: str = "reference"
+
+    def series(self, with_model: bool = False) -> str:
+        """The engine, with the model (where several are shown) and any method but the reference."""
+        return (f"{self.model} " if with_model else "") + self.engine + (
+            "" if self.method == "reference" else f" ({self.method})")
 
 
 class InstanceResult(BaseModel):
@@ -51,6 +54,10 @@ class Measurement(BaseModel):
     engine: str
     precision: Literal["fp32", "bf16", "int8"]
     mode: Literal["throughput", "latency"]
+    model: str | None = Field(None, description="the model measured (None in files written before "
+                              "0.2: the run's model)")
+    method: str = Field("reference", description="how it was measured: reference = the study's "
+                        "method (one process, one synchronous request, the reference batch)")
     batch_size: int
     threads: int
     status: Literal["ok", "skipped", "unsupported", "failed"] = Field(
@@ -175,6 +182,75 @@ class MlperfResult(BaseModel):
     log_dir: str | None = Field(None, description="LoadGen's logs, relative to the run directory")
 
 
+class SystemFacts(BaseModel):
+    """The machine a run measured on (``sysinfo.system_info``). Every field has a default, as any
+    object was accepted here before it was typed; facts added later are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hostname: str = "unknown"
+    cpu_model: str = "unknown"
+    cpu_vendor: str | None = None
+    cpu_family_model_stepping: str | None = None
+    sockets: int | None = None
+    physical_cores: int | None = None
+    logical_cpus: int | None = None
+    cpus_available: int | None = None
+    numa_nodes: int | None = None
+    isa_flags: list[str] = Field(default_factory=list)
+    bf16_native: bool | None = None
+    int8_vnni: bool | None = None
+    hypervisor: bool | None = None
+    memory_total_gib: float | None = None
+    os: str | None = None
+    kernel: str | None = None
+    python: str | None = None
+
+
+class RunSettings(BaseModel):
+    """What a run was asked to do, as ``config.RunConfig`` held it (paths as text), with the INT8
+    calibration samples resolved and the reference batch sizes. Every field has a default, as
+    any object was accepted here before it was typed; settings added later are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    engines: list[str] = Field(default_factory=list)
+    precisions: list[str] = Field(default_factory=list)
+    modes: list[str] = Field(default_factory=list)
+    precisions_explicit: bool = False
+    engines_explicit: bool = True
+    model: str = "resnet50"
+    weights: str | None = None
+    input_name: str | None = None
+    output_name: str | None = None
+    batch_size: int | None = None
+    batch_sizes: list[int] | None = None
+    threads: int | None = None
+    threads_explicit: bool = False
+    instances: int | None = None
+    cores_per_instance: int | None = None
+    layout: str | None = None
+    streams: int | None = None
+    hint: str | None = None
+    inter_op_threads: int | None = None
+    duration: float | None = None
+    iterations: int | None = None
+    repeats: int | None = None
+    warmup: int | None = None
+    calibration_samples: int | None = None
+    allow_emulated: bool = False
+    accuracy: bool = False
+    data: str | None = None
+    labels: str | None = None
+    limit: int | None = None
+    calibration_data: str | None = None
+    preprocess: str | None = None
+    quick: bool = False
+    seed: int = 0
+    output: str | None = None
+    reference_batch: dict[str, int] = Field(default_factory=dict)
+
+
 class ModelInfo(BaseModel):
     name: str
     path: str
@@ -201,9 +277,9 @@ class Results(BaseModel):
     finished_at: str | None = None
     status: Literal["running", "complete", "interrupted", "failed"] = "running"
     command: list[str]
-    system: dict[str, Any]
+    system: SystemFacts
     software: dict[str, str]
-    config: dict[str, Any]
+    config: RunSettings
     model: ModelInfo
     engines_not_installed: dict[str, str] = Field(
         default_factory=dict, description="engines visionbench knows but this machine lacks: install hint"
@@ -218,133 +294,19 @@ class Results(BaseModel):
     accuracy: list[Accuracy] = Field(default_factory=list)
     tune: list[TuneOutcome] = Field(default_factory=list)
     mlperf: list[MlperfResult] = Field(default_factory=list)
+    def key(self, m: Measurement) -> CellKey:
+        return CellKey(m.engine, m.precision, m.mode, m.model or self.model.name, m.method)
 
+    #: The run directory these results were stored in or loaded from (not part of the file).
+    _directory: Path | None = PrivateAttr(default=None)
 
-CSV_FIELDS = [
-    "engine", "precision", "mode", "batch_size", "threads", "status", "executed_precision",
-    "emulated", "quantized_ops", "instances", "cores_per_instance", "throughput_ips", "cv", "repeats",
-    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms",
-    "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count", "peak_rss_mib", "reason",
-]
+    @property
+    def directory(self) -> Path | None:
+        return self._directory
 
-
-def _csv(results: Results) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_FIELDS)
-    w.writeheader()
-    for m in results.measurements:
-        row = {k: getattr(m, k) for k in CSV_FIELDS if hasattr(m, k)}
-        if m.latency is not None:
-            for k, v in asdict(m.latency).items():
-                row[f"latency_{k}"] = v
-        w.writerow(row)
-    return buf.getvalue()
-
-
-class RunStore:
-    """A run directory; ``save`` rewrites results.json and results.csv atomically."""
-
-    def __init__(self, directory: Path, results: Results) -> None:
-        self.dir = directory
-        self.results = results
-        try:
-            (directory / RAW_DIR).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise VisionbenchError(f"cannot create output directory {directory}: {e.strerror}") from e
-        self.save()
-
-    def save(self) -> None:
-        try:
-            atomic_write_text(self.dir / RESULTS_JSON, self.results.model_dump_json(indent=2))
-            atomic_write_text(self.dir / RESULTS_CSV, _csv(self.results))
-        except OSError as e:
-            raise VisionbenchError(f"cannot write results in {self.dir}: {e.strerror}") from e
-
-    def write_raw(self, measurement_id: str, windows: list[list[int]]) -> str:
-        rel = f"{RAW_DIR}/{measurement_id}.json"
-        atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
-        return rel
-
-    def add(self, m: Measurement) -> None:
-        self.results.measurements.append(m)
-        self.save()
-
-    def add_mlperf(self, r: MlperfResult) -> None:
-        self.results.mlperf.append(r)
-        self.save()
-
-    def add_tune(self, t: TuneOutcome) -> None:
-        self.results.tune.append(t)
-        self.save()
-
-    def add_accuracy(self, a: Accuracy) -> None:
-        self.results.accuracy.append(a)
-        self.save()
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """Measuring: an exception (Ctrl-C included) marks the run interrupted or failed, and
-        everything already measured stays on disk."""
-        try:
-            yield
-        except KeyboardInterrupt:
-            self.finish("interrupted")
-            raise
-        except BaseException:
-            self.finish("failed")
-            raise
-
-    def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
-        self.results.status = status
-        self.results.finished_at = now()
-        self.save()
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
-
-
-def invalid(path: Path, what: str, e: ValidationError) -> VisionbenchError:
-    """One line for the first error of a file that does not fit its schema."""
-    err = e.errors()[0]
-    where = ".".join(str(x) for x in err["loc"])
-    return VisionbenchError(f"{path} is not a valid {what}: {where}: {err['msg']}")
-
-
-def load(run_dir: Path) -> Results:
-    """A run directory's results (or a results.json path), checked against this schema version."""
-    path = run_dir / RESULTS_JSON if run_dir.is_dir() else run_dir
-    if not path.exists():
-        what = "is not a visionbench run directory" if run_dir.is_dir() else "does not exist"
-        raise VisionbenchError(f"{run_dir} {what} (no {RESULTS_JSON})")
-    data = read_json(path)
-    if not isinstance(data, dict) or data.get("tool") != "visionbench":
-        raise VisionbenchError(f"{path} is not a visionbench results file")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise VisionbenchError(
-            f"{path} has results schema version {version!r}; this visionbench ({__version__}) "
-            f"reads version {SCHEMA_VERSION}"
-        )
-    try:
-        return Results.model_validate(data)
-    except ValidationError as e:
-        raise invalid(path, "visionbench results file", e) from e
-
-
-def load_raw(run_dir: Path, m: Measurement) -> np.ndarray:
-    """A measurement's per-inference latencies in ms, all timed windows pooled."""
-    if m.raw_latencies is None:
-        raise VisionbenchError(f"{m.id} in {run_dir} has no raw latencies")
-    path = run_dir / m.raw_latencies
-    try:
-        windows = json.loads(path.read_text())["windows"]
-        return np.concatenate([np.asarray(w, dtype=np.float64) for w in windows]) / 1e6
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise VisionbenchError(f"cannot read the raw latencies {path}: {e}") from e
+    @directory.setter
+    def directory(self, path: Path) -> None:
+        self._directory = path
 
 
 def json_schema() -> dict[str, Any]:

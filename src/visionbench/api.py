@@ -1,0 +1,286 @@
+"""The public Python API: what every command does, callable from a notebook or another tool.
+
+    import visionbench
+    r = visionbench.run(model="resnet50-tiny", engines=["onnxruntime"], precisions=["fp32"],
+                        modes=["latency"], iterations=20, output="run-x")
+    r.measurements[0].latency.p50_ms
+
+Each measuring function takes the study's options as keyword arguments (``study_config`` lists
+them; the same names as the command line's flags, in the plural where they take lists), writes
+its run directory as it measures (results.json, results.csv, raw latencies) and returns the typed
+results, whose ``directory`` is that run directory. ``report`` writes the figures and pages of a
+run. Bad input raises ``VisionbenchError`` with the one line the command line prints."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visionbench.config import RunConfig, parse_list
+from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
+from visionbench.errors import VisionbenchError
+from visionbench.harness.timing import MODES
+from visionbench.results import Results
+from visionbench.results import load as _load
+from visionbench.scenarios.base import Reporter
+from visionbench.sysinfo import available_cpus
+
+if TYPE_CHECKING:
+    from visionbench.engines import EngineInfo
+    from visionbench.models.registry import Entry
+    from visionbench.results.compare import Comparison
+    from visionbench.results.fleet import FleetSummary
+
+Names = str | Sequence[str] | None
+
+
+def default_output(suffix: str | None = None) -> Path:
+    """results/<timestamp>-<hostname> (or -<suffix>)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{stamp}-{suffix or socket.gethostname()}"
+
+
+def _names(value: Names, allowed: tuple[str, ...], what: str) -> list[str] | None:
+    """A comma list or a sequence, checked against ``allowed``; ``all`` means every one."""
+    if value is None:
+        return None
+    if not isinstance(value, str) and len(value) == 0:
+        return []
+    return parse_list(value if isinstance(value, str) else ",".join(value), allowed, what)
+
+
+def _engines(value: Names) -> tuple[list[str], bool]:
+    """The engines asked for, and whether the user named them (``all``: every installed one)."""
+    if value is None:
+        value = DEFAULT_ENGINE
+    text = value if isinstance(value, str) else ",".join(value)
+    if text.strip().lower() == "all":
+        installed = [n for n, cls in all_engines().items() if cls.installed()]
+        if not installed:
+            raise VisionbenchError("no engine is installed: pip install 'visionbench[all]'")
+        return installed, False
+    return _names(text, tuple(all_engines()), "engine") or [], True
+
+
+def study_config(*, engines: Names = None, precisions: Names = None, modes: Names = None,
+                 threads: int | None = None, output: str | Path | None = None,
+                 **options: Any) -> RunConfig:
+    """A checked ``RunConfig`` from the command line's options by name. ``engines``: names, a comma
+    list or ``all`` (default: OpenVINO); ``precisions`` and ``modes`` likewise (default: all; a
+    named precision this CPU cannot run is an error, a default one is recorded as skipped);
+    ``threads`` default to the available cores; ``output`` to results/<timestamp>-<host>. The
+    other options are ``RunConfig``'s fields (``model``, ``batch_size``, ``duration``,
+    ``iterations``, ``repeats``, ``warmup``, ``instances``, ``streams``, ``data``, ...)."""
+    names, explicit = _engines(engines)
+    for key in ("weights", "data", "labels", "calibration_data"):
+        if isinstance(options.get(key), str):
+            options[key] = Path(options[key])
+    try:
+        return RunConfig(
+            engines=names, engines_explicit=explicit,
+            precisions=_names(precisions, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
+            precisions_explicit=precisions is not None,
+            modes=_names(modes, MODES, "mode") if modes is not None else list(MODES),  # type: ignore[arg-type]
+            threads=threads or available_cpus(), threads_explicit=threads is not None,
+            output=Path(output) if output is not None else default_output(), **options,
+        )
+    except TypeError as e:  # an option RunConfig does not have
+        raise VisionbenchError(str(e).replace("RunConfig.__init__()", "study option")) from None
+
+
+def _command(command: Sequence[str] | None, name: str, options: dict[str, Any]) -> list[str]:
+    """What a run records as its command: the command line's, or the API call."""
+    if command is not None:
+        return list(command)
+    return [f"visionbench.{name}(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"]
+
+
+def run(*, reporter: Reporter | None = None, command: Sequence[str] | None = None,
+        **options: Any) -> Results:
+    """The study: throughput (reference batch) and batch-1 latency per engine and precision; with
+    ``batch_sizes``, a sweep. ``accuracy=True`` with ``data`` adds accuracy."""
+    from visionbench.scenarios.study import run as run_study
+
+    cfg = study_config(**options)
+    return run_study(cfg, reporter or Reporter(), _command(command, "run", options)).results
+
+
+def sweep(batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128), *,
+          reporter: Reporter | None = None, command: Sequence[str] | None = None,
+          **options: Any) -> Results:
+    """Throughput and per-batch latency at each batch size, per engine and precision."""
+    return run(reporter=reporter, command=command or _command(None, "sweep", options),
+               modes=["throughput"], batch_sizes=sorted(set(batch_sizes)), **options)
+
+
+def tune(budget: str | float = "5m", *, max_latency_ms: float | None = None,
+         reporter: Reporter | None = None, command: Sequence[str] | None = None,
+         **options: Any) -> Results:
+    """The fastest setting per engine and precision within ``budget`` (seconds, or '5m', '90s')."""
+    from visionbench.scenarios.tune import parse_budget
+    from visionbench.scenarios.tune import tune as run_tune
+
+    seconds = parse_budget(budget) if isinstance(budget, str) else parse_budget(str(budget))
+    cfg = study_config(**options)
+    return run_tune(cfg, seconds, max_latency_ms, reporter or Reporter(),
+                    _command(command, "tune", options)).results
+
+
+def accuracy(data: str | Path | None = None, *, reporter: Reporter | None = None,
+             command: Sequence[str] | None = None, **options: Any) -> Results:
+    """Top-1/top-5 per engine and precision on labelled images, agreement with FP32."""
+    if data is None:
+        raise VisionbenchError("accuracy needs images: give --data DIR")
+    cfg = study_config(modes=[], accuracy=True, data=data, **options)
+    from visionbench.scenarios.study import run as run_study
+
+    return run_study(cfg, reporter or Reporter(), _command(command, "accuracy", options)).results
+
+
+def mlperf(scenarios: Names, *, reporter: Reporter | None = None,
+           command: Sequence[str] | None = None, loadgen: dict[str, Any] | None = None,
+           **options: Any) -> Results:
+    """MLPerf Inference scenarios through the real LoadGen. ``scenarios``: names, a comma list or
+    ``all``; ``loadgen``: ``scenarios.mlperf.Options`` fields (target_qps, short, find_peak...)."""
+    from visionbench.scenarios.mlperf import SCENARIOS, Options, run_mlperf
+
+    by_lower = {s.lower(): s for s in SCENARIOS}
+    text = scenarios if isinstance(scenarios, str) else ",".join(scenarios or [])
+    chosen = [by_lower[s] for s in parse_list(text.lower(), tuple(by_lower), "scenario") or []]
+    try:
+        opts = Options(chosen[0], **(loadgen or {}))
+    except TypeError as e:
+        raise VisionbenchError(str(e).replace("Options.__init__()", "LoadGen option")) from None
+    opts.check()
+    cfg = study_config(**options)
+    return run_mlperf(cfg, chosen, opts, reporter or Reporter(),
+                      _command(command, "mlperf", options)).results
+
+
+def fleet(*, address: str = "auto", nodes: Sequence[str] | None = None, concurrent: bool = False,
+          node_timeout: float | None = None, outlier_pct: float | None = None,
+          runtime_env: dict[str, Any] | None = None, reporter: Reporter | None = None,
+          command: Sequence[str] | None = None, **options: Any) -> FleetSummary:
+    """The study on every node of a Ray cluster; the fleet's summary (each node's results under
+    ``nodes/``, medians and outliers)."""
+    try:
+        from visionbench.fleet.driver import FleetOptions, run_fleet
+    except ImportError as e:
+        raise VisionbenchError(f"visionbench fleet needs Ray ({e}): "
+                               "pip install 'visionbench[fleet]'") from None
+    from visionbench.results.fleet import OUTLIER_PCT, summarise
+
+    opts = FleetOptions(address, list(nodes) if nodes is not None else None, concurrent,
+                        node_timeout, OUTLIER_PCT if outlier_pct is None else outlier_pct,
+                        runtime_env)
+    opts.check()
+    options.setdefault("output", default_output("fleet"))
+    cfg = study_config(**options)
+    store = run_fleet(cfg, opts, reporter or Reporter(), _command(command, "fleet", options))
+    return summarise(store.dir, opts.outlier_pct)
+
+
+def load(path: str | Path) -> Results:
+    """A run's results (its directory, or a results.json), as written by any visionbench with
+    results schema version 1."""
+    return _load(Path(path))
+
+
+def compare(runs: Sequence[str | Path], baseline: str | Path | None = None) -> Comparison:
+    """Every run against the baseline (default: the first): ratios and their significance."""
+    from visionbench.results.compare import compare as compare_runs
+
+    return compare_runs([Path(r) for r in runs], Path(baseline) if baseline is not None else None)
+
+
+def report(run: str | Path | Results) -> list[Path]:
+    """Write a run's figures (PNG, SVG), summary.md and report.html into its directory."""
+    from visionbench.report import write_report
+
+    results = run if isinstance(run, Results) else load(run)
+    if results.directory is None:
+        raise VisionbenchError("these results have no run directory to write the report into")
+    try:
+        return write_report(results, results.directory)
+    except OSError as e:
+        raise VisionbenchError(f"cannot write the report in {results.directory}: {e.strerror}") from e
+
+
+def report_fleet(summary: FleetSummary) -> list[Path]:
+    """Write a fleet's report (fleet.md, fleet.html, figures) into its directory."""
+    from visionbench.report.fleet import write_fleet_report
+
+    try:
+        return write_fleet_report(summary, summary.dir)
+    except OSError as e:
+        raise VisionbenchError(f"cannot write the fleet report in {summary.dir}: {e.strerror}") from e
+
+
+def is_fleet(path: str | Path) -> bool:
+    from visionbench.results.fleet import is_fleet as fleet_dir
+
+    return fleet_dir(Path(path))
+
+
+def fleet_summary(path: str | Path, outlier_pct: float | None = None) -> FleetSummary:
+    """A fleet run's summary: every node against the fleet median, outliers (threshold: the
+    run's own unless given)."""
+    from visionbench.results.fleet import summarise
+
+    return summarise(Path(path), outlier_pct)
+
+
+def write_comparison(cmp: Comparison, directory: str | Path) -> list[Path]:
+    """compare.md, compare.html, compare.json and the figures into ``directory``."""
+    from visionbench.report.comparison import write_comparison as write
+
+    try:
+        return write(cmp, Path(directory))
+    except OSError as e:
+        raise VisionbenchError(f"cannot write the comparison in {directory}: {e.strerror}") from e
+
+
+def system() -> dict[str, Any]:
+    """The system facts every run records."""
+    from visionbench.sysinfo import system_info
+
+    return system_info().as_dict()
+
+
+def engines() -> list[EngineInfo]:
+    """Every engine visionbench knows: installed or not, versions, precision support here."""
+    from visionbench.engines import catalog
+
+    return catalog()
+
+
+def models() -> dict[str, Entry]:
+    """The registered models by name (``Entry.card``: task, input, parameters, GFLOPs, weights)."""
+    from visionbench.models import registry
+
+    return registry.entries()
+
+
+def export(model: str, output: str | Path, *, weights: str | Path | None = None,
+           seed: int = 0) -> Path:
+    """Write a registered model (or ResNet-50 with a torchvision checkpoint) as ONNX."""
+    from visionbench.fsutil import atomic_write_bytes
+    from visionbench.models import build_builtin, from_checkpoint
+
+    if weights is not None and model != "resnet50":
+        raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it with --model resnet50")
+    src = from_checkpoint(Path(weights)) if weights is not None else build_builtin(model, seed)
+    out = Path(output)
+    try:
+        atomic_write_bytes(out, src.read_bytes())
+    except OSError as e:
+        raise VisionbenchError(f"cannot write {out}: {e.strerror}") from e
+    return out
+
+
+__all__ = ["accuracy", "compare", "default_output", "engines", "export", "fleet", "fleet_summary",
+           "is_fleet", "load", "mlperf", "models", "report", "report_fleet", "run", "study_config",
+           "sweep", "system", "tune", "write_comparison"]

@@ -1,0 +1,108 @@
+"""The command line's shared option groups, named as ``api.study_config`` takes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from visionbench.engines import DEFAULT_ENGINE
+
+
+def options(options: list) -> Callable:
+    def apply(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+#: What to run and on what: shared by run and accuracy.
+STUDY = [
+    click.option("--engine", "engine", default=DEFAULT_ENGINE, show_default=True,
+                 help="Engine name, comma list, or 'all' (every installed engine)."),
+    click.option("--precision", help="Comma list of fp32, bf16, int8 [default: all three]."),
+    click.option("--model", default="resnet50", show_default=True,
+                 help="A built-in model (`visionbench models` lists them), or a path to an ONNX file "
+                      "or a TensorFlow model (.keras, .h5, .pb, SavedModel directory)."),
+    click.option("--weights", type=click.Path(path_type=Path),
+                 help="ResNet-50 weights: a torchvision checkpoint (.pth state_dict; every engine "
+                      "runs it) or TensorFlow's own file (.keras, .h5, .pb, SavedModel directory)."),
+    click.option("--input-name", help="Input tensor of a TensorFlow model file, if it cannot be inferred."),
+    click.option("--output-name", help="Output (logits) tensor of a TensorFlow model file, if ambiguous."),
+    click.option("--threads", type=int, help="Threads per engine [default: all available cores]."),
+    click.option("--data", type=click.Path(path_type=Path),
+                 help="Images: class folders named by WordNet id, or a folder with val_map.txt. "
+                      "Calibrates INT8 on real images; with --accuracy, measures accuracy on them."),
+    click.option("--labels", type=click.Path(path_type=Path),
+                 help="Labels file ('filename label' lines) for a flat --data folder."),
+    click.option("--limit", type=int, help="Use only the first N images of --data."),
+    click.option("--calibration-data", type=click.Path(path_type=Path),
+                 help="INT8 calibration images: a folder, or a list file (MLPerf cal_image_list form) "
+                      "[default: a fixed-seed sample of --data, else synthetic]."),
+    click.option("--calibration-samples", type=int, help="INT8 calibration samples [default: 300]."),
+    click.option("--preprocess", help="Image preprocessing instead of the model's own: torchvision, "
+                                      "mlperf or efficientnet-lite."),
+    click.option("--allow-emulated", is_flag=True,
+                 help="Measure a precision this CPU lacks natively, where the engine can emulate it."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs."),
+    click.option("--output", type=click.Path(path_type=Path),
+                 help="Run directory [default: results/<timestamp>-<hostname>; fleet: "
+                      "results/<timestamp>-fleet]."),
+]
+
+
+#: Pinned instances: shared by run and sweep.
+INSTANCES = [
+    click.option("--instances", type=int,
+                 help="Engine processes run at once, each pinned to its own cores; throughput is "
+                      "their sum [default: one, in this process, unpinned]."),
+    click.option("--cores-per-instance", type=int,
+                 help="Physical cores per instance [default: the available cores / --instances]."),
+    click.option("--layout", type=click.Choice(["throughput", "latency", "reference"]),
+                 help="The reference scripts' instances: throughput = one per NUMA node with all "
+                      "its cores; latency = 4 cores each, filling the machine; reference = each "
+                      "mode its own."),
+    click.option("--streams", type=int,
+                 help="OpenVINO inference streams: the batch is split evenly over them and its parts "
+                      "run in parallel [default: 1]."),
+    click.option("--hint", type=click.Choice(["throughput", "latency"]),
+                 help="OpenVINO performance hint; without --streams, OpenVINO chooses the streams "
+                      "(recorded) [default: latency, 1 stream]."),
+    click.option("--inter-op-threads", type=int,
+                 help="ONNX Runtime inter-op threads (parallel execution mode when above 1) "
+                      "[default: 1, sequential]."),
+]
+
+
+#: How long and how often to time: shared by run and sweep.
+TIMING = [
+    click.option("--duration", type=float,
+                 help="Seconds per timed repeat [default: 10 throughput, 5 latency]."),
+    click.option("--iterations", type=int, help="Inferences per timed repeat (instead of --duration)."),
+    click.option("--repeats", type=int, help="Independent timed repeats [default: 3]."),
+    click.option("--warmup", type=int,
+                 help="Warm-up inferences [default: 2 batches throughput, 20 latency]."),
+    click.option("--quick", is_flag=True,
+                 help="A smoke run in about a minute: throughput batch 16, short repeats."),
+]
+
+
+#: The study's own options: shared by run and fleet.
+STUDY_MODES = [
+    click.option("--mode", help="Comma list of throughput, latency [default: both]."),
+    click.option("--accuracy", is_flag=True,
+                 help="Also measure accuracy on --data at every precision."),
+    click.option("--batch-size", type=int,
+                 help="Throughput batch size [default: 116 for fp32 and int8, 80 for bf16]."),
+]
+
+
+
+def study(engine: str, precision: str | None, mode: str | None = None, **kw: Any) -> dict[str, Any]:
+    """The command line's names as ``api.study_config`` takes them."""
+    return {"engines": engine, "precisions": precision,
+            **({"modes": mode} if mode is not None else {}), **kw}

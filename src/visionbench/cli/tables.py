@@ -1,0 +1,80 @@
+"""What the command line prints besides live progress: a run's tables (the report's), and the
+machine's engines, models and system facts. Text from data is printed literally, never read as
+console markup."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from visionbench.engines import PRECISIONS, EngineInfo
+from visionbench.models.registry import Entry
+from visionbench.results import Results
+
+if TYPE_CHECKING:  # the statistics behind them (scipy) load when a comparison is made
+    from visionbench.results.compare import Comparison
+    from visionbench.results.fleet import FleetSummary
+
+
+def print_results(console: Console, results: Results) -> None:
+    from visionbench.report.console import print_summary
+
+    print_summary(console, results)
+
+
+def print_comparison(console: Console, cmp: Comparison) -> None:
+    from visionbench.report.comparison import print_comparison as print_it
+
+    print_it(console, cmp)
+
+
+def print_fleet(console: Console, summary: FleetSummary) -> None:
+    from visionbench.report.fleet import print_fleet as print_it
+
+    print_it(console, summary)
+
+
+def print_system(console: Console, facts: dict) -> None:
+    t = Table(show_header=False, title="System")
+    for k, v in facts.items():
+        t.add_row(k, Text(" ".join(v) if isinstance(v, list) else str(v)))
+    console.print(t)
+
+
+def print_engines(console: Console, engines: list[EngineInfo]) -> None:
+    t = Table(title="Engines on this machine")
+    for col in ("engine", "installed", "versions", *PRECISIONS):
+        t.add_column(col)
+    reasons: list[str] = []
+    for e in engines:
+        if not e.installed:
+            t.add_row(e.name, Text(f"no: {e.install}"), "", "", "", "")
+            continue
+        cells = []
+        for p in PRECISIONS:
+            s = e.support[p]
+            if s.reason and s.reason not in reasons:
+                reasons.append(s.reason)
+            cells.append(Text(s.status + (f" [{reasons.index(s.reason) + 1}]" if s.reason else "")))
+        t.add_row(e.name, "yes", Text(", ".join(f"{k} {v}" for k, v in e.versions.items())), *cells)
+    console.print(t)
+    for i, text in enumerate(reasons, 1):
+        console.print(f"[{i}] {text}", markup=False, highlight=False)
+
+
+def print_models(console: Console, models: dict[str, Entry], engines: list[EngineInfo]) -> None:
+    t = Table(title="Built-in models")
+    for col in ("model", "task", "parameters", "GFLOPs", "input", "weights", "engines here"):
+        t.add_column(col, justify="right" if col in ("parameters", "GFLOPs") else "left")
+    for name, entry in models.items():
+        c = entry.card
+        runs = [e.name for e in engines if e.installed and entry.has(e.definition)]  # type: ignore[arg-type]
+        t.add_row(Text(name), c.task, f"{c.params / 1e6:.2f} M", f"{c.gflop_per_image:.2f}",
+                  f"{c.channels}x{c.height}x{c.width}", c.weights, Text(", ".join(runs) or "none"))
+    console.print(t)
+    for name, entry in models.items():
+        console.print(f"{name}: {entry.card.summary}; weights {entry.card.weights_source}",
+                      markup=False, highlight=False)

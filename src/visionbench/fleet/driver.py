@@ -1,0 +1,257 @@
+"""visionbench fleet: one study on every node of a running Ray cluster.
+
+The driver connects to the cluster, checks that every node runs the driver's visionbench and
+engine versions, then runs one Ray task per node, pinned there by node affinity and holding all
+the node's CPUs. The task runs an ordinary study (``scenarios.study.run_steps``) in a temporary directory
+on its node and streams the run directory back after each measurement (a Ray streaming
+generator), so the driver writes every node's results as they come and a node that dies keeps
+what it had measured. ``--concurrent`` starts every node at once, and a barrier actor releases
+each measurement's timed windows on all nodes together."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from visionbench.config import RunConfig
+from visionbench.errors import VisionbenchError
+from visionbench.fleet.cluster import (
+    cause,
+    check_versions,
+    cluster_nodes,
+    connect,
+    head_strategy,
+    node_names,
+    pinned,
+    select_nodes,
+)
+from visionbench.fleet.node import Barrier, node_study
+from visionbench.fsutil import atomic_write_bytes
+from visionbench.results import RESULTS_JSON, Results, now
+from visionbench.results.fleet import (
+    FLEET_JSON,
+    NODES_DIR,
+    OUTLIER_PCT,
+    FleetNode,
+    FleetResults,
+    FleetStore,
+    NodeStatus,
+)
+from visionbench.scenarios.base import Reporter, output_dir
+
+#: Seconds a node's task may wait to be scheduled and start (a --runtime-env is installed then).
+START_TIMEOUT = 300.0
+
+
+START_TIMEOUT_RUNTIME_ENV = 1800.0
+
+
+#: How often the driver looks at the nodes' streams, deadlines and the user's Ctrl-C.
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    address: str
+    nodes: list[str] | None = None
+    concurrent: bool = False
+    node_timeout: float | None = None
+    outlier_pct: float = OUTLIER_PCT
+    runtime_env: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        if self.node_timeout is not None and not self.node_timeout > 0:
+            raise VisionbenchError(f"--node-timeout must be positive seconds, got {self.node_timeout:g}")
+        if not 0 < self.outlier_pct < 100:
+            raise VisionbenchError(f"--outlier-pct must be between 0 and 100, got {self.outlier_pct:g}")
+        if self.nodes == []:
+            raise VisionbenchError("--nodes is empty")
+
+
+@dataclass
+class _Stream:
+    node: FleetNode
+    gen: Any
+    threads: int
+    submitted: float
+    start_by: float
+    bar: Callable[[int, str], None]
+    deadline: float | None = None
+    started: bool = False
+
+
+def _write(store: FleetStore, s: _Stream, files: dict[str, bytes], reporter: Reporter) -> None:
+    node = s.node
+    base = store.node_dir(node)
+    for rel, data in files.items():
+        atomic_write_bytes(base / rel, data)
+    if RESULTS_JSON in files:
+        results = Results.model_validate_json(files[RESULTS_JSON])
+        for m in results.measurements[node.measurements:]:
+            figure = (f"{m.throughput_ips:.1f} images/s" if m.mode == "throughput" else
+                      f"p50 {m.latency.p50_ms:.2f} ms") if m.status == "ok" and m.latency else (
+                      f"{m.status}: {m.reason}")
+            reporter.note(f"node {node.name}: {m.id} {figure}")
+        node.measurements = len(results.measurements)
+        s.bar(node.measurements, f"{node.measurements} measured")
+
+
+def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
+         reporter: Reporter, barrier: Any | None) -> None:
+    n = s.node
+    if store.mark(n, "failed") == "failed" and status == "complete":
+        status, reason = "failed", "some measurements failed (see the node's results)"
+    n.status, n.reason = status, reason
+    n.finished_at, n.seconds = now(), round(time.monotonic() - s.submitted, 1)
+    s.bar(n.measurements, status)
+    store.save()
+    if barrier is not None:
+        barrier.leave.remote(n.name)
+    reporter.note(f"node {n.name}: {status}" + (f": {reason}" if reason else "")
+                  + f" ({n.measurements} measurements, {n.seconds:.0f} s)")
+
+
+def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
+           barrier: Any | None) -> None:
+    """Write what each node sends as it comes; a node that fails or passes its deadline ends
+    with its reason, the others go on."""
+    live = list(streams)
+    try:
+        while live:
+            ready, _ = ray.wait([s.gen for s in live], num_returns=1, timeout=POLL_SECONDS)
+            for s in [s for s in live if s.gen in ready]:
+                try:
+                    files = ray.get(next(s.gen))
+                    if not s.started:
+                        _started(store, s, reporter)
+                except StopIteration:
+                    live.remove(s)
+                    _end(store, s, "complete", None, reporter, barrier)
+                    continue
+                except ray.exceptions.RayError as e:
+                    live.remove(s)
+                    _end(store, s, "failed", cause(e), reporter, barrier)
+                    continue
+                _write(store, s, files, reporter)
+                store.save()
+            t = time.monotonic()
+            for s in [s for s in live if not s.started and t > s.start_by]:
+                live.remove(s)
+                ray.cancel(s.gen, force=True)
+                _end(store, s, "failed", f"not started within {s.start_by - s.submitted:g} s: Ray "
+                     f"could not give one task all {s.node.cpus:g} CPUs of the node (other work "
+                     "holds some?)", reporter, barrier)
+            for s in [s for s in live if s.deadline is not None and t > s.deadline]:
+                live.remove(s)
+                ray.cancel(s.gen, force=True)
+                _end(store, s, "timed-out", f"no result within --node-timeout "
+                     f"{store.fleet.node_timeout:g} s; stopped", reporter, barrier)
+    except BaseException:
+        for s in live:
+            ray.cancel(s.gen, force=True)
+        raise
+
+
+def _started(store: FleetStore, s: _Stream, reporter: Reporter) -> None:
+    s.started = True
+    s.bar(0, "running")
+    s.node.status, s.node.started_at = "running", now()
+    if store.fleet.node_timeout is not None:
+        s.deadline = time.monotonic() + store.fleet.node_timeout
+    store.save()
+    reporter.note(f"node {s.node.name}: started on {s.node.address}, {s.threads} threads")
+
+
+def _planned(cfg: RunConfig) -> int:
+    """Measurements each node records: every engine x precision x mode x batch size."""
+    return len(cfg.engines) * sum(len(cfg.batches(p, m)) for p in cfg.precisions for m in cfg.modes)
+
+
+def _launch(node: FleetNode, cfg: RunConfig, command: list[str], mode: str,
+            barrier: Any | None, start_timeout: float, reporter: Reporter) -> _Stream:
+    threads = cfg.threads if cfg.threads_explicit else max(1, int(node.cpus))
+    info = {"name": node.name, "node_id": node.node_id, "hostname": node.hostname,
+            "address": node.address, "ray_cpus": node.cpus, "fleet_mode": mode}
+    gen = node_study.options(num_cpus=node.cpus, scheduling_strategy=pinned(node)).remote(
+        replace(cfg, threads=threads), command, info, barrier)
+    submitted = time.monotonic()
+    bar = reporter.steps(f"node {node.name}", _planned(cfg)) or (lambda done, state: None)
+    bar(0, "waiting for Ray to start it")
+    return _Stream(node, gen, threads, submitted, submitted + start_timeout, bar)
+
+
+def _absolute(cfg: RunConfig) -> RunConfig:
+    """Paths that exist here made absolute: a node's worker does not run in this directory."""
+    def fix(p: Path | None) -> Path | None:
+        return p.resolve() if p is not None and p.exists() else p
+
+    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    return replace(cfg, model=model, weights=fix(cfg.weights), data=fix(cfg.data),
+                   labels=fix(cfg.labels), calibration_data=fix(cfg.calibration_data))
+
+
+def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
+              command: list[str]) -> FleetStore:
+    """Connect, check the nodes, run the study on each, and keep every node's results."""
+    if opts.concurrent and cfg.iterations is not None:
+        raise VisionbenchError("--concurrent times every node over the same windows: give "
+                               "--duration, not --iterations")
+    if (cfg.output / FLEET_JSON).exists() or (cfg.output / NODES_DIR).exists():
+        raise VisionbenchError(f"{cfg.output} already holds a fleet run: give another --output")
+    cfg = _absolute(cfg)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    connect(opts.address, opts.runtime_env)
+    try:
+        alive = cluster_nodes()
+        nodes = select_nodes(alive, opts.nodes, reporter)
+        names = node_names(nodes)
+        start_timeout = START_TIMEOUT_RUNTIME_ENV if opts.runtime_env else START_TIMEOUT
+        mine, found = check_versions(nodes, names, cfg.engines, start_timeout)
+        for n, name in zip(nodes, names, strict=True):
+            if found[name]["cpus_available"] < n.cpus:
+                reporter.note(f"note: Ray counts {n.cpus:g} CPUs on {name}, but a process there may "
+                              f"use {found[name]['cpus_available']}: threads will share cores")
+        output_dir(cfg.output)
+        config = cfg.as_dict()
+        if not cfg.threads_explicit:
+            config["threads"] = "each node's CPUs"
+        fleet = FleetResults(
+            created_at=now(), command=command, address=opts.address,
+            mode="concurrent" if opts.concurrent else "sequential", node_timeout=opts.node_timeout,
+            outlier_pct=opts.outlier_pct,
+            driver={"hostname": socket.gethostname(), "versions": mine["versions"],
+                    "python": mine["python"], "ray": ray.__version__,
+                    "cluster": ray.get_runtime_context().gcs_address},
+            config=config,
+            nodes=[FleetNode(name=name, node_id=n.node_id, hostname=n.hostname, address=n.address,
+                             cpus=n.cpus, resources=n.resources, labels=n.labels,
+                             versions=found[name]["versions"], dir=f"{NODES_DIR}/{name}")
+                   for n, name in zip(nodes, names, strict=True)],
+        )
+        store = FleetStore(cfg.output, fleet)
+        reporter.note(f"{len(nodes)} nodes, {fleet.mode}: "
+                      + ", ".join(f"{n.name} ({n.address}, {n.cpus:g} CPUs)" for n in fleet.nodes))
+        with store.recording():
+            try:
+                if opts.concurrent:
+                    barrier = Barrier.options(scheduling_strategy=head_strategy(alive)).remote(names)
+                    _drain(store, [_launch(n, cfg, command, fleet.mode, barrier, start_timeout,
+                                           reporter) for n in fleet.nodes], reporter, barrier)
+                else:
+                    for n in fleet.nodes:
+                        _drain(store, [_launch(n, cfg, command, fleet.mode, None, start_timeout,
+                                               reporter)], reporter, None)
+            except ray.exceptions.RayError as e:  # the cluster itself failed (head, GCS)
+                raise VisionbenchError(f"the Ray cluster failed: {cause(e)}; the results so far "
+                                       f"are kept in {cfg.output}") from e
+        store.finish("complete" if all(n.status == "complete" for n in fleet.nodes) else "failed")
+        return store
+    finally:
+        ray.shutdown()

@@ -1,0 +1,123 @@
+"""The model registry, by name: each built-in model is one registered build function plus its card
+(task, input, parameters, GFLOPs, preprocessing, classes, where its weights come from) and,
+optionally, its definition in PyTorch and in Keras for the engines that rebuild a model in their
+own framework. Every module in ``visionbench.models.zoo`` registers its models when imported.
+
+Engines never test a model's name: they ask ``torch_module`` / ``keras_model`` (``models``), which
+read the card."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import atomic_write_bytes, cache_dir
+
+if TYPE_CHECKING:
+    import onnx
+
+    from visionbench.models.spec import ModelSpec
+
+ModelTask = Literal["classification", "detection", "segmentation", "other"]
+WeightsKind = Literal["seeded", "packaged"]
+#: What an engine needs of a model: its ONNX graph (every model has one), or the model rebuilt
+#: in PyTorch or in Keras.
+Definition = Literal["onnx", "torch", "keras"]
+#: A build function: the seed of seeded weights -> the ONNX graph, or the path of an ONNX file it
+#: caches itself (packaged weights, exported once per weights file).
+Builder = Callable[[int], "onnx.ModelProto | Path"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    task: ModelTask
+    summary: str
+    params: int  # learnable parameters
+    gflop_per_image: float  # 2 x multiply-accumulates of one image at the input size
+    num_classes: int | None
+    channels: int = 3
+    height: int = 224
+    width: int = 224
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    preprocessing: str = "torchvision"
+    label_offset: int = 0
+    weights: WeightsKind = "seeded"
+    weights_source: str = "seeded (deterministic per --seed)"
+    #: Bump when the build function's output changes, so stale cached files are not reused.
+    revision: int = 1
+    #: (spec) -> (torch.nn.Module in eval mode, what it is); None: no PyTorch definition.
+    torch_module: Callable[[ModelSpec], tuple[Any, str]] | None = None
+    #: (spec) -> keras.Model taking NHWC input; None: no Keras definition.
+    keras_model: Callable[[ModelSpec], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    card: ModelCard
+    build: Builder
+
+    def has(self, definition: Definition) -> bool:
+        card = self.card
+        return {"onnx": True, "torch": card.torch_module is not None,
+                "keras": card.keras_model is not None}[definition]
+
+    def onnx_path(self, seed: int = 0) -> Path:
+        """The model's ONNX file, built on first use and cached (seeded weights: per seed)."""
+        card = self.card
+        path = cache_dir() / "models" / f"{card.name}-seed{seed}-r{card.revision}.onnx"
+        if card.weights == "seeded" and path.exists():
+            return path
+        built = self.build(seed)
+        if isinstance(built, Path):
+            return built
+        atomic_write_bytes(path, built.SerializeToString())
+        return path
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(card: ModelCard) -> Callable[[Builder], Builder]:
+    """Register ``card`` with the decorated build function; a name is registered once."""
+
+    def add(build: Builder) -> Builder:
+        if card.name in _REGISTRY and _REGISTRY[card.name].build is not build:
+            raise ValueError(f"model '{card.name}' is already registered")
+        _REGISTRY[card.name] = Entry(card, build)
+        return build
+
+    return add
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_zoo() -> None:
+    from visionbench.models import zoo
+
+    for info in pkgutil.iter_modules(zoo.__path__):
+        importlib.import_module(f"{zoo.__name__}.{info.name}")
+
+
+def entries() -> dict[str, Entry]:
+    """Every registered model by name, the zoo's first."""
+    _load_zoo()
+    return dict(_REGISTRY)
+
+
+def find(name: str) -> Entry | None:
+    return entries().get(name)
+
+
+def get(name: str) -> Entry:
+    entry = find(name)
+    if entry is None:
+        raise VisionbenchError(f"unknown built-in model '{name}'; choose from {', '.join(entries())}")
+    return entry

@@ -1,0 +1,1 @@
+"""The built-in models: each module here registers its models (``models.registry.register``)."""

@@ -1,0 +1,214 @@
+"""The study (``visionbench run``) and the batch sweep: each engine x precision x mode timed in
+this process or in pinned instances, each measurement stored the moment it completes."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from visionbench.config import RunConfig
+from visionbench.data.calibration import Calibration
+from visionbench.data.images import open_dataset
+from visionbench.data.synthetic import input_pool
+from visionbench.engines import Engine, get_engine
+from visionbench.engines.base import Execution
+from visionbench.harness.instances import (
+    combined_throughput,
+    pinning,
+    pooled_latencies,
+    run_instances,
+)
+from visionbench.harness.timing import Progress, Timing, TimingPlan, measure
+from visionbench.models.spec import ModelSpec
+from visionbench.results import InstanceResult, Measurement, RunStore, now
+from visionbench.scenarios.base import (
+    Reporter,
+    Scenario,
+    Setup,
+    StartHook,
+    Task,
+    drive,
+    layout_for,
+    open_run,
+    study_calibration,
+    unmeasured,
+)
+from visionbench.stats import CV_WARN, cv, latency_summary
+from visionbench.sysinfo import numa_cores
+
+
+def _peak_rss_mib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024 if sys.platform != "darwin" else kib / 2**20, 1)
+
+
+@dataclass(frozen=True)
+class InstanceJob:
+    """What one pinned instance process needs to prepare and time a task by itself."""
+
+    task: Task
+    cfg: RunConfig
+    model: ModelSpec
+    plan: TimingPlan
+    threads: int
+
+
+def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig,
+                      plan: TimingPlan, threads: int, cal: Calibration,
+                      progress: Progress | None, start: Callable[[], None] | None = None,
+                      ready: Callable[[], None] | None = None) -> tuple[Timing, Execution]:
+    session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
+                             allow_emulated=cfg.allow_emulated, parallelism=cfg.parallelism)
+    try:
+        pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
+        inputs = [session.feed(x) for x in pool]
+        if ready is not None:
+            ready()
+        return measure(session.run, inputs, plan, progress, start), session.execution
+    finally:
+        session.close()
+
+
+def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, Any]:
+    """The target each instance process runs (see ``harness.instances``)."""
+    cfg = job.cfg
+    dataset = open_dataset(cfg.data, cfg.labels, cfg.limit) if cfg.data is not None else None
+    cal, _ = study_calibration(cfg, job.model, dataset)
+    timing, execution = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
+                                          job.plan, job.threads, cal, None, barrier)
+    return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib()}
+
+
+def measure_task(
+    task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
+    reporter: Reporter, calibration: Calibration, start: StartHook | None = None,
+) -> Measurement:
+    plan = cfg.plan(task.precision, task.mode, task.batch)
+    started = now()
+    progress = reporter.start(task.id, plan)
+    released: list[float] = []
+
+    def phase(name: str) -> Callable[[], None]:
+        def call() -> None:
+            if start is not None:
+                at = start(task, name)
+                if name == "go":
+                    released.append(time.time() if at is None else at)
+        return call
+
+    nodes = numa_cores()
+    layout = layout_for(cfg, task.mode, nodes)
+    instances: list[InstanceResult] = []
+    extra: dict[str, Any] = {}
+    if layout is None:
+        threads = cfg.threads
+        timing, ex = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration,
+                                       progress, phase("go"), phase("ready"))
+        timings = [timing]
+        per_repeat = [w.throughput for w in timing.windows]
+        rss = _peak_rss_mib()
+    else:
+        threads = cfg.threads if cfg.threads_explicit else layout.cores_per_instance
+
+        def tick(seconds: float) -> None:
+            if progress and plan.duration:
+                progress("window", min(int(seconds // plan.duration), plan.repeats))
+                progress("timed", seconds % plan.duration)
+
+        job = InstanceJob(task, cfg, model, plan, threads)
+        phase("ready")()
+        done = run_instances("visionbench.scenarios.study:instance_main", [job] * layout.instances,
+                             layout, nodes, tick, phase("go"))
+        timings = [d.value["timing"] for d in done]
+        ex = done[0].value["execution"]
+        per_repeat = combined_throughput(timings)
+        rss = max(d.value["peak_rss_mib"] for d in done)
+        for d, t in zip(done, timings, strict=True):
+            instances.append(InstanceResult(
+                index=d.index, cores=list(d.cores), affinity=d.affinity,
+                throughput_ips=statistics.median(w.throughput for w in t.windows),
+                throughput_per_repeat=[w.throughput for w in t.windows],
+                latency=latency_summary(np.concatenate([w.latencies_ns for w in t.windows])),
+            ))
+        extra = {"instances": layout.instances, "cores_per_instance": layout.cores_per_instance,
+                 "layout": layout.name, "layout_reason": layout.reason,
+                 "pinning": pinning(nodes), "per_instance": instances}
+    emulated = task.support.status == "emulated"
+    spread = cv(per_repeat)
+    pooled = pooled_latencies(timings)
+    windows = [w for t in timings for w in t.windows]
+    warnings: list[str] = []
+    if ex.executed_precision != task.precision:
+        warnings.append(f"asked for {task.precision}, {task.engine} executed "
+                        f"{ex.executed_precision} ({ex.layer_precisions})")
+    if task.support.reason:
+        warnings.append(task.support.reason)
+    if layout is not None:
+        warnings.append(f"{layout.describe()} (instances x cores, {layout.name} layout: "
+                        f"{layout.reason}); throughput is the instances' sum, latency pooled")
+    if spread is not None and spread > CV_WARN:
+        warnings.append(
+            f"unstable: throughput varies {spread:.1%} between repeats (over {CV_WARN:.0%}); "
+            "close other programs, raise --duration or --repeats"
+        )
+    raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in windows])
+    return Measurement(
+        id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
+        model=model.name, batch_size=plan.batch_size, threads=threads, status="ok",
+        support=task.support.status, executed_precision=ex.executed_precision,
+        emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
+        engine_details=ex.details, throughput_ips=statistics.median(per_repeat),
+        throughput_per_repeat=per_repeat,
+        cv=spread, latency=latency_summary(pooled), raw_latencies=raw,
+        repeats=plan.repeats, warmup_iterations=plan.warmup,
+        warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
+        timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
+        prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings,
+        released_at=released[0] if released else None,
+        started_at=started, finished_at=now(), **extra,
+    )
+
+
+class Study(Scenario[Measurement]):
+    """Each planned task timed (``measure_task``); a fleet node passes its barrier as ``start``."""
+
+    def __init__(self, start: StartHook | None = None) -> None:
+        self.start = start
+
+    def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> Measurement:
+        return unmeasured(task, setup.cfg, reason, status)
+
+    def measure(self, task: Task, setup: Setup, reporter: Reporter) -> Measurement:
+        return measure_task(task, setup.engines[task.engine], setup.model, setup.cfg, setup.store,
+                            reporter, setup.cal, self.start)
+
+    def add(self, setup: Setup, record: Measurement, reporter: Reporter) -> None:
+        setup.store.add(record)
+        reporter.done(record)
+
+
+def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
+    """Check everything, then measure each task, storing each measurement as it completes."""
+    *_, store = run_steps(cfg, reporter, command)
+    return store
+
+
+def run_steps(cfg: RunConfig, reporter: Reporter, command: list[str],
+              start: StartHook | None = None, node: dict[str, Any] | None = None,
+              ) -> Iterator[RunStore]:
+    """``run``, yielding the store each time a measurement is stored and once when finished (a
+    fleet node sends its results on as they come). With ``accuracy``, accuracy follows."""
+    from visionbench.scenarios.accuracy import AccuracyScenario
+
+    setup = open_run(cfg, reporter, command, "sweep" if cfg.batch_sizes else "study", node=node)
+    scenarios: list[Scenario[Any]] = [Study(start)]
+    if cfg.accuracy and setup.dataset is not None:
+        scenarios.append(AccuracyScenario())
+    yield from drive(setup, scenarios, reporter)

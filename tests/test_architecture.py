@@ -1,0 +1,37 @@
+"""The layers are kept by import-linter's contracts (pyproject.toml): the tree keeps them, and an
+import across a layer breaks them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return subprocess.run([str(LINT), "--no-cache"], cwd=root, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_the_tree_keeps_the_layers():
+    proc = lint(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
+
+
+def test_a_report_importing_an_engine_breaks_them(tmp_path):
+    shutil.copytree(ROOT / "src" / "visionbench", tmp_path / "src" / "visionbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    fmt = tmp_path / "src" / "visionbench" / "report" / "format.py"
+    fmt.write_text(fmt.read_text() + "\nfrom visionbench.engines import get_engine  # noqa\n")
+    proc = lint(tmp_path)
+    assert proc.returncode != 0
+    assert "the report reads results only" in proc.stdout and "BROKEN" in proc.stdout
+    assert "visionbench.report.format -> visionbench.engines" in proc.stdout
