@@ -66,6 +66,10 @@ def test_report_renders_in_a_browser(browser, quick_run):
     _, out = quick_run
     check_page(browser, out / "report.html", {"fig-throughput", "fig-latency"})
     assert "image classification on" in browser.title or "visionbench" in browser.title
+    if shot := os.environ.get("VISIONBENCH_SCREENSHOT"):  # the README's picture of a report
+        browser.set_window_size(1200, 1500)
+        browser.get((out / "report.html").resolve().as_uri())
+        assert browser.save_screenshot(shot)
 
 
 def test_comparison_renders_in_a_browser(browser, quick_run, tmp_path):
