@@ -16,8 +16,8 @@ import numpy as np
 from scipy import stats
 
 from visionbench.errors import VisionbenchError
-from visionbench.results.fleet import NODES_DIR, is_fleet, node_runs
 from visionbench.results import CellKey, Measurement, Results, load, load_raw
+from visionbench.results.fleet import NODES_DIR, is_fleet, node_runs
 
 ALPHA = 0.05
 #: Latency samples kept per side for the bootstrap of the ratio's confidence interval.

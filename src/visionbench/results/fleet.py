@@ -6,8 +6,6 @@ Knows nothing of Ray: ``visionbench report`` and ``compare`` read fleet runs wit
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +24,7 @@ from visionbench.results import (
     now,
     read_json,
 )
+from visionbench.results.store import Store
 
 FLEET_JSON = "fleet.json"
 NODES_DIR = "nodes"
@@ -76,11 +75,11 @@ class FleetResults(BaseModel):
     nodes: list[FleetNode] = Field(default_factory=list)
 
 
-class FleetStore:
+class FleetStore(Store):
     """A fleet directory; every change rewrites fleet.json atomically."""
 
     def __init__(self, directory: Path, fleet: FleetResults) -> None:
-        self.dir = directory
+        super().__init__(directory, fleet)
         self.fleet = fleet
         self.save()
 
@@ -93,20 +92,12 @@ class FleetStore:
     def node_dir(self, node: FleetNode) -> Path:
         return self.dir / node.dir
 
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        try:
-            yield
-        except KeyboardInterrupt:
-            for n in self.fleet.nodes:
-                if n.status in ("pending", "running"):
-                    n.status, n.reason = "interrupted", "the fleet run was interrupted"
-                    self.mark(n, "interrupted")
-            self.finish("interrupted")
-            raise
-        except BaseException:
-            self.finish("failed")
-            raise
+    def interrupted(self) -> None:
+        """Every node still pending or running is interrupted too, in its own results."""
+        for n in self.fleet.nodes:
+            if n.status in ("pending", "running"):
+                n.status, n.reason = "interrupted", "the fleet run was interrupted"
+                self.mark(n, "interrupted")
 
     def mark(self, node: FleetNode, status: Literal["failed", "interrupted"]) -> str | None:
         """A node's run that stopped before finishing says so in its own results.json; the
@@ -119,11 +110,6 @@ class FleetStore:
             results.status, results.finished_at = status, now()
             atomic_write_text(self.node_dir(node) / RESULTS_JSON, results.model_dump_json(indent=2))
         return before
-
-    def finish(self, status: Literal["complete", "failed", "interrupted"]) -> None:
-        self.fleet.status = status
-        self.fleet.finished_at = now()
-        self.save()
 
 
 def is_fleet(path: Path) -> bool:
@@ -196,8 +182,8 @@ class FleetSummary:
             for c in row.cells:
                 if c.outlier:
                     what = "images/s" if row.key.mode == "throughput" else "batch-1 p50"
-                    out.append(f"{c.node}: {row.key.series()} {row.key.precision} {row.key.mode} {c.slower_pct:.1f}% "
-                               f"slower than the fleet median ({what}; repeats vary "
+                    out.append(f"{c.node}: {row.key.series()} {row.key.precision} {row.key.mode} "
+                               f"{c.slower_pct:.1f}% slower than the fleet median ({what}; repeats vary "
                                f"{100 * (c.cv or 0):.1f}%)")
         return out
 

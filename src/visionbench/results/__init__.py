@@ -1,0 +1,35 @@
+"""Results: the schema of a run, its store on disk, and what is computed from stored runs
+(comparisons, fleet summaries). Never imports an engine or the report."""
+
+from visionbench.results.schema import (
+    SCHEMA_VERSION,
+    Accuracy,
+    CellKey,
+    InstanceResult,
+    Measurement,
+    MlperfResult,
+    ModelInfo,
+    Results,
+    RunSettings,
+    SystemFacts,
+    TuneOutcome,
+    json_schema,
+    now,
+)
+from visionbench.results.store import (
+    RAW_DIR,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    RunStore,
+    invalid,
+    load,
+    load_raw,
+    read_json,
+)
+
+__all__ = [
+    "RAW_DIR", "RESULTS_CSV", "RESULTS_JSON", "SCHEMA_VERSION", "Accuracy", "CellKey", "InstanceResult",
+    "Measurement", "MlperfResult", "ModelInfo", "Results", "RunSettings", "RunStore", "SystemFacts",
+    "TuneOutcome", "invalid",
+    "json_schema", "load", "load_raw", "now", "read_json",
+]

@@ -1,0 +1,179 @@
+"""The results store: one directory per run with results.json, results.csv and raw latencies,
+each rewritten atomically the moment a measurement completes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import atomic_write_text
+from visionbench.results.schema import (
+    SCHEMA_VERSION,
+    Accuracy,
+    Measurement,
+    MlperfResult,
+    Results,
+    TuneOutcome,
+    now,
+)
+from visionbench.version import __version__
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+RAW_DIR = "raw"
+
+
+CSV_FIELDS = [
+    "engine", "precision", "mode", "batch_size", "threads", "status", "executed_precision",
+    "emulated", "quantized_ops", "instances", "cores_per_instance", "throughput_ips", "cv", "repeats",
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms",
+    "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count", "peak_rss_mib", "reason",
+]
+
+
+def _csv(results: Results) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS)
+    w.writeheader()
+    for m in results.measurements:
+        row = {k: getattr(m, k) for k in CSV_FIELDS if hasattr(m, k)}
+        if m.latency is not None:
+            for k, v in asdict(m.latency).items():
+                row[f"latency_{k}"] = v
+        w.writerow(row)
+    return buf.getvalue()
+
+
+class Store:
+    """A directory whose document (a run's results, a fleet's nodes) is rewritten atomically on
+    every change, and that ends complete, interrupted or failed without losing what was written."""
+
+    def __init__(self, directory: Path, document: Results | Any) -> None:
+        self.dir = directory
+        self.document = document
+
+    def save(self) -> None:
+        raise NotImplementedError
+
+    def interrupted(self) -> None:
+        """What else Ctrl-C marks, before the document itself."""
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Measuring: an exception (Ctrl-C included) marks the document interrupted or failed,
+        and everything already written stays on disk."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.interrupted()
+            self.finish("interrupted")
+            raise
+        except BaseException:
+            self.finish("failed")
+            raise
+
+    def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
+        self.document.status = status
+        self.document.finished_at = now()
+        self.save()
+
+
+class RunStore(Store):
+    """A run directory; ``save`` rewrites results.json and results.csv atomically."""
+
+    def __init__(self, directory: Path, results: Results) -> None:
+        super().__init__(directory, results)
+        self.results = results
+        results.directory = directory
+        try:
+            (directory / RAW_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VisionbenchError(f"cannot create output directory {directory}: {e.strerror}") from e
+        self.save()
+
+    def save(self) -> None:
+        try:
+            atomic_write_text(self.dir / RESULTS_JSON, self.results.model_dump_json(indent=2))
+            atomic_write_text(self.dir / RESULTS_CSV, _csv(self.results))
+        except OSError as e:
+            raise VisionbenchError(f"cannot write results in {self.dir}: {e.strerror}") from e
+
+    def write_raw(self, measurement_id: str, windows: list[list[int]]) -> str:
+        rel = f"{RAW_DIR}/{measurement_id}.json"
+        atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
+        return rel
+
+    def add(self, m: Measurement) -> None:
+        self.results.measurements.append(m)
+        self.save()
+
+    def add_mlperf(self, r: MlperfResult) -> None:
+        self.results.mlperf.append(r)
+        self.save()
+
+    def add_tune(self, t: TuneOutcome) -> None:
+        self.results.tune.append(t)
+        self.save()
+
+    def add_accuracy(self, a: Accuracy) -> None:
+        self.results.accuracy.append(a)
+        self.save()
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+
+
+def invalid(path: Path, what: str, e: ValidationError) -> VisionbenchError:
+    """One line for the first error of a file that does not fit its schema."""
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    return VisionbenchError(f"{path} is not a valid {what}: {where}: {err['msg']}")
+
+
+def load(run_dir: Path) -> Results:
+    """A run directory's results (or a results.json path), checked against this schema version."""
+    path = run_dir / RESULTS_JSON if run_dir.is_dir() else run_dir
+    if not path.exists():
+        what = "is not a visionbench run directory" if run_dir.is_dir() else "does not exist"
+        raise VisionbenchError(f"{run_dir} {what} (no {RESULTS_JSON})")
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("tool") != "visionbench":
+        raise VisionbenchError(f"{path} is not a visionbench results file")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise VisionbenchError(
+            f"{path} has results schema version {version!r}; this visionbench ({__version__}) "
+            f"reads version {SCHEMA_VERSION}"
+        )
+    try:
+        results = Results.model_validate(data)
+    except ValidationError as e:
+        raise invalid(path, "visionbench results file", e) from e
+    results.directory = path.parent
+    return results
+
+
+def load_raw(run_dir: Path, m: Measurement) -> np.ndarray:
+    """A measurement's per-inference latencies in ms, all timed windows pooled."""
+    if m.raw_latencies is None:
+        raise VisionbenchError(f"{m.id} in {run_dir} has no raw latencies")
+    path = run_dir / m.raw_latencies
+    try:
+        windows = json.loads(path.read_text())["windows"]
+        return np.concatenate([np.asarray(w, dtype=np.float64) for w in windows]) / 1e6
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VisionbenchError(f"cannot read the raw latencies {path}: {e}") from e
