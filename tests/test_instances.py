@@ -188,22 +188,21 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     parallel mode; both are recorded as read back from the engine."""
     from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines import get_engine
-    from visionbench.engines.base import Parallelism
 
     cal = synthetic_calibration(tiny, 8)
     x = tiny_inputs[:8]
     ov = get_engine("openvino")
     one = ov.prepare(tiny, "fp32", 2, cal, 8)
-    two = ov.prepare(tiny, "fp32", 2, cal, 8, parallelism=Parallelism(streams=2))
+    two = ov.prepare(tiny, "fp32", 2, cal, 8, options={"streams": 2})
     assert two.execution.details["num_streams"] == 2 and two.execution.details["batch_per_stream"] == 4
     np.testing.assert_allclose(two.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
-    hinted = ov.prepare(tiny, "fp32", 2, cal, 8, parallelism=Parallelism(hint="throughput"))
+    hinted = ov.prepare(tiny, "fp32", 2, cal, 8, options={"hint": "throughput"})
     assert hinted.execution.details["performance_hint"] == "THROUGHPUT"
     assert hinted.execution.details["num_streams"] >= 1
     with pytest.raises(VisionbenchError, match="batch size 7 does not split evenly over 2"):
-        ov.prepare(tiny, "fp32", 2, cal, 7, parallelism=Parallelism(streams=2))
+        ov.prepare(tiny, "fp32", 2, cal, 7, options={"streams": 2})
     ort = get_engine("onnxruntime")
-    par = ort.prepare(tiny, "fp32", 1, cal, 8, parallelism=Parallelism(inter_op_threads=2))
+    par = ort.prepare(tiny, "fp32", 1, cal, 8, options={"inter_op_threads": 2})
     assert par.execution.details["execution_mode"] == "parallel"
     assert par.execution.details["inter_op_num_threads"] == 2
     np.testing.assert_allclose(par.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
@@ -216,7 +215,7 @@ def test_parallelism_errors() -> None:
         (["--engine", "onnxruntime", "--streams", "2", "--mode", "throughput"],
          "onnxruntime has no --streams"),
         (["--engine", "openvino", "--inter-op-threads", "2"], "openvino has no --inter-op-threads"),
-        (["--engine", "openvino", "--streams", "2"], "the latency batch size 1 does not split"),
+        (["--engine", "openvino", "--streams", "2"], "the batch size 1 does not split (latency)"),
         (["--layout", "latency", "--instances", "2"], "give --layout or --instances"),
         (["--instances", "64"], "64 instances of 1 core need 64 physical cores"),
     ]:

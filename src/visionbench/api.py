@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionbench.config import RunConfig, parse_list
-from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines
+from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import MODES
 from visionbench.results import Results
@@ -73,8 +73,13 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
     named precision this CPU cannot run is an error, a default one is recorded as skipped);
     ``threads`` default to the available cores; ``output`` to results/<timestamp>-<host>. The
     other options are ``RunConfig``'s fields (``model``, ``batch_size``, ``duration``,
-    ``iterations``, ``repeats``, ``warmup``, ``instances``, ``streams``, ``data``, ...)."""
+    ``iterations``, ``repeats``, ``warmup``, ``instances``, ``data``, ...) and the engines' own
+    options by name (``streams``, ``hint``, ``inter_op_threads``: ``engines.all_options()``)."""
     names, explicit = _engines(engines)
+    known = all_options()
+    given = {k: options.pop(k) for k in list(options) if k in known}
+    engine_options = {**options.pop("engine_options", {}),
+                      **{k: v for k, v in given.items() if v is not None}}
     for key in ("weights", "data", "labels", "calibration_data"):
         if isinstance(options.get(key), str):
             options[key] = Path(options[key])
@@ -85,7 +90,8 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
             precisions_explicit=precisions is not None,
             modes=_names(modes, MODES, "mode") if modes is not None else list(MODES),  # type: ignore[arg-type]
             threads=threads or available_cpus(), threads_explicit=threads is not None,
-            output=Path(output) if output is not None else default_output(), **options,
+            output=Path(output) if output is not None else default_output(),
+            engine_options=engine_options, **options,
         )
     except TypeError as e:  # an option RunConfig does not have
         raise VisionbenchError(str(e).replace("RunConfig.__init__()", "study option")) from None

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visionbench.engines.base import PRECISIONS, Parallelism, Precision
+from visionbench.engines import PRECISIONS, Engine, Precision, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import LAYOUTS
 from visionbench.harness.timing import MODES, Mode, TimingPlan
@@ -15,8 +15,6 @@ from visionbench.harness.timing import MODES, Mode, TimingPlan
 REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
 #: ``visionbench mlperf --short``: seconds of the shortened run (MLPerf requires 600).
 MLPERF_SHORT_SECONDS = 10.0
-#: OpenVINO's performance hints.
-HINTS = ("throughput", "latency")
 #: Calibration samples for INT8 post-training quantization.
 CALIBRATION_SAMPLES = 300
 
@@ -81,10 +79,9 @@ class RunConfig:
     instances: int | None = None
     cores_per_instance: int | None = None
     layout: str | None = None
-    #: Engine-native parallelism (``engines.base.Parallelism``).
-    streams: int | None = None
-    hint: str | None = None
-    inter_op_threads: int | None = None
+    #: The engines' own options given (``Engine.options``: OpenVINO's streams and hint, ONNX
+    #: Runtime's inter-op threads...), by name.
+    engine_options: dict[str, Any] = field(default_factory=dict)
     duration: float | None = None
     iterations: int | None = None
     repeats: int | None = None
@@ -110,7 +107,6 @@ class RunConfig:
             "--iterations": self.iterations, "--repeats": self.repeats,
             "--calibration-samples": self.calibration_samples, "--limit": self.limit,
             "--instances": self.instances, "--cores-per-instance": self.cores_per_instance,
-            "--streams": self.streams, "--inter-op-threads": self.inter_op_threads,
         }
         for flag, v in checks.items():
             if v is not None and v <= 0:
@@ -128,8 +124,12 @@ class RunConfig:
             raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise VisionbenchError(f"unknown layout '{self.layout}'; choose from {', '.join(LAYOUTS)}")
-        if self.hint is not None and self.hint not in HINTS:
-            raise VisionbenchError(f"unknown hint '{self.hint}'; choose from {', '.join(HINTS)}")
+        known = all_options()
+        for name, value in self.engine_options.items():
+            if name not in known:
+                raise VisionbenchError(f"unknown engine option '{name}'; engines take "
+                                       f"{', '.join(known) or 'none'}")
+            known[name][0].check(value)
         if self.accuracy and self.data is None:
             raise VisionbenchError("accuracy needs images: give --data DIR")
 
@@ -157,9 +157,16 @@ class RunConfig:
             iterations=self.iterations,
         )
 
-    @property
-    def parallelism(self) -> Parallelism:
-        return Parallelism(self.streams, self.hint, self.inter_op_threads)
+    def options_for(self, engine: Engine) -> dict[str, Any]:
+        """The given options that ``engine`` declares."""
+        return {o.name: self.engine_options[o.name] for o in engine.options
+                if o.name in self.engine_options}
+
+    def options_lacking(self, engine: Engine) -> list[str]:
+        """The flags of given options that ``engine`` does not take."""
+        mine = {o.name for o in engine.options}
+        return [opt.flag for name, (opt, _) in all_options().items()
+                if name in self.engine_options and name not in mine]
 
     @property
     def n_calibration(self) -> int:
@@ -169,6 +176,8 @@ class RunConfig:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        # Every engine option as its own key, as results.json has always had them.
+        d.update({name: None for name in all_options()} | d.pop("engine_options"))
         d["output"] = str(self.output)
         for key in ("weights", "data", "labels", "calibration_data"):
             d[key] = None if d[key] is None else str(d[key])

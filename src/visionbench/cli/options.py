@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from visionbench.engines import DEFAULT_ENGINE
+from visionbench.engines import DEFAULT_ENGINE, all_options
 
 
 def options(options: list) -> Callable:
@@ -55,7 +55,8 @@ STUDY = [
 ]
 
 
-#: Pinned instances: shared by run and sweep.
+#: Pinned instances and the engines' own options (each engine declares its own): shared by run,
+#: sweep and fleet.
 INSTANCES = [
     click.option("--instances", type=int,
                  help="Engine processes run at once, each pinned to its own cores; throughput is "
@@ -66,15 +67,8 @@ INSTANCES = [
                  help="The reference scripts' instances: throughput = one per NUMA node with all "
                       "its cores; latency = 4 cores each, filling the machine; reference = each "
                       "mode its own."),
-    click.option("--streams", type=int,
-                 help="OpenVINO inference streams: the batch is split evenly over them and its parts "
-                      "run in parallel [default: 1]."),
-    click.option("--hint", type=click.Choice(["throughput", "latency"]),
-                 help="OpenVINO performance hint; without --streams, OpenVINO chooses the streams "
-                      "(recorded) [default: latency, 1 stream]."),
-    click.option("--inter-op-threads", type=int,
-                 help="ONNX Runtime inter-op threads (parallel execution mode when above 1) "
-                      "[default: 1, sequential]."),
+    *[click.option(opt.flag, name, type=click.Choice(opt.choices) if opt.choices else int,
+                   help=opt.help) for name, (opt, _) in all_options().items()],
 ]
 
 

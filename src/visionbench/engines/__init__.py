@@ -6,12 +6,12 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
-from visionbench.engines.base import PRECISIONS, Engine, Precision, Session, Support
+from visionbench.engines.base import PRECISIONS, Engine, EngineOption, Precision, Session, Support
 from visionbench.errors import VisionbenchError
 from visionbench.sysinfo import cpu_features
 
-__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Precision", "Session", "Support", "all_engines",
-           "catalog", "get_engine"]
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "EngineOption", "Precision", "Session", "Support",
+           "all_engines", "all_options", "catalog", "get_engine"]
 DEFAULT_ENGINE = "openvino"
 
 
@@ -27,6 +27,15 @@ def all_engines() -> dict[str, type[Engine]]:
             if isinstance(obj, type) and issubclass(obj, Engine) and "name" in vars(obj):
                 found[obj.name] = obj
     return dict(sorted(found.items()))
+
+
+def all_options() -> dict[str, tuple[EngineOption, list[str]]]:
+    """Every engine's own options by name, with the engines that declare each."""
+    out: dict[str, tuple[EngineOption, list[str]]] = {}
+    for name, cls in all_engines().items():
+        for opt in cls.options:
+            out.setdefault(opt.name, (opt, []))[1].append(name)
+    return out
 
 
 def get_engine(name: str) -> Engine:

@@ -9,12 +9,13 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from visionbench.data.calibration import Calibration
+from visionbench.errors import VisionbenchError
 from visionbench.models import definition_missing
 from visionbench.models.registry import Definition
 from visionbench.models.spec import ModelSpec
@@ -34,21 +35,27 @@ class Support:
 
 
 @dataclass(frozen=True)
-class Parallelism:
-    """Engine-native parallelism besides intra-op threads; None leaves the engine's default.
-    An engine lists the fields it takes in ``Engine.parallelism``."""
+class EngineOption:
+    """An option an engine declares, with its own check, in the engine's own file; the command
+    line makes a flag of it (``--name-with-dashes``), the API a keyword, and a run records it in
+    its configuration. An engine that does not declare an option refuses it by name."""
 
-    streams: int | None = None  # OpenVINO: inference streams, each running part of a batch
-    hint: str | None = None  # OpenVINO: "throughput" or "latency" performance hint
-    inter_op_threads: int | None = None  # ONNX Runtime: threads running independent nodes
+    name: str
+    help: str
+    #: Allowed values of a text option; an option without choices takes a positive integer.
+    choices: tuple[str, ...] = ()
 
-    def given(self) -> list[str]:
-        return [k for k, v in asdict(self).items() if v is not None]
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
-
-NO_PARALLELISM = Parallelism()
-#: The command-line flag of each Parallelism field, for messages.
-PARALLELISM_FLAGS = {"streams": "--streams", "hint": "--hint", "inter_op_threads": "--inter-op-threads"}
+    def check(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise VisionbenchError(f"unknown {self.flag[2:]} '{value}'; choose from "
+                                   f"{', '.join(self.choices)}")
+        if not self.choices and (isinstance(value, bool) or not isinstance(value, int)
+                                 or value <= 0):
+            raise VisionbenchError(f"{self.flag} must be a positive integer, got {value}")
 
 
 @dataclass
@@ -92,8 +99,8 @@ class Engine(ABC):
     extra: ClassVar[str]
     #: Model formats it runs (``ModelSpec.format``).
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
-    #: Parallelism fields it takes (the scenarios refuse the others for it).
-    parallelism: ClassVar[tuple[str, ...]] = ()
+    #: The options it takes besides threads (the scenarios refuse the others for it).
+    options: ClassVar[tuple[EngineOption, ...]] = ()
     #: What it runs of an ONNX model: the graph itself, or the model rebuilt in its framework.
     definition: ClassVar[Definition] = "onnx"
 
@@ -120,12 +127,17 @@ class Engine(ABC):
     @abstractmethod
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
+        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
     ) -> Session:
         """Compile ``model`` for ``precision`` and a batch size; INT8 quantizes first (cached).
 
         ``allow_emulated`` lets the engine run a precision the CPU lacks by emulation, where
-        the engine can; it is never a licence to run another precision instead."""
+        the engine can; it is never a licence to run another precision instead. ``options``: the
+        values of the engine's own ``options`` the user gave (the others keep its defaults)."""
+
+    def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
+        """Why ``options`` cannot run a batch of ``batch`` images (checked before a run), or None."""
+        return None
 
 
 #: Data-type names that OpenVINO and oneDNN report, by the precision each means.

@@ -9,18 +9,17 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
-    NO_PARALLELISM,
     Engine,
+    EngineOption,
     Execution,
-    Parallelism,
     Precision,
     Session,
     Support,
@@ -110,7 +109,10 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     module = "onnxruntime"
     extra = "onnxruntime"
-    parallelism = ("inter_op_threads",)
+    options = (
+        EngineOption("inter_op_threads", "ONNX Runtime inter-op threads (parallel execution mode "
+                                         "when above 1) [default: 1, sequential]."),
+    )
     providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
     def versions(self) -> dict[str, str]:
@@ -127,7 +129,7 @@ class OnnxRuntimeEngine(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
+        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
     ) -> Session:
         import onnxruntime as ort
 
@@ -139,9 +141,9 @@ class OnnxRuntimeEngine(Engine):
         source = _quantize(model, calibration, reduce_range) if precision == "int8" else model.path
         t_quant = time.perf_counter() - t0
 
-        inter_op = parallelism.inter_op_threads or 1
+        inter_op = (options or {}).get("inter_op_threads") or 1
 
-        def options() -> ort.SessionOptions:
+        def session_options() -> ort.SessionOptions:
             o = ort.SessionOptions()
             o.intra_op_num_threads = threads
             o.inter_op_num_threads = inter_op
@@ -153,8 +155,8 @@ class OnnxRuntimeEngine(Engine):
 
         ops: Counter[str] = Counter()
         if precision == "int8":
-            ops = _executed_ops(options(), source, self.providers)
-        session = ort.InferenceSession(str(source), options(), providers=self.providers)
+            ops = _executed_ops(session_options(), source, self.providers)
+        session = ort.InferenceSession(str(source), session_options(), providers=self.providers)
         quantized = sum(n for op, n in ops.items() if op in QUANTIZED_OPS)
         executed = "fp32" if precision == "fp32" or quantized == 0 else "int8"
         execution = Execution(

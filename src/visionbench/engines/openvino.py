@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,9 @@ import numpy as np
 
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
-    NO_PARALLELISM,
     Engine,
+    EngineOption,
     Execution,
-    Parallelism,
     Precision,
     Session,
     Support,
@@ -101,7 +101,13 @@ class OpenVINOEngine(Engine):
     name = "openvino"
     module = "openvino"
     extra = "openvino"
-    parallelism = ("streams", "hint")
+    options = (
+        EngineOption("streams", "OpenVINO inference streams: the batch is split evenly over them "
+                                "and its parts run in parallel [default: 1]."),
+        EngineOption("hint", "OpenVINO performance hint; without --streams, OpenVINO chooses the "
+                             "streams (recorded) [default: latency, 1 stream].",
+                     choices=("throughput", "latency")),
+    )
 
     def versions(self) -> dict[str, str]:
         import openvino as ov
@@ -122,12 +128,13 @@ class OpenVINOEngine(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
+        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
     ) -> Session:
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
+        asked, hint = (options or {}).get("streams"), (options or {}).get("hint")
         t0 = time.perf_counter()
         core = ov.Core()
         source = _quantize(model, calibration) if precision == "int8" else model.path
@@ -137,10 +144,10 @@ class OpenVINOEngine(Engine):
             hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
             props.inference_num_threads: threads,
             hints.performance_mode: hints.PerformanceMode.THROUGHPUT
-            if parallelism.hint == "throughput" else hints.PerformanceMode.LATENCY,
+            if hint == "throughput" else hints.PerformanceMode.LATENCY,
         }
-        if parallelism.streams is not None or parallelism.hint is None:
-            config[props.num_streams] = parallelism.streams or 1
+        if asked is not None or hint is None:
+            config[props.num_streams] = asked or 1
 
         def compile_for(batch: int) -> Any:
             ov_model = core.read_model(str(source))
@@ -151,7 +158,7 @@ class OpenVINOEngine(Engine):
         streams = int(compiled.get_property(props.num_streams))
         if streams > 1:  # each stream runs its own part of the batch
             if batch_size % streams:
-                chosen = "" if parallelism.streams else f" (the {parallelism.hint} hint chose them)"
+                chosen = "" if asked else f" (the {hint} hint chose them)"
                 raise VisionbenchError(
                     f"batch size {batch_size} does not split evenly over {streams} OpenVINO "
                     f"streams{chosen}; use a multiple of {streams}")
@@ -177,4 +184,11 @@ class OpenVINOEngine(Engine):
             prepare_seconds=time.perf_counter() - t0,
         )
         return OpenVINOSession(compiled, model.output_name, execution, streams)
+
+    def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
+        streams = options.get("streams")
+        if streams and batch % streams:
+            return (f"--streams {streams} splits each batch evenly over the streams; the batch "
+                    f"size {batch} does not split")
+        return None
 

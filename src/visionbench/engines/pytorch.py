@@ -17,7 +17,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
 
@@ -26,10 +26,8 @@ import numpy as np
 from visionbench.capture import capture_fd
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
-    NO_PARALLELISM,
     Engine,
     Execution,
-    Parallelism,
     Precision,
     Session,
     Support,
@@ -171,7 +169,7 @@ class _Torch(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
+        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
     ) -> Session:
         import torch
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,10 +30,8 @@ import numpy as np
 from visionbench.capture import capture_fd
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
-    NO_PARALLELISM,
     Engine,
     Execution,
-    Parallelism,
     Precision,
     Session,
     Support,
@@ -335,7 +334,7 @@ class TensorFlowEngine(Engine):
 
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, parallelism: Parallelism = NO_PARALLELISM,
+        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
     ) -> Session:
         from visionbench.models.tensorflow_files import import_tensorflow, set_threads
         from visionbench.sysinfo import cpu_features

@@ -18,7 +18,6 @@ from visionbench.data.calibration import Calibration, calibration
 from visionbench.data.images import Dataset, open_dataset
 from visionbench.data.preprocess import get_preprocess
 from visionbench.engines import Engine, Precision, Support, all_engines, get_engine
-from visionbench.engines.base import PARALLELISM_FLAGS
 from visionbench.errors import VisionbenchError, describe
 from visionbench.harness.instances import Layout, custom_layout, reference_layout
 from visionbench.harness.timing import Mode, Progress, TimingPlan
@@ -105,7 +104,7 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
                 for m in cfg.modes for b in cfg.batches(p, m)]
 
     for name, engine in engines.items():
-        lacks = [PARALLELISM_FLAGS[k] for k in cfg.parallelism.given() if k not in engine.parallelism]
+        lacks = cfg.options_lacking(engine)
         cannot = engine.cannot_run(model)
         if cannot or lacks:
             reason = cannot or f"{name} has no {' or '.join(lacks)}"
@@ -220,11 +219,10 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
         for b in sorted({b for p in cfg.precisions for b in cfg.batches(p, mode)}):
             model.check_batch(b)
             check_memory(model, b, layout.instances if layout else 1)
-            if cfg.streams and b % cfg.streams:
-                raise VisionbenchError(
-                    f"--streams {cfg.streams} splits each batch evenly over the streams; the {mode} "
-                    f"batch size {b} does not split" + (" (measure --mode throughput only)"
-                                                        if mode == "latency" else ""))
+            for engine in engines.values():
+                if problem := engine.batch_problem(cfg.options_for(engine), b):
+                    raise VisionbenchError(f"{problem} ({mode})" + (
+                        "; measure --mode throughput only" if mode == "latency" else ""))
     tasks = plan_tasks(cfg, engines, model)
     out = output_dir(cfg.output)
     software = {"visionbench": __version__}

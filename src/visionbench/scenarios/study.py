@@ -65,7 +65,7 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
                       progress: Progress | None, start: Callable[[], None] | None = None,
                       ready: Callable[[], None] | None = None) -> tuple[Timing, Execution]:
     session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
-                             allow_emulated=cfg.allow_emulated, parallelism=cfg.parallelism)
+                             allow_emulated=cfg.allow_emulated, options=cfg.options_for(engine))
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]

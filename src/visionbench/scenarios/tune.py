@@ -97,7 +97,9 @@ class Setting:
         return replace(
             cfg, batch_size=self.batch, batch_sizes=None, layout=None,
             instances=self.instances if self.cores_per_instance else None,
-            cores_per_instance=self.cores_per_instance, streams=self.streams,
+            cores_per_instance=self.cores_per_instance,
+            engine_options={k: v for k, v in cfg.engine_options.items() if k != "streams"}
+            | ({"streams": self.streams} if self.streams else {}),
             threads=self.cores_per_instance or cfg.threads,
             threads_explicit=cfg.threads_explicit and not self.cores_per_instance,
             duration=window, iterations=None, repeats=repeats, warmup=warmup,
@@ -191,7 +193,7 @@ class Search:
         n_cores = len(self.cores)
         out = [Setting(batch, n, n_cores // n) for n in (2 ** i for i in range(1, 10))
                if n <= n_cores and n_cores % n == 0]
-        if "streams" in self.engine.parallelism:
+        if any(o.name == "streams" for o in self.engine.options):
             out += [Setting(batch, streams=s) for s in (2 ** i for i in range(1, 8))
                     if s <= self.cfg.threads and batch % s == 0]
         return out
