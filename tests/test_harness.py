@@ -76,14 +76,14 @@ def test_cv():
 
 
 def test_reference_defaults():
-    cfg = RunConfig(engines=["openvino"])
+    cfg = RunConfig.of(engines=["openvino"])
     assert cfg.batch_for("fp32", "throughput") == 116
     assert cfg.batch_for("int8", "throughput") == 116
     assert cfg.batch_for("bf16", "throughput") == 80
     assert cfg.batch_for("bf16", "latency") == 1
     assert cfg.plan("fp32", "throughput").warmup >= 2  # the first big batch runs slow
-    assert RunConfig(engines=["x"], batch_size=8).batch_for("bf16", "throughput") == 8
-    assert RunConfig(engines=["x"], iterations=5).plan("fp32", "latency").duration is None
+    assert RunConfig.of(engines=["x"], batch_size=8).batch_for("bf16", "throughput") == 8
+    assert RunConfig.of(engines=["x"], iterations=5).plan("fp32", "latency").duration is None
 
 
 @pytest.mark.parametrize(
@@ -93,4 +93,4 @@ def test_reference_defaults():
 )
 def test_bad_numbers_rejected(kwargs):
     with pytest.raises(VisionbenchError):
-        RunConfig(engines=["openvino"], **kwargs)
+        RunConfig.of(engines=["openvino"], **kwargs)

@@ -122,7 +122,7 @@ def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
     from visionbench.scenarios.base import Reporter
     from visionbench.scenarios.study import run
 
-    cfg = RunConfig(engines=["onnxruntime"], precisions=["fp32"], modes=["throughput"],
+    cfg = RunConfig.of(engines=["onnxruntime"], precisions=["fp32"], modes=["throughput"],
                     model="resnet50-tiny", batch_size=4, iterations=30, repeats=2, warmup=2,
                     instances=2, output=tmp_path / "r")
     m = run(cfg, Reporter(), ["test"]).results.measurements[0]

@@ -42,7 +42,7 @@ def spec(fmt="onnx") -> ModelSpec:
 
 
 def plan(fmt="onnx", **kw):
-    cfg = RunConfig(engines=["emulates-bf16"], **kw)
+    cfg = RunConfig.of(engines=["emulates-bf16"], **kw)
     return plan_tasks(cfg, {"emulates-bf16": EmulatesBF16()}, spec(fmt))
 
 

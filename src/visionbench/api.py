@@ -84,7 +84,7 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
         if isinstance(options.get(key), str):
             options[key] = Path(options[key])
     try:
-        return RunConfig(
+        return RunConfig.of(
             engines=names, engines_explicit=explicit,
             precisions=_names(precisions, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
             precisions_explicit=precisions is not None,
@@ -94,7 +94,7 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
             engine_options=engine_options, **options,
         )
     except TypeError as e:  # an option RunConfig does not have
-        raise VisionbenchError(str(e).replace("RunConfig.__init__()", "study option")) from None
+        raise VisionbenchError(str(e).replace("RunConfig.of()", "study option")) from None
 
 
 def _command(command: Sequence[str] | None, name: str, options: dict[str, Any]) -> list[str]:

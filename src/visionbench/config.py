@@ -1,8 +1,10 @@
-"""Run configuration, validated, with the reference study's defaults."""
+"""Run configuration in parts (what is studied, timing, launch, inputs, output), each validated
+once with a message naming its flag, with the reference study's defaults."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +56,11 @@ def parse_list(value: str | None, allowed: tuple[str, ...], what: str) -> list[s
     return list(dict.fromkeys(items))
 
 
-@dataclass
-class RunConfig:
+@dataclass(frozen=True)
+class Study:
+    """What is studied: engines, precisions and modes, the model, its batch sizes, and the
+    engines' own options."""
+
     engines: list[str]
     precisions: list[Precision] = field(default_factory=lambda: list(PRECISIONS))
     modes: list[Mode] = field(default_factory=lambda: list(MODES))
@@ -72,110 +77,179 @@ class RunConfig:
     batch_size: int | None = None
     #: A batch-size sweep: throughput (and per-call latency) at each of these batch sizes.
     batch_sizes: list[int] | None = None
-    threads: int = 1
-    #: Whether the user named the threads; else each instance gets one thread per core.
-    threads_explicit: bool = False
-    #: Pinned instances (``harness.instances``): N x K cores, or a reference layout.
-    instances: int | None = None
-    cores_per_instance: int | None = None
-    layout: str | None = None
+    allow_emulated: bool = False
+    #: Measure accuracy on the data (labels from class folders or a labels file) as well.
+    accuracy: bool = False
+    seed: int = 0
     #: The engines' own options given (``Engine.options``: OpenVINO's streams and hint, ONNX
     #: Runtime's inter-op threads...), by name.
     engine_options: dict[str, Any] = field(default_factory=dict)
-    duration: float | None = None
-    iterations: int | None = None
-    repeats: int | None = None
-    warmup: int | None = None
-    calibration_samples: int | None = None
-    allow_emulated: bool = False
-    #: Measure accuracy on ``data`` (labels from class folders or a labels file) as well.
-    accuracy: bool = False
-    data: Path | None = None
-    labels: Path | None = None
-    limit: int | None = None
-    #: INT8 calibration images (a folder or a list file) instead of a sample of ``data``.
-    calibration_data: Path | None = None
-    #: Preprocessing instead of the model's own (``data.preprocess.PREPROCESSING``).
-    preprocess: str | None = None
-    quick: bool = False
-    seed: int = 0
-    output: Path = Path("results")
 
     def __post_init__(self) -> None:
-        checks = {
-            "--batch-size": self.batch_size, "--threads": self.threads,
-            "--iterations": self.iterations, "--repeats": self.repeats,
-            "--calibration-samples": self.calibration_samples, "--limit": self.limit,
-            "--instances": self.instances, "--cores-per-instance": self.cores_per_instance,
-        }
-        for flag, v in checks.items():
-            if v is not None and v <= 0:
-                raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
+        _positive({"--batch-size": self.batch_size})
         for b in self.batch_sizes or []:
             if b <= 0:
                 raise VisionbenchError(f"--batch-sizes must be positive integers, got {b}")
-        if self.duration is not None and not self.duration > 0:
-            raise VisionbenchError(f"--duration must be positive seconds, got {self.duration}")
-        if self.warmup is not None and self.warmup < 0:
-            raise VisionbenchError(f"--warmup must be 0 or more, got {self.warmup}")
-        if self.duration is not None and self.iterations is not None:
-            raise VisionbenchError("give --duration or --iterations, not both")
-        if self.layout is not None and (self.instances or self.cores_per_instance):
-            raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise VisionbenchError(f"unknown layout '{self.layout}'; choose from {', '.join(LAYOUTS)}")
         known = all_options()
         for name, value in self.engine_options.items():
             if name not in known:
                 raise VisionbenchError(f"unknown engine option '{name}'; engines take "
                                        f"{', '.join(known) or 'none'}")
             known[name][0].check(value)
-        if self.accuracy and self.data is None:
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long and how often to time: it makes each measurement's timing plan."""
+
+    duration: float | None = None
+    iterations: int | None = None
+    repeats: int | None = None
+    warmup: int | None = None
+    #: A smoke run: small throughput batch, short windows, few calibration samples.
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        _positive({"--iterations": self.iterations, "--repeats": self.repeats})
+        if self.duration is not None and not self.duration > 0:
+            raise VisionbenchError(f"--duration must be positive seconds, got {self.duration}")
+        if self.warmup is not None and self.warmup < 0:
+            raise VisionbenchError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.duration is not None and self.iterations is not None:
+            raise VisionbenchError("give --duration or --iterations, not both")
+
+    def plan(self, mode: Mode, batch: int) -> TimingPlan:
+        d = (QUICK if self.quick else FULL)[mode]
+        return TimingPlan(
+            batch_size=batch,
+            warmup=d.warmup if self.warmup is None else self.warmup,
+            repeats=self.repeats or d.repeats,
+            duration=None if self.iterations is not None else (self.duration or d.duration),
+            iterations=self.iterations,
+        )
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where the engines run: threads, and pinned instances (a number, or a reference layout)."""
+
+    threads: int = 1
+    #: Whether the user named the threads; else each instance gets one thread per core.
+    threads_explicit: bool = False
+    instances: int | None = None
+    cores_per_instance: int | None = None
+    layout: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive({"--threads": self.threads, "--instances": self.instances,
+                   "--cores-per-instance": self.cores_per_instance})
+        if self.layout is not None and (self.instances or self.cores_per_instance):
+            raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise VisionbenchError(f"unknown layout '{self.layout}'; choose from {', '.join(LAYOUTS)}")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The images: a data set, its labels, INT8 calibration images, preprocessing."""
+
+    data: Path | None = None
+    labels: Path | None = None
+    limit: int | None = None
+    #: INT8 calibration images (a folder or a list file) instead of a sample of ``data``.
+    calibration_data: Path | None = None
+    calibration_samples: int | None = None
+    #: Preprocessing instead of the model's own (``data.preprocess.PREPROCESSING``).
+    preprocess: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive({"--limit": self.limit, "--calibration-samples": self.calibration_samples})
+
+
+def _positive(values: dict[str, int | None]) -> None:
+    for flag, v in values.items():
+        if v is not None and v <= 0:
+            raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
+
+
+SECTIONS = {"study": Study, "timing": Timing, "launch": Launch, "inputs": Inputs}
+#: Each flat option name (the command line's, the API's) and the section that holds it.
+SECTION_OF = {f.name: name for name, cls in SECTIONS.items() for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's configuration: what is studied, timing, launch, inputs and output; each part
+    checks its own values, once, naming the flag."""
+
+    study: Study
+    timing: Timing = field(default_factory=Timing)
+    launch: Launch = field(default_factory=Launch)
+    inputs: Inputs = field(default_factory=Inputs)
+    output: Path = Path("results")
+
+    def __post_init__(self) -> None:
+        if self.study.accuracy and self.inputs.data is None:
             raise VisionbenchError("accuracy needs images: give --data DIR")
+
+    @classmethod
+    def of(cls, output: Path = Path("results"), **options: Any) -> RunConfig:
+        """A configuration from flat option names (``engines``, ``duration``, ``threads``, ...)."""
+        parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in options.items():
+            if key not in SECTION_OF:
+                raise TypeError(f"RunConfig.of() got an unexpected keyword argument '{key}'")
+            parts[SECTION_OF[key]][key] = value
+        return cls(**{name: SECTIONS[name](**kw) for name, kw in parts.items()}, output=output)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some flat options (and ``output``) changed, each part checked again."""
+        parts: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if key != "output":
+                parts.setdefault(SECTION_OF[key], {})[key] = value
+        return dataclasses.replace(
+            self, output=changes.get("output", self.output),
+            **{name: dataclasses.replace(getattr(self, name), **kw) for name, kw in parts.items()})
 
     def batch_for(self, precision: Precision, mode: Mode) -> int:
         if mode == "latency":
             return 1
-        if self.batch_size is not None:
-            return self.batch_size
-        return QUICK_THROUGHPUT_BATCH if self.quick else REFERENCE_BATCH[precision]
+        if self.study.batch_size is not None:
+            return self.study.batch_size
+        return QUICK_THROUGHPUT_BATCH if self.timing.quick else REFERENCE_BATCH[precision]
 
     def batches(self, precision: Precision, mode: Mode) -> list[int]:
         """The batch sizes measured: a sweep's list in throughput mode, else the one of the mode."""
-        if self.batch_sizes and mode == "throughput":
-            return list(self.batch_sizes)
+        if self.study.batch_sizes and mode == "throughput":
+            return list(self.study.batch_sizes)
         return [self.batch_for(precision, mode)]
 
     def plan(self, precision: Precision, mode: Mode, batch: int | None = None) -> TimingPlan:
-        d = (QUICK if self.quick else FULL)[mode]
-        duration = None if self.iterations is not None else (self.duration or d.duration)
-        return TimingPlan(
-            batch_size=batch or self.batch_for(precision, mode),
-            warmup=d.warmup if self.warmup is None else self.warmup,
-            repeats=self.repeats or d.repeats,
-            duration=duration,
-            iterations=self.iterations,
-        )
+        return self.timing.plan(mode, batch or self.batch_for(precision, mode))
 
     def options_for(self, engine: Engine) -> dict[str, Any]:
         """The given options that ``engine`` declares."""
-        return {o.name: self.engine_options[o.name] for o in engine.options
-                if o.name in self.engine_options}
+        given = self.study.engine_options
+        return {o.name: given[o.name] for o in engine.options if o.name in given}
 
     def options_lacking(self, engine: Engine) -> list[str]:
         """The flags of given options that ``engine`` does not take."""
         mine = {o.name for o in engine.options}
         return [opt.flag for name, (opt, _) in all_options().items()
-                if name in self.engine_options and name not in mine]
+                if name in self.study.engine_options and name not in mine]
 
     @property
     def n_calibration(self) -> int:
-        if self.calibration_samples is not None:
-            return self.calibration_samples
-        return QUICK_CALIBRATION_SAMPLES if self.quick else CALIBRATION_SAMPLES
+        if self.inputs.calibration_samples is not None:
+            return self.inputs.calibration_samples
+        return QUICK_CALIBRATION_SAMPLES if self.timing.quick else CALIBRATION_SAMPLES
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The flat record results.json has always held (``results.RunSettings``)."""
+        d: dict[str, Any] = {}
+        for name in SECTIONS:
+            d.update(asdict(getattr(self, name)))
         # Every engine option as its own key, as results.json has always had them.
         d.update({name: None for name in all_options()} | d.pop("engine_options"))
         d["output"] = str(self.output)

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,16 +171,17 @@ def _started(store: FleetStore, s: _Stream, reporter: Reporter) -> None:
 
 def _planned(cfg: RunConfig) -> int:
     """Measurements each node records: every engine x precision x mode x batch size."""
-    return len(cfg.engines) * sum(len(cfg.batches(p, m)) for p in cfg.precisions for m in cfg.modes)
+    st = cfg.study
+    return len(st.engines) * sum(len(cfg.batches(p, m)) for p in st.precisions for m in st.modes)
 
 
 def _launch(node: FleetNode, cfg: RunConfig, command: list[str], mode: str,
             barrier: Any | None, start_timeout: float, reporter: Reporter) -> _Stream:
-    threads = cfg.threads if cfg.threads_explicit else max(1, int(node.cpus))
+    threads = cfg.launch.threads if cfg.launch.threads_explicit else max(1, int(node.cpus))
     info = {"name": node.name, "node_id": node.node_id, "hostname": node.hostname,
             "address": node.address, "ray_cpus": node.cpus, "fleet_mode": mode}
     gen = node_study.options(num_cpus=node.cpus, scheduling_strategy=pinned(node)).remote(
-        replace(cfg, threads=threads), command, info, barrier)
+        cfg.replace(threads=threads), command, info, barrier)
     submitted = time.monotonic()
     bar = reporter.steps(f"node {node.name}", _planned(cfg)) or (lambda done, state: None)
     bar(0, "waiting for Ray to start it")
@@ -192,15 +193,15 @@ def _absolute(cfg: RunConfig) -> RunConfig:
     def fix(p: Path | None) -> Path | None:
         return p.resolve() if p is not None and p.exists() else p
 
-    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
-    return replace(cfg, model=model, weights=fix(cfg.weights), data=fix(cfg.data),
-                   labels=fix(cfg.labels), calibration_data=fix(cfg.calibration_data))
+    model = str(Path(cfg.study.model).resolve()) if Path(cfg.study.model).exists() else cfg.study.model
+    return cfg.replace(model=model, weights=fix(cfg.study.weights), data=fix(cfg.inputs.data),
+                       labels=fix(cfg.inputs.labels), calibration_data=fix(cfg.inputs.calibration_data))
 
 
 def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
               command: list[str]) -> FleetStore:
     """Connect, check the nodes, run the study on each, and keep every node's results."""
-    if opts.concurrent and cfg.iterations is not None:
+    if opts.concurrent and cfg.timing.iterations is not None:
         raise VisionbenchError("--concurrent times every node over the same windows: give "
                                "--duration, not --iterations")
     if (cfg.output / FLEET_JSON).exists() or (cfg.output / NODES_DIR).exists():
@@ -213,14 +214,14 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
         nodes = select_nodes(alive, opts.nodes, reporter)
         names = node_names(nodes)
         start_timeout = START_TIMEOUT_RUNTIME_ENV if opts.runtime_env else START_TIMEOUT
-        mine, found = check_versions(nodes, names, cfg.engines, start_timeout)
+        mine, found = check_versions(nodes, names, cfg.study.engines, start_timeout)
         for n, name in zip(nodes, names, strict=True):
             if found[name]["cpus_available"] < n.cpus:
                 reporter.note(f"note: Ray counts {n.cpus:g} CPUs on {name}, but a process there may "
                               f"use {found[name]['cpus_available']}: threads will share cores")
         output_dir(cfg.output)
         config = cfg.as_dict()
-        if not cfg.threads_explicit:
+        if not cfg.launch.threads_explicit:
             config["threads"] = "each node's CPUs"
         fleet = FleetResults(
             created_at=now(), command=command, address=opts.address,

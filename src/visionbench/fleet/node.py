@@ -10,7 +10,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,7 @@ def node_study(cfg: RunConfig, command: list[str], node: dict[str, Any],
             "ran_on_hostname": socket.gethostname()}
     try:
         yield {}  # started: the driver knows the task was scheduled
-        for _ in run_steps(replace(cfg, output=directory), reporter, command,
+        for _ in run_steps(cfg.replace(output=directory), reporter, command,
                            None if barrier is None else start, node):
             yield _changed(directory, sent)
     finally:

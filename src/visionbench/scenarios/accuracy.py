@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +65,14 @@ class AccuracyScenario(Scenario[Accuracy]):
     def tasks(self, setup: Setup, reporter: Reporter) -> Sequence[Task]:
         cfg, dataset, model = setup.cfg, setup.dataset, setup.model
         assert dataset is not None
-        precisions: list[Precision] = ["fp32", *[p for p in cfg.precisions if p != "fp32"]]
-        tasks = plan_tasks(replace(cfg, modes=["latency"], precisions=precisions), setup.engines,
+        precisions: list[Precision] = ["fp32", *[p for p in cfg.study.precisions if p != "fp32"]]
+        tasks = plan_tasks(cfg.replace(modes=["latency"], precisions=precisions), setup.engines,
                            model)
         images = self.images = prepare_images(model, dataset)
-        self.batch = min(cfg.batch_size or ACCURACY_BATCH, len(images.paths))
+        self.batch = min(cfg.study.batch_size or ACCURACY_BATCH, len(images.paths))
         setup.store.results.data = {
             "root": str(dataset.root), "layout": dataset.layout, "images": len(images.paths),
-            "labelled": images.labels is not None, "limit": cfg.limit,
+            "labelled": images.labels is not None, "limit": cfg.inputs.limit,
             "unreadable": [f"{p}: {why}" for p, why in dataset.skipped],
             "preprocessing": get_preprocess(model.preprocessing).description,
             "decode_and_preprocess_seconds": round(images.seconds, 3),
@@ -96,8 +95,8 @@ class AccuracyScenario(Scenario[Accuracy]):
             raise Skip("no FP32 reference on this engine")
         images, batch, cfg, model = self.images, self.batch, setup.cfg, setup.model
         assert images is not None
-        session = setup.engines[task.engine].prepare(model, task.precision, cfg.threads, setup.cal,
-                                                     batch, allow_emulated=cfg.allow_emulated)
+        session = setup.engines[task.engine].prepare(model, task.precision, cfg.launch.threads, setup.cal,
+                                                     batch, allow_emulated=cfg.study.allow_emulated)
         try:
             t0 = time.perf_counter()
             outputs = []

@@ -97,27 +97,27 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     ``--engine all`` brought in is recorded as unsupported."""
     cpu = cpu_features()
     tasks: list[Task] = []
-    swept = bool(cfg.batch_sizes)
+    swept = bool(cfg.study.batch_sizes)
 
     def each(name: str, p: Precision, s: Support) -> list[Task]:
         return [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name)
-                for m in cfg.modes for b in cfg.batches(p, m)]
+                for m in cfg.study.modes for b in cfg.batches(p, m)]
 
     for name, engine in engines.items():
         lacks = cfg.options_lacking(engine)
         cannot = engine.cannot_run(model)
         if cannot or lacks:
             reason = cannot or f"{name} has no {' or '.join(lacks)}"
-            if cfg.engines_explicit:
+            if cfg.study.engines_explicit:
                 raise VisionbenchError(reason)
             unsupported = Support("unsupported", reason)
-            tasks.extend(t for p in cfg.precisions for t in each(name, p, unsupported))
+            tasks.extend(t for p in cfg.study.precisions for t in each(name, p, unsupported))
             continue
-        for p in cfg.precisions:
+        for p in cfg.study.precisions:
             s = engine.support(p, cpu)
-            if cfg.precisions_explicit and s.status == "unsupported":
+            if cfg.study.precisions_explicit and s.status == "unsupported":
                 raise VisionbenchError(f"{name} cannot run {p} here: {s.reason}")
-            if cfg.precisions_explicit and s.status == "emulated" and not cfg.allow_emulated:
+            if cfg.study.precisions_explicit and s.status == "emulated" and not cfg.study.allow_emulated:
                 raise VisionbenchError(
                     f"{name} {p} would be emulated: {s.reason} "
                     "(--allow-emulated measures it anyway, marked emulated)"
@@ -144,7 +144,7 @@ def unmeasured(task: Task, cfg: RunConfig, reason: str, status: str = "unsupport
     t = now()
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        model=task.model or None, batch_size=task.batch, threads=cfg.threads,
+        model=task.model or None, batch_size=task.batch, threads=cfg.launch.threads,
         status=status, support=task.support.status, reason=reason, started_at=t, finished_at=t,
     )
 
@@ -153,25 +153,31 @@ def not_run(task: Task, cfg: RunConfig) -> tuple[str, str] | None:
     """Why a task is not measured (status, reason), or None when it is."""
     if task.support.status == "unsupported":
         return "unsupported", task.support.reason
-    if task.support.status == "emulated" and not cfg.allow_emulated:
+    if task.support.status == "emulated" and not cfg.study.allow_emulated:
         return "skipped", f"{task.support.reason} (--allow-emulated measures it anyway)"
     return None
 
 
 def layout_for(cfg: RunConfig, mode: Mode, nodes: list[list[int]]) -> Layout | None:
     """The instance layout of a mode, or None to run in this process, unpinned."""
-    if cfg.layout is not None:
-        return reference_layout(mode if cfg.layout == "reference" else cfg.layout, nodes)
-    if cfg.instances is None and cfg.cores_per_instance is None:
+    if cfg.launch.layout is not None:
+        return reference_layout(mode if cfg.launch.layout == "reference" else cfg.launch.layout, nodes)
+    if cfg.launch.instances is None and cfg.launch.cores_per_instance is None:
         return None
-    return custom_layout(cfg.instances, cfg.cores_per_instance, nodes)
+    return custom_layout(cfg.launch.instances, cfg.launch.cores_per_instance, nodes)
+
+
+def open_data(cfg: RunConfig) -> Dataset | None:
+    """The run's image set, if it has one."""
+    i = cfg.inputs
+    return open_dataset(i.data, i.labels, i.limit) if i.data is not None else None
 
 
 def study_calibration(cfg: RunConfig, model: ModelSpec,
                       dataset: Dataset | None) -> tuple[Calibration, dict[str, Any]]:
     """The run's INT8 calibration samples; the images evaluated for accuracy are kept out."""
-    evaluated = {p for p, _ in dataset.items} if dataset is not None and cfg.accuracy else set()
-    return calibration(model, cfg.n_calibration, cfg.calibration_data, dataset, evaluated)
+    evaluated = {p for p, _ in dataset.items} if dataset is not None and cfg.study.accuracy else set()
+    return calibration(model, cfg.n_calibration, cfg.inputs.calibration_data, dataset, evaluated)
 
 
 @dataclass
@@ -202,21 +208,22 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
     """Check every input, then create the run directory; raises VisionbenchError on bad input.
     ``extend``: an existing run there of the same model is added to, not replaced. ``node``: the
     Ray node of a fleet run that this study runs on."""
-    engines = {name: get_engine(name) for name in cfg.engines}
-    model = resolve(cfg.model, cfg.seed, cfg.weights, cfg.input_name, cfg.output_name, cfg.threads)
-    if cfg.preprocess is not None:
-        model = replace(model, preprocessing=get_preprocess(cfg.preprocess).name)
-    dataset = open_dataset(cfg.data, cfg.labels, cfg.limit) if cfg.data is not None else None
-    if cfg.accuracy and dataset is not None and not dataset.labelled:
+    engines = {name: get_engine(name) for name in cfg.study.engines}
+    st = cfg.study
+    model = resolve(st.model, st.seed, st.weights, st.input_name, st.output_name, cfg.launch.threads)
+    if cfg.inputs.preprocess is not None:
+        model = replace(model, preprocessing=get_preprocess(cfg.inputs.preprocess).name)
+    dataset = open_data(cfg)
+    if cfg.study.accuracy and dataset is not None and not dataset.labelled:
         reporter.note(f"note: {dataset.root} has no labels: accuracy gives agreement with FP32 only")
     cal, cal_info = study_calibration(cfg, model, dataset)
     nodes = numa_cores()
-    for mode in cfg.modes:
+    for mode in cfg.study.modes:
         layout = layout_for(cfg, mode, nodes)
         if layout is not None and layout.name != "custom":
             reporter.note(f"{mode}: {layout.name} layout, {layout.describe()} "
                           f"(instances x cores): {layout.reason}")
-        for b in sorted({b for p in cfg.precisions for b in cfg.batches(p, mode)}):
+        for b in sorted({b for p in cfg.study.precisions for b in cfg.batches(p, mode)}):
             model.check_batch(b)
             check_memory(model, b, layout.instances if layout else 1)
             for engine in engines.values():

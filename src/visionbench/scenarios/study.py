@@ -15,7 +15,6 @@ import numpy as np
 
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
-from visionbench.data.images import open_dataset
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import Engine, get_engine
 from visionbench.engines.base import Execution
@@ -36,6 +35,7 @@ from visionbench.scenarios.base import (
     Task,
     drive,
     layout_for,
+    open_data,
     open_run,
     study_calibration,
     unmeasured,
@@ -65,9 +65,9 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
                       progress: Progress | None, start: Callable[[], None] | None = None,
                       ready: Callable[[], None] | None = None) -> tuple[Timing, Execution]:
     session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
-                             allow_emulated=cfg.allow_emulated, options=cfg.options_for(engine))
+                             allow_emulated=cfg.study.allow_emulated, options=cfg.options_for(engine))
     try:
-        pool = input_pool(model, plan.batch_size, seed=cfg.seed + plan.batch_size)
+        pool = input_pool(model, plan.batch_size, seed=cfg.study.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]
         if ready is not None:
             ready()
@@ -79,8 +79,7 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
 def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, Any]:
     """The target each instance process runs (see ``harness.instances``)."""
     cfg = job.cfg
-    dataset = open_dataset(cfg.data, cfg.labels, cfg.limit) if cfg.data is not None else None
-    cal, _ = study_calibration(cfg, job.model, dataset)
+    cal, _ = study_calibration(cfg, job.model, open_data(cfg))
     timing, execution = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
                                           job.plan, job.threads, cal, None, barrier)
     return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib()}
@@ -108,14 +107,14 @@ def measure_task(
     instances: list[InstanceResult] = []
     extra: dict[str, Any] = {}
     if layout is None:
-        threads = cfg.threads
+        threads = cfg.launch.threads
         timing, ex = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration,
                                        progress, phase("go"), phase("ready"))
         timings = [timing]
         per_repeat = [w.throughput for w in timing.windows]
         rss = _peak_rss_mib()
     else:
-        threads = cfg.threads if cfg.threads_explicit else layout.cores_per_instance
+        threads = cfg.launch.threads if cfg.launch.threads_explicit else layout.cores_per_instance
 
         def tick(seconds: float) -> None:
             if progress and plan.duration:
@@ -207,8 +206,8 @@ def run_steps(cfg: RunConfig, reporter: Reporter, command: list[str],
     fleet node sends its results on as they come). With ``accuracy``, accuracy follows."""
     from visionbench.scenarios.accuracy import AccuracyScenario
 
-    setup = open_run(cfg, reporter, command, "sweep" if cfg.batch_sizes else "study", node=node)
+    setup = open_run(cfg, reporter, command, "sweep" if cfg.study.batch_sizes else "study", node=node)
     scenarios: list[Scenario[Any]] = [Study(start)]
-    if cfg.accuracy and setup.dataset is not None:
+    if cfg.study.accuracy and setup.dataset is not None:
         scenarios.append(AccuracyScenario())
     yield from drive(setup, scenarios, reporter)

@@ -94,14 +94,14 @@ class Setting:
                 "threads": self.cores_per_instance or threads, "streams": self.streams or 1}
 
     def config(self, cfg: RunConfig, window: float, repeats: int, warmup: int) -> RunConfig:
-        return replace(
-            cfg, batch_size=self.batch, batch_sizes=None, layout=None,
+        return cfg.replace(
+            batch_size=self.batch, batch_sizes=None, layout=None,
             instances=self.instances if self.cores_per_instance else None,
             cores_per_instance=self.cores_per_instance,
-            engine_options={k: v for k, v in cfg.engine_options.items() if k != "streams"}
+            engine_options={k: v for k, v in cfg.study.engine_options.items() if k != "streams"}
             | ({"streams": self.streams} if self.streams else {}),
-            threads=self.cores_per_instance or cfg.threads,
-            threads_explicit=cfg.threads_explicit and not self.cores_per_instance,
+            threads=self.cores_per_instance or cfg.launch.threads,
+            threads_explicit=cfg.launch.threads_explicit and not self.cores_per_instance,
             duration=window, iterations=None, repeats=repeats, warmup=warmup,
         )
 
@@ -110,14 +110,14 @@ def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> st
     """The ``visionbench run`` command that measures ``s`` with the study's repeats."""
     args = ["visionbench", "run", "--engine", engine, "--precision", precision,
             "--mode", "throughput", "--batch-size", str(s.batch)]
-    if cfg.model != "resnet50":
-        args += ["--model", cfg.model]
-    if cfg.weights is not None:
-        args += ["--weights", str(cfg.weights)]
+    if cfg.study.model != "resnet50":
+        args += ["--model", cfg.study.model]
+    if cfg.study.weights is not None:
+        args += ["--weights", str(cfg.study.weights)]
     if s.cores_per_instance:
         args += ["--instances", str(s.instances), "--cores-per-instance", str(s.cores_per_instance)]
-    elif cfg.threads_explicit:
-        args += ["--threads", str(cfg.threads)]
+    elif cfg.launch.threads_explicit:
+        args += ["--threads", str(cfg.launch.threads)]
     if s.streams:
         args += ["--streams", str(s.streams)]
     return shlex.join(args)
@@ -195,7 +195,7 @@ class Search:
                if n <= n_cores and n_cores % n == 0]
         if any(o.name == "streams" for o in self.engine.options):
             out += [Setting(batch, streams=s) for s in (2 ** i for i in range(1, 8))
-                    if s <= self.cfg.threads and batch % s == 0]
+                    if s <= self.cfg.launch.threads and batch % s == 0]
         return out
 
     def explore(self) -> None:
@@ -203,7 +203,7 @@ class Search:
         two best; with time left, the larger batch sizes the climb skipped, and again around the
         best."""
         model = self.setup.model
-        ladder = [b for b in (self.cfg.batch_sizes or LADDER)
+        ladder = [b for b in (self.cfg.study.batch_sizes or LADDER)
                   if model.fixed_batch is None or b == model.fixed_batch]
         rest = self.climb(ladder, STALL)
         self.around_best()
@@ -277,7 +277,7 @@ class Search:
                            and base.status != "failed" else "no setting could be measured")
         else:
             s, w = max(feasible, key=lambda sm: sm[1].throughput_ips or 0.0)
-            base.winner, base.winner_setting = w.id, s.as_dict(self.cfg.threads)
+            base.winner, base.winner_setting = w.id, s.as_dict(self.cfg.launch.threads)
             base.winner_command = rerun_command(self.cfg, self.task.engine, self.task.precision, s)
             if d.status == "ok" and d.throughput_ips and w is not d:
                 base.speedup_vs_default = w.throughput_ips / d.throughput_ips
@@ -318,7 +318,7 @@ class Tune(Scenario[TuneOutcome]):
         self.todo.remove(task)
         t0 = time.monotonic()
         # quantize and cache outside the clock: a one-off, not a setting's cost
-        setup.engines[task.engine].prepare(setup.model, task.precision, setup.cfg.threads,
+        setup.engines[task.engine].prepare(setup.model, task.precision, setup.cfg.launch.threads,
                                            setup.cal, 1).close()
         self.deadline += time.monotonic() - t0
         share = max(self.deadline - time.monotonic(), 0.0) / (len(self.todo) + 1)
@@ -334,5 +334,5 @@ def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
     """Search every engine x precision of ``cfg`` within ``budget`` seconds in all."""
     if bound is not None and not bound > 0:
         raise VisionbenchError(f"--max-latency-ms must be positive, got {bound}")
-    cfg = replace(cfg, modes=["throughput"])
+    cfg = cfg.replace(modes=["throughput"])
     return run_scenarios(open_run(cfg, reporter, command, "tune"), [Tune(budget, bound)], reporter)

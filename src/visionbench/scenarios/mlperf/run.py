@@ -229,7 +229,7 @@ class Mlperf(Scenario[MlperfResult]):
             self.total = self.opts.performance_samples or (256 if self.opts.short else 1024)
 
             def make(i: int) -> np.ndarray:
-                rng = np.random.default_rng(cfg.seed + i)
+                rng = np.random.default_rng(cfg.study.seed + i)
                 return rng.standard_normal(model.input_shape(1), dtype=np.float32)
         self.make = make
         return [replace(t, tag=sc) for sc in self.scenarios for t in setup.tasks]
@@ -254,8 +254,8 @@ class Mlperf(Scenario[MlperfResult]):
         rel = f"mlperf/{task.engine}-{task.precision}-{opts.scenario}" + (
             "-accuracy" if opts.accuracy else "")
         reporter.note(f"{task.engine} {task.precision} {opts.scenario}: LoadGen running")
-        prep = prepare(setup.engines[task.engine], model, task.precision, cfg.threads, setup.cal,
-                       opts, self.make, cfg.allow_emulated)
+        prep = prepare(setup.engines[task.engine], model, task.precision, cfg.launch.threads, setup.cal,
+                       opts, self.make, cfg.study.allow_emulated)
         try:
             if opts.find_peak:
                 peak, steps, out = find_peak(prep, opts, self.make, self.total, store.dir / rel,
@@ -295,8 +295,8 @@ def run_mlperf(cfg: RunConfig, scenarios: list[LoadgenScenario], opts: Options, 
         raise VisionbenchError("--find-peak searches Server's QPS: give --scenario Server alone")
     if opts.find_peak and opts.target_qps is not None:
         raise VisionbenchError("--find-peak searches the QPS: leave --target-qps out")
-    if opts.accuracy and cfg.data is None:
+    if opts.accuracy and cfg.inputs.data is None:
         raise VisionbenchError("accuracy mode needs labelled images: give --data DIR")
-    cfg = replace(cfg, modes=["latency"], accuracy=opts.accuracy)
+    cfg = cfg.replace(modes=["latency"], accuracy=opts.accuracy)
     setup = open_run(cfg, reporter, command, "mlperf", extend=True)
     return run_scenarios(setup, [Mlperf(scenarios, opts)], reporter)
