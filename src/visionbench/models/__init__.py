@@ -109,21 +109,23 @@ def definition_missing(spec: ModelSpec, definition: Definition) -> str | None:
     return f"{spec.name} has no {FRAMEWORK[definition]} definition in visionbench (ONNX only)"
 
 
+def _rebuild(spec: ModelSpec, definition: Definition) -> Any:
+    """The registered model's own definition, else ResNet-50 v1.5 from the file's weights."""
+    entry = _registered(spec)
+    card = entry.card if entry is not None else None
+    build = {"torch": card.torch_module, "keras": card.keras_model}[definition] if card else None
+    if build is not None:
+        return build(spec)
+    if why := definition_missing(spec, definition):
+        raise VisionbenchError(why)
+    return {"torch": resnet_weights.torch_module, "keras": resnet_weights.keras_model}[definition](spec)
+
+
 def torch_module(spec: ModelSpec) -> tuple[Any, str]:
     """The model as a torch module in eval mode, and what it is."""
-    entry = _registered(spec)
-    if entry is not None and entry.card.torch_module is not None:
-        return entry.card.torch_module(spec)
-    if why := definition_missing(spec, "torch"):
-        raise VisionbenchError(why)
-    return resnet_weights.torch_module(spec)
+    return _rebuild(spec, "torch")
 
 
 def keras_model(spec: ModelSpec) -> Any:
     """The model as a Keras model taking NHWC input."""
-    entry = _registered(spec)
-    if entry is not None and entry.card.keras_model is not None:
-        return entry.card.keras_model(spec)
-    if why := definition_missing(spec, "keras"):
-        raise VisionbenchError(why)
-    return resnet_weights.keras_model(spec)
+    return _rebuild(spec, "keras")

@@ -290,10 +290,6 @@ class Skip(Exception):
     """Raised by ``Scenario.measure``: the task is skipped, with this reason."""
 
 
-def status_of(record: Any) -> str:
-    return record.status
-
-
 def drive(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) -> Iterator[RunStore]:
     """Run each scenario's tasks in turn on an opened run, storing each record as it comes
     (yielding the store after each) and finishing the run: complete, or failed when any record
@@ -318,7 +314,7 @@ def drive(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) 
                         except Exception as e:  # an engine's failure is a result: the run goes on
                             record = scenario.unmeasured(task, setup, "failed", describe(e))
                             reporter.note(f"failed {scenario.describe(task)}: {describe(e)}")
-                    failed = failed or status_of(record) == "failed"
+                    failed = failed or record.status == "failed"
                     scenario.add(setup, record, reporter)
                     yield store
             finally:
