@@ -129,7 +129,7 @@ def tune(budget: str | float = "5m", *, max_latency_ms: float | None = None,
     from visionbench.scenarios.tune import parse_budget
     from visionbench.scenarios.tune import tune as run_tune
 
-    seconds = parse_budget(budget) if isinstance(budget, str) else parse_budget(str(budget))
+    seconds = parse_budget(str(budget))
     cfg = study_config(**options)
     return run_tune(cfg, seconds, max_latency_ms, reporter or Reporter(),
                     _command(command, "tune", options)).results

@@ -213,8 +213,9 @@ class Mlperf(Scenario[MlperfResult]):
     def __init__(self, scenarios: list[LoadgenScenario], opts: Options) -> None:
         self.scenarios, self.opts = scenarios, opts
         self.images: Prepared | None = None
+        #: The sample library's size and maker, set when the tasks are planned.
         self.total = 0
-        self.make: Callable[[int], np.ndarray] = lambda i: np.empty(0)
+        self.make: Callable[[int], np.ndarray]
 
     def tasks(self, setup: Setup, reporter: Reporter) -> Sequence[Task]:
         cfg, model = setup.cfg, setup.model
