@@ -7,7 +7,7 @@ import pytest
 
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError
-from visionbench.harness.timing import TimingPlan, measure
+from visionbench.harness.timing import TimingPlan, measure, measure_async
 from visionbench.stats import cv, latency_summary
 
 
@@ -49,6 +49,70 @@ def test_progress_is_reported():
     measure(Counter(), [0], TimingPlan(batch_size=1, warmup=2, repeats=2, iterations=3),
             lambda phase, v: calls.append((phase, v)))
     assert ("warmup", 2) in calls and ("window", 2) in calls
+
+
+class FakeRequests:
+    """An engine's asynchronous requests: each runs ``seconds`` on its own thread, then calls
+    back; it records how many ran at once and every input it started."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.seconds, self.lock = seconds, threading.Lock()
+        self.running: set[int] = set()
+        self.most = 0
+        self.started: list[int] = []
+
+    def __call__(self, slot: int, x: int, done) -> None:
+        import threading
+        import time
+
+        with self.lock:
+            assert slot not in self.running, "a request was started while still running"
+            self.running.add(slot)
+            self.most = max(self.most, len(self.running))
+            self.started.append(x)
+
+        def work() -> None:
+            time.sleep(self.seconds)
+            with self.lock:
+                self.running.discard(slot)
+            done()
+
+        threading.Thread(target=work).start()
+
+
+def test_async_requests_in_flight_counted_once_with_raw_latencies():
+    fake = FakeRequests(0.02)
+    t = measure_async(fake, 3, [0, 1], TimingPlan(batch_size=4, warmup=1, repeats=2, iterations=7))
+    assert fake.most == 3 and not fake.running  # never more than 3 at once; all waited for
+    assert len(fake.started) == 3 * 1 + 2 * 7  # warm-up is per request
+    for w in t.windows:
+        # every request started in the window completed in it, counted once, its latency kept
+        assert len(w.latencies_ns) == 7 and w.images == 28
+        assert (w.latencies_ns >= 0.02e9).all() and (w.latencies_ns < w.wall_ns).all()
+        # 7 requests of 20 ms over 3 in flight take 3 rounds, not 7
+        assert 0.06e9 <= w.wall_ns < 0.14e9
+        assert w.throughput == pytest.approx(w.images / (w.wall_ns / 1e9))
+
+
+def test_async_duration_window_starts_nothing_after_its_time():
+    fake = FakeRequests(0.03)
+    t = measure_async(fake, 2, [0], TimingPlan(batch_size=1, warmup=0, repeats=1, duration=0.1))
+    w = t.windows[0]
+    # requests start in pairs at 0, 30, 60, 90 ms; at 120 ms the time is up: 8 requests, none
+    # started after 100 ms, and the window ends when the last of them completes
+    assert len(w.latencies_ns) == len(fake.started) == 8
+    assert 0.12e9 <= w.wall_ns < 0.2e9
+
+
+def test_async_lost_request_fails_instead_of_hanging(monkeypatch):
+    from visionbench.harness import timing
+
+    monkeypatch.setattr(timing, "STALLED", 0.2)
+    with pytest.raises(RuntimeError, match="no request completed within"):
+        measure_async(lambda slot, x, done: None, 2, [0],
+                      TimingPlan(batch_size=1, warmup=1, repeats=1, iterations=2))
 
 
 def test_plan_needs_exactly_one_limit():

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionbench.config import RunConfig, parse_list
+from visionbench.config import METHODS, RunConfig, parse_list
 from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import MODES
@@ -66,12 +66,14 @@ def _engines(value: Names) -> tuple[list[str], bool]:
 
 
 def study_config(*, engines: Names = None, precisions: Names = None, modes: Names = None,
-                 threads: int | None = None, output: str | Path | None = None,
-                 **options: Any) -> RunConfig:
+                 methods: Names = None, threads: int | None = None,
+                 output: str | Path | None = None, **options: Any) -> RunConfig:
     """A checked ``RunConfig`` from the command line's options by name. ``engines``: names, a comma
     list or ``all`` (default: OpenVINO); ``precisions`` and ``modes`` likewise (default: all; a
     named precision this CPU cannot run is an error, a default one is recorded as skipped);
-    ``threads`` default to the available cores; ``output`` to results/<timestamp>-<host>. The
+    ``methods``: reference, engine or both (default: both; only the reference, which they then
+    configure, where engine options are given); ``threads`` default to the available cores;
+    ``output`` to results/<timestamp>-<host>. The
     other options are ``RunConfig``'s fields (``model``, ``batch_size``, ``duration``,
     ``iterations``, ``repeats``, ``warmup``, ``instances``, ``data``, ...) and the engines' own
     options by name (``streams``, ``hint``, ``inter_op_threads``: ``engines.all_options()``)."""
@@ -89,6 +91,8 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
             precisions=_names(precisions, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
             precisions_explicit=precisions is not None,
             modes=_names(modes, MODES, "mode") if modes is not None else list(MODES),  # type: ignore[arg-type]
+            methods=_names(methods, METHODS, "method") if methods is not None
+            else ["reference"] if engine_options else list(METHODS),
             threads=threads or available_cpus(), threads_explicit=threads is not None,
             output=Path(output) if output is not None else default_output(),
             engine_options=engine_options, **options,
@@ -117,12 +121,14 @@ def run(*, reporter: Reporter | None = None, command: Sequence[str] | None = Non
 def sweep(batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128), *,
           reporter: Reporter | None = None, command: Sequence[str] | None = None,
           **options: Any) -> Results:
-    """Throughput and per-batch latency at each batch size, per engine and precision."""
+    """Throughput and per-batch latency at each batch size, per engine and precision (the
+    reference method unless ``methods`` says otherwise)."""
+    options.setdefault("methods", ["reference"])
     return run(reporter=reporter, command=command or _command(None, "sweep", options),
                modes=["throughput"], batch_sizes=sorted(set(batch_sizes)), **options)
 
 
-def tune(budget: str | float = "5m", *, max_latency_ms: float | None = None,
+def tune(budget: str | float = "10m", *, max_latency_ms: float | None = None,
          reporter: Reporter | None = None, command: Sequence[str] | None = None,
          **options: Any) -> Results:
     """The fastest setting per engine and precision within ``budget`` (seconds, or '5m', '90s')."""

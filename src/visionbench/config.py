@@ -19,6 +19,10 @@ REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
 MLPERF_SHORT_SECONDS = 10.0
 #: Calibration samples for INT8 post-training quantization.
 CALIBRATION_SAMPLES = 300
+#: How a cell is measured: the reference study's method (one process, one synchronous request on
+#: all threads, the reference batch), and the engine's own configuration for the mode, as its own
+#: benchmark tool runs it (``Engine.own_method``).
+METHODS = ("reference", "engine")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Study:
     engines: list[str]
     precisions: list[Precision] = field(default_factory=lambda: list(PRECISIONS))
     modes: list[Mode] = field(default_factory=lambda: list(MODES))
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     #: Whether the user named the precisions: then an unsupported one is an error, not a skip.
     precisions_explicit: bool = False
     #: Whether the user named the engines: then one that cannot run the model is an error.
@@ -87,6 +92,9 @@ class Study:
 
     def __post_init__(self) -> None:
         _positive({"--batch-size": self.batch_size})
+        if not self.methods or any(m not in METHODS for m in self.methods):
+            raise VisionbenchError(f"unknown method in '{','.join(self.methods)}'; choose from "
+                                   f"{', '.join(METHODS)}")
         for b in self.batch_sizes or []:
             if b <= 0:
                 raise VisionbenchError(f"--batch-sizes must be positive integers, got {b}")
@@ -232,6 +240,15 @@ class RunConfig:
         """The given options that ``engine`` declares."""
         given = self.study.engine_options
         return {o.name: given[o.name] for o in engine.options if o.name in given}
+
+    def for_method(self, engine: Engine, method: str, mode: Mode) -> RunConfig:
+        """The configuration a cell of ``method`` runs: the engine method lays the engine's own
+        options for the mode under the given ones and runs in one process (no instances)."""
+        own, _ = engine.own_method(mode)
+        if method == "reference" or own is None:
+            return self
+        return self.replace(engine_options=own | self.study.engine_options, layout=None,
+                            instances=None, cores_per_instance=None)
 
     def options_lacking(self, engine: Engine) -> list[str]:
         """The flags of given options that ``engine`` does not take."""

@@ -95,7 +95,7 @@ def sweep(batch_sizes: str, **kw: Any) -> None:
 
 @cli.command()
 @options(STUDY)
-@click.option("--budget", default="5m", show_default=True,
+@click.option("--budget", default="10m", show_default=True,
               help="Wall time for the whole search (e.g. 90s, 5m, 1h); one-off INT8 quantization "
                    "is not counted.")
 @click.option("--max-latency-ms", type=float,
@@ -106,8 +106,9 @@ def sweep(batch_sizes: str, **kw: Any) -> None:
               help="The default setting's batch size, that a winner must match or beat "
                    "[default: the study's, 116 or 80].")
 def tune(budget: str, max_latency_ms: float | None, batch_sizes: str | None, **kw: Any) -> None:
-    """Search batch size x instances x threads (x OpenVINO streams) for the highest throughput
-    per engine and precision, then re-measure the best few and the default before naming one."""
+    """Search batch size x instances x threads (x OpenVINO streams and requests) for the highest
+    throughput per engine and precision, starting from the engine's own configuration, then
+    confirm the best few beside it round by round before naming one."""
     sizes = _int_list(batch_sizes, "--batch-sizes") if batch_sizes else None
     _execute(lambda **k: api.tune(budget, max_latency_ms=max_latency_ms, batch_sizes=sizes, **k),
              study(**kw))

@@ -88,6 +88,10 @@ TIMING = [
 #: The study's own options: shared by run and fleet.
 STUDY_MODES = [
     click.option("--mode", help="Comma list of throughput, latency [default: both]."),
+    click.option("--method", help="Comma list of reference (one process, one synchronous request, "
+                                  "the reference batch) and engine (the engine's own throughput or "
+                                  "latency configuration, as its benchmark tool runs it) [default: "
+                                  "both; reference only when an engine option is given]."),
     click.option("--accuracy", is_flag=True,
                  help="Also measure accuracy on --data at every precision."),
     click.option("--batch-size", type=int,
@@ -96,7 +100,9 @@ STUDY_MODES = [
 
 
 
-def study(engine: str, precision: str | None, mode: str | None = None, **kw: Any) -> dict[str, Any]:
+def study(engine: str, precision: str | None, mode: str | None = None,
+          method: str | None = None, **kw: Any) -> dict[str, Any]:
     """The command line's names as ``api.study_config`` takes them."""
     return {"engines": engine, "precisions": precision,
-            **({"modes": mode} if mode is not None else {}), **kw}
+            **({"modes": mode} if mode is not None else {}),
+            **({"methods": method} if method is not None else {}), **kw}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -70,9 +70,13 @@ class Execution:
 
 
 class Session(ABC):
-    """A model prepared for one precision, ready to run batches."""
+    """A model prepared for one precision, ready to run batches: one synchronous call at a time
+    (``run``), or, where the engine was asked for several requests, ``requests`` asynchronous
+    requests in flight (``start``)."""
 
     execution: Execution
+    #: Requests the harness keeps in flight through ``start``; 1: synchronous calls to ``run``.
+    requests: int = 1
 
     def feed(self, batch: np.ndarray) -> Any:
         """An input batch (numpy, in the model's layout) as ``run`` takes it. The harness calls
@@ -82,6 +86,11 @@ class Session(ABC):
     @abstractmethod
     def run(self, batch: Any) -> np.ndarray:
         """Run one fed batch and return the output (logits) as a numpy array."""
+
+    def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
+        """Start a fed batch on request ``slot`` (0 to ``requests`` - 1, never one still running)
+        and return at once; ``done`` is called, from any thread, when it has completed."""
+        raise NotImplementedError(f"{type(self).__name__} runs one synchronous call at a time")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """``run(feed(batch))``: logits for a numpy batch, for checks outside the timed loop."""
@@ -138,6 +147,15 @@ class Engine(ABC):
     def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
         """Why ``options`` cannot run a batch of ``batch`` images (checked before a run), or None."""
         return None
+
+    def own_method(self, mode: str) -> tuple[dict[str, Any] | None, str]:
+        """The engine's own configuration for ``mode`` ("throughput" or "latency"), as its own
+        benchmark tool runs it: the options that make it (the study's "engine" method), or None
+        and why the study's reference method already is it (the method then is not measured
+        twice)."""
+        return None, (f"{self.name} has no configuration of its own for {mode} known to measure "
+                      "faster here than the reference method (one process, one synchronous "
+                      "call on all threads)")
 
 
 #: Data-type names that OpenVINO and oneDNN report, by the precision each means.

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
 )
-from visionbench.errors import VisionbenchError
 from visionbench.fsutil import cache_dir
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
@@ -64,26 +63,35 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
 
 
 class OpenVINOSession(Session):
-    """One infer request per stream; with several, a batch is split evenly over them and its
-    parts run in parallel (one per stream), the call returning when all are done."""
+    """Infer requests of the full batch on the compiled model: the first runs synchronous calls;
+    all of them run asynchronously, each on whichever stream is free, when the harness keeps
+    several in flight."""
 
     def __init__(self, compiled: Any, output_name: str, execution: Execution, requests: int) -> None:
         self._requests = [compiled.create_infer_request() for _ in range(requests)]
+        self._done: list[Callable[[], None] | None] = [None] * requests
+        for slot, request in enumerate(self._requests):
+            request.set_callback(self._finished, slot)
         self._output = next((o for o in compiled.outputs if output_name in o.get_names()),
                             compiled.output(0))
         self.execution = execution
+        self.requests = requests
 
-    def feed(self, batch: np.ndarray) -> Any:
-        return batch if len(self._requests) == 1 else np.split(batch, len(self._requests))
+    def _finished(self, slot: int) -> None:
+        done = self._done[slot]
+        if done is not None:
+            done()
 
     def run(self, batch: Any) -> np.ndarray:
-        if len(self._requests) == 1:
-            return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
-        for request, part in zip(self._requests, batch, strict=True):
-            request.start_async({0: part}, share_inputs=True)
+        return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
+
+    def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
+        self._done[slot] = done
+        self._requests[slot].start_async({0: batch}, share_inputs=True)
+
+    def close(self) -> None:
         for request in self._requests:
             request.wait()
-        return np.concatenate([r.get_tensor(self._output).data for r in self._requests])
 
 
 def _runtime_precisions(compiled: Any) -> Counter[str]:
@@ -102,10 +110,16 @@ class OpenVINOEngine(Engine):
     module = "openvino"
     extra = "openvino"
     options = (
-        EngineOption("streams", "OpenVINO inference streams: the batch is split evenly over them "
-                                "and its parts run in parallel [default: 1]."),
-        EngineOption("hint", "OpenVINO performance hint; without --streams, OpenVINO chooses the "
-                             "streams (recorded) [default: latency, 1 stream].",
+        EngineOption("streams", "OpenVINO inference streams compiled: each runs whole batches, "
+                                "from the requests in flight [default: 1; with --hint, the hint's "
+                                "choice]."),
+        EngineOption("requests", "OpenVINO infer requests of the full batch kept in flight "
+                                 "(asynchronous) over the streams [default: 1, one synchronous "
+                                 "call at a time; with --hint or --streams, OpenVINO's optimal "
+                                 "number for them]."),
+        EngineOption("hint", "OpenVINO performance hint: it chooses the streams and threads per "
+                             "stream (recorded) unless --streams is given [default: latency, 1 "
+                             "stream].",
                      choices=("throughput", "latency")),
     )
 
@@ -134,7 +148,8 @@ class OpenVINOEngine(Engine):
         import openvino.properties as props
         import openvino.properties.hint as hints
 
-        asked, hint = (options or {}).get("streams"), (options or {}).get("hint")
+        options = options or {}
+        streams, hint = options.get("streams"), options.get("hint")
         t0 = time.perf_counter()
         core = ov.Core()
         source = _quantize(model, calibration) if precision == "int8" else model.path
@@ -146,23 +161,15 @@ class OpenVINOEngine(Engine):
             hints.performance_mode: hints.PerformanceMode.THROUGHPUT
             if hint == "throughput" else hints.PerformanceMode.LATENCY,
         }
-        if asked is not None or hint is None:
-            config[props.num_streams] = asked or 1
-
-        def compile_for(batch: int) -> Any:
-            ov_model = core.read_model(str(source))
-            ov_model.reshape({model.input_name: list(model.input_shape(batch))})
-            return core.compile_model(ov_model, "CPU", config)
-
-        compiled = compile_for(batch_size)
-        streams = int(compiled.get_property(props.num_streams))
-        if streams > 1:  # each stream runs its own part of the batch
-            if batch_size % streams:
-                chosen = "" if asked else f" (the {hint} hint chose them)"
-                raise VisionbenchError(
-                    f"batch size {batch_size} does not split evenly over {streams} OpenVINO "
-                    f"streams{chosen}; use a multiple of {streams}")
-            compiled = compile_for(batch_size // streams)
+        if streams is not None or hint is None:
+            config[props.num_streams] = streams or 1
+        ov_model = core.read_model(str(source))
+        ov_model.reshape({model.input_name: list(model.input_shape(batch_size))})
+        compiled = core.compile_model(ov_model, "CPU", config)
+        optimal = int(compiled.get_property(props.optimal_number_of_infer_requests))
+        # Without --requests: one synchronous call (the reference), or, once the streams or the
+        # hint are set, OpenVINO's own optimal number, as benchmark_app keeps in flight.
+        requests = options.get("requests") or (optimal if streams or hint else 1)
         layers = _runtime_precisions(compiled)
         counts = by_precision(layers)
         execution = Execution(
@@ -171,11 +178,16 @@ class OpenVINOEngine(Engine):
             quantized_ops=counts.get("int8", 0) if precision == "int8" else None,
             details={
                 "inference_precision_hint": str(compiled.get_property(hints.inference_precision)),
-                "num_streams": streams,
-                "batch_per_stream": batch_size // streams,
-                "inference_num_threads": int(compiled.get_property(props.inference_num_threads)),
                 "performance_hint": str(compiled.get_property(hints.performance_mode)),
-                "static_input_shape": list(model.input_shape(batch_size // streams)),
+                "num_streams": int(compiled.get_property(props.num_streams)),
+                "inference_num_threads": int(compiled.get_property(props.inference_num_threads)),
+                "optimal_number_of_infer_requests": optimal,
+                "requests_in_flight": requests,
+                "api": "sync" if requests == 1 else "async",
+                "enable_cpu_pinning": bool(compiled.get_property(hints.enable_cpu_pinning)),
+                "enable_hyper_threading": bool(compiled.get_property(hints.enable_hyper_threading)),
+                "scheduling_core_type": str(compiled.get_property(hints.scheduling_core_type)),
+                "static_input_shape": list(model.input_shape(batch_size)),
                 "int8_model": str(source) if precision == "int8" else None,
                 "quantizer": "nncf.quantize (post-training, default preset)"
                 if precision == "int8" else None,
@@ -183,12 +195,12 @@ class OpenVINOEngine(Engine):
             },
             prepare_seconds=time.perf_counter() - t0,
         )
-        return OpenVINOSession(compiled, model.output_name, execution, streams)
+        return OpenVINOSession(compiled, model.output_name, execution, requests)
 
-    def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
-        streams = options.get("streams")
-        if streams and batch % streams:
-            return (f"--streams {streams} splits each batch evenly over the streams; the batch "
-                    f"size {batch} does not split")
-        return None
-
+    def own_method(self, mode: str) -> tuple[dict[str, Any] | None, str]:
+        if mode == "throughput":
+            return {"hint": "throughput"}, (
+                "OpenVINO's THROUGHPUT hint with its optimal number of requests in flight, as "
+                "benchmark_app runs it")
+        return None, ("OpenVINO's LATENCY hint is one stream on all threads and one synchronous "
+                      "request, as benchmark_app -hint latency runs it")

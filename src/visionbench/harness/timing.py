@@ -1,8 +1,10 @@
-"""Warm-up, then timed windows: each window runs inferences back to back and keeps every
-inference's latency raw. Throughput = images completed / wall time of the window."""
+"""Warm-up, then timed windows: each window runs inferences back to back (one synchronous call
+at a time, or several asynchronous requests kept in flight) and keeps every inference's latency
+raw. Throughput = images completed / wall time of the window."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,10 +61,10 @@ Progress = Callable[[str, float], None]  # (phase, seconds or iterations done) -
 
 def measure(
     infer: Callable[[Any], Any], inputs: Sequence[Any], plan: TimingPlan,
-    progress: Progress | None = None, start: Callable[[], None] | None = None,
+    progress: Progress | None = None, go: Callable[[], None] | None = None,
 ) -> Timing:
     """Run ``infer`` over ``inputs`` (cycled) per ``plan``; nothing but the call is timed.
-    ``start`` is called between warm-up and the first window (the instances' barrier)."""
+    ``go`` is called between warm-up and the first window (the instances' barrier)."""
     clock = time.perf_counter_ns
     n_inputs = len(inputs)
     t0 = clock()
@@ -71,8 +73,8 @@ def measure(
         if progress:
             progress("warmup", i + 1)
     warmup_ns = clock() - t0
-    if start:
-        start()
+    if go:
+        go()
     limit_ns = None if plan.duration is None else int(plan.duration * 1e9)
     limit_it = plan.iterations
     windows: list[Window] = []
@@ -98,6 +100,120 @@ def measure(
                 next_report = end + report_every
                 progress("timed", (end - start) / 1e9 if limit_ns else i)
         windows.append(Window(np.asarray(lat, dtype=np.int64), end - start, plan.batch_size))
+        if progress:
+            progress("window", len(windows))
+    return Timing(warmup_ns, windows)
+
+
+#: Starts a batch on request ``slot`` without waiting and calls ``done`` (from any thread) once it
+#: has completed: the engine's asynchronous API (``Session.start``).
+Start = Callable[[int, Any, Callable[[], None]], None]
+#: Seconds without a single completion after which a request is taken for lost (an engine that
+#: failed a request without calling back): the measurement fails instead of waiting for ever.
+STALLED = 600.0
+
+
+class _InFlight:
+    """``requests`` asynchronous requests: a slot is taken when a request is free, and each
+    completion's latency (from its start to its completion callback) is kept."""
+
+    def __init__(self, start: Start, requests: int) -> None:
+        self._start = start
+        self.requests = requests
+        self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for slot in range(requests):
+            self._idle.put(slot)
+        self._started = [0] * requests
+        self._callbacks = [self._completion(slot) for slot in range(requests)]
+        self.latencies: list[int] = []
+        self.last_end = 0
+
+    def _completion(self, slot: int) -> Callable[[], None]:
+        def done() -> None:
+            end = time.perf_counter_ns()
+            # Appended before the slot is freed: the submitting thread reads both after drain().
+            self.latencies.append(end - self._started[slot])
+            self.last_end = max(self.last_end, end)
+            self._idle.put(slot)
+        return done
+
+    def free(self) -> int:
+        """A free request's slot, waiting for one to complete if none is."""
+        try:
+            return self._idle.get(timeout=STALLED)
+        except queue.Empty:
+            raise RuntimeError(f"no request completed within {STALLED:.0f} s") from None
+
+    def release(self, slot: int) -> None:
+        """Give back a slot taken but not used."""
+        self._idle.put(slot)
+
+    def submit(self, slot: int, x: Any) -> None:
+        """Start ``x`` on the free request ``slot``."""
+        self._started[slot] = time.perf_counter_ns()
+        self._start(slot, x, self._callbacks[slot])
+
+    def drain(self) -> None:
+        """Wait until every request has completed."""
+        slots = [self.free() for _ in range(self.requests)]
+        for slot in slots:
+            self._idle.put(slot)
+
+    def take(self) -> list[int]:
+        out, self.latencies = self.latencies, []
+        return out
+
+
+def measure_async(
+    start: Start, requests: int, inputs: Sequence[Any], plan: TimingPlan,
+    progress: Progress | None = None, go: Callable[[], None] | None = None,
+) -> Timing:
+    """Like ``measure``, with ``requests`` asynchronous requests kept in flight, as OpenVINO's
+    benchmark_app runs its throughput hint: a new batch starts the moment a request is free.
+    Each window starts every request at once; once its duration (or its iterations) is reached
+    no request is started, and it ends with the completion of the last one in flight, so every
+    request started is counted once and no stream idles at the end while another starts a new
+    batch. Throughput is the images completed over that wall time, latency each request's start
+    to completion. ``plan.warmup`` counts batches per request, so every stream warms up."""
+    flight = _InFlight(start, requests)
+    n_inputs = len(inputs)
+    clock = time.perf_counter_ns
+    t0 = clock()
+    i = 0
+    for _ in range(plan.warmup * requests):
+        flight.submit(flight.free(), inputs[i % n_inputs])
+        i += 1
+        if progress:
+            progress("warmup", i)
+    flight.drain()
+    flight.take()
+    warmup_ns = clock() - t0
+    if go:
+        go()
+    limit_ns = None if plan.duration is None else int(plan.duration * 1e9)
+    windows: list[Window] = []
+    report_every = 200_000_000
+    for _ in range(plan.repeats):
+        submitted = 0
+        begin = clock()
+        next_report = begin + report_every
+        while True:
+            slot = flight.free()
+            now = clock()
+            if (plan.iterations is not None and submitted >= plan.iterations) or (
+                    limit_ns is not None and now - begin >= limit_ns):
+                flight.release(slot)
+                break
+            flight.submit(slot, inputs[i % n_inputs])
+            i += 1
+            submitted += 1
+            if progress and now >= next_report:
+                next_report = now + report_every
+                progress("timed", (now - begin) / 1e9 if limit_ns else submitted)
+        flight.drain()
+        lat = flight.take()
+        windows.append(Window(np.asarray(lat, dtype=np.int64), flight.last_end - begin,
+                              plan.batch_size))
         if progress:
             progress("window", len(windows))
     return Timing(warmup_ns, windows)

@@ -11,6 +11,7 @@ from visionbench.report.format import (
     MLPERF_COLUMNS,
     batch_latency,
     batch_text,
+    engine_text,
     fmt,
     fp32_ratios,
     latency_values,
@@ -50,7 +51,7 @@ def throughput_table(results: Results, notes: Notes) -> Table:
         if m.mode != "throughput":
             continue
         t.add_row(
-            m.engine, m.precision, *([m.phase or ""] if tune else []), batch_text(m),
+            engine_text(m), m.precision, *([m.phase or ""] if tune else []), batch_text(m),
             fmt(m.throughput_ips, ".1f"),
             fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
             ratios[m.id], *(batch_latency(m) if sweep else []), ran_as(m), notes.ref(m),
@@ -67,7 +68,7 @@ def latency_table(results: Results, notes: Notes) -> Table:
         if m.mode != "latency":
             continue
         t.add_row(
-            m.engine, m.precision, *latency_values(m), fmt(m.throughput_ips, ".1f"),
+            engine_text(m), m.precision, *latency_values(m), fmt(m.throughput_ips, ".1f"),
             ran_as(m), notes.ref(m),
         )
     return t
@@ -92,7 +93,7 @@ def accuracy_table(results: Results, notes: Notes) -> Table:
 
 def tune_table(results: Results) -> Table:
     bound = next((t.max_latency_ms for t in results.tune if t.max_latency_ms), None)
-    title = "Tuned settings (re-measured with repeats beside the default)" + (
+    title = "Tuned settings (confirmed round by round beside the default)" + (
         f", p99 per call within {bound:g} ms" if bound else "")
     t = Table(title=title, title_justify="left")
     for col in ("engine", "precision", "best setting", "images/s", "p99 ms", "default images/s",
@@ -136,6 +137,9 @@ def print_summary(console: Console, results: Results) -> None:
     if results.tune:
         console.print(tune_table(results))
         for r in tune_rows(results):
+            if r["default_setting"]:
+                console.print(Text(f"{r['engine']} {r['precision']}: default {r['default_setting']}"
+                                   + (f"; {r['verdict']}: {r['why']}" if r["why"] else "")))
             if r["command"]:
                 console.print(f"re-run {r['engine']} {r['precision']}: {r['command']}", soft_wrap=True)
     if results.calibration:

@@ -19,46 +19,64 @@ def ran_as(m: Measurement | Accuracy) -> str:
     return text + (" EMULATED" if m.emulated else "")
 
 
+def engine_text(m: Measurement) -> str:
+    """The engine, with the method where it is not the reference: ``openvino (engine method)``."""
+    return m.engine + ("" if m.method == "reference" else f" ({m.method} method)")
+
+
 def batch_text(m: Measurement) -> str:
-    """The batch size, with pinned instances and OpenVINO streams where there were any."""
+    """The batch size, with pinned instances, OpenVINO streams and requests in flight where
+    there were any."""
     extra = []
     if m.layout is not None:
         extra.append(f"{m.instances}x{m.cores_per_instance} cores")
     if (m.engine_details.get("num_streams") or 1) > 1:
         extra.append(f"{m.engine_details['num_streams']} streams")
+    if (m.engine_details.get("requests_in_flight") or 1) > 1:
+        extra.append(f"{m.engine_details['requests_in_flight']} requests")
     return f"{m.batch_size}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def setting_text(setting: dict) -> str:
-    """A tuned setting in words: batch 32, 2 instances x 1 core, 2 streams."""
+    """A tuned setting in words: batch 32, 2 instances x 1 core; batch 64, engine method, 2
+    streams x 4 requests."""
     parts = [f"batch {setting['batch_size']}"]
     if setting.get("cores_per_instance"):
         parts.append(f"{setting['instances']} instances x {setting['cores_per_instance']} cores")
     else:
         parts.append(f"{setting['threads']} threads")
-    if (setting.get("streams") or 1) > 1:
+    if setting.get("method", "reference") != "reference":
+        parts.append(f"{setting['method']} method")
+    if setting.get("streams"):
         parts.append(f"{setting['streams']} streams")
+    if setting.get("requests"):
+        parts.append(f"{setting['requests']} requests")
     return ", ".join(parts)
 
 
 def tune_rows(results: Results) -> list[dict[str, str]]:
     """Per engine and precision: the winner, its speed, its p99, and how it compares with the
-    default setting measured beside it."""
+    default setting measured beside it (medians over the confirmation rounds)."""
     by_id = {m.id: m for m in results.measurements}
     rows = []
     for t in results.tune:
         w, d = by_id.get(t.winner or ""), by_id.get(t.default or "")
+        w_ips = t.winner_ips if t.winner_ips is not None else (w.throughput_ips if w else None)
+        d_ips = t.default_ips if t.default_ips is not None else (d.throughput_ips if d else None)
         rows.append({
             "engine": t.engine, "precision": t.precision, "status": t.status,
             "setting": setting_text(t.winner_setting) if t.winner_setting else (t.reason or t.status),
-            "ips": fmt(w.throughput_ips if w else None, ".1f"),
+            "ips": fmt(w_ips, ".1f"),
             "p99": fmt(w.latency.p99_ms if w and w.latency else None),
-            "default": fmt(d.throughput_ips if d else None, ".1f"),
+            "default": fmt(d_ips, ".1f"),
+            "default_setting": setting_text(t.default_setting) if t.default_setting else "",
             "vs": "—" if t.speedup_vs_default is None else f"{t.speedup_vs_default:.2f}x",
             "verdict": t.verdict or "—",
+            "why": t.verdict_reason or "",
             "p": "—" if t.p_value is None else f"{t.p_value:.2g}",
             "command": t.winner_command or "",
-            "explored": f"{t.explored} in {t.seconds_used:.0f} s",
+            "explored": f"{t.explored} in {t.seconds_used:.0f} s"
+                        + (f", {t.rounds} rounds" if t.rounds else ""),
         })
     return rows
 

@@ -12,6 +12,7 @@ from visionbench.report.format import (
     MLPERF_COLUMNS,
     batch_latency,
     batch_text,
+    engine_text,
     fmt,
     fp32_ratios,
     instance_rows,
@@ -101,12 +102,13 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
             "cv": "—" if m.cv is None else f"{100 * m.cv:.1f}%",
             "unstable": any(w.startswith("unstable") for w in m.warnings),
             "vs": ratios[m.id], "ran": ran_as(m), "batch": batch_text(m),
-            "lat": batch_latency(m),
+            "lat": batch_latency(m), "engine": engine_text(m),
         }
         for m in thr
     ]
     latency_rows = [
         {"m": m, "vals": latency_values(m), "ips": fmt(m.throughput_ips, ".1f"),
+         "engine": engine_text(m),
          "n": m.latency.count if m.latency else "—", "ran": ran_as(m)}
         for m in ms if m.mode == "latency"
     ]

@@ -7,6 +7,7 @@ from visionbench.report.format import (
     MLPERF_COLUMNS,
     batch_latency,
     batch_text,
+    engine_text,
     fmt,
     fp32_ratios,
     instance_rows,
@@ -46,7 +47,7 @@ def summary_markdown(results: Results) -> str:
         if m.mode == "throughput":
             cv = "—" if m.cv is None else f"{100 * m.cv:.1f}%"
             lat = "".join(f" {v} |" for v in batch_latency(m)) if sweep else ""
-            lines.append(f"| {m.engine} | {m.precision} | {batch_text(m)} | "
+            lines.append(f"| {engine_text(m)} | {m.precision} | {batch_text(m)} | "
                          f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} |{lat} {_ran(m)} |")
     if any(m.mode == "latency" for m in results.measurements):
         lines += [
@@ -58,7 +59,7 @@ def summary_markdown(results: Results) -> str:
         ]
     for m in results.measurements:
         if m.mode == "latency":
-            lines.append(f"| {m.engine} | {m.precision} | " + " | ".join(latency_values(m))
+            lines.append(f"| {engine_text(m)} | {m.precision} | " + " | ".join(latency_values(m))
                          + f" | {fmt(m.throughput_ips, '.1f')} | {_ran(m)} |")
     if results.accuracy:
         d = results.data or {}
@@ -80,13 +81,16 @@ def summary_markdown(results: Results) -> str:
                   "|" + "---|" * len(INSTANCE_COLUMNS),
                   *["| " + " | ".join(row) + " |" for row in instances]]
     if results.tune:
-        lines += ["", "## Tuned settings (re-measured with repeats beside the default)", "",
+        lines += ["", "## Tuned settings (confirmed round by round beside the default)", "",
                   "| engine | precision | best setting | images/s | p99 ms | default images/s | "
                   "vs default | verdict | explored |", "|---|---|---|---|---|---|---|---|---|"]
         rows = tune_rows(results)
         lines += [f"| {r['engine']} | {r['precision']} | {r['setting']} | {r['ips']} | {r['p99']} | "
                   f"{r['default']} | {r['vs']} | {r['verdict']} (p {r['p']}) | {r['explored']} |"
                   for r in rows]
+        lines += ["", *[f"{r['engine']} {r['precision']}: the default was {r['default_setting']}"
+                        + (f"; {r['verdict']}: {r['why']}" if r["why"] else "") + ".  "
+                        for r in rows if r["default_setting"]]]
         lines += ["", *[f"Re-run {r['engine']} {r['precision']}: `{r['command']}`  "
                         for r in rows if r["command"]]]
     if results.calibration:

@@ -187,6 +187,26 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
     return cell
 
 
+def paired_verdict(ratios: list[float]) -> tuple[float | None, Verdict, str]:
+    """Whether B is faster than A from paired rounds (each round measured both, one after the
+    other, in an order that changes between rounds): ``ratios`` are B / A per round. A two-sided
+    exact sign test on the rounds: load drifting over the rounds moves both sides of a round
+    alike, so it cannot make a difference that every round agrees on."""
+    r = np.asarray(ratios, dtype=float)
+    if len(r) < 3:
+        return None, "cannot tell", f"{len(r)} paired rounds; needs 3 or more"
+    spread = f"ratios {r.min():.3f}-{r.max():.3f} over {len(r)} rounds, median {np.median(r):.3f}"
+    ups, downs = int((r > 1).sum()), int((r < 1).sum())
+    if ups + downs == 0:
+        return 1.0, "within noise", spread
+    p = float(stats.binomtest(ups, ups + downs, 0.5).pvalue)
+    if p >= ALPHA:
+        return p, "within noise", f"{ups} of {len(r)} rounds faster (sign test p = {p:.2g}); {spread}"
+    return p, ("faster" if ups > downs else "slower"), (
+        f"{max(ups, downs)} of {len(r)} rounds {'faster' if ups > downs else 'slower'} "
+        f"(sign test p = {p:.2g}); {spread}")
+
+
 def verdict(p: float | None, speedup: float, noise: float, why: str = "") -> tuple[Verdict, str]:
     """Faster or slower only when the test says so and the change exceeds the repeats' spread."""
     if p is None:

@@ -31,7 +31,7 @@ class CellKey(NamedTuple):
     def series(self, with_model: bool = False) -> str:
         """The engine, with the model (where several are shown) and any method but the reference."""
         return (f"{self.model} " if with_model else "") + self.engine + (
-            "" if self.method == "reference" else f" ({self.method})")
+            "" if self.method == "reference" else f" ({self.method} method)")
 
 
 class InstanceResult(BaseModel):
@@ -57,7 +57,9 @@ class Measurement(BaseModel):
     model: str | None = Field(None, description="the model measured (None in files written before "
                               "0.2: the run's model)")
     method: str = Field("reference", description="how it was measured: reference = the study's "
-                        "method (one process, one synchronous request, the reference batch)")
+                        "method (one process, one synchronous request, the reference batch); "
+                        "engine = the engine's own configuration for the mode (OpenVINO: its "
+                        "THROUGHPUT hint with its optimal number of requests in flight)")
     batch_size: int
     threads: int
     status: Literal["ok", "skipped", "unsupported", "failed"] = Field(
@@ -134,14 +136,28 @@ class TuneOutcome(BaseModel):
     budget_seconds: float = 0.0
     seconds_used: float = 0.0
     explored: int = 0
-    winner: str | None = Field(None, description="id of the winner's confirming measurement")
+    winner: str | None = Field(None, description="id of the winner's (first) confirming measurement")
     winner_setting: dict[str, Any] = Field(default_factory=dict)
     winner_command: str | None = Field(None, description="re-runs the winner with visionbench run")
-    default: str | None = Field(None, description="id of the default setting's confirming measurement")
+    default: str | None = Field(None, description="id of the default setting's (first) confirming "
+                                "measurement: the engine's own throughput configuration where it "
+                                "has one (benchmark_app's), else what visionbench run measures")
+    default_setting: dict[str, Any] = Field(default_factory=dict)
     default_within_bound: bool | None = None
-    speedup_vs_default: float | None = None
+    speedup_vs_default: float | None = Field(
+        None, description="median over the confirmation rounds of winner / default images/s")
     p_value: float | None = None
     verdict: str | None = Field(None, description="winner vs default: faster, within noise, ...")
+    verdict_reason: str | None = None
+    winner_ips: float | None = Field(None, description="median images/s over the rounds")
+    default_ips: float | None = Field(None, description="median images/s over the rounds")
+    rounds: int = Field(0, description="confirmation rounds: every setting once per round, in an "
+                                       "order that changes between rounds")
+    confirmed: list[dict[str, Any]] = Field(
+        default_factory=list, description="per setting re-measured: tag, setting, images/s per "
+                                          "round, ratio to the default per round, medians")
+    left_out: list[str] = Field(default_factory=list,
+                                description="settings not explored, with the reason")
 
 
 class MlperfResult(BaseModel):

@@ -66,8 +66,8 @@ class AccuracyScenario(Scenario[Accuracy]):
         cfg, dataset, model = setup.cfg, setup.dataset, setup.model
         assert dataset is not None
         precisions: list[Precision] = ["fp32", *[p for p in cfg.study.precisions if p != "fp32"]]
-        tasks = plan_tasks(cfg.replace(modes=["latency"], precisions=precisions), setup.engines,
-                           model)
+        tasks = plan_tasks(cfg.replace(modes=["latency"], methods=["reference"],
+                                       precisions=precisions), setup.engines, model)
         images = self.images = prepare_images(model, dataset)
         self.batch = min(cfg.study.batch_size or ACCURACY_BATCH, len(images.paths))
         setup.store.results.data = {

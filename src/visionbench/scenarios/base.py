@@ -62,10 +62,16 @@ class Task:
     tag: str = ""
     #: The model's name.
     model: str = ""
+    #: ``config.METHODS``: the reference study's method or the engine's own configuration.
+    method: str = "reference"
+    #: Why this task is recorded, not measured (decided when planning), or "".
+    skip: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.engine}-{self.precision}-{self.mode}" + (f"-{self.tag}" if self.tag else "")
+        return (f"{self.engine}-{self.precision}-{self.mode}"
+                + ("" if self.method == "reference" else f"-{self.method}")
+                + (f"-{self.tag}" if self.tag else ""))
 
 
 #: A fleet's barrier, called with a task and a phase: "ready" once its session and inputs are
@@ -100,8 +106,15 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     swept = bool(cfg.study.batch_sizes)
 
     def each(name: str, p: Precision, s: Support) -> list[Task]:
-        return [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name)
-                for m in cfg.study.modes for b in cfg.batches(p, m)]
+        out = []
+        for m in cfg.study.modes:
+            own, why = engines[name].own_method(m)
+            for method in cfg.study.methods:
+                skip = f"the same as the reference method: {why}" \
+                    if method == "engine" and own is None else ""
+                out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name, method, skip)
+                        for b in cfg.batches(p, m)]
+        return out
 
     for name, engine in engines.items():
         lacks = cfg.options_lacking(engine)
@@ -144,8 +157,9 @@ def unmeasured(task: Task, cfg: RunConfig, reason: str, status: str = "unsupport
     t = now()
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        model=task.model or None, batch_size=task.batch, threads=cfg.launch.threads,
-        status=status, support=task.support.status, reason=reason, started_at=t, finished_at=t,
+        model=task.model or None, method=task.method, batch_size=task.batch,
+        threads=cfg.launch.threads, status=status, support=task.support.status, reason=reason,
+        started_at=t, finished_at=t,
     )
 
 
@@ -155,6 +169,8 @@ def not_run(task: Task, cfg: RunConfig) -> tuple[str, str] | None:
         return "unsupported", task.support.reason
     if task.support.status == "emulated" and not cfg.study.allow_emulated:
         return "skipped", f"{task.support.reason} (--allow-emulated measures it anyway)"
+    if task.skip:
+        return "skipped", task.skip
     return None
 
 

@@ -24,7 +24,7 @@ from visionbench.harness.instances import (
     pooled_latencies,
     run_instances,
 )
-from visionbench.harness.timing import Progress, Timing, TimingPlan, measure
+from visionbench.harness.timing import Progress, Timing, TimingPlan, measure, measure_async
 from visionbench.models.spec import ModelSpec
 from visionbench.results import InstanceResult, Measurement, RunStore, now
 from visionbench.scenarios.base import (
@@ -71,7 +71,11 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
         inputs = [session.feed(x) for x in pool]
         if ready is not None:
             ready()
-        return measure(session.run, inputs, plan, progress, start), session.execution
+        if session.requests > 1:
+            timing = measure_async(session.start, session.requests, inputs, plan, progress, start)
+        else:
+            timing = measure(session.run, inputs, plan, progress, start)
+        return timing, session.execution
     finally:
         session.close()
 
@@ -160,7 +164,7 @@ def measure_task(
     raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in windows])
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        model=model.name, batch_size=plan.batch_size, threads=threads, status="ok",
+        model=model.name, method=task.method, batch_size=plan.batch_size, threads=threads, status="ok",
         support=task.support.status, executed_precision=ex.executed_precision,
         emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
         engine_details=ex.details, throughput_ips=statistics.median(per_repeat),
@@ -185,7 +189,9 @@ class Study(Scenario[Measurement]):
         return unmeasured(task, setup.cfg, reason, status)
 
     def measure(self, task: Task, setup: Setup, reporter: Reporter) -> Measurement:
-        return measure_task(task, setup.engines[task.engine], setup.model, setup.cfg, setup.store,
+        engine = setup.engines[task.engine]
+        return measure_task(task, engine, setup.model,
+                            setup.cfg.for_method(engine, task.method, task.mode), setup.store,
                             reporter, setup.cal, self.start)
 
     def add(self, setup: Setup, record: Measurement, reporter: Reporter) -> None:

@@ -1,28 +1,40 @@
-"""visionbench tune: per engine and precision, the setting (batch size x pinned instances x threads
-per instance x OpenVINO streams) with the highest throughput, optionally with every call's p99
-latency under a bound, within a wall-time budget.
+"""visionbench tune: per engine and precision, the setting with the highest throughput (batch size
+x pinned instances x threads per instance; for OpenVINO also streams x infer requests in flight
+under its THROUGHPUT hint), optionally with every call's p99 latency under a bound, within a
+wall-time budget.
 
-The search explores cheaply, one short window per setting: batch sizes upwards on the default
-layout until throughput stops rising or the latency bound is crossed; then, at the two best batch
-sizes, pinned instances and streams. It then re-measures the best few and the default setting (what
-``visionbench run`` measures) with repeats, and names the fastest of those: a winner is never a
-setting timed once, and never slower than the default as measured beside it.
+The search starts from what the engine's own benchmark tool runs: the setting to beat, measured
+first (OpenVINO: its THROUGHPUT hint with its optimal requests at the study's batch, as
+benchmark_app runs it; other engines: what ``visionbench run`` measures), then the study's
+reference method beside it. It climbs batch sizes on the engine's configuration until throughput
+stops rising, then explores around the two best: streams x requests, pinned instances, the
+reference method. Every window holds at least MIN_BATCHES batches; a setting that cannot get them
+within the time left is left out and reported.
 
-Each setting's cost is estimated from what was already measured (time per image, preparation) so
-the search stops exploring while the re-measurements still fit the budget."""
+It then confirms: the default and the best few are measured round by round, every setting once
+per round, the order rotated between rounds, at least MIN_ROUNDS rounds, and each is judged
+against the default on its per-round ratios (a sign test): load that drifts over the minutes of a
+search moves both sides of a round alike, where measuring one setting after another reads the
+drift as a difference. The winner is the setting with the highest median ratio; the verdict says
+whether the rounds show it faster. Each setting's cost is estimated from what was measured so far
+(images/s, preparation), so exploring stops while the confirmation still fits the budget."""
 
 from __future__ import annotations
 
 import math
 import re
 import shlex
+import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from visionbench.config import RunConfig
+from visionbench.engines import Engine
 from visionbench.errors import VisionbenchError, describe
 from visionbench.results import Measurement, RunStore, TuneOutcome
-from visionbench.results.compare import throughput_stats, verdict
+from visionbench.results.compare import paired_verdict
 from visionbench.scenarios.base import (
     Reporter,
     Scenario,
@@ -39,22 +51,30 @@ from visionbench.sysinfo import numa_cores
 
 #: Batch sizes explored upwards (``--batch-sizes`` replaces them).
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-EXPLORE_WINDOW = 1.0  # seconds; a window always holds at least one call
-EXPLORE_WARMUP = 2  # the first large batch after one warm-up call still runs slow
+#: Least batches a timed window holds (explore and confirm): a window of one large batch ranks
+#: settings on a single call.
+MIN_BATCHES = 3
+EXPLORE_WINDOW = 1.0  # seconds at least
+#: Warm-up batches per request: the first large batch after one warm-up call still runs slow on
+#: one synchronous request; with several in flight each request warms up once.
+SYNC_WARMUP = 2
+ASYNC_WARMUP = 1
 CONFIRM_WINDOW = 2.0
-CONFIRM_REPEATS = 3
-CONFIRM_WARMUP = 2
-#: Least share of each engine x precision's budget kept for the re-measurements (more when
-#: re-measuring the contenders as they stand, one call per repeat, is estimated to need more).
+MIN_ROUNDS = 3
+MAX_ROUNDS = 6  # six rounds that agree give a sign test p of 0.03
+#: Least share of each engine x precision's budget kept for the confirmation (more when
+#: confirming the contenders as they stand is estimated to need more).
 CONFIRM_SHARE = 0.4
-#: Best explored settings re-measured beside the default.
+#: Best explored settings confirmed beside the default.
 CONTENDERS = 3
 #: The batch ladder pauses after STALL sizes without a gain of GAIN over the best (and goes on
-#: once instances and streams are explored, if time is left).
+#: once the variants are explored, if time is left).
 GAIN = 1.03
 STALL = 2
 #: Seconds to start a pinned instance's process before it prepares the model.
 INSTANCE_START = 3.0
+#: The engine options a setting sets itself.
+SEARCHED = ("streams", "requests", "hint")
 
 
 def parse_budget(text: str) -> float:
@@ -74,42 +94,62 @@ def parse_budget(text: str) -> float:
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of the search. One instance runs in this process, unpinned, on the run's
-    threads (the default layout); several are pinned, one thread per core each."""
+    """One point of the search. One instance runs in this process, unpinned, on the run's threads
+    (the default layout); several are pinned, one thread per core each. ``method`` "engine" is
+    the engine's own throughput configuration (OpenVINO's THROUGHPUT hint), with ``streams``
+    and ``requests`` in flight where given (else the engine's choice)."""
 
     batch: int
     instances: int = 1
     cores_per_instance: int | None = None
+    method: str = "reference"
     streams: int | None = None
+    requests: int | None = None
 
     @property
     def tag(self) -> str:
         return (f"b{self.batch}" + (f"-i{self.instances}x{self.cores_per_instance}"
                                     if self.cores_per_instance else "")
-                + (f"-s{self.streams}" if self.streams else ""))
+                + ("-engine" if self.method == "engine" else "")
+                + (f"-s{self.streams}" if self.streams else "")
+                + (f"-r{self.requests}" if self.requests else ""))
 
-    def as_dict(self, threads: int) -> dict[str, int | None]:
+    def in_flight(self, threads: int) -> int:
+        """Requests in flight: as asked, else one per stream, else (the engine's choice) at most
+        one per thread; one synchronous call for the reference method."""
+        if self.method == "reference":
+            return self.requests or 1
+        return self.requests or self.streams or threads
+
+    def warmup(self, threads: int) -> int:
+        return ASYNC_WARMUP if self.in_flight(threads) > 1 else SYNC_WARMUP
+
+    def as_dict(self, threads: int) -> dict[str, Any]:
         return {"batch_size": self.batch, "instances": self.instances,
                 "cores_per_instance": self.cores_per_instance,
-                "threads": self.cores_per_instance or threads, "streams": self.streams or 1}
+                "threads": self.cores_per_instance or threads, "method": self.method,
+                "streams": self.streams, "requests": self.requests}
 
-    def config(self, cfg: RunConfig, window: float, repeats: int, warmup: int) -> RunConfig:
+    def config(self, cfg: RunConfig, engine: Engine, window: float | None, iterations: int | None,
+               warmup: int) -> RunConfig:
+        """The configuration that measures this setting for one window."""
+        options = {k: v for k, v in cfg.study.engine_options.items() if k not in SEARCHED}
+        options |= {k: v for k, v in (("streams", self.streams), ("requests", self.requests)) if v}
         return cfg.replace(
             batch_size=self.batch, batch_sizes=None, layout=None,
             instances=self.instances if self.cores_per_instance else None,
-            cores_per_instance=self.cores_per_instance,
-            engine_options={k: v for k, v in cfg.study.engine_options.items() if k != "streams"}
-            | ({"streams": self.streams} if self.streams else {}),
+            cores_per_instance=self.cores_per_instance, methods=[self.method],
+            engine_options=options,
             threads=self.cores_per_instance or cfg.launch.threads,
             threads_explicit=cfg.launch.threads_explicit and not self.cores_per_instance,
-            duration=window, iterations=None, repeats=repeats, warmup=warmup,
-        )
+            duration=window, iterations=iterations, repeats=1, warmup=warmup,
+        ).for_method(engine, self.method, "throughput")
 
 
 def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> str:
     """The ``visionbench run`` command that measures ``s`` with the study's repeats."""
     args = ["visionbench", "run", "--engine", engine, "--precision", precision,
-            "--mode", "throughput", "--batch-size", str(s.batch)]
+            "--mode", "throughput", "--method", s.method, "--batch-size", str(s.batch)]
     if cfg.study.model != "resnet50":
         args += ["--model", cfg.study.model]
     if cfg.study.weights is not None:
@@ -120,7 +160,34 @@ def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> st
         args += ["--threads", str(cfg.launch.threads)]
     if s.streams:
         args += ["--streams", str(s.streams)]
+    if s.requests:
+        args += ["--requests", str(s.requests)]
     return shlex.join(args)
+
+
+T = TypeVar("T")
+
+
+def rotation(settings: Sequence[T], round_: int) -> list[T]:
+    """The order of one confirmation round: the settings rotated by the round's number, so each
+    takes every place in turn (two settings alternate AB, BA)."""
+    k = round_ % len(settings)
+    return [*settings[k:], *settings[:k]]
+
+
+def interleave(settings: Sequence[T], rounds: int, measure: Callable[[T, int], Any]
+               ) -> dict[T, list[Any]]:
+    """Every setting measured once per round, in ``rotation`` order: each one's results by round."""
+    out: dict[T, list[Any]] = {s: [] for s in settings}
+    for k in range(rounds):
+        for s in rotation(settings, k):
+            out[s].append(measure(s, k))
+    return out
+
+
+def per_round_ratios(ips: dict[T, list[float]], default: T) -> dict[T, list[float]]:
+    """Each setting's images/s over the default's, round by round."""
+    return {s: [a / b for a, b in zip(v, ips[default], strict=True)] for s, v in ips.items()}
 
 
 class Search:
@@ -132,48 +199,79 @@ class Search:
         self.share = share
         self.deadline = time.monotonic() + share
         self.explored: dict[Setting, Measurement] = {}
+        self.left_out: list[str] = []
         self.prepare = 0.0
         self.cores = [c for node in numa_cores() for c in node]
         self.engine = setup.engines[task.engine]
+        self.threads = cfg.launch.threads
+        self.own = self.engine.own_method("throughput")[0] is not None
+        self.requests = any(o.name == "requests" for o in self.engine.options)
 
     def within(self, m: Measurement) -> bool:
         return m.status == "ok" and (self.bound is None or (m.latency is not None
                                                            and m.latency.p99_ms <= self.bound))
 
-    def estimate(self, s: Setting, window: float, repeats: int, warmup: int) -> float:
-        """Seconds to prepare and time ``s``, from the nearest setting measured so far."""
+    def rate(self, s: Setting) -> float | None:
+        """Images/s expected of ``s``: the nearest setting measured so far (batch size, then the
+        same method and layout)."""
         ok = [(k, m) for k, m in self.explored.items() if m.status == "ok" and m.throughput_ips]
         if not ok:
-            return 0.0
+            return None
         _, ref = min(ok, key=lambda km: (abs(math.log2(km[0].batch / s.batch)),
-                                         km[0].instances != s.instances))
-        call = s.batch * s.instances / ref.throughput_ips  # instances share the machine
+                                         km[0].method != s.method, km[0].instances != s.instances))
+        return ref.throughput_ips
+
+    def window(self, s: Setting, floor: float) -> tuple[float | None, int | None]:
+        """A window (seconds, or calls when nothing is measured yet) that holds MIN_BATCHES
+        batches, and at least ``floor`` seconds."""
+        rate = self.rate(s)
+        if rate is None:
+            return None, MIN_BATCHES * s.in_flight(self.threads)
+        return max(floor, MIN_BATCHES * s.batch * s.instances / rate), None
+
+    def cost(self, s: Setting, floor: float, windows: int = 1) -> float:
+        """Seconds to prepare, warm up and time ``s`` for ``windows`` windows (0 if unknown)."""
+        rate = self.rate(s)
+        if rate is None:
+            return 0.0
+        call = s.batch * s.instances / rate  # instances and requests share the machine
+        flight = s.in_flight(self.threads)
+        seconds, _ = self.window(s, floor)
         start = self.prepare + (INSTANCE_START if s.cores_per_instance else 0.0)
-        return start + warmup * call + repeats * max(window, call)
+        # a window ends with the completion of the requests in flight when its time is up
+        return windows * (start + s.warmup(self.threads) * flight * call + seconds + flight * call)
 
     def default(self) -> Setting:
-        """What ``visionbench run`` measures: the study's batch, one process on all threads."""
-        return Setting(self.cfg.batch_for(self.task.precision, "throughput"))
+        """The setting to beat: the engine's own throughput configuration at the study's batch,
+        as its benchmark tool runs it, else what ``visionbench run`` measures."""
+        batch = self.cfg.batch_for(self.task.precision, "throughput")
+        return Setting(batch, method="engine" if self.own else "reference")
 
     def contenders(self) -> list[Setting]:
-        """The settings to re-measure: the default first, then the best explored."""
+        """The settings to confirm: the default first, then the best explored."""
         default = self.default()
         return [default, *[s for s in self.ranked() if s != default][:CONTENDERS]]
 
-    def confirm_cost(self, candidates: list[Setting], window: float) -> float:
-        return sum(self.estimate(s, window, CONFIRM_REPEATS, CONFIRM_WARMUP) for s in candidates)
+    def confirm_cost(self, candidates: list[Setting], rounds: int, floor: float) -> float:
+        return sum(self.cost(s, floor, rounds) for s in candidates)
 
     def fits(self, s: Setting) -> bool:
-        """Whether exploring ``s`` leaves time to re-measure the contenders as they stand."""
-        # at least what re-measuring them takes with the shortest windows (one call per repeat)
-        reserve = max(CONFIRM_SHARE * self.share, self.confirm_cost(self.contenders(), 1e-3))
-        cost = self.estimate(s, EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
-        return time.monotonic() + cost <= self.deadline - reserve
+        """Whether exploring ``s`` leaves time to confirm the contenders as they stand; if not,
+        ``s`` is left out, with the reason."""
+        reserve = max(CONFIRM_SHARE * self.share,
+                      self.confirm_cost(self.contenders(), MIN_ROUNDS, EXPLORE_WINDOW))
+        cost = self.cost(s, EXPLORE_WINDOW)
+        left = self.deadline - reserve - time.monotonic()
+        if cost <= left:
+            return True
+        self.left_out.append(f"{s.tag}: {MIN_BATCHES} batches need about {cost:.0f} s, "
+                             f"{max(left, 0):.0f} s left before the confirmation")
+        return False
 
-    def measure(self, s: Setting, phase: str, window: float, repeats: int,
-                warmup: int) -> Measurement:
-        cfg = s.config(self.cfg, window, repeats, warmup)
-        task = replace(self.task, batch=s.batch, tag=f"{phase}-{s.tag}")
+    def measure(self, s: Setting, phase: str, floor: float, tag: str | None = None) -> Measurement:
+        window, iterations = self.window(s, floor)
+        cfg = s.config(self.cfg, self.engine, window, iterations, s.warmup(self.threads))
+        task = replace(self.task, batch=s.batch, method=s.method, tag=tag or f"{phase}-{s.tag}")
         try:
             m = measure_task(task, self.engine, self.setup.model, cfg, self.setup.store,
                              self.reporter, self.setup.cal)
@@ -188,20 +286,40 @@ class Search:
             self.prepare = max(self.prepare, m.prepare_seconds)
         return m
 
+    def explore_one(self, s: Setting, always: bool = False) -> Measurement | None:
+        if s in self.explored or not (always or self.fits(s)):
+            return self.explored.get(s)
+        m = self.explored[s] = self.measure(s, "explore", EXPLORE_WINDOW)
+        return m
+
     def variants(self, batch: int) -> list[Setting]:
-        """Pinned instances filling the machine, and the engine's streams, at one batch size."""
+        """Around one batch size: streams x requests in flight (where the engine takes them),
+        pinned instances filling the machine, and the reference method."""
+        out: list[Setting] = []
+        if self.own and self.requests:
+            ran = {(m.batch_size, m.engine_details.get("num_streams"),
+                    m.engine_details.get("requests_in_flight"))
+                   for m in self.explored.values() if m.status == "ok" and m.method == "engine"}
+            for streams in (2 ** i for i in range(8)):
+                if streams > self.threads:
+                    break
+                out += [Setting(batch, method="engine", streams=streams, requests=r)
+                        for r in (streams, 2 * streams) if r > 1 and (batch, streams, r) not in ran]
         n_cores = len(self.cores)
-        out = [Setting(batch, n, n_cores // n) for n in (2 ** i for i in range(1, 10))
-               if n <= n_cores and n_cores % n == 0]
-        if any(o.name == "streams" for o in self.engine.options):
-            out += [Setting(batch, streams=s) for s in (2 ** i for i in range(1, 8))
-                    if s <= self.cfg.launch.threads and batch % s == 0]
+        out += [Setting(batch, n, n_cores // n) for n in (2 ** i for i in range(1, 10))
+                if n <= n_cores and n_cores % n == 0]
+        if self.own:
+            out.append(Setting(batch))
         return out
 
     def explore(self) -> None:
-        """Batch sizes upwards until throughput stops rising, then instances and streams at the
-        two best; with time left, the larger batch sizes the climb skipped, and again around the
-        best."""
+        """The default, the reference method beside it, then batch sizes upwards until throughput
+        stops rising, then the variants around the two best; with time left, the larger batch
+        sizes the climb skipped, and again around the best."""
+        default = self.default()
+        self.explore_one(default, always=True)
+        if self.own:
+            self.explore_one(Setting(default.batch))
         model = self.setup.model
         ladder = [b for b in (self.cfg.study.batch_sizes or LADDER)
                   if model.fixed_batch is None or b == model.fixed_batch]
@@ -212,23 +330,24 @@ class Search:
             self.around_best()
 
     def climb(self, ladder: list[int], stall_limit: int | None) -> list[int]:
-        """Explore ``ladder`` in order on the default layout; the batch sizes left when
+        """Explore ``ladder`` in order on the default's method; the batch sizes left when
         throughput stalled (none when the bound, memory, a failure or the budget stopped it)."""
         best = max((m.throughput_ips or 0.0 for m in self.explored.values() if self.within(m)),
                    default=0.0)
         stall = 0
+        method = self.default().method
         for i, b in enumerate(ladder):
-            s = Setting(b)
+            s = Setting(b, method=method)
             try:
                 check_memory(self.setup.model, b)
             except VisionbenchError as e:
                 self.reporter.note(f"tune: batch {b} and above left out: {e}")
                 return []
-            if not self.fits(s):
+            m = self.explore_one(s)
+            if m is None:
                 self.reporter.note(f"tune {self.task.engine} {self.task.precision}: batch {b} and "
                                    f"above left out (budget)")
                 return []
-            m = self.explored[s] = self.measure(s, "explore", EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
             if not self.within(m):
                 return []  # larger batches only take longer per call (or fail alike)
             stall = 0 if m.throughput_ips > best * GAIN else stall + 1
@@ -240,54 +359,73 @@ class Search:
     def around_best(self) -> None:
         for b in dict.fromkeys(s.batch for s in self.ranked()[:2]):
             for s in self.variants(b):
-                if s not in self.explored and self.fits(s):
-                    self.explored[s] = self.measure(s, "explore", EXPLORE_WINDOW, 1, EXPLORE_WARMUP)
+                self.explore_one(s)
 
     def ranked(self) -> list[Setting]:
         """Explored settings within the bound, fastest first."""
         ok = [(s, m) for s, m in self.explored.items() if self.within(m)]
         return [s for s, _ in sorted(ok, key=lambda sm: -(sm[1].throughput_ips or 0.0))]
 
-    def confirm(self) -> tuple[Setting, list[tuple[Setting, Measurement]]]:
+    def plan_confirmation(self) -> tuple[list[Setting], int, float]:
+        """The contenders, rounds and least window that fit the time left: fewer rounds first
+        (down to MIN_ROUNDS), then shorter windows, then the slowest contenders dropped."""
         candidates = self.contenders()
         left = self.deadline - time.monotonic()
-        for window in (CONFIRM_WINDOW, CONFIRM_WINDOW / 2, CONFIRM_WINDOW / 4, 1e-3):
-            if self.confirm_cost(candidates, window) <= left:
-                break  # 1e-3: one call per repeat
-        while len(candidates) > 1 and self.confirm_cost(candidates, window) > left:
-            candidates.pop()  # the slowest contender first; the default always stays
-        return candidates[0], [(s, self.measure(s, "confirm", window, CONFIRM_REPEATS,
-                                                CONFIRM_WARMUP)) for s in candidates]
+        for floor in (CONFIRM_WINDOW, EXPLORE_WINDOW):
+            for rounds in range(MAX_ROUNDS, MIN_ROUNDS - 1, -1):
+                if self.confirm_cost(candidates, rounds, floor) <= left:
+                    return candidates, rounds, floor
+        while len(candidates) > 2 and self.confirm_cost(candidates, MIN_ROUNDS, EXPLORE_WINDOW) > left:
+            candidates.pop()
+        return candidates, MIN_ROUNDS, EXPLORE_WINDOW
 
     def run(self) -> TuneOutcome:
         t0 = time.monotonic()
         self.explore()
-        default, confirmed = self.confirm()
-        base = TuneOutcome(engine=self.task.engine, precision=self.task.precision, status="ok",
-                           max_latency_ms=self.bound, budget_seconds=round(self.share, 1),
-                           explored=len(self.explored))
-        d = next(m for s, m in confirmed if s == default)
-        base.default = d.id
-        base.default_within_bound = self.within(d) if d.status == "ok" else None
-        feasible = [(s, m) for s, m in confirmed if self.within(m)]
+        candidates, rounds, floor = self.plan_confirmation()
+        default = candidates[0]
+        done = interleave(candidates, rounds, lambda s, k: self.measure(
+            s, "confirm", floor, tag=f"confirm{k + 1}-{s.tag}"))
+        out = TuneOutcome(engine=self.task.engine, precision=self.task.precision, status="ok",
+                          max_latency_ms=self.bound, budget_seconds=round(self.share, 1),
+                          explored=len(self.explored), rounds=rounds, left_out=self.left_out,
+                          default=done[default][0].id,
+                          default_setting=default.as_dict(self.threads))
+        measured = {s: ms for s, ms in done.items() if all(m.status == "ok" for m in ms)}
+        ips = {s: [m.throughput_ips or 0.0 for m in ms] for s, ms in measured.items()}
+        ratios = per_round_ratios(ips, default) if default in ips else {}
+        d_ok = default in measured
+        out.default_within_bound = all(self.within(m) for m in done[default]) if d_ok else None
+        out.default_ips = statistics.median(ips[default]) if d_ok else None
+        feasible = [s for s, ms in measured.items() if all(self.within(m) for m in ms)]
+        out.confirmed = [{"tag": s.tag, **s.as_dict(self.threads), "ips": ips.get(s),
+                          "median_ips": statistics.median(ips[s]) if s in ips else None,
+                          "ratios": ratios.get(s),
+                          "median_ratio": statistics.median(ratios[s]) if s in ratios else None,
+                          "within_bound": s in feasible,
+                          "failed": next((m.reason for m in done[s] if m.status != "ok"), None)}
+                         for s in candidates]
         if not feasible:
-            base.status = "none-within-bound" if any(m.status == "ok" for _, m in confirmed) \
-                else "failed"
-            base.reason = (f"no setting kept p99 within {self.bound} ms" if self.bound is not None
-                           and base.status != "failed" else "no setting could be measured")
+            out.status = "none-within-bound" if measured else "failed"
+            out.reason = (f"no setting kept p99 within {self.bound} ms" if self.bound is not None
+                          and measured else "no setting could be measured")
         else:
-            s, w = max(feasible, key=lambda sm: sm[1].throughput_ips or 0.0)
-            base.winner, base.winner_setting = w.id, s.as_dict(self.cfg.launch.threads)
-            base.winner_command = rerun_command(self.cfg, self.task.engine, self.task.precision, s)
-            if d.status == "ok" and d.throughput_ips and w is not d:
-                base.speedup_vs_default = w.throughput_ips / d.throughput_ips
-                p, _, why = throughput_stats(d, w)
-                base.p_value = p
-                base.verdict = verdict(p, base.speedup_vs_default, max(d.cv or 0, w.cv or 0), why)[0]
-            elif w is d:
-                base.speedup_vs_default, base.verdict = 1.0, "the default is the best"
-        base.seconds_used = round(time.monotonic() - t0, 1)
-        return base
+            key: Callable[[Setting], float] = (
+                (lambda s: statistics.median(ratios[s])) if ratios
+                else (lambda s: statistics.median(ips[s])))
+            w = max(feasible, key=key)
+            out.winner, out.winner_setting = done[w][0].id, w.as_dict(self.threads)
+            out.winner_command = rerun_command(self.cfg, self.task.engine, self.task.precision, w)
+            out.winner_ips = statistics.median(ips[w])
+            if w == default:
+                out.speedup_vs_default, out.verdict = 1.0, "the default is the best"
+            elif ratios:
+                out.speedup_vs_default = statistics.median(ratios[w])
+                out.p_value, out.verdict, out.verdict_reason = paired_verdict(ratios[w])
+            else:
+                out.verdict, out.verdict_reason = "cannot tell", "the default failed"
+        out.seconds_used = round(time.monotonic() - t0, 1)
+        return out
 
 
 class Tune(Scenario[TuneOutcome]):
@@ -334,5 +472,5 @@ def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
     """Search every engine x precision of ``cfg`` within ``budget`` seconds in all."""
     if bound is not None and not bound > 0:
         raise VisionbenchError(f"--max-latency-ms must be positive, got {bound}")
-    cfg = cfg.replace(modes=["throughput"])
+    cfg = cfg.replace(modes=["throughput"], methods=["reference"])
     return run_scenarios(open_run(cfg, reporter, command, "tune"), [Tune(budget, bound)], reporter)

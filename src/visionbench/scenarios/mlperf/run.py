@@ -298,6 +298,6 @@ def run_mlperf(cfg: RunConfig, scenarios: list[LoadgenScenario], opts: Options, 
         raise VisionbenchError("--find-peak searches the QPS: leave --target-qps out")
     if opts.accuracy and cfg.inputs.data is None:
         raise VisionbenchError("accuracy mode needs labelled images: give --data DIR")
-    cfg = cfg.replace(modes=["latency"], accuracy=opts.accuracy)
+    cfg = cfg.replace(modes=["latency"], methods=["reference"], accuracy=opts.accuracy)
     setup = open_run(cfg, reporter, command, "mlperf", extend=True)
     return run_scenarios(setup, [Mlperf(scenarios, opts)], reporter)
