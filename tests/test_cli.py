@@ -31,7 +31,23 @@ def test_run_end_to_end(quick_run):
     libraries = {n.split("-")[0] for n in ENGINE_NAMES}  # torch and torch-eager: one library
     assert set(data["software"]) >= {"visionbench", *libraries}
     ms = data["measurements"]
-    assert len(ms) == len(ENGINE_NAMES) * 3 * 2
+    # both methods: OpenVINO's own throughput configuration is a row of its own (one per
+    # precision); every other engine and mode has one row standing for both, saying why
+    assert len(ms) == len(ENGINE_NAMES) * 3 * 2 + 3
+    engine_rows = [m for m in ms if m["method"] == "engine"]
+    assert {(m["engine"], m["mode"]) for m in engine_rows} == {("openvino", "throughput")}
+    assert len({m["id"] for m in ms}) == len(ms)
+    for m in engine_rows:
+        assert m["id"] == f"openvino-{m['precision']}-throughput-engine"
+        if m["status"] == "ok":
+            d = m["engine_details"]
+            assert d["performance_hint"] == "THROUGHPUT" and d["num_streams"] >= 1
+            assert d["requests_in_flight"] == d["optimal_number_of_infer_requests"] >= 1
+            assert d["api"] == ("async" if d["requests_in_flight"] > 1 else "sync")
+    for m in ms:
+        both = m["method"] == "reference" and (m["engine"], m["mode"]) != ("openvino", "throughput")
+        assert bool(m["engine_method"]) is both, m["id"]
+    assert "one row for both methods" in proc.stdout
     ok = [m for m in ms if m["status"] == "ok"]
     assert {(m["engine"], m["precision"]) for m in ok} >= {
         (e, p) for e in ENGINE_NAMES for p in ("fp32", "int8") if (e, p) != ("torch-eager", "int8")}

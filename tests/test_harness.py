@@ -86,7 +86,7 @@ def test_async_requests_in_flight_counted_once_with_raw_latencies():
     fake = FakeRequests(0.02)
     t = measure_async(fake, 3, [0, 1], TimingPlan(batch_size=4, warmup=1, repeats=2, iterations=7))
     assert fake.most == 3 and not fake.running  # never more than 3 at once; all waited for
-    assert len(fake.started) == 3 * 1 + 2 * 7  # warm-up is per request
+    assert len(fake.started) == t.warmup_calls + 2 * 7 and t.warmup_calls == 3  # per request
     for w in t.windows:
         # every request started in the window completed in it, counted once, its latency kept
         assert len(w.latencies_ns) == 7 and w.images == 28

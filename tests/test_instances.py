@@ -184,23 +184,36 @@ def test_killed_instance_fails_the_measurement(tmp_path: Path) -> None:
 
 
 def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
-    """OpenVINO streams split a batch and give the same logits; ORT inter-op threads run in
-    parallel mode; both are recorded as read back from the engine."""
+    """OpenVINO compiles streams and keeps its optimal requests of the full batch in flight, the
+    hint's choices read back; the logits are the same. ORT inter-op threads run in parallel
+    mode. All recorded as read back from the engine."""
     from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines import get_engine
+    from visionbench.harness.timing import TimingPlan, measure_async
 
     cal = synthetic_calibration(tiny, 8)
     x = tiny_inputs[:8]
     ov = get_engine("openvino")
     one = ov.prepare(tiny, "fp32", 2, cal, 8)
-    two = ov.prepare(tiny, "fp32", 2, cal, 8, options={"streams": 2})
-    assert two.execution.details["num_streams"] == 2 and two.execution.details["batch_per_stream"] == 4
-    np.testing.assert_allclose(two.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
+    assert one.requests == 1 and one.execution.details["api"] == "sync"
+    two = ov.prepare(tiny, "fp32", 2, cal, 7, options={"streams": 2})  # any batch: no split
+    d = two.execution.details
+    assert d["num_streams"] == 2 and d["static_input_shape"][0] == 7
+    assert two.requests == d["requests_in_flight"] == d["optimal_number_of_infer_requests"] == 2
+    np.testing.assert_allclose(two.predict(x[:7]), one.predict(x)[:7], rtol=1e-4, atol=1e-5)
+    t = measure_async(two.start, two.requests, [two.feed(x[:7])],
+                      TimingPlan(batch_size=7, warmup=1, repeats=2, iterations=5))
+    assert t.warmup_calls == 2 and [w.images for w in t.windows] == [35, 35]
+    deep = ov.prepare(tiny, "fp32", 2, cal, 8, options={"streams": 2, "requests": 4})
+    assert deep.requests == deep.execution.details["requests_in_flight"] == 4
     hinted = ov.prepare(tiny, "fp32", 2, cal, 8, options={"hint": "throughput"})
-    assert hinted.execution.details["performance_hint"] == "THROUGHPUT"
-    assert hinted.execution.details["num_streams"] >= 1
-    with pytest.raises(VisionbenchError, match="batch size 7 does not split evenly over 2"):
-        ov.prepare(tiny, "fp32", 2, cal, 7, options={"streams": 2})
+    d = hinted.execution.details
+    assert d["performance_hint"] == "THROUGHPUT" and d["num_streams"] >= 1
+    assert hinted.requests == d["optimal_number_of_infer_requests"]
+    assert {"enable_cpu_pinning", "inference_num_threads", "scheduling_core_type"} <= set(d)
+    np.testing.assert_allclose(hinted.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
+    for s in (one, two, deep, hinted):
+        s.close()
     ort = get_engine("onnxruntime")
     par = ort.prepare(tiny, "fp32", 1, cal, 8, options={"inter_op_threads": 2})
     assert par.execution.details["execution_mode"] == "parallel"
@@ -215,7 +228,9 @@ def test_parallelism_errors() -> None:
         (["--engine", "onnxruntime", "--streams", "2", "--mode", "throughput"],
          "onnxruntime has no --streams"),
         (["--engine", "openvino", "--inter-op-threads", "2"], "openvino has no --inter-op-threads"),
-        (["--engine", "openvino", "--streams", "2"], "the batch size 1 does not split (latency)"),
+        (["--engine", "onnxruntime", "--requests", "2"], "onnxruntime has no --requests"),
+        (["--engine", "openvino", "--requests", "0"], "--requests must be a positive integer"),
+        (["--engine", "openvino", "--method", "fastest"], "unknown method 'fastest'"),
         (["--layout", "latency", "--instances", "2"], "give --layout or --instances"),
         (["--instances", "64"], "64 instances of 1 core need 64 physical cores"),
     ]:

@@ -154,8 +154,7 @@ class Engine(ABC):
         and why the study's reference method already is it (the method then is not measured
         twice)."""
         return None, (f"{self.name} has no configuration of its own for {mode} known to measure "
-                      "faster here than the reference method (one process, one synchronous "
-                      "call on all threads)")
+                      "faster here than one process, one synchronous call on all threads")
 
 
 #: Data-type names that OpenVINO and oneDNN report, by the precision each means.

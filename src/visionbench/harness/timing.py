@@ -54,6 +54,8 @@ class Window:
 class Timing:
     warmup_ns: int
     windows: list[Window]
+    #: Batches run in the warm-up (with several requests in flight, ``plan.warmup`` per request).
+    warmup_calls: int = 0
 
 
 Progress = Callable[[str, float], None]  # (phase, seconds or iterations done) -> None
@@ -102,7 +104,7 @@ def measure(
         windows.append(Window(np.asarray(lat, dtype=np.int64), end - start, plan.batch_size))
         if progress:
             progress("window", len(windows))
-    return Timing(warmup_ns, windows)
+    return Timing(warmup_ns, windows, plan.warmup)
 
 
 #: Starts a batch on request ``slot`` without waiting and calls ``done`` (from any thread) once it
@@ -184,7 +186,7 @@ def measure_async(
         flight.submit(flight.free(), inputs[i % n_inputs])
         i += 1
         if progress:
-            progress("warmup", i)
+            progress("warmup", -(-i // requests))  # batches per request, as the plan counts
     flight.drain()
     flight.take()
     warmup_ns = clock() - t0
@@ -216,4 +218,4 @@ def measure_async(
                               plan.batch_size))
         if progress:
             progress("window", len(windows))
-    return Timing(warmup_ns, windows)
+    return Timing(warmup_ns, windows, plan.warmup * requests)

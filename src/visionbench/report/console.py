@@ -15,6 +15,7 @@ from visionbench.report.format import (
     fmt,
     fp32_ratios,
     latency_values,
+    method_notes,
     mlperf_rows,
     per_batch,
     ran_as,
@@ -144,5 +145,7 @@ def print_summary(console: Console, results: Results) -> None:
                 console.print(f"re-run {r['engine']} {r['precision']}: {r['command']}", soft_wrap=True)
     if results.calibration:
         console.print(f"INT8 calibration: {results.calibration['how']}", highlight=False)
+    for text in method_notes(results):
+        console.print(text, markup=False, highlight=False)
     for i, text in enumerate(notes.texts, 1):
         console.print(f"[{i}] {text}", markup=False, highlight=False)

@@ -24,6 +24,14 @@ def engine_text(m: Measurement) -> str:
     return m.engine + ("" if m.method == "reference" else f" ({m.method} method)")
 
 
+def method_notes(results: Results) -> list[str]:
+    """Per engine and mode whose own configuration is the reference method's: one row stands for
+    both methods, and why."""
+    seen = {(m.engine, m.mode): m.engine_method for m in results.measurements if m.engine_method}
+    return [f"{engine} {mode}: one row for both methods: {why}"
+            for (engine, mode), why in seen.items()]
+
+
 def batch_text(m: Measurement) -> str:
     """The batch size, with pinned instances, OpenVINO streams and requests in flight where
     there were any."""

@@ -12,6 +12,7 @@ from visionbench.report.format import (
     fp32_ratios,
     instance_rows,
     latency_values,
+    method_notes,
     mlperf_rows,
     per_batch,
     ran_as,
@@ -95,6 +96,8 @@ def summary_markdown(results: Results) -> str:
                         for r in rows if r["command"]]]
     if results.calibration:
         lines += ["", f"INT8 calibration: {results.calibration['how']}."]
+    if notes := method_notes(results):
+        lines += ["", *[f"- {text}" for text in notes]]
     warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
     if warnings:
         lines += ["", "## Warnings", "", *warnings]

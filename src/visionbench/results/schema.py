@@ -60,6 +60,9 @@ class Measurement(BaseModel):
                         "method (one process, one synchronous request, the reference batch); "
                         "engine = the engine's own configuration for the mode (OpenVINO: its "
                         "THROUGHPUT hint with its optimal number of requests in flight)")
+    engine_method: str | None = Field(
+        None, description="where the engine's own configuration for the mode is this reference "
+                          "measurement's (so no engine-method row was measured apart): why")
     batch_size: int
     threads: int
     status: Literal["ok", "skipped", "unsupported", "failed"] = Field(

@@ -64,8 +64,9 @@ class Task:
     model: str = ""
     #: ``config.METHODS``: the reference study's method or the engine's own configuration.
     method: str = "reference"
-    #: Why this task is recorded, not measured (decided when planning), or "".
-    skip: str = ""
+    #: Why the engine's own configuration for the mode is this reference task's (so the engine
+    #: method is not measured apart), where it was asked for; else "".
+    same: str = ""
 
     @property
     def id(self) -> str:
@@ -109,11 +110,11 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
         out = []
         for m in cfg.study.modes:
             own, why = engines[name].own_method(m)
-            for method in cfg.study.methods:
-                skip = f"the same as the reference method: {why}" \
-                    if method == "engine" and own is None else ""
-                out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name, method, skip)
-                        for b in cfg.batches(p, m)]
+            # An engine whose own configuration is the reference's has one row standing for both.
+            methods = cfg.study.methods if own is not None else ["reference"]
+            same = why if own is None and "engine" in cfg.study.methods else ""
+            out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name, method, same)
+                    for method in methods for b in cfg.batches(p, m)]
         return out
 
     for name, engine in engines.items():
@@ -157,7 +158,8 @@ def unmeasured(task: Task, cfg: RunConfig, reason: str, status: str = "unsupport
     t = now()
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        model=task.model or None, method=task.method, batch_size=task.batch,
+        model=task.model or None, method=task.method, engine_method=task.same or None,
+        batch_size=task.batch,
         threads=cfg.launch.threads, status=status, support=task.support.status, reason=reason,
         started_at=t, finished_at=t,
     )
@@ -169,8 +171,6 @@ def not_run(task: Task, cfg: RunConfig) -> tuple[str, str] | None:
         return "unsupported", task.support.reason
     if task.support.status == "emulated" and not cfg.study.allow_emulated:
         return "skipped", f"{task.support.reason} (--allow-emulated measures it anyway)"
-    if task.skip:
-        return "skipped", task.skip
     return None
 
 

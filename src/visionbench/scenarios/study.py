@@ -164,13 +164,14 @@ def measure_task(
     raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in windows])
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
-        model=model.name, method=task.method, batch_size=plan.batch_size, threads=threads, status="ok",
+        model=model.name, method=task.method, engine_method=task.same or None,
+        batch_size=plan.batch_size, threads=threads, status="ok",
         support=task.support.status, executed_precision=ex.executed_precision,
         emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
         engine_details=ex.details, throughput_ips=statistics.median(per_repeat),
         throughput_per_repeat=per_repeat,
         cv=spread, latency=latency_summary(pooled), raw_latencies=raw,
-        repeats=plan.repeats, warmup_iterations=plan.warmup,
+        repeats=plan.repeats, warmup_iterations=max(t.warmup_calls for t in timings),
         warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
         timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
         prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings,
