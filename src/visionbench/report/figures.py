@@ -6,6 +6,7 @@ hatching as well as shade, so the figures survive greyscale printing."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -95,13 +96,13 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _series(results: Results) -> dict[tuple[str, str], list[Measurement]]:
-    """A sweep's measured points per (engine, precision), by batch size."""
+    """A sweep's measured points per (engine and method, precision), by batch size."""
     out: dict[tuple[str, str], list[Measurement]] = {}
     for m in results.measurements:
-        ladder = m.phase == "explore" and m.layout is None and (
-            m.engine_details.get("num_streams") or 1) == 1  # a tune's batch ladder
+        # a tune's batch ladder: explored on one process, streams and requests the engine's
+        ladder = m.phase == "explore" and re.search(r"-explore-b\d+$", m.id) is not None
         if m.status == "ok" and m.mode == "throughput" and (results.kind == "sweep" or ladder):
-            out.setdefault((m.engine, m.precision), []).append(m)
+            out.setdefault((results.key(m).series(), m.precision), []).append(m)
     return {k: sorted(v, key=lambda m: m.batch_size) for k, v in out.items()}
 
 
@@ -118,7 +119,9 @@ def _sweep_axes(ax, results: Results, ylabel: str) -> None:
 
 
 def _style(results: Results, engine: str, precision: str) -> dict:
-    engines = list(dict.fromkeys(m.engine for m in results.measurements))
+    """Colour by precision where one engine (and method) is drawn, else by engine; marker by
+    precision, line style by engine."""
+    engines = list(dict.fromkeys(series for series, _ in _series(results)))
     i, j = engines.index(engine), PRECISIONS.index(precision)
     return {"color": SHADES[j % len(SHADES)] if len(engines) == 1 else SHADES[i % len(SHADES)],
             "marker": MARKERS[j % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}

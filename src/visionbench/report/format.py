@@ -114,16 +114,18 @@ def latency_values(m: Measurement) -> list[str]:
 
 
 def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
-    """Each throughput measurement's speed relative to FP32 on the same engine, by id: FP32 at the
-    same batch size where there is one (a sweep), else the engine's FP32 (the study's batch)."""
+    """Each throughput measurement's speed relative to FP32 on the same engine and method, by id:
+    FP32 at the same batch size where there is one (a sweep), else the engine's FP32 (the study's
+    batch)."""
     fp32 = [m for m in ms if m.mode == "throughput" and m.precision == "fp32" and m.status == "ok"]
-    same_batch = {(m.engine, m.batch_size): m.throughput_ips for m in fp32}
-    engine = {m.engine: m.throughput_ips for m in fp32}
+    same_batch = {(m.engine, m.method, m.batch_size): m.throughput_ips for m in fp32}
+    engine = {(m.engine, m.method): m.throughput_ips for m in fp32}
 
     def ratio(m: Measurement) -> str:
         if m.phase is not None:  # a search's settings differ in more than precision
             return "—"
-        base = same_batch.get((m.engine, m.batch_size)) or engine.get(m.engine)
+        base = (same_batch.get((m.engine, m.method, m.batch_size))
+                or engine.get((m.engine, m.method)))
         return f"{m.throughput_ips / base:.2f}x" if m.throughput_ips and base else "—"
 
     return {m.id: ratio(m) for m in ms if m.mode == "throughput"}

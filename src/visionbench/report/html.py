@@ -40,11 +40,12 @@ def data_uri(png: bytes) -> str:
 
 
 def headline(results: Results) -> list[str]:
-    """One sentence per engine: its throughput per precision, the speed-up over FP32, batch-1 p50."""
+    """One sentence per engine and method: its throughput per precision, the speed-up over FP32,
+    batch-1 p50."""
     lines = []
-    for engine in dict.fromkeys(m.engine for m in results.measurements):
+    for engine, method in dict.fromkeys((m.engine, m.method) for m in results.measurements):
         ok = {(m.precision, m.mode): m for m in results.measurements
-              if m.engine == engine and m.status == "ok"}
+              if (m.engine, m.method) == (engine, method) and m.status == "ok"}
         fp32 = ok.get(("fp32", "throughput"))
         parts = []
         for p in ("fp32", "bf16", "int8"):
@@ -60,10 +61,11 @@ def headline(results: Results) -> list[str]:
                 bits.append(f"{lat.latency.p50_ms:.1f} ms per image at batch 1 (p50)")
             emulated = " (EMULATED)" if any(m.emulated for m in (t, lat) if m) else ""
             parts.append(f"{p.upper()}{emulated}: " + ", ".join(bits))
+        name = engine + ("" if method == "reference" else f" ({method} method)")
         if parts:
-            lines.append(f"{engine} — " + "; ".join(parts) + ".")
+            lines.append(f"{name} — " + "; ".join(parts) + ".")
         else:
-            lines.append(f"{engine} — nothing could be measured (see the notices).")
+            lines.append(f"{name} — nothing could be measured (see the notices).")
     return lines
 
 

@@ -107,12 +107,18 @@ class Setting:
     requests: int | None = None
 
     @property
-    def tag(self) -> str:
+    def shape(self) -> str:
+        """The setting but its method (which a measurement's id holds apart): b64-s2-r4."""
         return (f"b{self.batch}" + (f"-i{self.instances}x{self.cores_per_instance}"
                                     if self.cores_per_instance else "")
-                + ("-engine" if self.method == "engine" else "")
                 + (f"-s{self.streams}" if self.streams else "")
                 + (f"-r{self.requests}" if self.requests else ""))
+
+    @property
+    def tag(self) -> str:
+        """The whole setting: b64-engine-s2-r4."""
+        return self.shape.replace(f"b{self.batch}", f"b{self.batch}-engine", 1) \
+            if self.method == "engine" else self.shape
 
     def in_flight(self, threads: int) -> int:
         """Requests in flight: as asked, else one per stream, else (the engine's choice) at most
@@ -271,7 +277,7 @@ class Search:
     def measure(self, s: Setting, phase: str, floor: float, tag: str | None = None) -> Measurement:
         window, iterations = self.window(s, floor)
         cfg = s.config(self.cfg, self.engine, window, iterations, s.warmup(self.threads))
-        task = replace(self.task, batch=s.batch, method=s.method, tag=tag or f"{phase}-{s.tag}")
+        task = replace(self.task, batch=s.batch, method=s.method, tag=tag or f"{phase}-{s.shape}")
         try:
             m = measure_task(task, self.engine, self.setup.model, cfg, self.setup.store,
                              self.reporter, self.setup.cal)
@@ -385,7 +391,7 @@ class Search:
         candidates, rounds, floor = self.plan_confirmation()
         default = candidates[0]
         done = interleave(candidates, rounds, lambda s, k: self.measure(
-            s, "confirm", floor, tag=f"confirm{k + 1}-{s.tag}"))
+            s, "confirm", floor, tag=f"confirm{k + 1}-{s.shape}"))
         out = TuneOutcome(engine=self.task.engine, precision=self.task.precision, status="ok",
                           max_latency_ms=self.bound, budget_seconds=round(self.share, 1),
                           explored=len(self.explored), rounds=rounds, left_out=self.left_out,
