@@ -31,21 +31,30 @@ def test_run_end_to_end(quick_run):
     libraries = {n.split("-")[0] for n in ENGINE_NAMES}  # torch and torch-eager: one library
     assert set(data["software"]) >= {"visionbench", *libraries}
     ms = data["measurements"]
-    # both methods: OpenVINO's own throughput configuration is a row of its own (one per
-    # precision); every other engine and mode has one row standing for both, saying why
-    assert len(ms) == len(ENGINE_NAMES) * 3 * 2 + 3
+    # both methods: an engine's own throughput configuration, where it differs from the
+    # reference, is a row of its own (OpenVINO's hint at every precision; one session per core
+    # for ONNX Runtime and compiled PyTorch at INT8 where there are several cores); every other
+    # engine, precision and mode has one row standing for both, saying why
+    own = {("openvino", p) for p in ("fp32", "bf16", "int8")}
+    if data["config"]["threads"] > 1:
+        own |= {("onnxruntime", "int8"), ("torch", "int8")}
+    assert len(ms) == len(ENGINE_NAMES) * 3 * 2 + len(own)
     engine_rows = [m for m in ms if m["method"] == "engine"]
-    assert {(m["engine"], m["mode"]) for m in engine_rows} == {("openvino", "throughput")}
+    assert {(m["engine"], m["precision"]) for m in engine_rows} == own
+    assert {m["mode"] for m in engine_rows} == {"throughput"}
     assert len({m["id"] for m in ms}) == len(ms)
     for m in engine_rows:
-        assert m["id"] == f"openvino-{m['precision']}-throughput-engine"
-        if m["status"] == "ok":
-            d = m["engine_details"]
+        assert m["id"] == f"{m['engine']}-{m['precision']}-throughput-engine"
+        d = m["engine_details"]
+        if m["status"] == "ok" and m["engine"] == "openvino":
             assert d["performance_hint"] == "THROUGHPUT" and d["num_streams"] >= 1
             assert d["requests_in_flight"] == d["optimal_number_of_infer_requests"] >= 1
             assert d["api"] == ("async" if d["requests_in_flight"] > 1 else "sync")
+        elif m["status"] == "ok":
+            assert d["sessions"] == data["config"]["threads"] and d["threads_per_session"] == 1
     for m in ms:
-        both = m["method"] == "reference" and (m["engine"], m["mode"]) != ("openvino", "throughput")
+        both = m["method"] == "reference" and (
+            m["mode"] == "latency" or (m["engine"], m["precision"]) not in own)
         assert bool(m["engine_method"]) is both, m["id"]
     assert "one row for both methods" in proc.stdout
     ok = [m for m in ms if m["status"] == "ok"]

@@ -185,8 +185,8 @@ def test_killed_instance_fails_the_measurement(tmp_path: Path) -> None:
 
 def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     """OpenVINO compiles streams and keeps its optimal requests of the full batch in flight, the
-    hint's choices read back; the logits are the same. ORT inter-op threads run in parallel
-    mode. All recorded as read back from the engine."""
+    hint's choices read back; ONNX Runtime runs sessions at once on a share of the threads each;
+    the logits are the same. ORT inter-op threads run in parallel mode. All recorded."""
     from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines import get_engine
     from visionbench.harness.timing import TimingPlan, measure_async
@@ -215,6 +215,15 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     for s in (one, two, deep, hinted):
         s.close()
     ort = get_engine("onnxruntime")
+    both = ort.prepare(tiny, "fp32", 2, cal, 8, options={"sessions": 2})
+    d = both.execution.details
+    assert both.requests == d["sessions"] == 2 and d["threads_per_session"] == 1
+    assert d["intra_op_num_threads"] == 1
+    t = measure_async(both.start, both.requests, [both.feed(x)],
+                      TimingPlan(batch_size=8, warmup=1, repeats=1, iterations=4))
+    assert [w.images for w in t.windows] == [32] and len(t.windows[0].latencies_ns) == 4
+    np.testing.assert_allclose(both.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
+    both.close()
     par = ort.prepare(tiny, "fp32", 1, cal, 8, options={"inter_op_threads": 2})
     assert par.execution.details["execution_mode"] == "parallel"
     assert par.execution.details["inter_op_num_threads"] == 2
@@ -229,6 +238,7 @@ def test_parallelism_errors() -> None:
          "onnxruntime has no --streams"),
         (["--engine", "openvino", "--inter-op-threads", "2"], "openvino has no --inter-op-threads"),
         (["--engine", "onnxruntime", "--requests", "2"], "onnxruntime has no --requests"),
+        (["--engine", "openvino", "--sessions", "2"], "openvino has no --sessions"),
         (["--engine", "openvino", "--requests", "0"], "--requests must be a positive integer"),
         (["--engine", "openvino", "--method", "fastest"], "unknown method 'fastest'"),
         (["--layout", "latency", "--instances", "2"], "give --layout or --instances"),

@@ -241,10 +241,11 @@ class RunConfig:
         given = self.study.engine_options
         return {o.name: given[o.name] for o in engine.options if o.name in given}
 
-    def for_method(self, engine: Engine, method: str, mode: Mode) -> RunConfig:
+    def for_method(self, engine: Engine, method: str, mode: Mode, precision: Precision) -> RunConfig:
         """The configuration a cell of ``method`` runs: the engine method lays the engine's own
-        options for the mode under the given ones and runs in one process (no instances)."""
-        own, _ = engine.own_method(mode)
+        options for the mode and precision under the given ones and runs in one process (no
+        instances)."""
+        own, _ = engine.own_method(mode, precision, self.launch.threads)
         if method == "reference" or own is None:
             return self
         return self.replace(engine_options=own | self.study.engine_options, layout=None,

@@ -6,6 +6,7 @@ An engine never prints, plots, times or writes results; the harness never import
 from __future__ import annotations
 
 import importlib.util
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -148,11 +149,12 @@ class Engine(ABC):
         """Why ``options`` cannot run a batch of ``batch`` images (checked before a run), or None."""
         return None
 
-    def own_method(self, mode: str) -> tuple[dict[str, Any] | None, str]:
-        """The engine's own configuration for ``mode`` ("throughput" or "latency"), as its own
-        benchmark tool runs it: the options that make it (the study's "engine" method), or None
-        and why the study's reference method already is it (the method then is not measured
-        twice)."""
+    def own_method(self, mode: str, precision: Precision, threads: int
+                   ) -> tuple[dict[str, Any] | None, str]:
+        """The engine's own configuration for ``mode`` ("throughput" or "latency") and precision
+        on ``threads``, as its own benchmark tool runs it, or its best known here: the options
+        that make it (the study's "engine" method), or None and why the study's reference method
+        already is it (the method then is not measured twice)."""
         return None, (f"{self.name} has no configuration of its own for {mode} known to measure "
                       "faster here than one process, one synchronous call on all threads")
 
@@ -187,3 +189,69 @@ def cpu_support(precision: Precision, cpu: CpuFeatures) -> Support:
             f"INT8 runs without VNNI ({', '.join(VNNI_FLAGS)} missing): slower int8 kernels",
         )
     return Support("native")
+
+
+#: One model run as several sessions at once, for engines whose sessions release the GIL while
+#: they compute (ONNX Runtime, PyTorch): their counterpart of OpenVINO's streams.
+SESSIONS = EngineOption(
+    "sessions", "ONNX Runtime and PyTorch: sessions of the model, each on its share of the "
+                "threads, running whole batches at once from as many threads (the harness keeps "
+                "one batch in flight per session) [default: 1].")
+
+
+class ConcurrentSessions(Session):
+    """Sessions of one model whose batches run at once, one worker thread per session; an
+    engine's error in a batch is raised by the next ``start`` or by ``close``."""
+
+    def __init__(self, sessions: list[Session]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._sessions = sessions
+        self._pool = ThreadPoolExecutor(max_workers=len(sessions))
+        self._error: BaseException | None = None
+        self.requests = len(sessions)
+        self.execution = sessions[0].execution
+
+    def feed(self, batch: np.ndarray) -> Any:
+        return self._sessions[0].feed(batch)
+
+    def run(self, batch: Any) -> np.ndarray:
+        return self._sessions[0].run(batch)
+
+    def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+
+        def work() -> None:
+            try:
+                self._sessions[slot].run(batch)
+            except BaseException as e:  # kept for the caller's thread; done() must still come
+                self._error = e
+            finally:
+                done()
+
+        self._pool.submit(work)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for s in self._sessions:
+            s.close()
+        if self._error is not None:
+            raise self._error
+
+
+def concurrently(options: Mapping[str, Any] | None, threads: int,
+                 make: Callable[[int], Session]) -> Session:
+    """``make(threads)``, or, with the ``sessions`` option above 1, that many sessions made on
+    an equal share of the threads (at least one each), run at once; recorded in the details."""
+    n = (options or {}).get("sessions") or 1
+    if n == 1:
+        return make(threads)
+    per = max(threads // n, 1)
+    t0 = time.perf_counter()
+    sessions = [make(per) for _ in range(n)]
+    execution = sessions[0].execution
+    execution.details = {**execution.details, "sessions": n, "threads_per_session": per,
+                         "api": "concurrent sessions"}
+    execution.prepare_seconds = time.perf_counter() - t0
+    return ConcurrentSessions(sessions)

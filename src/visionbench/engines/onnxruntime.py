@@ -17,12 +17,14 @@ import numpy as np
 
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
+    SESSIONS,
     Engine,
     EngineOption,
     Execution,
     Precision,
     Session,
     Support,
+    concurrently,
     cpu_support,
 )
 from visionbench.fsutil import cache_dir
@@ -112,6 +114,7 @@ class OnnxRuntimeEngine(Engine):
     options = (
         EngineOption("inter_op_threads", "ONNX Runtime inter-op threads (parallel execution mode "
                                          "when above 1) [default: 1, sequential]."),
+        SESSIONS,
     )
     providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
@@ -143,40 +146,58 @@ class OnnxRuntimeEngine(Engine):
 
         inter_op = (options or {}).get("inter_op_threads") or 1
 
-        def session_options() -> ort.SessionOptions:
-            o = ort.SessionOptions()
-            o.intra_op_num_threads = threads
-            o.inter_op_num_threads = inter_op
-            # Inter-op threads only run anything in parallel execution mode.
-            o.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if inter_op > 1
-                                else ort.ExecutionMode.ORT_SEQUENTIAL)
-            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            return o
+        def make(threads: int) -> Session:
+            def session_options() -> ort.SessionOptions:
+                o = ort.SessionOptions()
+                o.intra_op_num_threads = threads
+                o.inter_op_num_threads = inter_op
+                # Inter-op threads only run anything in parallel execution mode.
+                o.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if inter_op > 1
+                                    else ort.ExecutionMode.ORT_SEQUENTIAL)
+                o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                return o
 
-        ops: Counter[str] = Counter()
-        if precision == "int8":
-            ops = _executed_ops(session_options(), source, self.providers)
-        session = ort.InferenceSession(str(source), session_options(), providers=self.providers)
-        quantized = sum(n for op, n in ops.items() if op in QUANTIZED_OPS)
-        executed = "fp32" if precision == "fp32" or quantized == 0 else "int8"
-        execution = Execution(
-            executed_precision=executed,
-            layer_precisions={op: n for op, n in ops.items() if op in QUANTIZED_OPS},
-            quantized_ops=quantized if precision == "int8" else None,
-            details={
-                "providers": session.get_providers(),
-                "intra_op_num_threads": threads,
-                "inter_op_num_threads": inter_op,
-                "execution_mode": "parallel" if inter_op > 1 else "sequential",
-                "graph_optimization_level": "ORT_ENABLE_ALL",
-                "int8_model": str(source) if precision == "int8" else None,
-                "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS}"
-                + (", 7-bit weights (reduce_range: no VNNI))" if reduce_range else ")")
-                if precision == "int8" else None,
-                "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
-                "unfused_qdq_ops": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
-                if precision == "int8" else None,
-            },
-            prepare_seconds=time.perf_counter() - t0,
-        )
-        return OnnxRuntimeSession(session, model.input_name, model.output_name, execution)
+            ops: Counter[str] = Counter()
+            if precision == "int8":
+                ops = _executed_ops(session_options(), source, self.providers)
+            session = ort.InferenceSession(str(source), session_options(), providers=self.providers)
+            quantized = sum(n for op, n in ops.items() if op in QUANTIZED_OPS)
+            executed = "fp32" if precision == "fp32" or quantized == 0 else "int8"
+            execution = Execution(
+                executed_precision=executed,
+                layer_precisions={op: n for op, n in ops.items() if op in QUANTIZED_OPS},
+                quantized_ops=quantized if precision == "int8" else None,
+                details={
+                    "providers": session.get_providers(),
+                    "intra_op_num_threads": threads,
+                    "inter_op_num_threads": inter_op,
+                    "execution_mode": "parallel" if inter_op > 1 else "sequential",
+                    "graph_optimization_level": "ORT_ENABLE_ALL",
+                    "int8_model": str(source) if precision == "int8" else None,
+                    "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS}"
+                    + (", 7-bit weights (reduce_range: no VNNI))" if reduce_range else ")")
+                    if precision == "int8" else None,
+                    "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
+                    "unfused_qdq_ops": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
+                    if precision == "int8" else None,
+                },
+                prepare_seconds=time.perf_counter() - t0,
+            )
+            return OnnxRuntimeSession(session, model.input_name, model.output_name, execution)
+
+        session = concurrently(options, threads, make)
+        session.execution.prepare_seconds = time.perf_counter() - t0
+        return session
+
+    def own_method(self, mode: str, precision: Precision, threads: int
+                   ) -> tuple[dict[str, Any] | None, str]:
+        if mode == "throughput" and precision == "int8" and threads > 1:
+            return {"sessions": threads}, (
+                "one session per core, run at once: faster than one session on all cores at INT8 "
+                "here (benchmarks/concurrent_sessions.py, docs/measurements.md)")
+        if mode == "latency":
+            return None, "ONNX Runtime's batch-1 latency is one session's call on all threads"
+        return None, ("one session per core, run at once, measured slower than one session on all "
+                      f"cores at {precision.upper()} here (benchmarks/concurrent_sessions.py, "
+                      "docs/measurements.md)" if threads > 1 else "one thread: one session")
+

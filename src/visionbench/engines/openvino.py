@@ -197,7 +197,8 @@ class OpenVINOEngine(Engine):
         )
         return OpenVINOSession(compiled, model.output_name, execution, requests)
 
-    def own_method(self, mode: str) -> tuple[dict[str, Any] | None, str]:
+    def own_method(self, mode: str, precision: Precision, threads: int
+                   ) -> tuple[dict[str, Any] | None, str]:
         if mode == "throughput":
             return {"hint": "throughput"}, (
                 "OpenVINO's THROUGHPUT hint with its optimal number of requests in flight, as "

@@ -26,12 +26,14 @@ import numpy as np
 from visionbench.capture import capture_fd
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
+    SESSIONS,
     Engine,
     Execution,
     Precision,
     Session,
     Support,
     by_precision,
+    concurrently,
     cpu_support,
     dominant_precision,
 )
@@ -88,6 +90,7 @@ class _Torch(Engine):
     module = "torch"
     extra = "torch"
     definition = "torch"
+    options = (SESSIONS,)
     compiled: ClassVar[bool]
     #: INT8 models by (model sha, calibration key): calibration runs once per process.
     _int8_cache: ClassVar[dict[tuple[str, str], tuple[Any, str, int, float]]] = {}
@@ -167,10 +170,29 @@ class _Torch(Engine):
         self._int8_cache[key] = result
         return result
 
+    def own_method(self, mode: str, precision: Precision, threads: int
+                   ) -> tuple[dict[str, Any] | None, str]:
+        if mode == "throughput" and precision == "int8" and threads > 1 and self.compiled:
+            return {"sessions": threads}, (
+                "one compiled session per core, run at once: faster than one on all cores at INT8 "
+                "here (benchmarks/concurrent_sessions.py, docs/measurements.md)")
+        if mode == "latency" or threads == 1 or not self.compiled:
+            return super().own_method(mode, precision, threads)
+        return None, ("one compiled session per core, run at once, was not shown faster than one "
+                      f"on all cores at {precision.upper()} here (benchmarks/concurrent_sessions.py, "
+                      "docs/measurements.md)")
+
     def prepare(
         self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
         batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
     ) -> Session:
+        # With several sessions each prepares on its share of the threads, which the process
+        # then keeps (PyTorch's intra-op threads are the process's): one per calling thread.
+        return concurrently(options, threads, lambda t: self._prepare_one(
+            model, precision, t, calibration, batch_size))
+
+    def _prepare_one(self, model: ModelSpec, precision: Precision, threads: int,
+                     calibration: Calibration, batch_size: int) -> Session:
         import torch
 
         t0 = time.perf_counter()

@@ -109,7 +109,7 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
     def each(name: str, p: Precision, s: Support) -> list[Task]:
         out = []
         for m in cfg.study.modes:
-            own, why = engines[name].own_method(m)
+            own, why = engines[name].own_method(m, p, cfg.launch.threads)
             # An engine whose own configuration is the reference's has one row standing for both.
             methods = cfg.study.methods if own is not None else ["reference"]
             same = why if own is None and "engine" in cfg.study.methods else ""

@@ -192,7 +192,8 @@ class Study(Scenario[Measurement]):
     def measure(self, task: Task, setup: Setup, reporter: Reporter) -> Measurement:
         engine = setup.engines[task.engine]
         return measure_task(task, engine, setup.model,
-                            setup.cfg.for_method(engine, task.method, task.mode), setup.store,
+                            setup.cfg.for_method(engine, task.method, task.mode, task.precision),
+                            setup.store,
                             reporter, setup.cal, self.start)
 
     def add(self, setup: Setup, record: Measurement, reporter: Reporter) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from visionbench.config import RunConfig
-from visionbench.engines import Engine
+from visionbench.engines import Engine, Precision
 from visionbench.errors import VisionbenchError, describe
 from visionbench.results import Measurement, RunStore, TuneOutcome
 from visionbench.results.compare import paired_verdict
@@ -74,7 +74,7 @@ STALL = 2
 #: Seconds to start a pinned instance's process before it prepares the model.
 INSTANCE_START = 3.0
 #: The engine options a setting sets itself.
-SEARCHED = ("streams", "requests", "hint")
+SEARCHED = ("streams", "requests", "hint", "sessions")
 
 
 def parse_budget(text: str) -> float:
@@ -136,8 +136,8 @@ class Setting:
                 "threads": self.cores_per_instance or threads, "method": self.method,
                 "streams": self.streams, "requests": self.requests}
 
-    def config(self, cfg: RunConfig, engine: Engine, window: float | None, iterations: int | None,
-               warmup: int) -> RunConfig:
+    def config(self, cfg: RunConfig, engine: Engine, precision: Precision, window: float | None,
+               iterations: int | None, warmup: int) -> RunConfig:
         """The configuration that measures this setting for one window."""
         options = {k: v for k, v in cfg.study.engine_options.items() if k not in SEARCHED}
         options |= {k: v for k, v in (("streams", self.streams), ("requests", self.requests)) if v}
@@ -149,7 +149,7 @@ class Setting:
             threads=self.cores_per_instance or cfg.launch.threads,
             threads_explicit=cfg.launch.threads_explicit and not self.cores_per_instance,
             duration=window, iterations=iterations, repeats=1, warmup=warmup,
-        ).for_method(engine, self.method, "throughput")
+        ).for_method(engine, self.method, "throughput", precision)
 
 
 def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> str:
@@ -210,7 +210,7 @@ class Search:
         self.cores = [c for node in numa_cores() for c in node]
         self.engine = setup.engines[task.engine]
         self.threads = cfg.launch.threads
-        self.own = self.engine.own_method("throughput")[0] is not None
+        self.own = self.engine.own_method("throughput", task.precision, self.threads)[0] is not None
         self.requests = any(o.name == "requests" for o in self.engine.options)
 
     def within(self, m: Measurement) -> bool:
@@ -276,7 +276,8 @@ class Search:
 
     def measure(self, s: Setting, phase: str, floor: float, tag: str | None = None) -> Measurement:
         window, iterations = self.window(s, floor)
-        cfg = s.config(self.cfg, self.engine, window, iterations, s.warmup(self.threads))
+        cfg = s.config(self.cfg, self.engine, self.task.precision, window, iterations,
+                       s.warmup(self.threads))
         task = replace(self.task, batch=s.batch, method=s.method, tag=tag or f"{phase}-{s.shape}")
         try:
             m = measure_task(task, self.engine, self.setup.model, cfg, self.setup.store,
