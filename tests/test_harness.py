@@ -86,7 +86,7 @@ def test_async_requests_in_flight_counted_once_with_raw_latencies():
     fake = FakeRequests(0.02)
     t = measure_async(fake, 3, [0, 1], TimingPlan(batch_size=4, warmup=1, repeats=2, iterations=7))
     assert fake.most == 3 and not fake.running  # never more than 3 at once; all waited for
-    assert len(fake.started) == t.warmup_calls + 2 * 7 and t.warmup_calls == 3  # per request
+    assert len(fake.started) == t.warmup_calls + 2 * 7 and t.warmup_calls == 3  # 1 per request
     for w in t.windows:
         # every request started in the window completed in it, counted once, its latency kept
         assert len(w.latencies_ns) == 7 and w.images == 28
@@ -94,6 +94,14 @@ def test_async_requests_in_flight_counted_once_with_raw_latencies():
         # 7 requests of 20 ms over 3 in flight take 3 rounds, not 7
         assert 0.06e9 <= w.wall_ns < 0.14e9
         assert w.throughput == pytest.approx(w.images / (w.wall_ns / 1e9))
+
+
+def test_async_warmup_runs_the_plans_batches_and_one_per_request_at_least():
+    for warmup, requests, calls in [(5, 2, 5), (1, 3, 3), (0, 2, 0)]:
+        fake = FakeRequests(0.001)
+        t = measure_async(fake, requests, [0], TimingPlan(batch_size=1, warmup=warmup, repeats=1,
+                                                          iterations=2))
+        assert t.warmup_calls == calls and len(fake.started) == calls + 2
 
 
 def test_async_duration_window_starts_nothing_after_its_time():

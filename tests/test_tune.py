@@ -74,7 +74,8 @@ def test_rotation_puts_every_setting_in_every_place():
 
 def test_settings_name_what_they_run():
     s = Setting(64, method="engine", streams=2, requests=4)
-    assert s.tag == "b64-engine-s2-r4" and s.in_flight(2) == 4 and s.warmup(2) == 1
+    assert s.tag == "b64-engine-s2-r4" and s.shape == "b64-s2-r4"
+    assert s.in_flight(2) == 4 and s.warmup(2) == 4  # a warm-up batch per request at least
     assert Setting(116).in_flight(2) == 1 and Setting(116).warmup(2) == 2
     assert Setting(116, method="engine").in_flight(2) == 2  # the hint's choice: a stream per core
     assert MIN_BATCHES >= 3

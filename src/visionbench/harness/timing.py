@@ -54,7 +54,7 @@ class Window:
 class Timing:
     warmup_ns: int
     windows: list[Window]
-    #: Batches run in the warm-up (with several requests in flight, ``plan.warmup`` per request).
+    #: Batches run in the warm-up (with several requests in flight, at least one per request).
     warmup_calls: int = 0
 
 
@@ -176,17 +176,19 @@ def measure_async(
     no request is started, and it ends with the completion of the last one in flight, so every
     request started is counted once and no stream idles at the end while another starts a new
     batch. Throughput is the images completed over that wall time, latency each request's start
-    to completion. ``plan.warmup`` counts batches per request, so every stream warms up."""
+    to completion. The warm-up runs ``plan.warmup`` batches, and at least one per request, so
+    every stream has run a batch before timing starts."""
     flight = _InFlight(start, requests)
     n_inputs = len(inputs)
     clock = time.perf_counter_ns
     t0 = clock()
     i = 0
-    for _ in range(plan.warmup * requests):
+    warmup = max(plan.warmup, requests) if plan.warmup else 0
+    for _ in range(warmup):
         flight.submit(flight.free(), inputs[i % n_inputs])
         i += 1
         if progress:
-            progress("warmup", -(-i // requests))  # batches per request, as the plan counts
+            progress("warmup", min(i, plan.warmup))
     flight.drain()
     flight.take()
     warmup_ns = clock() - t0
@@ -218,4 +220,4 @@ def measure_async(
                               plan.batch_size))
         if progress:
             progress("window", len(windows))
-    return Timing(warmup_ns, windows, plan.warmup * requests)
+    return Timing(warmup_ns, windows, warmup)

@@ -55,10 +55,9 @@ LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: settings on a single call.
 MIN_BATCHES = 3
 EXPLORE_WINDOW = 1.0  # seconds at least
-#: Warm-up batches per request: the first large batch after one warm-up call still runs slow on
-#: one synchronous request; with several in flight each request warms up once.
-SYNC_WARMUP = 2
-ASYNC_WARMUP = 1
+#: Warm-up batches (at least one per request in flight): the first large batch after one
+#: warm-up call still runs slow.
+WARMUP = 2
 CONFIRM_WINDOW = 2.0
 MIN_ROUNDS = 3
 MAX_ROUNDS = 6  # six rounds that agree give a sign test p of 0.03
@@ -128,7 +127,8 @@ class Setting:
         return self.requests or self.streams or threads
 
     def warmup(self, threads: int) -> int:
-        return ASYNC_WARMUP if self.in_flight(threads) > 1 else SYNC_WARMUP
+        """Warm-up batches, as the harness runs them."""
+        return max(WARMUP, self.in_flight(threads))
 
     def as_dict(self, threads: int) -> dict[str, Any]:
         return {"batch_size": self.batch, "instances": self.instances,
@@ -245,7 +245,7 @@ class Search:
         seconds, _ = self.window(s, floor)
         start = self.prepare + (INSTANCE_START if s.cores_per_instance else 0.0)
         # a window ends with the completion of the requests in flight when its time is up
-        return windows * (start + s.warmup(self.threads) * flight * call + seconds + flight * call)
+        return windows * (start + s.warmup(self.threads) * call + seconds + flight * call)
 
     def default(self) -> Setting:
         """The setting to beat: the engine's own throughput configuration at the study's batch,
