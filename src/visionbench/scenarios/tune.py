@@ -270,8 +270,9 @@ class Search:
         left = self.deadline - reserve - time.monotonic()
         if cost <= left:
             return True
-        self.left_out.append(f"{s.tag}: {MIN_BATCHES} batches need about {cost:.0f} s, "
-                             f"{max(left, 0):.0f} s left before the confirmation")
+        if not any(text.startswith(f"{s.tag}: ") for text in self.left_out):
+            self.left_out.append(f"{s.tag}: {MIN_BATCHES} batches need about {cost:.0f} s, "
+                                 f"{max(left, 0):.0f} s left before the confirmation")
         return False
 
     def measure(self, s: Setting, phase: str, floor: float, tag: str | None = None) -> Measurement:
