@@ -81,9 +81,11 @@ def test_tune_within_budget_and_bound(tmp_path: Path) -> None:
         w, d = by_id[t["winner"]], by_id[t["default"]]
         assert w["phase"] == d["phase"] == "confirm" and w["repeats"] == d["repeats"] == 1
         assert t["rounds"] >= 3
-        # ONNX Runtime has no configuration of its own: the default is what visionbench run measures
-        assert d["batch_size"] == 116 and d["method"] == "reference"
-        assert t["default_setting"]["method"] == "reference"
+        # ONNX Runtime's own configuration (one session per core) is its INT8 default on several
+        # cores; at FP32 the default is what visionbench run measures
+        own = t["precision"] == "int8" and r["config"]["threads"] > 1
+        assert d["batch_size"] == 116 and d["method"] == ("engine" if own else "reference")
+        assert t["default_setting"]["method"] == d["method"]
         confirm = [m for m in r["measurements"] if m["precision"] == t["precision"]
                    and m["phase"] == "confirm"]
         assert len(confirm) == t["rounds"] * len(t["confirmed"])
@@ -91,10 +93,13 @@ def test_tune_within_budget_and_bound(tmp_path: Path) -> None:
             assert len(c["ips"]) == len(c["ratios"]) == t["rounds"]
             assert c["median_ratio"] == pytest.approx(np.median(c["ratios"]))
         assert t["confirmed"][0]["ratios"] == [1.0] * t["rounds"]
-        assert t["default_within_bound"] is all(
-            m["latency"]["p99_ms"] <= bound for m in confirm if m["batch_size"] == 116
-            and m["layout"] is None)
-        assert w["latency"]["p99_ms"] <= bound
+        def p99(setting_id: str, confirm: list = confirm) -> float:  # median of its rounds' p99
+            tag, method = setting_id.split("-confirm1-")[1], by_id[setting_id]["method"]
+            return float(np.median([m["latency"]["p99_ms"] for m in confirm
+                                    if m["id"].endswith(f"-{tag}") and m["method"] == method]))
+
+        assert t["default_within_bound"] is (p99(t["default"]) <= bound)
+        assert p99(t["winner"]) <= bound
         best = max((c for c in t["confirmed"] if c["within_bound"]), key=lambda c: c["median_ratio"])
         assert t["winner_setting"]["batch_size"] == best["batch_size"] == w["batch_size"]
         assert t["speedup_vs_default"] == pytest.approx(best["median_ratio"])
