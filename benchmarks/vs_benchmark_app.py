@@ -87,7 +87,7 @@ def best(args: argparse.Namespace, threads: int) -> None:
     precisions = args.precision.split(",")
     tuned = tuned_commands(args.tune, precisions)
     timing = ["--duration", str(args.duration), "--repeats", "1"]
-    print(f"\n{args.rounds} rounds of {args.duration:.0f} s, the order rotating; ratios to "
+    print(f"\n{args.rounds} rounds of {args.duration:.0f} s, the order rotating and reversing; ratios to "
           "benchmark_app per round: median [min-max]\n")
     for precision in precisions:
         batch = REFERENCE_BATCH[precision]
@@ -118,7 +118,10 @@ def best(args: argparse.Namespace, threads: int) -> None:
         got: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
         names = list(tools)
         for i in range(args.rounds):
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            # The start rotates and every other round runs backwards, so no tool always follows
+            # the same one (a process right after a multi-GB one can pay for its teardown).
+            order = names[i % len(names):] + names[:i % len(names)]
+            for name in order if i % 2 == 0 else order[::-1]:
                 got[name].append(tools[name]())
         base = got["benchmark_app -hint throughput"]
         print(f"{precision} (batch {batch}): benchmark_app -hint throughput "

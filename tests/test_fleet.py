@@ -109,7 +109,11 @@ def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, t
 
     again = vb("fleet", "--address", "auto", *STUDY, "--output", str(out))
     assert again.returncode == 2
-    assert again.stderr.strip().endswith("already holds a fleet run: give another --output")
+    assert again.stderr.strip().endswith(
+        "already holds a run; give another --output, or --overwrite to replace it")
+    assert json.loads((out / "fleet.json").read_text())["status"] == "complete"
+    appended = vb("fleet", "--address", "auto", *STUDY, "--output", str(out), "--append")
+    assert appended.returncode == 2 and "a fleet run is not appended to" in appended.stderr
 
 
 def test_the_barrier_releases_together_and_never_waits_for_a_node_gone(cluster):

@@ -152,7 +152,8 @@ def test_run_a_tensorflow_file_from_the_cli(tf_files, tmp_path):
     assert by["tensorflow", "int8"]["executed_precision"] == "int8"
     others = [m for (e, _), m in by.items() if e != "tensorflow"]
     assert others and all(m["status"] == "unsupported" and "tensorflow model" in m["reason"] for m in others)
-    proc = vb("run", "--model", str(tf_files["pb"]), "--engine", "onnxruntime", "--output", str(out))
+    proc = vb("run", "--model", str(tf_files["pb"]), "--engine", "onnxruntime",
+              "--output", str(tmp_path / "r2"))
     assert proc.returncode != 0 and "onnxruntime runs onnx models" in proc.stderr
 
 

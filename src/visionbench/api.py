@@ -29,6 +29,7 @@ from visionbench.scenarios.base import Reporter
 from visionbench.sysinfo import available_cpus
 
 if TYPE_CHECKING:
+    from visionbench.cache import Entry as CacheEntry
     from visionbench.engines import EngineInfo
     from visionbench.models.registry import Entry
     from visionbench.results.compare import Comparison
@@ -195,6 +196,46 @@ def fleet(*, address: str = "auto", nodes: Sequence[str] | None = None, concurre
     return summarise(store.dir, opts.outlier_pct)
 
 
+#: The kinds of run ``resume`` finishes, and why the others are not resumed.
+NOT_RESUMED = {
+    "tune": "its search adapts as it goes and its verdicts compare settings measured in one "
+            "sitting; search the precisions it lacks again with visionbench tune --append "
+            "--precision ... --output DIR",
+    "mlperf": "run the scenarios it lacks again with visionbench mlperf --output DIR, which joins "
+              "the run",
+}
+
+
+def resume(run: str | Path, *, reporter: Reporter | None = None,
+           command: Sequence[str] | None = None) -> Results:
+    """Finish a run that stopped (Ctrl-C, SIGTERM, kill -9, a crash) or has failed measurements:
+    each command recorded in it is planned again from its recorded configuration, and only the
+    records missing or failed are measured, on the same machine and software."""
+    from visionbench.results.schema import Invocation
+    from visionbench.scenarios.study import run as run_study
+
+    path = Path(run)
+    if is_fleet(path):
+        raise VisionbenchError(f"{path} is a fleet run, which is not resumed: its nodes were "
+                               "chosen and timed together; run the fleet again with --overwrite")
+    prior = _load(path)
+    if prior.kind in NOT_RESUMED:
+        raise VisionbenchError(f"{path} is a {prior.kind} run, which is not resumed: "
+                               f"{NOT_RESUMED[prior.kind]}")
+    invocations = [i for i in prior.invocations if i.how != "resume"] or [Invocation(
+        how="new", kind=prior.kind, command=prior.command, config=prior.config,
+        started_at=prior.created_at)]
+    reporter = reporter or Reporter()
+    results = prior
+    for inv in invocations:
+        if inv.kind in NOT_RESUMED:
+            reporter.note(f"not resumed: {' '.join(inv.command)} ({NOT_RESUMED[inv.kind]})")
+            continue
+        cfg = RunConfig.from_record(inv.config.model_dump(), path).replace(existing="resume")
+        results = run_study(cfg, reporter, _command(command, "resume", {"run": str(run)})).results
+    return results
+
+
 def load(path: str | Path) -> Results:
     """A run's results (its directory, or a results.json), as written by any visionbench with
     results schema version 1."""
@@ -276,6 +317,30 @@ def models() -> dict[str, Entry]:
     return registry.entries()
 
 
+def cache_dir() -> Path:
+    """Where built and quantized models are cached ($VISIONBENCH_CACHE, else ~/.cache/visionbench)."""
+    from visionbench.fsutil import cache_dir as where
+
+    return where()
+
+
+def cache_entries() -> list[CacheEntry]:
+    """The cache's entries: what each is, size, when made, and whether it is whole."""
+    from visionbench.cache import entries
+
+    return entries()
+
+
+def clear_cache() -> int:
+    """Empty the cache; the bytes freed."""
+    from visionbench.cache import clear
+
+    try:
+        return clear()
+    except OSError as e:
+        raise VisionbenchError(f"cannot clear the cache {cache_dir()}: {e.strerror}") from e
+
+
 def export(model: str, output: str | Path, *, weights: str | Path | None = None,
            seed: int = 0) -> Path:
     """Write a registered model (or ResNet-50 with a torchvision checkpoint) as ONNX."""
@@ -293,6 +358,7 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
     return out
 
 
-__all__ = ["accuracy", "compare", "default_output", "engines", "export", "fleet", "fleet_summary",
-           "is_fleet", "load", "mlperf", "models", "report", "report_fleet", "run", "study_config",
-           "sweep", "system", "tune", "write_comparison"]
+__all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
+           "engines", "export", "fleet", "fleet_summary", "is_fleet", "load", "mlperf", "models",
+           "report", "report_fleet", "resume", "run", "study_config", "sweep", "system", "tune",
+           "write_comparison"]

@@ -195,29 +195,57 @@ class RunConfig:
     launch: Launch = field(default_factory=Launch)
     inputs: Inputs = field(default_factory=Inputs)
     output: Path = Path("results")
+    #: An output that already holds a run: refuse, append, overwrite (``rundir.Existing``); resume
+    #: is ``visionbench resume``'s.
+    existing: str = "refuse"
+    #: With ``append``: a record whose key the run already holds replaces it, instead of refusing.
+    replace_records: bool = False
 
     def __post_init__(self) -> None:
         if self.study.accuracy and self.inputs.data is None:
             raise VisionbenchError("accuracy needs images: give --data DIR")
+        if self.existing not in ("refuse", "append", "overwrite", "resume"):
+            raise VisionbenchError(f"unknown policy for an existing run '{self.existing}'")
+        if self.replace_records and self.existing != "append":
+            raise VisionbenchError("--replace replaces measurements of the run it appends to: "
+                                   "give --append too")
 
     @classmethod
-    def of(cls, output: Path = Path("results"), **options: Any) -> RunConfig:
+    def of(cls, output: Path = Path("results"), existing: str = "refuse",
+           replace_records: bool = False, **options: Any) -> RunConfig:
         """A configuration from flat option names (``engines``, ``duration``, ``threads``, ...)."""
         parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
         for key, value in options.items():
             if key not in SECTION_OF:
                 raise TypeError(f"RunConfig.of() got an unexpected keyword argument '{key}'")
             parts[SECTION_OF[key]][key] = value
-        return cls(**{name: SECTIONS[name](**kw) for name, kw in parts.items()}, output=output)
+        return cls(**{name: SECTIONS[name](**kw) for name, kw in parts.items()}, output=output,
+                   existing=existing, replace_records=replace_records)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], output: Path) -> RunConfig:
+        """The configuration a run recorded (``as_dict``), to measure it again (``resume``)."""
+        known = all_options()
+        options: dict[str, Any] = {k: v for k, v in record.items() if k in SECTION_OF}
+        options.pop("engine_options", None)
+        options.setdefault("methods", ["reference"])  # recorded before methods: the reference
+        for key in ("weights", "data", "labels", "calibration_data"):
+            if options.get(key) is not None:
+                options[key] = Path(options[key])
+        if not isinstance(options.get("threads"), int):
+            raise VisionbenchError(f"{output} records no thread count to measure with again")
+        engine_options = {k: v for k, v in record.items() if k in known and v is not None}
+        return cls.of(output=output, engine_options=engine_options, **options)
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some flat options (and ``output``) changed, each part checked again."""
         parts: dict[str, dict[str, Any]] = {}
         for key, value in changes.items():
-            if key != "output":
+            if key not in ("output", "existing", "replace_records"):
                 parts.setdefault(SECTION_OF[key], {})[key] = value
+        top = {k: changes[k] for k in ("output", "existing", "replace_records") if k in changes}
         return dataclasses.replace(
-            self, output=changes.get("output", self.output),
+            self, **top,
             **{name: dataclasses.replace(getattr(self, name), **kw) for name, kw in parts.items()})
 
     def batch_for(self, precision: Precision, mode: Mode) -> int:
@@ -271,6 +299,7 @@ class RunConfig:
         # Every engine option as its own key, as results.json has always had them.
         d.update({name: None for name in all_options()} | d.pop("engine_options"))
         d["output"] = str(self.output)
+        d["existing"], d["replace_records"] = self.existing, self.replace_records
         for key in ("weights", "data", "labels", "calibration_data"):
             d[key] = None if d[key] is None else str(d[key])
         d["calibration_samples"] = self.n_calibration

@@ -11,3 +11,12 @@ def describe(e: BaseException) -> str:
         return str(e)
     first = (str(e).strip().splitlines() or [""])[0][:200]
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: what was measured is kept, the run is marked
+    interrupted, and the process exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -16,7 +17,7 @@ from visionbench.cli import tables
 from visionbench.cli.options import INSTANCES, STUDY, STUDY_MODES, TIMING, options, study
 from visionbench.cli.progress import ConsoleReporter
 from visionbench.config import MLPERF_SHORT_SECONDS
-from visionbench.errors import VisionbenchError
+from visionbench.errors import Terminated, VisionbenchError
 from visionbench.results import Results
 from visionbench.sysinfo import available_cpus
 from visionbench.version import __version__
@@ -41,9 +42,24 @@ def _measure(call: Callable[..., Any], output: Path, threads: int | None,
     try:
         with ConsoleReporter(console) as reporter:
             return call(reporter=reporter, command=sys.argv)
-    except KeyboardInterrupt:
-        print(f"visionbench: interrupted; {kept} in {output}", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        print(f"visionbench: {_stopped(e)}; {kept} in {output}", file=sys.stderr)
+        sys.exit(_exit_code(e))
+
+
+def _stopped(e: KeyboardInterrupt) -> str:
+    if isinstance(e, Terminated):
+        return f"stopped by {signal.Signals(e.signum).name}"
+    return "interrupted"
+
+
+def _exit_code(e: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 128 + the signal's number for SIGTERM (143) and SIGHUP (129)."""
+    return 128 + (e.signum if isinstance(e, Terminated) else signal.SIGINT)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 def _execute(call: Callable[..., Results], kw: dict[str, Any]) -> None:
@@ -215,6 +231,19 @@ def accuracy(data: Path | None, **kw: Any) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+def resume(run_dir: Path) -> None:
+    """Finish a run that stopped (Ctrl-C, SIGTERM, kill -9, a crash): measure only what its
+    commands planned and it lacks or failed, on the same machine, and complete it."""
+    results = _measure(lambda **k: api.resume(run_dir, **k), run_dir, None)
+    tables.print_results(console, results)
+    console.print(f"results: {results.directory}/results.json")
+    _report(results)
+    if results.status == "failed":
+        raise VisionbenchError("some measurements failed; see the table above")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
 def show(run_dir: Path) -> None:
     """Print the tables of a finished (or interrupted) run again."""
     tables.print_results(console, api.load(run_dir))
@@ -270,6 +299,18 @@ def models() -> None:
 
 
 @cli.command()
+@click.option("--clear", is_flag=True, help="Empty the cache (models are built again on next use).")
+def cache(clear: bool) -> None:
+    """List the cached models, INT8 models and exports (size, what, when made, whole or damaged),
+    or empty the cache."""
+    if clear:
+        console.print(f"cleared {api.cache_dir()}: {api.clear_cache() / 2**20:.1f} MiB freed",
+                      markup=False)
+        return
+    tables.print_cache(console, str(api.cache_dir()), api.cache_entries())
+
+
+@cli.command()
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="Where to write the ONNX file.")
 @click.option("--model", default="resnet50", show_default=True,
@@ -284,14 +325,20 @@ def export(output: Path, model: str, weights: Path | None, seed: int) -> None:
 
 
 def main() -> None:
+    # What timeout, systemd, Kubernetes, Slurm and Ray send to stop a job, and a closed terminal:
+    # handled as Ctrl-C is, so that a run stopped this way is marked so and keeps its results.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         rv = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        print("visionbench: aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("visionbench: interrupted; measurements already made are kept", file=sys.stderr)
-        sys.exit(130)
+    except click.exceptions.Abort as e:
+        # click turns a KeyboardInterrupt (ours: SIGTERM, SIGHUP) outside a measurement into Abort
+        cause = e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else KeyboardInterrupt()
+        print(f"visionbench: {_stopped(cause) if e.__cause__ else 'aborted'}", file=sys.stderr)
+        sys.exit(_exit_code(cause))
+    except KeyboardInterrupt as e:
+        print(f"visionbench: {_stopped(e)}; measurements already made are kept", file=sys.stderr)
+        sys.exit(_exit_code(e))
     except click.ClickException as e:
         print(f"visionbench: error: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code)

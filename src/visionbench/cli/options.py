@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from visionbench.engines import DEFAULT_ENGINE, all_options
+from visionbench.errors import VisionbenchError
 
 
 def options(options: list) -> Callable:
@@ -51,7 +52,16 @@ STUDY = [
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs."),
     click.option("--output", type=click.Path(path_type=Path),
                  help="Run directory [default: results/<timestamp>-<hostname>; fleet: "
-                      "results/<timestamp>-fleet]."),
+                      "results/<timestamp>-fleet]. One that already holds a run is refused, "
+                      "unless --append or --overwrite."),
+    click.option("--append", is_flag=True,
+                 help="Add this command's measurements to the run already in --output (same "
+                      "model file, same machine and software; its records are kept)."),
+    click.option("--replace", "replace_records", is_flag=True,
+                 help="With --append: measure again, in their place, records the run already has."),
+    click.option("--overwrite", is_flag=True,
+                 help="Replace the run in --output: it is moved aside, and deleted once this run "
+                      "has stored its first measurement."),
 ]
 
 
@@ -101,8 +111,12 @@ STUDY_MODES = [
 
 
 def study(engine: str, precision: str | None, mode: str | None = None,
-          method: str | None = None, **kw: Any) -> dict[str, Any]:
+          method: str | None = None, append: bool = False, overwrite: bool = False,
+          **kw: Any) -> dict[str, Any]:
     """The command line's names as ``api.study_config`` takes them."""
-    return {"engines": engine, "precisions": precision,
+    if append and overwrite:
+        raise VisionbenchError("give --append or --overwrite, not both")
+    existing = "append" if append else "overwrite" if overwrite else "refuse"
+    return {"engines": engine, "precisions": precision, "existing": existing,
             **({"modes": mode} if mode is not None else {}),
             **({"methods": method} if method is not None else {}), **kw}

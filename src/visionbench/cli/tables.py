@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from visionbench.cache import Entry as CacheEntry
 from visionbench.engines import PRECISIONS, EngineInfo
 from visionbench.models.registry import Entry
 from visionbench.results import Results
@@ -78,3 +79,15 @@ def print_models(console: Console, models: dict[str, Entry], engines: list[Engin
     for name, entry in models.items():
         console.print(f"{name}: {entry.card.summary}; weights {entry.card.weights_source}",
                       markup=False, highlight=False)
+
+
+def print_cache(console: Console, root: str, entries: list[CacheEntry]) -> None:
+    table = Table(title=f"cache: {root}", title_justify="left")
+    for col in ("entry", "what", "MiB", "made", "state"):
+        table.add_column(col, justify="right" if col == "MiB" else "left")
+    for e in entries:
+        table.add_row(Text(e.path.name), Text(e.what), f"{e.size / 2**20:.1f}", e.created_at[:16],
+                      Text(f"damaged: {e.problem}" if e.problem else "whole"))
+    console.print(table)
+    console.print(f"{len(entries)} entries, {sum(e.size for e in entries) / 2**20:.1f} MiB",
+                  markup=False)

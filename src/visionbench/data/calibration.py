@@ -77,7 +77,7 @@ def calibration(model: ModelSpec, count: int, source: Path | None, dataset: Data
         for p in paths:
             try:
                 yield image_array(model, load_rgb(p))[None]
-            except (OSError, ValueError):  # an unreadable image calibrates nothing
+            except Exception:  # an unreadable image (whatever its decoder raised) calibrates nothing
                 continue
 
     cal = Calibration(key=f"images-{model.preprocessing}-{digest}-n{len(paths)}", count=len(paths),

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from visionbench.cache import cached
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
     SESSIONS,
@@ -55,8 +56,6 @@ def _quantize(model: ModelSpec, calibration: Calibration, reduce_range: bool) ->
         f"onnxruntime-{model.sha256[:16]}-{calibration.key}-ort{ort.__version__}"
         f"{'-7bit' if reduce_range else ''}.onnx"
     )
-    if path.exists():
-        return path
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -66,20 +65,21 @@ def _quantize(model: ModelSpec, calibration: Calibration, reduce_range: bool) ->
             x = next(self._it, None)
             return None if x is None else {model.input_name: x}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(model.path), str(pre))
-        out = Path(tmp) / "q.onnx"
-        quantize_static(
-            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            reduce_range=reduce_range,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
-        os.replace(out, path)
-    return path
+    def build(path: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(model.path), str(pre))
+            out = Path(tmp) / "q.onnx"
+            quantize_static(
+                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                reduce_range=reduce_range,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+            os.replace(out, path)
+
+    return cached(path, "ONNX Runtime INT8 model (static QDQ)", build)
 
 
 class OnnxRuntimeSession(Session):

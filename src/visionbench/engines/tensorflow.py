@@ -17,6 +17,7 @@ in, ``--weights``, ``export``), rebuilt in Keras from the very weights the other
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from visionbench.cache import cached
 from visionbench.capture import capture_fd
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
@@ -253,64 +255,72 @@ class TensorFlowEngine(Engine):
 
     def _inc(self, tf: Any, model: ModelSpec, frozen: Any, calibration: Calibration) -> tuple[Path, float]:
         """Neural Compressor's static INT8 frozen graph (cached): its path and the seconds it took."""
+        took = [0.0]
+
+        def build(path: Path) -> None:
+            # Neural Compressor calibrates by capturing what the graph prints on the stream that
+            # was sys.stderr when it was imported: make that the process's real stderr (not a test
+            # runner's or a notebook's replacement), or calibration silently collects nothing.
+            saved, sys.stderr = sys.stderr, sys.__stderr__
+            try:
+                from neural_compressor.tensorflow import StaticQuantConfig, quantize_model
+                from neural_compressor.tensorflow.utils import BaseDataLoader
+            finally:
+                sys.stderr = saved
+
+            samples = self._nhwc_samples(model, calibration)
+
+            class Dataset:
+                def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+                    return samples[i][0], 0
+
+                def __len__(self) -> int:
+                    return len(samples)
+
+            t0 = time.perf_counter()
+            source = path.with_name(f".{path.stem}.{os.getpid()}.fp32.pb")
+            atomic_write_bytes(source, frozen.graph_def.SerializeToString())
+            try:
+                with capture_fd(1), capture_fd(2):  # Neural Compressor logs every pass it runs
+                    q = quantize_model(str(source), StaticQuantConfig(),
+                                       BaseDataLoader(dataset=Dataset(), batch_size=1),
+                                       calib_iteration=len(samples))
+            except Exception as e:
+                raise VisionbenchError(
+                    f"Neural Compressor could not quantize the model: {describe(e)}") from e
+            finally:
+                source.unlink(missing_ok=True)
+            atomic_write_bytes(path, q.graph_def.SerializeToString())
+            took[0] = time.perf_counter() - t0
+
         path = self._int8_path(model, calibration, ".pb", f"inc{_version('neural-compressor-tf')}")
-        if path.exists():
-            return path, 0.0
-        # Neural Compressor calibrates by capturing what the graph prints on the stream that was
-        # sys.stderr when it was imported: make that the process's real stderr (not a test
-        # runner's or a notebook's replacement), or calibration silently collects nothing.
-        saved, sys.stderr = sys.stderr, sys.__stderr__
-        try:
-            from neural_compressor.tensorflow import StaticQuantConfig, quantize_model
-            from neural_compressor.tensorflow.utils import BaseDataLoader
-        finally:
-            sys.stderr = saved
-
-        samples = self._nhwc_samples(model, calibration)
-
-        class Dataset:
-            def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-                return samples[i][0], 0
-
-            def __len__(self) -> int:
-                return len(samples)
-
-        t0 = time.perf_counter()
-        source = path.with_suffix(".fp32.pb")
-        atomic_write_bytes(source, frozen.graph_def.SerializeToString())
-        try:
-            with capture_fd(1), capture_fd(2):  # Neural Compressor logs every pass it runs
-                q = quantize_model(str(source), StaticQuantConfig(),
-                                   BaseDataLoader(dataset=Dataset(), batch_size=1),
-                                   calib_iteration=len(samples))
-        except Exception as e:
-            raise VisionbenchError(f"Neural Compressor could not quantize the model: {describe(e)}") from e
-        finally:
-            source.unlink(missing_ok=True)
-        atomic_write_bytes(path, q.graph_def.SerializeToString())
-        return path, time.perf_counter() - t0
+        return cached(path, "TensorFlow INT8 graph (Neural Compressor)", build), took[0]
 
     def _lite(self, tf: Any, model: ModelSpec, frozen: Any, calibration: Calibration) -> tuple[Path, float]:
         """The full-integer TFLite model (cached): its path and the seconds converting took."""
+        took = [0.0]
+
+        def build(path: Path) -> None:
+            samples = self._nhwc_samples(model, calibration)
+            t0 = time.perf_counter()
+            # The graph is frozen: it holds no variables, so an empty module is its whole state.
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.fn], tf.Module())
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([s] for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.float32
+            converter.inference_output_type = tf.float32
+            try:
+                with capture_fd(2):  # the converter logs its MLIR passes on stderr
+                    data = converter.convert()
+            except Exception as e:
+                raise VisionbenchError(
+                    f"TFLite could not quantize the model to INT8: {describe(e)}") from e
+            atomic_write_bytes(path, data)
+            took[0] = time.perf_counter() - t0
+
         path = self._int8_path(model, calibration, ".tflite", f"tflite{tf.__version__}")
-        if path.exists():
-            return path, 0.0
-        samples = self._nhwc_samples(model, calibration)
-        t0 = time.perf_counter()
-        # The graph is frozen: it holds no variables, so an empty module is its whole state.
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.fn], tf.Module())
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([s] for s in samples)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.float32
-        converter.inference_output_type = tf.float32
-        try:
-            with capture_fd(2):  # the converter logs its MLIR passes on stderr
-                data = converter.convert()
-        except Exception as e:
-            raise VisionbenchError(f"TFLite could not quantize the model to INT8: {describe(e)}") from e
-        atomic_write_bytes(path, data)
-        return path, time.perf_counter() - t0
+        return cached(path, "TFLite full-integer INT8 model", build), took[0]
 
     @staticmethod
     def _interpreter(path: Path, threads: int, shape: tuple[int, ...]) -> tuple[Any, Counter[str], bool]:

@@ -44,7 +44,7 @@ from visionbench.results.fleet import (
     FleetStore,
     NodeStatus,
 )
-from visionbench.scenarios.base import Reporter, output_dir
+from visionbench.scenarios.base import Reporter, claim
 
 #: Seconds a node's task may wait to be scheduled and start (a --runtime-env is installed then).
 START_TIMEOUT = 300.0
@@ -94,6 +94,8 @@ def _write(store: FleetStore, s: _Stream, files: dict[str, bytes], reporter: Rep
         atomic_write_bytes(base / rel, data)
     if RESULTS_JSON in files:
         results = Results.model_validate_json(files[RESULTS_JSON])
+        if results.measurements:
+            store.stored()
         for m in results.measurements[node.measurements:]:
             figure = (f"{m.throughput_ips:.1f} images/s" if m.mode == "throughput" else
                       f"p50 {m.latency.p50_ms:.2f} ms") if m.status == "ok" and m.latency else (
@@ -198,14 +200,21 @@ def _absolute(cfg: RunConfig) -> RunConfig:
                        labels=fix(cfg.inputs.labels), calibration_data=fix(cfg.inputs.calibration_data))
 
 
+#: What marks a directory as holding a run: a fleet's or a single run's.
+MARKS = (FLEET_JSON, NODES_DIR, RESULTS_JSON)
+
+
 def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
               command: list[str]) -> FleetStore:
     """Connect, check the nodes, run the study on each, and keep every node's results."""
     if opts.concurrent and cfg.timing.iterations is not None:
         raise VisionbenchError("--concurrent times every node over the same windows: give "
                                "--duration, not --iterations")
-    if (cfg.output / FLEET_JSON).exists() or (cfg.output / NODES_DIR).exists():
-        raise VisionbenchError(f"{cfg.output} already holds a fleet run: give another --output")
+    if cfg.existing == "append":
+        raise VisionbenchError("a fleet run is not appended to: its nodes are chosen and timed as "
+                               "one; give another --output, or --overwrite")
+    if cfg.existing == "refuse" and any((cfg.output / m).exists() for m in MARKS):
+        claim(cfg, command, MARKS, appendable=False)  # refuses, naming the run there, before connecting
     cfg = _absolute(cfg)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     connect(opts.address, opts.runtime_env)
@@ -219,7 +228,7 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
             if found[name]["cpus_available"] < n.cpus:
                 reporter.note(f"note: Ray counts {n.cpus:g} CPUs on {name}, but a process there may "
                               f"use {found[name]['cpus_available']}: threads will share cores")
-        output_dir(cfg.output)
+        lock, _, aside = claim(cfg, command, MARKS, appendable=False)
         config = cfg.as_dict()
         if not cfg.launch.threads_explicit:
             config["threads"] = "each node's CPUs"
@@ -236,7 +245,7 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
                              versions=found[name]["versions"], dir=f"{NODES_DIR}/{name}")
                    for n, name in zip(nodes, names, strict=True)],
         )
-        store = FleetStore(cfg.output, fleet)
+        store = FleetStore(cfg.output, fleet, lock, aside)
         reporter.note(f"{len(nodes)} nodes, {fleet.mode}: "
                       + ", ".join(f"{n.name} ({n.address}, {n.cpus:g} CPUs)" for n in fleet.nodes))
         with store.recording():

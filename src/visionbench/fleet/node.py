@@ -104,7 +104,8 @@ def node_study(cfg: RunConfig, command: list[str], node: dict[str, Any],
             "ran_on_hostname": socket.gethostname()}
     try:
         yield {}  # started: the driver knows the task was scheduled
-        for _ in run_steps(cfg.replace(output=directory), reporter, command,
+        fresh = cfg.replace(output=directory, existing="refuse", replace_records=False)
+        for _ in run_steps(fresh, reporter, command,
                            None if barrier is None else start, node):
             yield _changed(directory, sent)
     finally:

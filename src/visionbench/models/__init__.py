@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from visionbench.cache import cached
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, cache_dir
 from visionbench.models import registry, resnet_weights
@@ -40,7 +41,8 @@ def from_checkpoint(weights: Path) -> Path:
         raise VisionbenchError(f"weights file not found: {weights}")
     digest = file_sha256(weights)[:16]
     path = cache_dir() / "models" / f"resnet50-v1.5-weights-{digest}-r{BUILDER_REVISION}.onnx"
-    if not path.exists():
+
+    def write(path: Path) -> None:
         try:
             from visionbench.models.torch_resnet import load_checkpoint, numpy_state_dict
         except ImportError as e:
@@ -50,7 +52,8 @@ def from_checkpoint(weights: Path) -> Path:
         sd = numpy_state_dict(load_checkpoint(weights))
         doc = f"visionbench resnet50: ResNet-50 v1.5 with the weights of {weights.name}"
         atomic_write_bytes(path, build_onnx(sd, RESNET50, doc).SerializeToString())
-    return path
+
+    return cached(path, f"ResNet-50 model with the weights of {weights.name}", write)
 
 
 def resolve(

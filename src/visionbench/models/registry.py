@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from visionbench.cache import cached
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, cache_dir
 
@@ -71,13 +72,19 @@ class Entry:
         """The model's ONNX file, built on first use and cached (seeded weights: per seed)."""
         card = self.card
         path = cache_dir() / "models" / f"{card.name}-seed{seed}-r{card.revision}.onnx"
-        if card.weights == "seeded" and path.exists():
+        if card.weights != "seeded":  # packaged weights: the builder caches its own file
+            built = self.build(seed)
+            if isinstance(built, Path):
+                return built
+            atomic_write_bytes(path, built.SerializeToString())
             return path
-        built = self.build(seed)
-        if isinstance(built, Path):
-            return built
-        atomic_write_bytes(path, built.SerializeToString())
-        return path
+
+        def write(path: Path) -> None:
+            built = self.build(seed)
+            data = built.read_bytes() if isinstance(built, Path) else built.SerializeToString()
+            atomic_write_bytes(path, data)
+
+        return cached(path, f"{card.name} model (seed {seed})", write)
 
 
 _REGISTRY: dict[str, Entry] = {}

@@ -102,6 +102,11 @@ def read_onnx(path: Path, name: str | None = None, source: str = "file",
         raise VisionbenchError(f"not a readable ONNX model: {path} ({type(e).__name__})") from e
     if model.ir_version <= 0 or not model.graph.node:
         raise VisionbenchError(f"not an ONNX model (no graph in the file): {path}")
+    try:  # the engines' own loaders are native code: a malformed graph stops here, in words
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise VisionbenchError(f"not a valid ONNX model: {path} ({first})") from e
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     described = ", ".join(f"{i.name}{_dims(i)}" for i in inputs) or "none"

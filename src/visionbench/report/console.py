@@ -122,7 +122,7 @@ def print_summary(console: Console, results: Results) -> None:
     s = results.system
     console.print(Text.assemble(
         (results.model.name, "bold"), f" on {s.cpu_model} ({s.cpus_available} CPUs, "
-        f"ISA: {' '.join(s.isa_flags)}); status: {results.status}"))
+        f"ISA: {' '.join(s.isa_flags)}); status: {results.state}"))
     notes = Notes()
     if any(m.mode == "throughput" for m in results.measurements):
         console.print(throughput_table(results, notes))

@@ -16,7 +16,15 @@ def ran_as(m: Measurement | Accuracy) -> str:
     text = m.executed_precision or "?"
     if m.quantized_ops is not None:
         text += f" ({m.quantized_ops} int8 ops)"
-    return text + (" EMULATED" if m.emulated else "")
+    return text + (" EMULATED" if m.emulated else "") + (", resumed" if m.resumed else "")
+
+
+def history(results: Results) -> str | None:
+    """The commands that wrote the run, where more than one did (--append, resume)."""
+    if len(results.invocations) < 2:
+        return None
+    return "Written by {} commands: {}.".format(len(results.invocations), "; ".join(
+        f"{i.how} {i.started_at[:16].replace('T', ' ')} ({i.status})" for i in results.invocations))
 
 
 def engine_text(m: Measurement) -> str:

@@ -10,6 +10,7 @@ from visionbench.report.format import (
     engine_text,
     fmt,
     fp32_ratios,
+    history,
     instance_rows,
     latency_values,
     method_notes,
@@ -35,7 +36,8 @@ def summary_markdown(results: Results) -> str:
         f"{s.physical_cores} cores, {s.logical_cpus} logical CPUs, "
         f"{s.memory_total_gib} GiB; ISA: {' '.join(s.isa_flags)}; {s.os}.  ",
         "Software: " + ", ".join(f"{k} {v}" for k, v in results.software.items()) + ".  ",
-        f"Run {results.created_at}, status {results.status}, {results.config.threads} threads.",
+        f"Run {results.created_at}, status {results.state}, {results.config.threads} threads."
+        + (f"  \n{h}" if (h := history(results)) else ""),
         "",
         f"## {throughput_title(results)}",
         "",

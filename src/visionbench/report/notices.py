@@ -19,8 +19,8 @@ class Notice:
 def notices(results: Results) -> list[Notice]:
     out: list[Notice] = []
     if results.status != "complete":
-        out.append(Notice("warning", "run", f"the run is {results.status}: some measurements may be "
-                                            "missing"))
+        out.append(Notice("warning", "run", f"the run is {results.state}: some measurements may be "
+                                            "missing (visionbench resume measures them)"))
     for m in results.measurements:
         if m.status == "failed":
             out.append(Notice("warning", m.id, f"failed: {m.reason}"))

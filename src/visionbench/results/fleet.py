@@ -24,6 +24,7 @@ from visionbench.results import (
     now,
     read_json,
 )
+from visionbench.results.rundir import Aside, RunLock
 from visionbench.results.store import Store
 
 FLEET_JSON = "fleet.json"
@@ -78,8 +79,9 @@ class FleetResults(BaseModel):
 class FleetStore(Store):
     """A fleet directory; every change rewrites fleet.json atomically."""
 
-    def __init__(self, directory: Path, fleet: FleetResults) -> None:
-        super().__init__(directory, fleet)
+    def __init__(self, directory: Path, fleet: FleetResults, lock: RunLock | None = None,
+                 aside: Aside | None = None) -> None:
+        super().__init__(directory, fleet, lock, aside)
         self.fleet = fleet
         self.save()
 

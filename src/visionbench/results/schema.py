@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from visionbench.results.rundir import ended_text
 from visionbench.stats import LatencySummary
 
 SCHEMA_VERSION = 1
@@ -99,8 +100,26 @@ class Measurement(BaseModel):
     phase: Literal["explore", "confirm"] | None = Field(
         None, description="tune: a short exploring window, or a re-measurement with repeats")
     warnings: list[str] = Field(default_factory=list)
+    resumed: bool = Field(False, description="measured by visionbench resume, after the run "
+                          "had stopped")
     started_at: str
     finished_at: str
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+def accuracy_key(engine: str, precision: str) -> str:
+    return f"accuracy-{engine}-{precision}"
+
+
+def tune_key(engine: str, precision: str) -> str:
+    return f"tune-{engine}-{precision}"
+
+
+def mlperf_key(engine: str, precision: str, scenario: str) -> str:
+    return f"mlperf-{engine}-{precision}-{scenario}"
 
 
 class Accuracy(BaseModel):
@@ -124,6 +143,11 @@ class Accuracy(BaseModel):
         None, description="MLPerf's rule: top-1 at least 99% of this engine's FP32 top-1")
     inference_seconds: float = 0.0
     predictions: str | None = Field(None, description="JSON file of each image's top-5 classes")
+    resumed: bool = False
+
+    @property
+    def key(self) -> str:
+        return accuracy_key(self.engine, self.precision)
 
 
 class TuneOutcome(BaseModel):
@@ -162,6 +186,10 @@ class TuneOutcome(BaseModel):
     left_out: list[str] = Field(default_factory=list,
                                 description="settings not explored, with the reason")
 
+    @property
+    def key(self) -> str:
+        return tune_key(self.engine, self.precision)
+
 
 class MlperfResult(BaseModel):
     """One LoadGen run: an engine and precision under one MLPerf scenario."""
@@ -198,6 +226,10 @@ class MlperfResult(BaseModel):
     peak_steps: list[dict[str, Any]] = Field(
         default_factory=list, description="--find-peak's short runs: QPS, latency bound met, p99")
     seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return mlperf_key(self.engine, self.precision, self.scenario)
     log_dir: str | None = Field(None, description="LoadGen's logs, relative to the run directory")
 
 
@@ -286,6 +318,23 @@ class ModelInfo(BaseModel):
     label_offset: int = 0
 
 
+class Invocation(BaseModel):
+    """One command that wrote into the run: the one that made it, each ``--append`` and each
+    ``visionbench resume``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    how: Literal["new", "overwrite", "append", "resume"]
+    kind: str
+    command: list[str]
+    config: RunSettings
+    started_at: str
+    finished_at: str | None = None
+    status: str = "running"
+    #: ``resume``: the planned records it found missing or failed, by key.
+    resumed: list[str] = Field(default_factory=list)
+
+
 class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     tool: str = "visionbench"
@@ -313,6 +362,16 @@ class Results(BaseModel):
     accuracy: list[Accuracy] = Field(default_factory=list)
     tune: list[TuneOutcome] = Field(default_factory=list)
     mlperf: list[MlperfResult] = Field(default_factory=list)
+    invocations: list[Invocation] = Field(
+        default_factory=list, description="every command that wrote into this run, in order "
+        "(none in files written before 0.3: the run's own command and config)")
+
+    def records(self) -> dict[str, str]:
+        """Every stored record's key (a measurement's id; accuracy-, tune-, mlperf- keys for the
+        others) and its status."""
+        return {r.key: r.status for group in (self.measurements, self.accuracy, self.tune,
+                                               self.mlperf) for r in group}
+
     def key(self, m: Measurement) -> CellKey:
         return CellKey(m.engine, m.precision, m.mode, m.model or self.model.name, m.method)
 
@@ -326,6 +385,14 @@ class Results(BaseModel):
     @directory.setter
     def directory(self, path: Path) -> None:
         self._directory = path
+
+    #: Loaded while recorded as running, with nobody writing it: when its writer last wrote.
+    _stopped_at: float | None = PrivateAttr(default=None)
+
+    @property
+    def state(self) -> str:
+        """The status in words: "ended without finishing" where a running run's writer is gone."""
+        return ended_text(self._stopped_at) if self._stopped_at is not None else self.status
 
 
 def json_schema() -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
+from visionbench.results.rundir import Aside, RunLock, stopped_at
 from visionbench.results.schema import (
     SCHEMA_VERSION,
     Accuracy,
@@ -56,11 +57,16 @@ def _csv(results: Results) -> str:
 
 class Store:
     """A directory whose document (a run's results, a fleet's nodes) is rewritten atomically on
-    every change, and that ends complete, interrupted or failed without losing what was written."""
+    every change, and that ends complete, interrupted or failed without losing what was written.
+    It holds the directory's lock (``rundir.RunLock``) until it finishes."""
 
-    def __init__(self, directory: Path, document: Results | Any) -> None:
+    def __init__(self, directory: Path, document: Results | Any, lock: RunLock | None = None,
+                 aside: Aside | None = None) -> None:
         self.dir = directory
         self.document = document
+        self.lock = lock
+        #: The run ``--overwrite`` moved aside: dropped at the first record, restored without one.
+        self.aside = aside
 
     def save(self) -> None:
         raise NotImplementedError
@@ -68,10 +74,16 @@ class Store:
     def interrupted(self) -> None:
         """What else Ctrl-C marks, before the document itself."""
 
+    def stored(self) -> None:
+        """A record was stored: a run moved aside by ``--overwrite`` is not needed any more."""
+        if self.aside is not None:
+            self.aside.drop()
+            self.aside = None
+
     @contextmanager
     def recording(self) -> Iterator[None]:
-        """Measuring: an exception (Ctrl-C included) marks the document interrupted or failed,
-        and everything already written stays on disk."""
+        """Measuring: an exception (Ctrl-C, SIGTERM included) marks the document interrupted or
+        failed, and everything already written stays on disk."""
         try:
             yield
         except KeyboardInterrupt:
@@ -86,13 +98,21 @@ class Store:
         self.document.status = status
         self.document.finished_at = now()
         self.save()
+        if self.aside is not None:  # nothing new was stored: the old run stays where it was
+            self.aside.restore()
+            self.aside = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 class RunStore(Store):
-    """A run directory; ``save`` rewrites results.json and results.csv atomically."""
+    """A run directory; ``save`` rewrites results.json and results.csv atomically. A record whose
+    key is already stored replaces it (``--replace``, ``resume`` of a failed one)."""
 
-    def __init__(self, directory: Path, results: Results) -> None:
-        super().__init__(directory, results)
+    def __init__(self, directory: Path, results: Results, lock: RunLock | None = None,
+                 aside: Aside | None = None) -> None:
+        super().__init__(directory, results, lock, aside)
         self.results = results
         results.directory = directory
         try:
@@ -108,26 +128,41 @@ class RunStore(Store):
         except OSError as e:
             raise VisionbenchError(f"cannot write results in {self.dir}: {e.strerror}") from e
 
+    def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
+        if self.results.invocations:
+            self.results.invocations[-1].status = status
+            self.results.invocations[-1].finished_at = now()
+        super().finish(status)
+
     def write_raw(self, measurement_id: str, windows: list[list[int]]) -> str:
         rel = f"{RAW_DIR}/{measurement_id}.json"
         atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
         return rel
 
-    def add(self, m: Measurement) -> None:
-        self.results.measurements.append(m)
+    def _put(self, records: list[Any], record: Any) -> None:
+        at = next((i for i, r in enumerate(records) if r.key == record.key), None)
+        if at is None:
+            records.append(record)
+        else:
+            records[at] = record
         self.save()
+        self.stored()
+
+    def drop(self, which: Callable[[Measurement], bool]) -> None:
+        """Remove the measurements ``which`` selects (a search measured again from scratch)."""
+        self.results.measurements = [m for m in self.results.measurements if not which(m)]
+
+    def add(self, m: Measurement) -> None:
+        self._put(self.results.measurements, m)
 
     def add_mlperf(self, r: MlperfResult) -> None:
-        self.results.mlperf.append(r)
-        self.save()
+        self._put(self.results.mlperf, r)
 
     def add_tune(self, t: TuneOutcome) -> None:
-        self.results.tune.append(t)
-        self.save()
+        self._put(self.results.tune, t)
 
     def add_accuracy(self, a: Accuracy) -> None:
-        self.results.accuracy.append(a)
-        self.save()
+        self._put(self.results.accuracy, a)
 
 
 def read_json(path: Path) -> Any:
@@ -164,6 +199,7 @@ def load(run_dir: Path) -> Results:
     except ValidationError as e:
         raise invalid(path, "visionbench results file", e) from e
     results.directory = path.parent
+    results._stopped_at = stopped_at(path.parent, results.status)
     return results
 
 

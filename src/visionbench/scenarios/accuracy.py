@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from visionbench.config import RunConfig
 from visionbench.data.prepared import Prepared, prepare_images
 from visionbench.data.preprocess import get_preprocess
 from visionbench.engines import Precision
 from visionbench.fsutil import atomic_write_text
 from visionbench.results import Accuracy
+from visionbench.results.schema import accuracy_key
 from visionbench.scenarios.base import Reporter, Scenario, Setup, Skip, Task, plan_tasks
 
 MLPERF_RATIO = 0.99
@@ -85,6 +87,20 @@ class AccuracyScenario(Scenario[Accuracy]):
 
     def describe(self, task: Task) -> str:
         return f"accuracy {task.engine} {task.precision}"
+
+    def key(self, task: Task) -> str:
+        return accuracy_key(task.engine, task.precision)
+
+    def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
+        precisions = ["fp32", *[p for p in cfg.study.precisions if p != "fp32"]]
+        return [accuracy_key(e, p) for e in cfg.study.engines for p in precisions]
+
+    def widen(self, todo: set[str], planned: list[str]) -> set[str]:
+        """An engine's lower precisions are judged against its FP32 predictions of the same
+        sitting: an engine with a record to make measures all of its records again."""
+        engines = {k for k in planned if k in todo}
+        return todo | {k for k in planned
+                       if any(k.rsplit("-", 1)[0] == e.rsplit("-", 1)[0] for e in engines)}
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> Accuracy:
         return Accuracy(engine=task.engine, precision=task.precision, status=status,  # type: ignore[arg-type]

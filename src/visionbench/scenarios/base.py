@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import psutil
 
+from visionbench.cache import take_notes, tidy
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration, calibration
 from visionbench.data.images import Dataset, open_dataset
@@ -24,6 +25,8 @@ from visionbench.harness.timing import Mode, Progress, TimingPlan
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
 from visionbench.results import RESULTS_JSON, Measurement, ModelInfo, Results, RunStore, load, now
+from visionbench.results.rundir import Aside, RunLock, move_aside
+from visionbench.results.schema import Invocation
 from visionbench.sysinfo import cpu_features, numa_cores, system_info
 from visionbench.version import __version__
 
@@ -207,6 +210,8 @@ class Setup:
     cal: Calibration
     tasks: list[Task]
     store: RunStore
+    #: ``resume``: the keys of the records still to measure (the others are skipped); None: all.
+    todo: set[str] | None = None
 
 
 def model_info(model: ModelSpec) -> ModelInfo:
@@ -219,14 +224,81 @@ def model_info(model: ModelSpec) -> ModelInfo:
     )
 
 
+#: What must match for measurements to join a run (``--append``, ``resume``): the machine.
+MACHINE = ("cpu_model", "cpu_family_model_stepping", "isa_flags", "physical_cores", "logical_cpus")
+
+
+def _summary(prior: Results) -> str:
+    n = len(prior.measurements) + len(prior.accuracy) + len(prior.tune) + len(prior.mlperf)
+    return f"{prior.kind}, {n} records, {prior.state}, made {prior.created_at[:16].replace('T', ' ')}"
+
+
+def check_joinable(prior: Results, model: ModelSpec, system: dict[str, Any], out: Path) -> None:
+    """Measurements join a run only of the same model file on the same machine."""
+    if prior.model.name != model.name or prior.model.sha256 != model.sha256:
+        raise VisionbenchError(
+            f"{out} holds a run of another model ({prior.model.name}, sha256 "
+            f"{prior.model.sha256[:12]}; this one: {model.name}, {model.sha256[:12]}); give "
+            "another --output")
+    mine = prior.system.model_dump()
+    differ = [f"{k}: {_fact(mine.get(k))} there, {_fact(system.get(k))} here"
+              for k in MACHINE if mine.get(k) != system.get(k)]
+    if differ:
+        raise VisionbenchError(f"{out} was measured on another machine ({'; '.join(differ)}); "
+                               "give another --output")
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} ISA flags"
+    return str(value)
+
+
+def claim(cfg: RunConfig, command: list[str], marks: Sequence[str] = (RESULTS_JSON,),
+          appendable: bool = True) -> tuple[RunLock, Results | None, Aside | None]:
+    """The output directory, locked for this process: with the run it already holds (append,
+    resume), or empty (a new run; ``--overwrite`` moves an old one aside). ``marks``: the
+    files that say a directory holds a run."""
+    out = output_dir(cfg.output)
+    lock = RunLock.acquire(out, command)
+    try:
+        if not any((out / m).exists() for m in marks):
+            if cfg.existing == "resume":
+                raise VisionbenchError(f"{out} holds no run to resume (no {RESULTS_JSON})")
+            return lock, None, None
+        if cfg.existing in ("append", "resume"):
+            return lock, load(out), None
+        if cfg.existing == "refuse":
+            what = f" ({_summary(load(out))})" if (out / RESULTS_JSON).exists() else ""
+            raise VisionbenchError(
+                f"{out} already holds a run{what}; give another --output, "
+                + ("--append to add to it, " if appendable else "")
+                + "or --overwrite to replace it")
+        aside = move_aside(out)
+        moved = lock
+        lock = RunLock.acquire(output_dir(out), command)
+        moved.release()
+        return lock, None, aside
+    except BaseException:
+        lock.release()
+        raise
+
+
 def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
-             extend: bool = False, node: dict[str, Any] | None = None) -> Setup:
-    """Check every input, then create the run directory; raises VisionbenchError on bad input.
-    ``extend``: an existing run there of the same model is added to, not replaced. ``node``: the
-    Ray node of a fleet run that this study runs on."""
+             scenarios: Sequence[Scenario[Any]], node: dict[str, Any] | None = None) -> Setup:
+    """Check every input, then claim the run directory (``claim``); raises VisionbenchError on
+    bad input. ``scenarios`` say which records the run plans (a run joined with ``--append``
+    must not hold them unless ``--replace``; ``resume`` measures those missing or failed).
+    ``node``: the Ray node of a fleet run that this study runs on."""
+    if cfg.existing == "refuse" and (cfg.output / RESULTS_JSON).exists():
+        claim(cfg, command)  # refuses, naming the run there, before anything is prepared
     engines = {name: get_engine(name) for name in cfg.study.engines}
     st = cfg.study
+    tidy()
     model = resolve(st.model, st.seed, st.weights, st.input_name, st.output_name, cfg.launch.threads)
+    for note in take_notes():  # the model file was rebuilt
+        reporter.note(f"note: {note}")
+        model = replace(model, notes=(*model.notes, note))
     if cfg.inputs.preprocess is not None:
         model = replace(model, preprocessing=get_preprocess(cfg.inputs.preprocess).name)
     dataset = open_data(cfg)
@@ -247,28 +319,96 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
                     raise VisionbenchError(f"{problem} ({mode})" + (
                         "; measure --mode throughput only" if mode == "latency" else ""))
     tasks = plan_tasks(cfg, engines, model)
-    out = output_dir(cfg.output)
-    software = {"visionbench": __version__}
-    for e in engines.values():
-        software.update(e.versions())
-    results = Results(
-        kind=kind, created_at=now(), command=command,
-        system=system_info().as_dict(), software=software,
-        config=cfg.as_dict(), model=model_info(model), calibration=cal_info, node=node,
-        engines_not_installed={
-            n: f"pip install 'visionbench[{cls.extra}]'" for n, cls in all_engines().items()
-            if not cls.installed()
-        },
-    )
-    if extend and (out / RESULTS_JSON).exists():
-        prior = load(out)
-        if prior.model.sha256 != model.sha256:
-            raise VisionbenchError(f"{out} holds a run of another model ({prior.model.name}, "
-                                   f"{prior.model.path}); give another --output")
-        prior.status, prior.finished_at = "running", None
-        prior.command = [*prior.command, "+", *command]
-        results = prior
-    return Setup(cfg, engines, model, dataset, cal, tasks, RunStore(out, results))
+    system = system_info().as_dict()
+    lock, prior, aside = claim(cfg, command)
+    try:
+        software = {"visionbench": __version__}
+        for e in engines.values():
+            software.update(e.versions())
+        invocation = Invocation(
+            how="resume" if cfg.existing == "resume" else "append" if prior is not None
+            else "overwrite" if aside is not None else "new",
+            kind=kind, command=command, config=cfg.as_dict(), started_at=now())  # type: ignore[arg-type]
+        if prior is None:
+            results = Results(
+                kind=kind, created_at=now(), command=command, system=system, software=software,
+                config=cfg.as_dict(), model=model_info(model), calibration=cal_info, node=node,
+                engines_not_installed={
+                    n: f"pip install 'visionbench[{cls.extra}]'" for n, cls in all_engines().items()
+                    if not cls.installed()
+                },
+                invocations=[invocation],
+            )
+        else:
+            results = join(prior, cfg, kind, model, system, software, invocation)
+        todo = None
+        if prior is not None:
+            todo = to_measure(cfg, prior, [k for sc in scenarios for k in sc.keys(cfg, tasks)],
+                              scenarios, reporter)
+            invocation.resumed = sorted(todo) if cfg.existing == "resume" else []
+        return Setup(cfg, engines, model, dataset, cal, tasks,
+                     RunStore(cfg.output, results, lock, aside), todo)
+    except BaseException:
+        lock.release()
+        if aside is not None:
+            aside.restore()
+        raise
+
+
+def to_measure(cfg: RunConfig, prior: Results, planned: list[str],
+               scenarios: Sequence[Scenario[Any]], reporter: Reporter) -> set[str] | None:
+    """Which planned records to measure in a run that holds some: with ``--append``, all (none
+    may be there already unless ``--replace``: None); with ``resume``, those missing or failed."""
+    records = prior.records()
+    if cfg.existing == "append":
+        clash = [k for k in planned if k in records]
+        if clash and not cfg.replace_records:
+            raise VisionbenchError(
+                f"{cfg.output} already holds {_few(clash)}; --replace measures them again in "
+                "its place, or give another --output")
+        return None
+    missing = [k for k in planned if k not in records]
+    failed = [k for k in planned if records.get(k) == "failed"]
+    todo = set(missing + failed)
+    for sc in scenarios:
+        todo = sc.widen(todo, planned)
+    if not todo:
+        reporter.note(f"nothing to resume in {cfg.output}: all {len(planned)} planned records "
+                      "are there")
+    else:
+        reporter.note(f"resuming {cfg.output}: {len(todo)} of {len(planned)} planned records to "
+                      "measure" + (f"; missing: {_few(missing)}" if missing else "")
+                      + (f"; failed: {_few(failed)}" if failed else ""))
+    return todo
+
+
+def _few(keys: list[str], n: int = 6) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def join(prior: Results, cfg: RunConfig, kind: Kind, model: ModelSpec, system: dict[str, Any],
+         software: dict[str, str], invocation: Invocation) -> Results:
+    """The run ``prior`` with this invocation joining it (``--append``, ``resume``)."""
+    check_joinable(prior, model, system, cfg.output)
+    if kind != prior.kind and kind != "mlperf":
+        raise VisionbenchError(f"{cfg.output} holds a {prior.kind} run; a {kind} cannot join it: "
+                               "give another --output")
+    changed = {k: f"{prior.software[k]} there, {v} here" for k, v in software.items()
+               if k in prior.software and prior.software[k] != v}
+    if changed:
+        raise VisionbenchError(f"{cfg.output} was measured with other software versions ("
+                               + "; ".join(f"{k}: {v}" for k, v in changed.items())
+                               + "); give another --output")
+    if not prior.invocations:  # written before invocations were recorded
+        prior.invocations.append(Invocation(
+            how="new", kind=prior.kind, command=prior.command, config=prior.config,
+            started_at=prior.created_at, finished_at=prior.finished_at, status=prior.status))
+    prior.software.update(software)
+    prior.invocations.append(invocation)
+    prior.status, prior.finished_at = "running", None
+    if cfg.existing == "append":
+        prior.command = [*prior.command, "+", *invocation.command]
+    return prior
 
 
 R = TypeVar("R")
@@ -285,6 +425,18 @@ class Scenario(Generic[R]):
     def describe(self, task: Task) -> str:
         """How the console names a task in its notes."""
         return task.id
+
+    def key(self, task: Task) -> str:
+        """The key of the record ``task`` leaves (``Results.records``)."""
+        return task.id
+
+    def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
+        """The keys of the records this scenario plans, from the run's planned tasks."""
+        return [self.key(t) for t in tasks]
+
+    def widen(self, todo: set[str], planned: list[str]) -> set[str]:
+        """``resume``: the records to measure again with ``todo`` (records made together)."""
+        return todo
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> R:
         """The record of a task not measured: unsupported, skipped or failed, with the reason."""
@@ -316,6 +468,8 @@ def drive(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) 
         for scenario in scenarios:
             try:
                 for task in scenario.tasks(setup, reporter):
+                    if setup.todo is not None and scenario.key(task) not in setup.todo:
+                        continue
                     why = not_run(task, setup.cfg)
                     if why is not None:
                         record = scenario.unmeasured(task, setup, *why)
@@ -331,10 +485,16 @@ def drive(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) 
                             record = scenario.unmeasured(task, setup, "failed", describe(e))
                             reporter.note(f"failed {scenario.describe(task)}: {describe(e)}")
                     failed = failed or record.status == "failed"
+                    for note in take_notes():  # a record without warnings of its own
+                        reporter.note(f"{scenario.describe(task)}: {note}")
+                    if setup.cfg.existing == "resume" and hasattr(record, "resumed"):
+                        record.resumed = True
                     scenario.add(setup, record, reporter)
                     yield store
             finally:
                 scenario.close()
+    # A run joined (--append, resume) is failed while any of its records is, whoever made it.
+    failed = failed or "failed" in store.results.records().values()
     store.finish("failed" if failed else "complete")
     yield store
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from visionbench.cache import take_notes
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
 from visionbench.data.synthetic import input_pool
@@ -86,7 +87,8 @@ def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, An
     cal, _ = study_calibration(cfg, job.model, open_data(cfg))
     timing, execution = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
                                           job.plan, job.threads, cal, None, barrier)
-    return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib()}
+    return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib(),
+            "cache_notes": take_notes()}
 
 
 def measure_task(
@@ -117,6 +119,7 @@ def measure_task(
         timings = [timing]
         per_repeat = [w.throughput for w in timing.windows]
         rss = _peak_rss_mib()
+        cache_notes = take_notes()
     else:
         threads = cfg.launch.threads if cfg.launch.threads_explicit else layout.cores_per_instance
 
@@ -133,6 +136,7 @@ def measure_task(
         ex = done[0].value["execution"]
         per_repeat = combined_throughput(timings)
         rss = max(d.value["peak_rss_mib"] for d in done)
+        cache_notes = list(dict.fromkeys(n for d in done for n in d.value["cache_notes"]))
         for d, t in zip(done, timings, strict=True):
             instances.append(InstanceResult(
                 index=d.index, cores=list(d.cores), affinity=d.affinity,
@@ -147,7 +151,7 @@ def measure_task(
     spread = cv(per_repeat)
     pooled = pooled_latencies(timings)
     windows = [w for t in timings for w in t.windows]
-    warnings: list[str] = []
+    warnings: list[str] = cache_notes
     if ex.executed_precision != task.precision:
         warnings.append(f"asked for {task.precision}, {task.engine} executed "
                         f"{ex.executed_precision} ({ex.layer_precisions})")
@@ -214,8 +218,9 @@ def run_steps(cfg: RunConfig, reporter: Reporter, command: list[str],
     fleet node sends its results on as they come). With ``accuracy``, accuracy follows."""
     from visionbench.scenarios.accuracy import AccuracyScenario
 
-    setup = open_run(cfg, reporter, command, "sweep" if cfg.study.batch_sizes else "study", node=node)
     scenarios: list[Scenario[Any]] = [Study(start)]
-    if cfg.study.accuracy and setup.dataset is not None:
+    if cfg.study.accuracy:
         scenarios.append(AccuracyScenario())
+    setup = open_run(cfg, reporter, command, "sweep" if cfg.study.batch_sizes else "study",
+                     scenarios, node=node)
     yield from drive(setup, scenarios, reporter)

@@ -35,6 +35,7 @@ from visionbench.engines import Engine, Precision
 from visionbench.errors import VisionbenchError, describe
 from visionbench.results import Measurement, RunStore, TuneOutcome
 from visionbench.results.compare import paired_verdict
+from visionbench.results.schema import tune_key
 from visionbench.scenarios.base import (
     Reporter,
     Scenario,
@@ -461,12 +462,20 @@ class Tune(Scenario[TuneOutcome]):
     def describe(self, task: Task) -> str:
         return f"{task.engine} {task.precision}"
 
+    def key(self, task: Task) -> str:
+        return tune_key(task.engine, task.precision)
+
+    def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
+        return list(dict.fromkeys(self.key(t) for t in tasks))
+
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> TuneOutcome:
         return TuneOutcome(engine=task.engine, precision=task.precision, status=status,  # type: ignore[arg-type]
                            reason=reason)
 
     def measure(self, task: Task, setup: Setup, reporter: Reporter) -> TuneOutcome:
         self.todo.remove(task)
+        # --replace: the search replaced starts afresh; its measurements go with it
+        setup.store.drop(lambda m: (m.engine, m.precision) == (task.engine, task.precision))
         t0 = time.monotonic()
         # quantize and cache outside the clock: a one-off, not a setting's cost
         setup.engines[task.engine].prepare(setup.model, task.precision, setup.cfg.launch.threads,
@@ -486,4 +495,10 @@ def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,
     if bound is not None and not bound > 0:
         raise VisionbenchError(f"--max-latency-ms must be positive, got {bound}")
     cfg = cfg.replace(modes=["throughput"], methods=["reference"])
-    return run_scenarios(open_run(cfg, reporter, command, "tune"), [Tune(budget, bound)], reporter)
+    if cfg.existing == "resume":
+        raise VisionbenchError(
+            "a tune run is not resumed: its search adapts as it goes and its verdicts compare "
+            "settings measured in one sitting; search the precisions it lacks again with "
+            "visionbench tune --append --precision ... --output DIR")
+    scenarios = [Tune(budget, bound)]
+    return run_scenarios(open_run(cfg, reporter, command, "tune", scenarios), scenarios, reporter)

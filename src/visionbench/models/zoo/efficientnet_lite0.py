@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from visionbench.cache import cached
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import atomic_write_bytes, cache_dir, file_sha256
 from visionbench.models.registry import ModelCard, register
@@ -65,25 +66,27 @@ def build(seed: int = 0) -> Path:
     once per weights file and cached; the weights are the package's, whatever the seed."""
     weights = _weights()
     path = cache_dir() / "models" / f"{NAME}-{file_sha256(weights)[:16]}-r{EXPORT_REVISION}.onnx"
-    if path.exists():
-        return path
-    import io
 
-    import torch
+    def export(path: Path) -> None:
+        import io
 
-    m = module()
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                m, torch.zeros(1, 3, 224, 224), buf, input_names=["input"], output_names=["logits"],
-                dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False,
-            )
-    except Exception as e:
-        raise VisionbenchError(f"cannot export {NAME} to ONNX: {describe(e)}") from e
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+        import torch
+
+        m = module()
+        buf = io.BytesIO()
+        try:
+            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    m, torch.zeros(1, 3, 224, 224), buf, input_names=["input"],
+                    output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                    opset_version=17, dynamo=False,
+                )
+        except Exception as e:
+            raise VisionbenchError(f"cannot export {NAME} to ONNX: {describe(e)}") from e
+        atomic_write_bytes(path, buf.getvalue())
+
+    return cached(path, f"{NAME} ONNX export", export)
 
 
 def keras_model(torch_module=None):

@@ -28,6 +28,7 @@ from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
 from visionbench.models.spec import ModelSpec
 from visionbench.results import MlperfResult, RunStore
+from visionbench.results.schema import mlperf_key
 from visionbench.scenarios.base import Reporter, Scenario, Setup, Task, open_run, run_scenarios
 from visionbench.scenarios.mlperf.library import SampleLibrary
 from visionbench.scenarios.mlperf.logs import (
@@ -41,6 +42,7 @@ from visionbench.scenarios.mlperf.settings import (
     LoadgenScenario,
     Options,
     batch_sizes,
+    check_user_conf,
     loadgen,
     mlperf_minimums,
     test_settings,
@@ -238,6 +240,12 @@ class Mlperf(Scenario[MlperfResult]):
     def describe(self, task: Task) -> str:
         return f"{task.engine} {task.precision} {task.tag}"
 
+    def key(self, task: Task) -> str:
+        return mlperf_key(task.engine, task.precision, task.tag)
+
+    def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
+        return [mlperf_key(t.engine, t.precision, sc) for sc in self.scenarios for t in tasks]
+
     def _opts(self, task: Task) -> Options:
         """The options of a task: its tag is its scenario."""
         return replace(self.opts, scenario=task.tag)  # type: ignore[arg-type]
@@ -290,14 +298,20 @@ def run_mlperf(cfg: RunConfig, scenarios: list[LoadgenScenario], opts: Options, 
                command: list[str]) -> RunStore:
     """One LoadGen run per scenario x engine x precision, each stored as it completes."""
     loadgen()
-    if opts.user_conf is not None and not opts.user_conf.is_file():
-        raise VisionbenchError(f"user.conf not found: {opts.user_conf}")
+    if opts.user_conf is not None:
+        check_user_conf(opts.user_conf)
     if opts.find_peak and scenarios != ["Server"]:
         raise VisionbenchError("--find-peak searches Server's QPS: give --scenario Server alone")
     if opts.find_peak and opts.target_qps is not None:
         raise VisionbenchError("--find-peak searches the QPS: leave --target-qps out")
     if opts.accuracy and cfg.inputs.data is None:
         raise VisionbenchError("accuracy mode needs labelled images: give --data DIR")
-    cfg = cfg.replace(modes=["latency"], methods=["reference"], accuracy=opts.accuracy)
-    setup = open_run(cfg, reporter, command, "mlperf", extend=True)
-    return run_scenarios(setup, [Mlperf(scenarios, opts)], reporter)
+    if cfg.existing == "resume":
+        raise VisionbenchError(
+            "an mlperf run is not resumed: run the scenarios it lacks again with visionbench "
+            "mlperf --output DIR, which joins the run")
+    # LoadGen's results join a run already there (a study's), as --append does.
+    cfg = cfg.replace(modes=["latency"], methods=["reference"], accuracy=opts.accuracy,
+                      existing="append" if cfg.existing == "refuse" else cfg.existing)
+    sut = [Mlperf(scenarios, opts)]
+    return run_scenarios(open_run(cfg, reporter, command, "mlperf", sut), sut, reporter)

@@ -4,6 +4,7 @@ top, then the flags; and what is chosen from the probe rather than given."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +89,34 @@ def batch_sizes(opts: Options, samples_per_query: int) -> list[int]:
     if opts.scenario == "MultiStream":
         sizes.add(samples_per_query)
     return sorted(sizes)
+
+
+#: A user.conf line: ``model.Scenario.key = value`` (``*`` for any model or scenario).
+_CONF_LINE = re.compile(r"[\w*.-]+\.[\w*]+\.\w+\s*=\s*[\w.+-]+")
+#: LoadGen reads user.conf itself, in native code: a file larger than any real one is refused first.
+MAX_USER_CONF = 1 << 20
+
+
+def check_user_conf(path: Path) -> None:
+    """A user.conf that LoadGen can read, or one clear line: text lines of
+    ``model.Scenario.key = value`` (comments after ``#``), then LoadGen's own reading of it."""
+    if not path.is_file():
+        raise VisionbenchError(f"user.conf not found: {path}")
+    if path.stat().st_size > MAX_USER_CONF:
+        raise VisionbenchError(f"{path} is not a LoadGen user.conf: over {MAX_USER_CONF} bytes")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VisionbenchError(f"cannot read the user.conf {path}: {e}") from e
+    for n, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text and not _CONF_LINE.fullmatch(text):
+            raise VisionbenchError(f"{path}:{n}: expected 'model.Scenario.key = value', got "
+                                   f"{line.strip()[:80]!r}")
+    lg = loadgen()
+    for scenario in SCENARIOS:
+        if lg.TestSettings().FromConfig(str(path), "resnet50", scenario, 1) != 0:
+            raise VisionbenchError(f"LoadGen could not read {path} for {scenario}")
 
 
 def test_settings(lg: Any, opts: Options, p: Probe) -> tuple[Any, dict[str, Any]]:

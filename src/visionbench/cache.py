@@ -1,0 +1,183 @@
+"""The on-disk cache of built models, quantized models and exports, that heals: each entry is
+recorded (size and SHA-256 of each of its files) when written; one missing a part, differing from
+its record or without one is set aside and rebuilt once, with a note for the measurement, instead
+of handing an engine a damaged file. Temporary files of builds that never finished are removed
+once a day old."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import atomic_write_text, cache_dir, file_sha256
+
+RECORD_SUFFIX = ".record.json"
+#: Where damaged entries are moved, for a look before ``visionbench cache --clear``.
+SET_ASIDE = "set-aside"
+#: A temporary file or folder of a build (a leading dot or tmp, e.g. OpenVINO's ``.NAME.PID.xml``,
+#: ``atomic_write_bytes``' ``.NAME.X.tmp``) this old is left over from a build that never finished.
+STALE_SECONDS = 24 * 3600
+
+_notes: list[str] = []
+
+
+def take_notes() -> list[str]:
+    """What the cache did since last asked (an entry rebuilt, and why): for the measurement."""
+    out = _notes[:]
+    _notes.clear()
+    return out
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def _parts(path: Path, parts: Sequence[str]) -> list[Path]:
+    return [path, *(path.with_name(p) for p in parts)]
+
+
+def problem(path: Path) -> str | None:
+    """What is wrong with a cached entry (its record's files against the disk), or None."""
+    record = _record_path(path)
+    try:
+        files = json.loads(record.read_text())["files"]
+    except FileNotFoundError:
+        return "it has no record of its contents"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its record is unreadable"
+    for name, want in files.items():
+        part = path.with_name(name)
+        if not part.exists():
+            return f"{name} is missing"
+        size = part.stat().st_size
+        if size != want["size"]:
+            return f"{name} has {size} bytes, {want['size']} when written"
+        if file_sha256(part) != want["sha256"]:
+            return f"{name} differs from what was written (SHA-256)"
+    return None
+
+
+def set_aside(path: Path, parts: Sequence[str] = ()) -> None:
+    """Move a damaged entry (its files and record) out of the way, into the cache's set-aside."""
+    (cache_dir() / SET_ASIDE).mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=f"{int(time.time())}-", dir=cache_dir() / SET_ASIDE))
+    for p in [*_parts(path, parts), _record_path(path)]:
+        with contextlib.suppress(FileNotFoundError):  # another process set it aside first
+            os.replace(p, dest / p.name)
+
+
+def record(path: Path, what: str, parts: Sequence[str] = ()) -> None:
+    """Record a whole entry just written: what it is, and each file's size and SHA-256."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in _parts(path, parts)}
+    atomic_write_text(_record_path(path), json.dumps(
+        {"what": what, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+         "files": files}, indent=1))
+
+
+def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence[str] = ()) -> Path:
+    """``path``, built by ``build(path)`` (which writes it, and its ``parts`` beside it, whole)
+    where it is missing; a damaged entry is set aside and rebuilt once, with a note."""
+    if path.exists() or _record_path(path).exists():
+        why = problem(path)
+        if why is None:
+            return path
+        set_aside(path, parts)
+        _notes.append(f"the cached {what} was damaged ({why}): set aside and rebuilt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build(path)
+    if not path.exists():
+        raise VisionbenchError(f"building the {what} wrote nothing to {path}")
+    record(path, what, parts)
+    return path
+
+
+def _stale(p: Path, now: float) -> bool:
+    temporary = p.name.startswith((".", "tmp")) and not p.name.endswith(RECORD_SUFFIX)
+    try:
+        return temporary and now - p.lstat().st_mtime > STALE_SECONDS
+    except OSError:
+        return False
+
+
+def tidy() -> list[Path]:
+    """Remove the temporary files and folders of builds that stopped over a day ago."""
+    now, gone = time.time(), []
+    for sub in ("models", "int8"):
+        folder = cache_dir() / sub
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if _stale(p, now):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cached entry as ``visionbench cache`` lists it."""
+
+    path: Path
+    what: str
+    size: int
+    created_at: str
+    problem: str | None
+
+
+def entries() -> list[Entry]:
+    """Every entry in the cache: recorded ones with their record, and files without one."""
+    out: list[Entry] = []
+    now = time.time()
+    for sub in ("models", "int8"):
+        folder = cache_dir() / sub
+        if not folder.is_dir():
+            continue
+        recorded: set[str] = set()
+        for rec in sorted(folder.glob(f"*{RECORD_SUFFIX}")):
+            path = folder / rec.name[: -len(RECORD_SUFFIX)]
+            try:
+                data = json.loads(rec.read_text())
+                recorded.update(data["files"])
+                size = sum(f["size"] for f in data["files"].values())
+                what, made = str(data["what"]), str(data["created_at"])
+            except (OSError, ValueError, KeyError, TypeError):
+                what, made, size = "?", "?", 0
+            out.append(Entry(path, what, size, made, problem(path)))
+        for p in sorted(folder.iterdir()):
+            if p.name in recorded or p.name.endswith(RECORD_SUFFIX) or _stale(p, now):
+                continue
+            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
+                else p.stat().st_size
+            made = datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat(
+                timespec="seconds")
+            temporary = p.name.startswith((".", "tmp"))
+            out.append(Entry(p, "temporary (a build in progress or stopped)" if temporary
+                             else "unrecorded (rebuilt at its next use)", size, made, None))
+    return out
+
+
+def clear() -> int:
+    """Empty the cache; the bytes freed."""
+    root = cache_dir()
+    if not root.is_dir():
+        return 0
+    freed = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    for p in root.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return freed

@@ -1,0 +1,129 @@
+"""A run directory's writer: one process at a time holds its lock (an advisory ``flock`` on a file
+naming the holder), a directory that already holds a run is never written over silently, and a
+run whose writer has gone is told apart from one still going."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from visionbench.errors import VisionbenchError
+
+LOCK_FILE = ".visionbench.lock"
+#: What to do with an output directory that already holds a run: refuse (the default), add this
+#: invocation's records to it, move it aside for a new run, or finish it (``resume``).
+Existing = Literal["refuse", "append", "overwrite", "resume"]
+
+
+def _clock(unix: float) -> str:
+    return datetime.fromtimestamp(unix).strftime("%Y-%m-%d %H:%M")
+
+
+def holder(directory: Path) -> dict[str, Any] | None:
+    """Who holds ``directory``'s lock now (pid, host, since, command), or None when nobody does:
+    a holder that died (Ctrl-C, SIGKILL, a crash, a reboot) has released it with its process."""
+    path = directory / LOCK_FILE
+    try:
+        with open(path) as f:  # reading only: looking at a run never writes into it
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    info = json.loads(f.read() or "{}")
+                except json.JSONDecodeError:
+                    info = {}
+                return info if isinstance(info, dict) else {}
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return None
+    except OSError:  # no lock file (or not ours to open): nobody writes there through it
+        return None
+
+
+def describe_holder(info: dict[str, Any]) -> str:
+    since = f" since {_clock(info['since'])}" if isinstance(info.get("since"), int | float) else ""
+    command = f" ({info['command']})" if info.get("command") else ""
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')}{since}{command}"
+
+
+@dataclass
+class RunLock:
+    """The lock of a run directory, held from ``acquire`` until ``release`` or the process ends."""
+
+    directory: Path
+    _file: IO[str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def acquire(cls, directory: Path, command: list[str]) -> RunLock:
+        """Take ``directory``'s lock, or fail with one line naming the process that holds it."""
+        try:
+            f = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the whole run)
+        except OSError as e:
+            raise VisionbenchError(f"cannot lock {directory}: {e.strerror}") from e
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            info = holder(directory) or {}
+            raise VisionbenchError(
+                f"{directory} is being written by another visionbench ({describe_holder(info)}); "
+                "wait for it to finish or give another --output") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "since": time.time(), "command": " ".join(command)[:500]}))
+        f.flush()
+        return cls(directory, f)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the flock
+            self._file = None
+
+
+def stopped_at(directory: Path, status: str) -> float | None:
+    """For a run recorded as running whose writer is gone: when it last wrote (Unix time);
+    None while it runs, or once it finished."""
+    if status != "running" or holder(directory) is not None:
+        return None
+    try:
+        return (directory / "results.json").stat().st_mtime
+    except OSError:
+        return None
+
+
+def ended_text(unix: float) -> str:
+    return f"ended without finishing (the process stopped at {_clock(unix)})"
+
+
+@dataclass
+class Aside:
+    """A run moved out of the way by ``--overwrite``: deleted once the new run has stored its
+    first record, put back if the new run ends without any."""
+
+    original: Path
+    moved: Path
+
+    def drop(self) -> None:
+        shutil.rmtree(self.moved, ignore_errors=True)
+
+    def restore(self) -> None:
+        shutil.rmtree(self.original, ignore_errors=True)
+        os.replace(self.moved, self.original)
+
+
+def move_aside(directory: Path) -> Aside:
+    """Rename ``directory`` to a hidden sibling, so the new run starts in an empty one."""
+    moved = directory.with_name(f".{directory.name}.overwritten-{os.getpid()}-{int(time.time())}")
+    try:
+        os.replace(directory, moved)
+    except OSError as e:
+        raise VisionbenchError(f"cannot move the old run {directory} aside: {e.strerror}") from e
+    return Aside(directory, moved)

@@ -1,0 +1,111 @@
+"""The cache heals: a damaged entry (truncated, a part missing, no record) is set aside and
+rebuilt once with a note, never handed to an engine; stale temporary files go; `visionbench
+cache` lists and clears it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from visionbench import cache
+
+from conftest import ENGINE_NAMES, TINY, vb
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(root))
+    return root
+
+
+def _build(calls: list[str], parts: tuple[str, ...] = ()):
+    def build(path: Path) -> None:
+        calls.append(path.name)
+        path.write_bytes(b"model " * 100)
+        for p in parts:
+            path.with_name(p).write_bytes(b"weights " * 50)
+    return build
+
+
+def test_an_entry_is_built_once_and_rebuilt_when_damaged(private_cache):
+    path = private_cache / "int8" / "m.xml"
+    calls: list[str] = []
+    build = _build(calls, ("m.bin",))
+    assert cache.cached(path, "test model", build, ["m.bin"]) == path
+    assert cache.cached(path, "test model", build, ["m.bin"]) == path
+    assert calls == ["m.xml"] and cache.take_notes() == []
+    record = json.loads((path.parent / "m.xml.record.json").read_text())
+    assert record["what"] == "test model" and set(record["files"]) == {"m.xml", "m.bin"}
+
+    damage = {
+        "truncated": lambda: path.write_bytes(path.read_bytes()[:10]),
+        "same size, other bytes": lambda: path.write_bytes(b"X" * len(path.read_bytes())),
+        "a part missing": lambda: path.with_name("m.bin").unlink(),
+        "no record": lambda: path.with_name("m.xml.record.json").unlink(),
+    }
+    expected = ["m.xml has 10 bytes, 600 when written", "m.xml differs from what was written (SHA-256)",
+                "m.bin is missing", "it has no record of its contents"]
+    for (name, do), why in zip(damage.items(), expected, strict=True):
+        do()
+        assert cache.cached(path, "test model", build, ["m.bin"]) == path, name
+        [note] = cache.take_notes()
+        assert note == f"the cached test model was damaged ({why}): set aside and rebuilt", name
+        assert cache.problem(path) is None and path.read_bytes() == b"model " * 100
+    assert len(calls) == 5
+    assert len(list((private_cache / cache.SET_ASIDE).rglob("m.xml*"))) >= 4
+
+
+def test_stale_temporary_files_are_removed_and_fresh_ones_kept(private_cache):
+    folder = private_cache / "int8"
+    folder.mkdir(parents=True)
+    old, fresh, tmpdir = folder / ".m.123.xml", folder / ".m.456.xml", folder / ".tmp-abc"
+    for p in (old, fresh):
+        p.write_text("half")
+    tmpdir.mkdir()
+    (tmpdir / "pre.onnx").write_text("half")
+    kept = folder / "whole.onnx"
+    kept.write_text("model")
+    day_ago = time.time() - 2 * 24 * 3600
+    for p in (old, tmpdir, kept):
+        os.utime(p, (day_ago, day_ago))
+    assert sorted(p.name for p in cache.tidy()) == [".m.123.xml", ".tmp-abc"]
+    assert fresh.exists() and kept.exists() and not old.exists() and not tmpdir.exists()
+
+
+def test_cache_command_lists_and_clears(private_cache):
+    path = private_cache / "models" / "a.onnx"
+    cache.cached(path, "test model", _build([]))
+    (private_cache / "models" / "legacy.onnx").write_bytes(b"old")
+    listed = vb("cache")
+    assert listed.returncode == 0, listed.stderr
+    assert "a.onnx" in listed.stdout and "test model" in listed.stdout and "whole" in listed.stdout
+    assert "legacy.onnx" in listed.stdout and "unrecorded" in listed.stdout
+    path.write_bytes(b"x")
+    assert "damaged: a.onnx has 1 bytes" in vb("cache").stdout
+    cleared = vb("cache", "--clear")
+    assert cleared.returncode == 0 and "MiB freed" in cleared.stdout
+    assert list(private_cache.iterdir()) == []
+    assert "0 entries" in vb("cache").stdout
+
+
+@pytest.mark.parametrize("engine", [e for e in ("onnxruntime", "openvino") if e in ENGINE_NAMES])
+def test_a_corrupt_cached_int8_model_is_rebuilt_with_a_note(private_cache, tmp_path, engine):
+    args = ["run", *TINY, "--engine", engine, "--precision", "int8", "--mode", "latency",
+            "--iterations", "3", "--repeats", "1", "--warmup", "1"]
+    assert vb(*args, "--output", str(tmp_path / "a")).returncode == 0
+    [model] = [p for p in (private_cache / "int8").iterdir()
+               if p.suffix in (".onnx", ".xml") and p.name.startswith(engine)]
+    part = model.with_suffix(".bin") if engine == "openvino" else model
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # as a full disk leaves it
+    proc = vb(*args, "--output", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    [m] = json.loads((tmp_path / "b" / "results.json").read_text())["measurements"]
+    assert m["status"] == "ok" and m["quantized_ops"] > 0
+    assert any(w.startswith("the cached ") and "was damaged" in w and w.endswith("rebuilt")
+               for w in m["warnings"]), m["warnings"]
+    assert cache.problem(model) is None
