@@ -3,7 +3,7 @@ of visionbench's own code): each input must end in a result or one clear line (a
 VisionbenchError), never another exception and never a crash.
 
     pip install atheris
-    python benchmarks/fuzz_inputs.py [--runs 2000] [--target onnx,image,...] [--seconds 120]
+    python benchmarks/fuzz_inputs.py [--runs 20000] [--target onnx,image,...] [--seconds 60]
 
 Each target runs in its own process from a seed corpus (valid files written here); the inputs
 tried, the distinct findings (exception type and the line that raised it) and any crash are
@@ -110,7 +110,7 @@ def results_json(data: bytes, tmp: Path) -> None:
     from visionbench.report.console import print_summary
 
     run = tmp / "run"
-    run.mkdir()
+    shutil.copytree(ROOT / "tests" / "fixtures" / "run-0.1.0" / "raw", run / "raw")
     _file(data, run, "results.json")
     results = api.load(run)
     print_summary(Console(file=io.StringIO(), width=140), results)
@@ -158,6 +158,45 @@ def finding_key(e: BaseException) -> str:
     ours = [f for f in frames if "visionbench" in f.filename and "fuzz_inputs" not in f.filename]
     f = (ours or frames)[-1]
     return f"{type(e).__name__} at {Path(f.filename).name}:{f.lineno}"
+
+
+def json_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """Mutate a JSON document by its structure (a value replaced by another of any type, a key
+    dropped or added), so that inputs get past the JSON parser into what reads the document;
+    bytes that are not JSON get libFuzzer's own mutations."""
+    import random
+
+    import atheris
+
+    rng = random.Random(seed)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return atheris.Mutate(data, max_size)
+    for _ in range(rng.randint(1, 4)):
+        node, key = doc, None
+        while isinstance(node, (dict, list)) and node:
+            key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+            child = node[key]
+            if not isinstance(child, (dict, list)) or not child or rng.random() < 0.3:
+                break
+            node, key = child, None
+        if key is None:
+            continue
+        choice = rng.random()
+        if choice < 0.15 and isinstance(node, dict):
+            node.pop(key, None)
+        elif choice < 0.25 and isinstance(node, dict):
+            node[f"x{rng.randrange(99)}"] = rng.choice([None, 1, "x", [], {}])
+        else:
+            node[key] = rng.choice([None, True, 0, -1, 1e308, float("nan"), "", "x" * 50, [], {},
+                                    [1, 2], {"a": 1}, "2026-13-45", -1e-300, 2**63])
+    out = json.dumps(doc).encode()
+    return out if len(out) <= max_size else data
+
+
+#: Targets whose inputs are JSON, mutated by their structure.
+JSON_TARGETS = {"results", "runtime_env"}
 
 
 # --- seeds: one valid file per target --------------------------------------------------------
@@ -239,7 +278,8 @@ def fuzz_one(target: str, runs: int, seconds: int, work: Path) -> None:
         else 4096
     atheris.Setup([sys.argv[0], f"-runs={runs}", f"-max_total_time={seconds}",
                    f"-max_len={max_len}", "-print_final_stats=1", f"-artifact_prefix={work}/",
-                   str(corpus)], one)
+                   str(corpus)], one,
+                  custom_mutator=json_mutator if target in JSON_TARGETS else None)
     atheris.Fuzz()
 
 
@@ -286,8 +326,8 @@ def campaign(target: str, runs: int, seconds: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default=",".join(TARGETS))
-    ap.add_argument("--runs", type=int, default=2000, help="inputs per target (fewer for slow ones)")
-    ap.add_argument("--seconds", type=int, default=120, help="at most this long per target")
+    ap.add_argument("--runs", type=int, default=20000, help="inputs per target (fewer for slow ones)")
+    ap.add_argument("--seconds", type=int, default=60, help="at most this long per target")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -94,9 +94,13 @@ def freeze(tf: Any, call: Any, shape: tuple[int | None, ...], input_name: str, o
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec = tf.TensorSpec(shape, dtype or tf.float32, name="input")
-    concrete = tf.function(call).get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(concrete)
-    out = frozen.outputs[0]
+    try:  # a graph that imports may still not trace on one input (fuzzing found several)
+        concrete = tf.function(call).get_concrete_function(spec)
+        frozen = convert_variables_to_constants_v2(concrete)
+        out = frozen.outputs[0]
+    except Exception as e:
+        raise VisionbenchError(f"cannot run the model from {input_name} to {output_name} on "
+                               f"one {list(shape)} input: {describe(e)}") from e
     return FrozenModel(frozen, input_name, output_name, tuple(shape), tuple(out.shape.as_list()))
 
 
