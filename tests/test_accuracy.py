@@ -237,6 +237,21 @@ def test_run_with_accuracy_calibrates_on_a_list_file(photos, tmp_path):
     html = (out / "report.html").read_text()
     assert "Accuracy (5 images)" in html and "MLPerf" in html and listing.name in html
 
+    # stopped before INT8: resume measures its timing and the engine's accuracy again (INT8's
+    # agreement is judged against FP32 predictions of the same sitting)
+    results["measurements"] = results["measurements"][:1]
+    results["accuracy"][1].update(status="failed", reason="killed")
+    results["status"] = "interrupted"
+    (out / "results.json").write_text(json.dumps(results))
+    resumed = vb("resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    again = json.loads((out / "results.json").read_text())
+    assert again["status"] == "complete"
+    assert [(m["precision"], m["resumed"]) for m in again["measurements"]] == [
+        ("fp32", False), ("int8", True)]
+    assert [(a["precision"], a["status"], a["resumed"]) for a in again["accuracy"]] == [
+        ("fp32", "ok", True), ("int8", "ok", True)]
+
 
 def test_default_calibration_is_a_seeded_sample_kept_apart_from_the_evaluated_images(tmp_path):
     from visionbench.data.calibration import calibration

@@ -234,6 +234,24 @@ def test_resume_measures_a_failed_measurement_again(tmp_path):
     assert m["status"] == "ok" and m["resumed"] and m["latency"]["p50_ms"] > 0
 
 
+def test_resume_finishes_a_sweep(tmp_path):
+    out = tmp_path / "s"
+    sweep = [*SWEEP[:-1], "1,2"]
+    assert vb("sweep", *sweep, "--output", str(out)).returncode == 0
+    data = _results(out)
+    assert [m["id"] for m in data["measurements"]] == ["onnxruntime-fp32-throughput-b1",
+                                                       "onnxruntime-fp32-throughput-b2"]
+    data["measurements"].pop()
+    data["status"] = "interrupted"
+    (out / "results.json").write_text(json.dumps(data))
+    resumed = vb("resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "missing: onnxruntime-fp32-throughput-b2" in _text(resumed)
+    data = _results(out)
+    assert data["kind"] == "sweep" and data["status"] == "complete"
+    assert [m["resumed"] for m in data["measurements"]] == [False, True]
+
+
 def test_resume_refuses_what_it_cannot_finish(tmp_path):
     _one_line(vb("resume", str(tmp_path / "none")), "does not exist")
     out = tmp_path / "t"
