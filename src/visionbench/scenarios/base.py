@@ -275,10 +275,13 @@ def claim(cfg: RunConfig, command: list[str], marks: Sequence[str] = (RESULTS_JS
                 + ("--append to add to it, " if appendable else "")
                 + "or --overwrite to replace it")
         aside = move_aside(out)
-        moved = lock
-        lock = RunLock.acquire(output_dir(out), command)
-        moved.release()
-        return lock, None, aside
+        try:
+            fresh = RunLock.acquire(output_dir(out), command)
+        except BaseException:
+            aside.restore()
+            raise
+        lock.release()
+        return fresh, None, aside
     except BaseException:
         lock.release()
         raise
