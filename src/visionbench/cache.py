@@ -27,6 +27,8 @@ SET_ASIDE = "set-aside"
 #: ``atomic_write_bytes``' ``.NAME.X.tmp``) this old is left over from a build that never finished.
 STALE_SECONDS = 24 * 3600
 
+NO_RECORD = "it has no record of its contents"
+
 _notes: list[str] = []
 
 
@@ -51,7 +53,7 @@ def problem(path: Path) -> str | None:
     try:
         files = json.loads(record.read_text())["files"]
     except FileNotFoundError:
-        return "it has no record of its contents"
+        return NO_RECORD
     except (OSError, ValueError, KeyError, TypeError):
         return "its record is unreadable"
     for name, want in files.items():
@@ -92,7 +94,9 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
         if why is None:
             return path
         set_aside(path, parts)
-        _notes.append(f"the cached {what} was damaged ({why}): set aside and rebuilt")
+        _notes.append(f"the cached {what} had no record of its contents (an earlier visionbench "
+                      "wrote it): set aside and rebuilt" if why == NO_RECORD else
+                      f"the cached {what} was damaged ({why}): set aside and rebuilt")
     path.parent.mkdir(parents=True, exist_ok=True)
     build(path)
     if not path.exists():
