@@ -55,7 +55,7 @@ def test_an_output_holding_a_run_is_refused_and_the_run_kept(tmp_path):
     assert first.returncode == 0, first.stderr
     before = (out / "results.json").read_text()
     line = _one_line(vb("run", *QUICK, "--precision", "int8", "--output", str(out)),
-                     "already holds a run (study, 1 records, complete")
+                     "already holds a run (study, 1 record, complete")
     assert "--append" in line and "--overwrite" in line
     assert (out / "results.json").read_text() == before
     # sweep and tune refuse it the same way

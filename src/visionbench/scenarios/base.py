@@ -230,7 +230,8 @@ MACHINE = ("cpu_model", "cpu_family_model_stepping", "isa_flags", "physical_core
 
 def _summary(prior: Results) -> str:
     n = len(prior.measurements) + len(prior.accuracy) + len(prior.tune) + len(prior.mlperf)
-    return f"{prior.kind}, {n} records, {prior.state}, made {prior.created_at[:16].replace('T', ' ')}"
+    made = prior.created_at[:16].replace("T", " ")
+    return f"{prior.kind}, {n} record{'' if n == 1 else 's'}, {prior.state}, made {made}"
 
 
 def check_joinable(prior: Results, model: ModelSpec, system: dict[str, Any], out: Path) -> None:
