@@ -211,7 +211,6 @@ def resume(run: str | Path, *, reporter: Reporter | None = None,
     """Finish a run that stopped (Ctrl-C, SIGTERM, kill -9, a crash) or has failed measurements:
     each command recorded in it is planned again from its recorded configuration, and only the
     records missing or failed are measured, on the same machine and software."""
-    from visionbench.results.schema import Invocation
     from visionbench.scenarios.study import run as run_study
 
     path = Path(run)
@@ -222,9 +221,7 @@ def resume(run: str | Path, *, reporter: Reporter | None = None,
     if prior.kind in NOT_RESUMED:
         raise VisionbenchError(f"{path} is a {prior.kind} run, which is not resumed: "
                                f"{NOT_RESUMED[prior.kind]}")
-    invocations = [i for i in prior.invocations if i.how != "resume"] or [Invocation(
-        how="new", kind=prior.kind, command=prior.command, config=prior.config,
-        started_at=prior.created_at)]
+    invocations = [i for i in prior.history() if i.how != "resume"]
     reporter = reporter or Reporter()
     results = prior
     for inv in invocations:

@@ -25,6 +25,11 @@ CALIBRATION_SAMPLES = 300
 METHODS = ("reference", "engine")
 
 
+#: What to do with an output directory that already holds a run: refuse (the default), add this
+#: command's records to it, move it aside for a new run, or finish it (``resume``).
+EXISTING = ("refuse", "append", "overwrite", "resume")
+
+
 @dataclass(frozen=True)
 class ModeDefaults:
     warmup: int  # inferences (batches) discarded before timing
@@ -195,8 +200,7 @@ class RunConfig:
     launch: Launch = field(default_factory=Launch)
     inputs: Inputs = field(default_factory=Inputs)
     output: Path = Path("results")
-    #: An output that already holds a run: refuse, append, overwrite (``rundir.Existing``); resume
-    #: is ``visionbench resume``'s.
+    #: An output that already holds a run: one of ``EXISTING``; resume is ``visionbench resume``'s.
     existing: str = "refuse"
     #: With ``append``: a record whose key the run already holds replaces it, instead of refusing.
     replace_records: bool = False
@@ -204,7 +208,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.study.accuracy and self.inputs.data is None:
             raise VisionbenchError("accuracy needs images: give --data DIR")
-        if self.existing not in ("refuse", "append", "overwrite", "resume"):
+        if self.existing not in EXISTING:
             raise VisionbenchError(f"unknown policy for an existing run '{self.existing}'")
         if self.replace_records and self.existing != "append":
             raise VisionbenchError("--replace replaces measurements of the run it appends to: "

@@ -13,14 +13,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from visionbench.errors import VisionbenchError
 
 LOCK_FILE = ".visionbench.lock"
-#: What to do with an output directory that already holds a run: refuse (the default), add this
-#: invocation's records to it, move it aside for a new run, or finish it (``resume``).
-Existing = Literal["refuse", "append", "overwrite", "resume"]
 
 
 def _clock(unix: float) -> str:

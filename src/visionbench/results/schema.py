@@ -366,6 +366,13 @@ class Results(BaseModel):
         default_factory=list, description="every command that wrote into this run, in order "
         "(none in files written before 0.3: the run's own command and config)")
 
+    def history(self) -> list[Invocation]:
+        """The commands that wrote into the run; for a file written before they were recorded,
+        its own command and configuration."""
+        return self.invocations or [Invocation(
+            how="new", kind=self.kind, command=self.command, config=self.config,
+            started_at=self.created_at, finished_at=self.finished_at, status=self.status)]
+
     def records(self) -> dict[str, str]:
         """Every stored record's key (a measurement's id; accuracy-, tune-, mlperf- keys for the
         others) and its status."""

@@ -229,7 +229,7 @@ MACHINE = ("cpu_model", "cpu_family_model_stepping", "isa_flags", "physical_core
 
 
 def _summary(prior: Results) -> str:
-    n = len(prior.measurements) + len(prior.accuracy) + len(prior.tune) + len(prior.mlperf)
+    n = len(prior.records())
     made = prior.created_at[:16].replace("T", " ")
     return f"{prior.kind}, {n} record{'' if n == 1 else 's'}, {prior.state}, made {made}"
 
@@ -403,12 +403,8 @@ def join(prior: Results, cfg: RunConfig, kind: Kind, model: ModelSpec, system: d
         raise VisionbenchError(f"{cfg.output} was measured with other software versions ("
                                + "; ".join(f"{k}: {v}" for k, v in changed.items())
                                + "); give another --output")
-    if not prior.invocations:  # written before invocations were recorded
-        prior.invocations.append(Invocation(
-            how="new", kind=prior.kind, command=prior.command, config=prior.config,
-            started_at=prior.created_at, finished_at=prior.finished_at, status=prior.status))
     prior.software.update(software)
-    prior.invocations.append(invocation)
+    prior.invocations = [*prior.history(), invocation]
     prior.status, prior.finished_at = "running", None
     if cfg.existing == "append":
         prior.command = [*prior.command, "+", *invocation.command]
