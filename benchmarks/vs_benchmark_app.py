@@ -10,6 +10,7 @@ figure is the median of the per-round ratios to benchmark_app, with their range.
 
     python benchmarks/vs_benchmark_app.py [--duration 10] [--rounds 3] [--precision fp32,int8]
     python benchmarks/vs_benchmark_app.py --best [--rounds 5] [--tune DIR]
+    python benchmarks/vs_benchmark_app.py --best --latency-only --precision int8 --rounds 8
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def tuned_commands(tune_dir: Path | None, precisions: list[str]) -> dict[str, li
 def best(args: argparse.Namespace, threads: int) -> None:
     """benchmark_app at its best against both study methods, tune's setting and batch-1 latency."""
     precisions = args.precision.split(",")
-    tuned = tuned_commands(args.tune, precisions)
+    tuned = {} if args.latency_only else tuned_commands(args.tune, precisions)
     timing = ["--duration", str(args.duration), "--repeats", "1"]
     print(f"\n{args.rounds} rounds of {args.duration:.0f} s, the order rotating and reversing; ratios to "
           "benchmark_app per round: median [min-max]\n")
@@ -110,11 +111,13 @@ def best(args: argparse.Namespace, threads: int) -> None:
                                         "--mode", "throughput", "--method", "reference"),
             "run, engine method": vb("--engine", "openvino", "--precision", precision,
                                      "--mode", "throughput", "--method", "engine"),
-            "tune's setting": vb(*tuned[precision]),
+            "tune's setting": vb(*tuned.get(precision, [])),
             "benchmark_app -hint latency -b 1": ba(1, "latency"),
             "run, batch-1 latency": vb("--engine", "openvino", "--precision", precision,
                                        "--mode", "latency"),
         }
+        if args.latency_only:
+            tools = {k: v for k, v in tools.items() if "latency" in k}
         got: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
         names = list(tools)
         for i in range(args.rounds):
@@ -123,13 +126,16 @@ def best(args: argparse.Namespace, threads: int) -> None:
             order = names[i % len(names):] + names[:i % len(names)]
             for name in order if i % 2 == 0 else order[::-1]:
                 got[name].append(tools[name]())
-        base = got["benchmark_app -hint throughput"]
-        print(f"{precision} (batch {batch}): benchmark_app -hint throughput "
-              f"{spread([b[0] for b in base])} img/s")
-        for name in ("run, reference method", "run, engine method", "tune's setting"):
-            ratios = [v[0] / b[0] for v, b in zip(got[name], base, strict=True)]
-            print(f"  {name:28} {spread([v[0] for v in got[name]]):>24} img/s   "
-                  f"x{spread(ratios)}")
+        if not args.latency_only:
+            base = got["benchmark_app -hint throughput"]
+            print(f"{precision} (batch {batch}): benchmark_app -hint throughput "
+                  f"{spread([b[0] for b in base])} img/s")
+            for name in ("run, reference method", "run, engine method", "tune's setting"):
+                ratios = [v[0] / b[0] for v, b in zip(got[name], base, strict=True)]
+                print(f"  {name:28} {spread([v[0] for v in got[name]]):>24} img/s   "
+                      f"x{spread(ratios)}")
+        else:
+            print(f"{precision}:")
         lat_ba, lat_vb = got["benchmark_app -hint latency -b 1"], got["run, batch-1 latency"]
         ratios = [v[1] / b[1] for v, b in zip(lat_vb, lat_ba, strict=True)]
         print(f"  batch-1 p50: benchmark_app {spread([b[1] for b in lat_ba])} ms, visionbench "
@@ -145,6 +151,8 @@ def main() -> None:
     ap.add_argument("--best", action="store_true",
                     help="benchmark_app at its best against both methods and tune's setting")
     ap.add_argument("--tune", type=Path, help="--best: a tune run to take the settings from")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="--best: only batch-1 latency (-hint latency -b 1 against run --mode latency)")
     args = ap.parse_args()
     threads = available_cpus()
     if args.best:

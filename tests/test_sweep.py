@@ -169,5 +169,5 @@ def test_compare_refuses_a_sweep(tmp_path: Path) -> None:
                       "input_layout": "NCHW", "input_shape_per_image": [3, 2, 2],
                       "fixed_batch": None, "num_classes": 10, "gflop_per_image": None}}
     (run / RESULTS_JSON).write_text(json.dumps(data))
-    with pytest.raises(VisionbenchError, match=r"is a sweep run: .* takes study runs"):
+    with pytest.raises(VisionbenchError, match=r"is a sweep run: .* takes study and suite runs"):
         load_runs([run])

@@ -129,6 +129,22 @@ def sweep(batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128), *,
                modes=["throughput"], batch_sizes=sorted(set(batch_sizes)), **options)
 
 
+def suite(workloads: Names = "all", *, reporter: Reporter | None = None,
+          command: Sequence[str] | None = None, **options: Any) -> Results:
+    """The vision workload suite: the study on each workload (``"all"``: every one of the suite,
+    or a list of registered models), each at its own throughput batch and at batch 1, every
+    precision, each lower precision with its fidelity to FP32; one run of kind ``suite``. The
+    reference method unless ``methods`` says otherwise."""
+    from visionbench.scenarios import suite as suite_scenario
+
+    names = suite_scenario.workloads(workloads if not isinstance(workloads, (list, tuple))
+                                     else list(workloads))
+    options.setdefault("methods", ["reference"])
+    cfg = study_config(workloads=names, **options)
+    return suite_scenario.run(cfg, reporter or Reporter(),
+                              _command(command, "suite", {"workloads": workloads, **options})).results
+
+
 def tune(budget: str | float = "10m", *, max_latency_ms: float | None = None,
          reporter: Reporter | None = None, command: Sequence[str] | None = None,
          **options: Any) -> Results:
@@ -212,6 +228,7 @@ def resume(run: str | Path, *, reporter: Reporter | None = None,
     each command recorded in it is planned again from its recorded configuration, and only the
     records missing or failed are measured, on the same machine and software."""
     from visionbench.scenarios.study import run as run_study
+    from visionbench.scenarios.suite import run as run_suite
 
     path = Path(run)
     if is_fleet(path):
@@ -229,7 +246,8 @@ def resume(run: str | Path, *, reporter: Reporter | None = None,
             reporter.note(f"not resumed: {' '.join(inv.command)} ({NOT_RESUMED[inv.kind]})")
             continue
         cfg = RunConfig.from_record(inv.config.model_dump(), path).replace(existing="resume")
-        results = run_study(cfg, reporter, _command(command, "resume", {"run": str(run)})).results
+        again = run_suite if inv.kind == "suite" else run_study
+        results = again(cfg, reporter, _command(command, "resume", {"run": str(run)})).results
     return results
 
 

@@ -12,6 +12,7 @@ from visionbench.engines import PRECISIONS, Engine, Precision, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import LAYOUTS
 from visionbench.harness.timing import MODES, Mode, TimingPlan
+from visionbench.models.shapes import TASKS, parse_shape
 
 #: Batch sizes of the reference study (Intel AI Reference Models' TensorFlow defaults).
 REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
@@ -84,6 +85,13 @@ class Study:
     #: Tensors of a TensorFlow model file, where they cannot be inferred.
     input_name: str | None = None
     output_name: str | None = None
+    #: An ONNX file's input shape where the file leaves dimensions dynamic or unknown
+    #: (``--input-shape 1,3,640,640``; the batch follows ``batch_size`` where it is dynamic), and
+    #: what the model does (else inferred from its outputs).
+    input_shape: list[int] | None = None
+    task: str | None = None
+    #: A suite's workloads (registered models), measured in turn; None: one model.
+    workloads: list[str] | None = None
     batch_size: int | None = None
     #: A batch-size sweep: throughput (and per-call latency) at each of these batch sizes.
     batch_sizes: list[int] | None = None
@@ -97,6 +105,10 @@ class Study:
 
     def __post_init__(self) -> None:
         _positive({"--batch-size": self.batch_size})
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
+        if self.task is not None and self.task not in TASKS:
+            raise VisionbenchError(f"unknown --task '{self.task}'; choose from {', '.join(TASKS)}")
         if not self.methods or any(m not in METHODS for m in self.methods):
             raise VisionbenchError(f"unknown method in '{','.join(self.methods)}'; choose from "
                                    f"{', '.join(METHODS)}")

@@ -1,5 +1,7 @@
 """The one exception type whose message is shown to the user as a single line."""
 
+import re
+
 
 class VisionbenchError(Exception):
     """A problem with the user's input or machine, stated in one line; never a bug."""
@@ -9,7 +11,10 @@ def describe(e: BaseException) -> str:
     """One line for an exception: our own message as is, anything else with its type."""
     if isinstance(e, VisionbenchError):
         return str(e)
-    first = (str(e).strip().splitlines() or [""])[0][:200]
+    # OpenVINO prefixes its reason with a chain of "Exception from src/...cpp:117:" lines.
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    first = next((ln for ln in lines if not re.fullmatch(r"Exception from \S+:\d+:", ln)),
+                 lines[0] if lines else "")[:200]
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 

@@ -87,6 +87,28 @@ def run(**kw: Any) -> None:
     _execute(api.run, study(**kw))
 
 
+@cli.command()
+@click.option("--workloads", default="all", show_default=True,
+              help="Comma list of workloads (`visionbench models` lists them), or all: the suite's "
+                   "classifiers, transformer, detectors and segmenter.")
+@options(STUDY)
+@options(INSTANCES)
+@options(TIMING)
+@options(STUDY_MODES)
+def suite(workloads: str, **kw: Any) -> None:
+    """The vision workload suite: every workload x precision x mode, fidelity to FP32, the
+    geometric means and suite scores."""
+    for flag, name, default in (("--model", "model", "resnet50"), ("--weights", "weights", None),
+                                ("--input-shape", "input_shape", None), ("--task", "task", None),
+                                ("--input-name", "input_name", None),
+                                ("--output-name", "output_name", None),
+                                ("--accuracy", "accuracy", False)):
+        if kw.pop(name, default) not in (default, None, False):
+            raise VisionbenchError(f"{flag} is for visionbench run; the suite's models are its "
+                                   "--workloads")
+    _execute(lambda **k: api.suite(workloads, **k), study(**kw))
+
+
 def _int_list(value: str, flag: str) -> list[int]:
     try:
         items = [int(v) for v in value.split(",") if v.strip()]

@@ -34,6 +34,12 @@ STUDY = [
                       "runs it) or TensorFlow's own file (.keras, .h5, .pb, SavedModel directory)."),
     click.option("--input-name", help="Input tensor of a TensorFlow model file, if it cannot be inferred."),
     click.option("--output-name", help="Output (logits) tensor of a TensorFlow model file, if ambiguous."),
+    click.option("--input-shape", help="An ONNX model's input shape, e.g. 1,3,640,640, setting the "
+                                       "dimensions the file leaves dynamic or unknown; a dynamic "
+                                       "batch follows --batch-size [default: the task's size: 224, "
+                                       "detection 640, segmentation 512]."),
+    click.option("--task", type=click.Choice(["classification", "detection", "segmentation", "other"]),
+                 help="What an ONNX model does [default: inferred from its outputs, else other]."),
     click.option("--threads", type=int, help="Threads per engine [default: all available cores]."),
     click.option("--data", type=click.Path(path_type=Path),
                  help="Images: class folders named by WordNet id, or a folder with val_map.txt. "

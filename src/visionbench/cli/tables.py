@@ -67,13 +67,19 @@ def print_engines(console: Console, engines: list[EngineInfo]) -> None:
 
 
 def print_models(console: Console, models: dict[str, Entry], engines: list[EngineInfo]) -> None:
+    import importlib.util
+
     t = Table(title="Built-in models")
     for col in ("model", "task", "parameters", "GFLOPs", "input", "weights", "engines here"):
         t.add_column(col, justify="right" if col in ("parameters", "GFLOPs") else "left")
+    torch_here = importlib.util.find_spec("torch") is not None
     for name, entry in models.items():
         c = entry.card
         runs = [e.name for e in engines if e.installed and entry.has(e.definition)]  # type: ignore[arg-type]
-        t.add_row(Text(name), c.task, f"{c.params / 1e6:.2f} M", f"{c.gflop_per_image:.2f}",
+        if c.built_with == "torch" and not torch_here:
+            runs = ["none until built (building needs torch)"]
+        t.add_row(Text(name), c.task, "-" if c.params is None else f"{c.params / 1e6:.2f} M",
+                  "-" if c.gflop_per_image is None else f"{c.gflop_per_image:.2f}",
                   f"{c.channels}x{c.height}x{c.width}", c.weights, Text(", ".join(runs) or "none"))
     console.print(t)
     for name, entry in models.items():

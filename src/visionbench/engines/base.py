@@ -86,7 +86,8 @@ class Session(ABC):
 
     @abstractmethod
     def run(self, batch: Any) -> np.ndarray:
-        """Run one fed batch and return the output (logits) as a numpy array."""
+        """Run one fed batch (the whole model: every output computed) and return its primary
+        output (a classifier's logits) as a numpy array."""
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         """Start a fed batch on request ``slot`` (0 to ``requests`` - 1, never one still running)
@@ -96,6 +97,11 @@ class Session(ABC):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """``run(feed(batch))``: logits for a numpy batch, for checks outside the timed loop."""
         return self.run(self.feed(batch))
+
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model for a numpy batch, in the model's order (outside the timed
+        loop: fidelity to FP32 compares them all)."""
+        return [self.predict(batch)]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine's resources."""
@@ -217,6 +223,9 @@ class ConcurrentSessions(Session):
 
     def run(self, batch: Any) -> np.ndarray:
         return self._sessions[0].run(batch)
+
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._sessions[0].outputs(batch)
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         if self._error is not None:

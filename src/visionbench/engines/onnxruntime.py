@@ -75,7 +75,10 @@ def _quantize(model: ModelSpec, calibration: Calibration, reduce_range: bool) ->
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
                 reduce_range=reduce_range,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                # A transformer's attention products (MatMul of two activations) stay in float,
+                # as ONNX Runtime advises for transformers; only products with weights quantize.
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                               "MatMulConstBOnly": model.transformer},
             )
             os.replace(out, path)
 
@@ -86,11 +89,16 @@ class OnnxRuntimeSession(Session):
     def __init__(self, session: object, input_name: str, output_name: str, execution: Execution) -> None:
         self._session = session
         self._input = input_name
-        self._outputs = [output_name]
+        names = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+        self._primary = names.index(output_name) if output_name in names else 0
         self.execution = execution
 
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        # Every output, always: asking ONNX Runtime for one would skip the graph's other branches.
+        return self._session.run(None, {self._input: batch})  # type: ignore[attr-defined]
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(self._outputs, {self._input: batch})[0]  # type: ignore[attr-defined]
+        return self.outputs(batch)[self._primary]
 
 
 def _executed_ops(options: object, source: Path, providers: list[str]) -> Counter[str]:
@@ -175,7 +183,8 @@ class OnnxRuntimeEngine(Engine):
                     "graph_optimization_level": "ORT_ENABLE_ALL",
                     "int8_model": str(source) if precision == "int8" else None,
                     "quantizer": f"onnxruntime.quantization.quantize_static ({QUANT_SETTINGS}"
-                    + (", 7-bit weights (reduce_range: no VNNI))" if reduce_range else ")")
+                    + (", 7-bit weights (reduce_range: no VNNI)" if reduce_range else "")
+                    + ("; transformer: attention products in float)" if model.transformer else ")")
                     if precision == "int8" else None,
                     "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
                     "unfused_qdq_ops": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)

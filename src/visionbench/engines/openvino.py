@@ -51,8 +51,11 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
         logging.getLogger("nncf").setLevel(logging.ERROR)
         # NNCF draws its own progress bars; an engine does not print.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            # A transformer gets NNCF's transformer scheme (attention's own products and
+            # softmax kept in float, as its authors advise).
             quantized = nncf.quantize(
-                ov_model, nncf.Dataset(list(calibration)), subset_size=calibration.count
+                ov_model, nncf.Dataset(list(calibration)), subset_size=calibration.count,
+                model_type=nncf.ModelType.TRANSFORMER if model.transformer else None,
             )
         # Save under a temporary name, then rename: the .xml appearing means both files are whole.
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
@@ -91,6 +94,9 @@ class OpenVINOSession(Session):
 
     def run(self, batch: Any) -> np.ndarray:
         return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
+
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        return list(self._requests[0].infer({0: self.feed(batch)}).to_tuple())
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         self._done[slot] = done
@@ -196,7 +202,8 @@ class OpenVINOEngine(Engine):
                 "scheduling_core_type": str(compiled.get_property(hints.scheduling_core_type)),
                 "static_input_shape": list(model.input_shape(batch_size)),
                 "int8_model": str(source) if precision == "int8" else None,
-                "quantizer": "nncf.quantize (post-training, default preset)"
+                "quantizer": "nncf.quantize (post-training, default preset"
+                + (", transformer model type)" if model.transformer else ")")
                 if precision == "int8" else None,
                 "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
             },

@@ -82,8 +82,13 @@ class TorchSession(Session):
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self._autocast):
             return self._fn(x)
 
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        out = self.forward(batch)
+        return [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else [out])]
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.forward(batch).float().numpy()
+        out = self.forward(batch)
+        return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
 
 
 class _Torch(Engine):
@@ -233,7 +238,9 @@ class _Torch(Engine):
         if not kernels:
             # No oneDNN kernel ran (e.g. BF16 convolutions on a CPU without BF16 instructions):
             # PyTorch's own kernels computed the output, in the dtype it comes out in.
-            dtype = str(session.forward(example).dtype).removeprefix("torch.")
+            out = session.forward(example)
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            dtype = str(first.dtype).removeprefix("torch.")
             executed = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
             details["kernels"] = "PyTorch's own (no oneDNN kernel ran)"
         else:

@@ -59,11 +59,13 @@ def from_checkpoint(weights: Path) -> Path:
 def resolve(
     model: str | None = None, seed: int = DEFAULT_SEED, weights: Path | None = None,
     input_name: str | None = None, output_name: str | None = None, threads: int | None = None,
+    input_shape: list[int] | None = None, task: str | None = None,
 ) -> ModelSpec:
     """A registered name (built on first use), a path to the user's ONNX or TensorFlow model, or
     ResNet-50 weights: a torchvision checkpoint (run by every engine) or TensorFlow's own file.
     ``input_name``/``output_name`` pick tensors of a TensorFlow model; ``threads`` are the run's
-    (TensorFlow fixes its thread pools when it first reads a model)."""
+    (TensorFlow fixes its thread pools when it first reads a model). ``input_shape`` sets an ONNX
+    file's dynamic input dimensions, ``task`` says what it does (else inferred from its outputs)."""
     from visionbench.models.tensorflow_files import is_tensorflow_path, read_tensorflow
 
     entry = registry.find(model) if model is not None and weights is None else None
@@ -71,6 +73,8 @@ def resolve(
         weights is None and entry is None and model is not None and is_tensorflow_path(Path(model)))
     if (input_name or output_name) and not tf_file:
         raise VisionbenchError("--input-name and --output-name pick tensors of a TensorFlow model file")
+    if (input_shape or task) and (tf_file or weights is not None):
+        raise VisionbenchError("--input-shape and --task are for ONNX model files and built-in models")
     if weights is not None:
         if model not in (None, DEFAULT_MODEL):
             raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it without --model")
@@ -83,12 +87,16 @@ def resolve(
         entry = registry.get(DEFAULT_MODEL)
     if entry is not None:
         card = entry.card
-        spec = read_onnx(entry.onnx_path(seed), card.name, "built-in", card.gflop_per_image)
-        return replace(spec, preprocessing=card.preprocessing, label_offset=card.label_offset)
+        if task is not None and task != card.task:
+            raise VisionbenchError(f"--task {task} contradicts {card.name}, a {card.task} model")
+        spec = read_onnx(entry.onnx_path(seed), card.name, "built-in", card.gflop_per_image,
+                         input_shape, card.task)
+        return replace(spec, preprocessing=card.preprocessing, label_offset=card.label_offset,
+                       transformer=card.transformer, num_classes=card.num_classes)
     if tf_file:
         return with_label_convention(read_tensorflow(Path(model), input_name, output_name,
                                                      threads=threads))
-    return with_label_convention(read_onnx(Path(model)))
+    return with_label_convention(read_onnx(Path(model), input_shape=input_shape, task=task))
 
 
 def with_label_convention(spec: ModelSpec) -> ModelSpec:

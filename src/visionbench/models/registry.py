@@ -32,6 +32,11 @@ Definition = Literal["onnx", "torch", "keras"]
 #: A build function: the seed of seeded weights -> the ONNX graph, or the path of an ONNX file it
 #: caches itself (packaged weights, exported once per weights file).
 Builder = Callable[[int], "onnx.ModelProto | Path"]
+#: How a model's graph is made: written out from numpy weights, exported from its PyTorch
+#: definition (building needs torch; running the file does not), or shipped by a package.
+BuiltWith = Literal["numpy", "torch", "package"]
+SEEDED = "seeded (deterministic per --seed; batch-norm statistics set from data, so outputs " \
+         "depend on the input)"
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,10 @@ class ModelCard:
     name: str
     task: ModelTask
     summary: str
-    params: int  # learnable parameters
-    gflop_per_image: float  # 2 x multiply-accumulates of one image at the input size
+    #: Learnable parameters and 2 x multiply-accumulates of one image at the input size (None
+    #: for test variants; the figures of the others are checked against the built graph).
+    params: int | None
+    gflop_per_image: float | None
     num_classes: int | None
     channels: int = 3
     height: int = 224
@@ -52,6 +59,13 @@ class ModelCard:
     weights_source: str = "seeded (deterministic per --seed)"
     #: Bump when the build function's output changes, so stale cached files are not reused.
     revision: int = 1
+    built_with: BuiltWith = "numpy"
+    #: A transformer: quantizers get their transformer settings.
+    transformer: bool = False
+    #: The suite's throughput batch where no reference study fixes one (None: the reference's),
+    #: and its INT8 calibration samples where fewer than the run's (heavy detectors).
+    suite_batch: int | None = None
+    calibration_samples: int | None = None
     #: (spec) -> (torch.nn.Module in eval mode, what it is); None: no PyTorch definition.
     torch_module: Callable[[ModelSpec], tuple[Any, str]] | None = None
     #: (spec) -> keras.Model taking NHWC input; None: no Keras definition.
@@ -72,7 +86,7 @@ class Entry:
         """The model's ONNX file, built on first use and cached (seeded weights: per seed)."""
         card = self.card
         path = cache_dir() / "models" / f"{card.name}-seed{seed}-r{card.revision}.onnx"
-        if card.weights != "seeded":  # packaged weights: the builder caches its own file
+        if card.built_with != "numpy":  # the builder caches its own file
             built = self.build(seed)
             if isinstance(built, Path):
                 return built

@@ -11,6 +11,8 @@ from google.protobuf.message import DecodeError
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import file_sha256
+from visionbench.models import shapes
+from visionbench.models.shapes import dims_of
 
 Layout = Literal["NCHW", "NHWC"]
 ModelFormat = Literal["onnx", "tensorflow"]
@@ -39,6 +41,11 @@ class ModelSpec:
     #: ImageNet class 0 in its output (1 for 1001-class models with a background class).
     preprocessing: str = "torchvision"
     label_offset: int = 0
+    #: Every output, in the model's order (``output_name`` is the primary one).
+    outputs: tuple[str, ...] = ()
+    task: str = "classification"
+    #: A transformer: quantizers get their transformer settings.
+    transformer: bool = False
 
     def input_shape(self, batch: int) -> tuple[int, int, int, int]:
         if self.layout == "NCHW":
@@ -67,31 +74,33 @@ def image_layout(dims: list[int | None]) -> tuple[Layout, int, int | None, int |
 
 def image_input(
     model_name: str, dims: list[int | None], described: str, image_like: bool = True,
+    size: int = DEFAULT_IMAGE_SIZE, why: str = "",
 ) -> tuple[Layout, int, int, int, list[str]]:
     """Layout, channels, height, width of a model's image input (a dynamic size is measured at
-    224x224, noted), or one clear error; ``image_like`` False when its element type is not float."""
+    ``size``, noted with ``why``), or one clear error; ``image_like`` False when its element type
+    is not float."""
     found = image_layout(dims) if image_like else None
     if found is None:
         raise VisionbenchError(
             f"model {model_name} has no image-like input (a 4-D float tensor, NCHW or NHWC "
             f"with 1 or 3 channels); its input: {described}"
+            + ("" if None not in dims else "; --input-shape N,C,H,W sets its unknown dimensions")
         )
     layout, channels, h, w = found
     notes: list[str] = []
     if h is None or w is None:
-        h, w = h or DEFAULT_IMAGE_SIZE, w or DEFAULT_IMAGE_SIZE
-        notes.append(f"input spatial size is dynamic; benchmarked at {h}x{w}")
+        h, w = h or size, w or size
+        notes.append(f"input spatial size is dynamic; benchmarked at {h}x{w}{why}")
     return layout, channels, h, w, notes
 
 
-def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
-    shape = vi.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-
-
 def read_onnx(path: Path, name: str | None = None, source: str = "file",
-              gflop_per_image: float | None = None) -> ModelSpec:
-    """Read input name, shape and layout from an ONNX file; clear errors for anything else."""
+              gflop_per_image: float | None = None, input_shape: list[int] | None = None,
+              task: str | None = None) -> ModelSpec:
+    """Read input name, shape and layout from an ONNX file, its outputs and task (``task``: what
+    the user or the registry says, checked against the outputs; else inferred from them), with
+    ``input_shape`` (``--input-shape``) setting its dynamic dimensions; the GFLOPs per image
+    counted from the graph where not given. Clear errors for anything else."""
     if not path.exists():
         raise VisionbenchError(f"model file not found: {path}")
     if not path.is_file():
@@ -107,25 +116,55 @@ def read_onnx(path: Path, name: str | None = None, source: str = "file",
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise VisionbenchError(f"not a valid ONNX model: {path} ({first})") from e
+    if task is not None and task not in shapes.TASKS:
+        raise VisionbenchError(f"unknown --task '{task}'; choose from {', '.join(shapes.TASKS)}")
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
-    described = ", ".join(f"{i.name}{_dims(i)}" for i in inputs) or "none"
+    described = ", ".join(f"{i.name}{dims_of(i)}" for i in inputs) or "none"
     if len(inputs) != 1:
         raise VisionbenchError(
             f"model {path.name} has {len(inputs)} inputs ({described}); "
             "visionbench feeds one image tensor"
         )
     inp = inputs[0]
-    dims = _dims(inp)
-    elem = inp.type.tensor_type.elem_type
-    layout, channels, h, w, notes = image_input(
-        path.name, dims, described, elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
-    # The logits (or probabilities): the first float rank-2 output. MLPerf's resnet50_v1.onnx lists
-    # its ArgMax (int64) before its softmax.
-    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    out = next((o for o in model.graph.output if o.type.tensor_type.elem_type in float_types
-                and len(_dims(o)) == 2), model.graph.output[0])
-    out_dims = _dims(out)
+    dims, notes = shapes.apply_input_shape(path.name, inp.name, dims_of(inp), input_shape)
+    image_like = inp.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+
+    def at(size: int, why: str) -> tuple[Layout, int, int, int, list[str]]:
+        return image_input(path.name, dims, described, image_like, size, why)
+
+    layout, channels, h, w, size_notes = at(shapes.DEFAULT_SIZE[task or "classification"],
+                                            f" (the {task} default; --input-shape sets it)"
+                                            if task else " (--input-shape sets it)")
+    outputs = [(o.name, dims_of(o), o.type.tensor_type.elem_type in shapes.FLOATS)
+               for o in model.graph.output]
+    if gflop_per_image is None or task is None or input_shape is not None:
+
+        batch = dims[0] or 1  # a fixed batch is inferred as it is, counted per image
+
+        def shape_at() -> list[int]:
+            return [batch, *([channels, h, w] if layout == "NCHW" else [h, w, channels])]
+
+        inferred = shapes.infer(model, shape_at(), path.name)
+        outputs = shapes.output_dims(inferred)
+        if task is None:
+            task = shapes.infer_task(outputs)
+            if size_notes and shapes.DEFAULT_SIZE[task] != h:  # measured at the task's size
+                layout, channels, h, w, size_notes = at(
+                    shapes.DEFAULT_SIZE[task], f" (the {task} default; --input-shape sets it)")
+                inferred = shapes.infer(model, shape_at(), path.name)
+                outputs = shapes.output_dims(inferred)
+        else:
+            shapes.check_task(task, path.name, outputs)
+        if gflop_per_image is None:
+            from visionbench.models.flops import count_macs
+
+            macs = count_macs(inferred)
+            gflop_per_image = None if macs is None else 2 * macs / batch / 1e9
+    # The logits (or probabilities): the first float 2-D output. MLPerf's resnet50_v1.onnx lists
+    # its ArgMax (int64) before its softmax. Other tasks: the first output.
+    primary = next((o for o in outputs if task == "classification" and o[2] and len(o[1]) == 2),
+                   outputs[0])
     return ModelSpec(
         name=name or path.stem,
         path=path.resolve(),
@@ -135,10 +174,12 @@ def read_onnx(path: Path, name: str | None = None, source: str = "file",
         height=int(h),
         width=int(w),
         fixed_batch=dims[0],
-        output_name=out.name,
-        num_classes=out_dims[-1] if out_dims else None,
+        output_name=primary[0],
+        num_classes=primary[1][-1] if task == "classification" and primary[1] else None,
         source=source,
         sha256=file_sha256(path),
         gflop_per_image=gflop_per_image,
-        notes=tuple(notes),
+        notes=tuple(notes + size_notes),
+        outputs=tuple(o[0] for o in outputs),
+        task=task or "classification",
     )

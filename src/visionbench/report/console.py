@@ -9,9 +9,13 @@ from rich.text import Text
 
 from visionbench.report.format import (
     MLPERF_COLUMNS,
+    SUITE_COLUMNS,
+    SUMMARY_COLUMNS,
     batch_latency,
     batch_text,
     engine_text,
+    fidelity_notes,
+    fidelity_text,
     fmt,
     fp32_ratios,
     latency_values,
@@ -19,6 +23,10 @@ from visionbench.report.format import (
     mlperf_rows,
     per_batch,
     ran_as,
+    subject,
+    suite_note,
+    suite_summary_rows,
+    suite_tables,
     throughput_title,
     tune_rows,
 )
@@ -44,9 +52,10 @@ def throughput_table(results: Results, notes: Notes) -> Table:
     sweep = per_batch(results)
     tune = results.kind == "tune"
     cols = ["engine", "precision", *(["phase"] if tune else []), "batch", "images/s", "CV", "vs fp32",
-            *(["p50 ms", "p99 ms"] if sweep else []), "ran", "note"]
+            *(["p50 ms", "p99 ms"] if sweep else []), "ran", "fidelity", "note"]
     for col in cols:
-        t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note") else "right")
+        t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note", "fidelity")
+                     else "right")
     ratios = fp32_ratios(results.measurements)
     for m in results.measurements:
         if m.mode != "throughput":
@@ -55,24 +64,32 @@ def throughput_table(results: Results, notes: Notes) -> Table:
             engine_text(m), m.precision, *([m.phase or ""] if tune else []), batch_text(m),
             fmt(m.throughput_ips, ".1f"),
             fmt(None if m.cv is None else 100 * m.cv, ".1f") + ("%" if m.cv is not None else ""),
-            ratios[m.id], *(batch_latency(m) if sweep else []), ran_as(m), notes.ref(m),
+            ratios[m.id], *(batch_latency(m) if sweep else []), ran_as(m), _fidelity(m),
+            notes.ref(m),
         )
     return t
 
 
 def latency_table(results: Results, notes: Notes) -> Table:
     t = Table(title="Latency (batch size 1, ms)", title_justify="left")
-    cols = ("engine", "precision", "p50", "p90", "p99", "p99.9", "mean", "images/s", "ran", "note")
+    cols = ("engine", "precision", "p50", "p90", "p99", "p99.9", "mean", "images/s", "ran",
+            "fidelity", "note")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note") else "right")
+        t.add_column(col, justify="left" if col in ("engine", "precision", "ran", "note", "fidelity")
+                     else "right")
     for m in results.measurements:
         if m.mode != "latency":
             continue
         t.add_row(
             engine_text(m), m.precision, *latency_values(m), fmt(m.throughput_ips, ".1f"),
-            ran_as(m), notes.ref(m),
+            ran_as(m), _fidelity(m), notes.ref(m),
         )
     return t
+
+
+def _fidelity(m: Measurement) -> Text:
+    text = fidelity_text(m)
+    return Text(text, style="bold red" if text.endswith("FLAGGED") else "")
 
 
 def _pct(v: float | None) -> str:
@@ -118,16 +135,43 @@ def mlperf_table(results: Results) -> Table:
     return t
 
 
+def print_suite(console: Console, results: Results) -> None:
+    """A table per task (throughput and batch-1 latency of each workload side by side), then the
+    geometric means and scores per engine and precision."""
+    for task, rows in suite_tables(results).items():
+        t = Table(title=f"Suite: {task}", title_justify="left")
+        for col in SUITE_COLUMNS:
+            t.add_column(col, justify="right" if col in ("batch", "images/s", "vs fp32", "p50 ms",
+                                                          "p99 ms") else "left")
+        for row in rows:
+            t.add_row(*row[:-1], Text(row[-1], style="bold red" if row[-1].endswith("FLAGGED")
+                                      else ""))
+        console.print(t)
+    t = Table(title="Suite summary (geometric means over the workloads)", title_justify="left")
+    for col in SUMMARY_COLUMNS:
+        t.add_column(col, justify="left" if col in ("engine", "precision", "workloads") else "right")
+    for row in suite_summary_rows(results):
+        t.add_row(*row)
+    console.print(t)
+    console.print(suite_note(results), markup=False, highlight=False)
+    failed = [m for m in results.measurements if m.status != "ok" and m.reason]
+    for m in failed:
+        console.print(f"{m.id}: {m.status}: {m.reason}", markup=False, highlight=False)
+
+
 def print_summary(console: Console, results: Results) -> None:
     s = results.system
     console.print(Text.assemble(
-        (results.model.name, "bold"), f" on {s.cpu_model} ({s.cpus_available} CPUs, "
+        (subject(results).strip(), "bold"), f" on {s.cpu_model} ({s.cpus_available} CPUs, "
         f"ISA: {' '.join(s.isa_flags)}); status: {results.state}"))
     notes = Notes()
-    if any(m.mode == "throughput" for m in results.measurements):
-        console.print(throughput_table(results, notes))
-    if any(m.mode == "latency" for m in results.measurements):
-        console.print(latency_table(results, notes))
+    if results.kind == "suite":
+        print_suite(console, results)
+    else:
+        if any(m.mode == "throughput" for m in results.measurements):
+            console.print(throughput_table(results, notes))
+        if any(m.mode == "latency" for m in results.measurements):
+            console.print(latency_table(results, notes))
     if results.accuracy:
         console.print(accuracy_table(results, notes))
     if results.mlperf:
@@ -145,7 +189,7 @@ def print_summary(console: Console, results: Results) -> None:
                 console.print(f"re-run {r['engine']} {r['precision']}: {r['command']}", soft_wrap=True)
     if results.calibration:
         console.print(f"INT8 calibration: {results.calibration['how']}", highlight=False)
-    for text in method_notes(results):
+    for text in [*method_notes(results), *fidelity_notes(results)]:
         console.print(text, markup=False, highlight=False)
     for i, text in enumerate(notes.texts, 1):
         console.print(f"[{i}] {text}", markup=False, highlight=False)

@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from visionbench.fsutil import atomic_write_bytes, atomic_write_text
 from visionbench.results import Measurement, Results
+from visionbench.results.suite import workload_names
 
 PRECISIONS = ("fp32", "bf16", "int8")
 SHADES = ("0.25", "0.55", "0.8", "0.4", "0.7")
@@ -157,6 +158,59 @@ def sweep_latency_figure(results: Results) -> Figure:
     return fig
 
 
+def _suite_axes(ax, results: Results, engine: str, mode: str, value, label) -> None:
+    """One engine's bars: a group per workload, a bar per precision (shade and hatch), log scale:
+    the workloads' speeds span orders of magnitude."""
+    names = workload_names(results)
+    cells = {(m.model, m.precision): m for m in results.measurements
+             if m.engine == engine and m.mode == mode and m.method == "reference"}
+    width = 0.8 / len(PRECISIONS)
+    for j, p in enumerate(PRECISIONS):
+        shown = False
+        for i, w in enumerate(names):
+            m = cells.get((w, p))
+            x = i - 0.4 + width * (j + 0.5)
+            if m is None:
+                continue
+            if m.status != "ok":
+                ax.text(x, 0.02, m.status, rotation=90, ha="center", va="bottom", fontsize=6,
+                        color="0.3", transform=ax.get_xaxis_transform())
+                continue
+            ax.bar(x, value(m), width, color=SHADES[j], hatch=HATCHES[j], edgecolor="black",
+                   linewidth=0.6, label=None if shown else p.upper())
+            ax.text(x, value(m) * 1.05, label(m), ha="center", va="bottom", fontsize=6, rotation=90)
+            shown = True
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+    ax.grid(axis="y", color="0.85", linewidth=0.6, which="both")
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7, frameon=False, ncol=3)
+    ax.set_title(engine, fontsize=9)
+
+
+def suite_figure(results: Results, mode: str) -> Figure:
+    """Throughput per workload grouped by precision (mode ``throughput``), or batch-1 p50 per
+    workload (``latency``): one panel per engine."""
+    engines = list(dict.fromkeys(m.engine for m in results.measurements if m.mode == mode))
+    fig, axes = plt.subplots(len(engines), 1, figsize=(8, 3.6 * len(engines)), dpi=120,
+                             squeeze=False)
+    for ax, engine in zip(axes[:, 0], engines, strict=True):
+        if mode == "throughput":
+            _suite_axes(ax, results, engine, mode, lambda m: m.throughput_ips,
+                        lambda m: f"{m.throughput_ips:.3g}")
+            ax.set_ylabel("images / second\n(higher is better)", fontsize=8)
+        else:
+            _suite_axes(ax, results, engine, mode, lambda m: m.latency.p50_ms,
+                        lambda m: f"{m.latency.p50_ms:.3g}")
+            ax.set_ylabel("batch-1 p50 ms\n(lower is better)", fontsize=8)
+    s = results.system
+    what = "throughput per workload" if mode == "throughput" else "batch-1 latency per workload"
+    fig.suptitle(f"vision suite: {what}\n{s.cpu_model}, {s.physical_cores or s.cpus_available} "
+                 f"cores, {results.config.threads} threads", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def render(fig: Figure) -> dict[str, bytes]:
     """A figure as PNG and SVG bytes; the figure is closed."""
     out = {}
@@ -171,6 +225,9 @@ def render(fig: Figure) -> dict[str, bytes]:
 def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
     """Figure 1 (throughput) and Figure 2 (latency), for the modes the run measured; a sweep's
     are lines over batch size."""
+    if results.kind == "suite":
+        return {name: render(suite_figure(results, name)) for name in ("throughput", "latency")
+                if any(m.mode == name and m.status == "ok" for m in results.measurements)}
     if results.kind in ("sweep", "tune"):
         if not _series(results):
             return {}

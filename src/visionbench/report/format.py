@@ -19,6 +19,44 @@ def ran_as(m: Measurement | Accuracy) -> str:
     return text + (" EMULATED" if m.emulated else "") + (", resumed" if m.resumed else "")
 
 
+def subject(results: Results) -> str:
+    """What a run measured, for titles: the model and its task, or the suite."""
+    if results.kind == "suite":
+        return f"Vision suite ({len(results.models)} workloads)"
+    task = results.model.task
+    return f"{results.model.name} " + ("image classification" if task == "classification"
+                                       else task if task != "other" else "")
+
+
+def fidelity_text(m: Measurement) -> str:
+    """A lower precision's fidelity to FP32: the lowest SNR of its outputs and the task's figure
+    (top-1 agreement, boxes kept, pixel agreement), "FLAGGED" under a threshold; "" for FP32."""
+    f = m.fidelity
+    if f is None:
+        return ""
+    snrs = [o.snr_db for o in f.outputs if o.snr_db is not None]
+    parts = [f"{min(snrs):.1f} dB" if snrs else "identical"]
+    for key, what in (("top1_agreement", "top-1"), ("boxes_kept", "boxes"),
+                      ("pixel_agreement", "pixels")):
+        if f.task.get(key) is not None:
+            parts.append(f"{what} {f.task[key]:.1%}")
+    return ", ".join(parts) + (" FLAGGED" if f.flags else "")
+
+
+def fidelity_notes(results: Results) -> list[str]:
+    """How to read the fidelity column, and each flag."""
+    ms = [m for m in results.measurements if m.fidelity is not None]
+    if not ms:
+        return []
+    f = ms[0].fidelity
+    out = [f"fidelity to fp32: the same engine's FP32 outputs on the same {f.images} inputs "
+           f"({f.inputs}); the lowest signal-to-noise ratio of the outputs (flagged under "
+           "20 dB), and the task's agreement where the outputs mean something"
+           + (f" (here: {f.task_reason})" if f.task_reason else "")]
+    out += [f"FLAGGED {m.id}: {'; '.join(m.fidelity.flags)}" for m in ms if m.fidelity.flags]
+    return out
+
+
 def history(results: Results) -> str | None:
     """The commands that wrote the run, where more than one did (--append, resume)."""
     if len(results.invocations) < 2:
@@ -122,18 +160,19 @@ def latency_values(m: Measurement) -> list[str]:
 
 
 def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
-    """Each throughput measurement's speed relative to FP32 on the same engine and method, by id:
+    """Each throughput measurement's speed relative to FP32 on the same model, engine and method,
+    by id:
     FP32 at the same batch size where there is one (a sweep), else the engine's FP32 (the study's
     batch)."""
     fp32 = [m for m in ms if m.mode == "throughput" and m.precision == "fp32" and m.status == "ok"]
-    same_batch = {(m.engine, m.method, m.batch_size): m.throughput_ips for m in fp32}
-    engine = {(m.engine, m.method): m.throughput_ips for m in fp32}
+    same_batch = {(m.model, m.engine, m.method, m.batch_size): m.throughput_ips for m in fp32}
+    engine = {(m.model, m.engine, m.method): m.throughput_ips for m in fp32}
 
     def ratio(m: Measurement) -> str:
         if m.phase is not None:  # a search's settings differ in more than precision
             return "—"
-        base = (same_batch.get((m.engine, m.method, m.batch_size))
-                or engine.get((m.engine, m.method)))
+        base = (same_batch.get((m.model, m.engine, m.method, m.batch_size))
+                or engine.get((m.model, m.engine, m.method)))
         return f"{m.throughput_ips / base:.2f}x" if m.throughput_ips and base else "—"
 
     return {m.id: ratio(m) for m in ms if m.mode == "throughput"}
@@ -175,3 +214,47 @@ def mlperf_rows(results: Results) -> list[list[str]]:
         rows.append([r.engine, r.precision, r.scenario, metric, value, result, *lat,
                      str(r.queries or "—"), "; ".join(r.failed_rules) or r.reason or "—"])
     return rows
+
+
+SUITE_COLUMNS = ["workload", "engine", "precision", "batch", "images/s", "vs fp32", "p50 ms",
+                 "p99 ms", "ran", "fidelity to fp32"]
+
+
+def suite_tables(results: Results) -> dict[str, list[list[str]]]:
+    """The suite's rows by task (each workload x engine x precision: its throughput
+    measurement and the reference method's batch-1 latency side by side)."""
+    tasks = {m.name: m.task for m in results.models} or {results.model.name: results.model.task}
+    ratios = fp32_ratios(results.measurements)
+    lat = {(m.model, m.engine, m.precision): m for m in results.measurements
+           if m.mode == "latency" and m.method == "reference"}
+    out: dict[str, list[list[str]]] = {}
+    for m in results.measurements:
+        if m.mode != "throughput":
+            continue
+        lm = lat.get((m.model, m.engine, m.precision))
+        p50, p99 = latency_values(lm)[:3:2] if lm is not None else ["—", "—"]
+        out.setdefault(tasks.get(m.model or "", "other"), []).append([
+            m.model or "", engine_text(m), m.precision, str(m.batch_size), fmt(m.throughput_ips, ".1f"),
+            ratios[m.id], p50, p99, ran_as(m),
+            fidelity_text(m) or (fidelity_text(lm) if lm is not None else "")])
+    return out
+
+
+SUMMARY_COLUMNS = ["engine", "precision", "workloads", "geomean images/s", "geomean p50 ms",
+                   "speed-up vs fp32", "suite score"]
+
+
+def suite_summary_rows(results: Results) -> list[list[str]]:
+    from visionbench.results.suite import suite_rows
+
+    return [[r.engine, r.precision, f"{r.workloads}" + (f" (missing {', '.join(r.missing)})"
+                                                          if r.missing else ""),
+             fmt(r.throughput_geomean, ".2f"), fmt(r.p50_geomean_ms, ".2f"),
+             "—" if r.speedup_vs_fp32 is None else f"{r.speedup_vs_fp32:.2f}x",
+             fmt(r.score, ".1f")] for r in suite_rows(results)]
+
+
+def suite_note(results: Results) -> str:
+    return (f"suite version {results.suite_version}: score = geometric mean over the workloads of "
+            "sqrt(images/s x 1000 / batch-1 p50 ms), reference method; needs every workload; "
+            "compares only between runs of the same suite version")

@@ -10,9 +10,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from visionbench.report.format import (
     INSTANCE_COLUMNS,
     MLPERF_COLUMNS,
+    SUITE_COLUMNS,
+    SUMMARY_COLUMNS,
     batch_latency,
     batch_text,
     engine_text,
+    fidelity_notes,
+    fidelity_text,
     fmt,
     fp32_ratios,
     instance_rows,
@@ -21,6 +25,10 @@ from visionbench.report.format import (
     mlperf_rows,
     per_batch,
     ran_as,
+    subject,
+    suite_note,
+    suite_summary_rows,
+    suite_tables,
     throughput_title,
     tune_rows,
 )
@@ -87,6 +95,19 @@ def sweep_headline(results: Results) -> list[str]:
     return lines or ["Nothing could be measured (see the notices)."]
 
 
+def suite_headline(results: Results) -> list[str]:
+    """Per engine and precision: the suite score and the geometric means."""
+    from visionbench.results.suite import suite_rows
+
+    return [f"{r.engine} {r.precision.upper()} — " + (
+        f"suite score {r.score:.1f}; " if r.score is not None else
+        f"no suite score ({len(r.missing)} workloads missing); ") + (
+        f"{r.throughput_geomean:.1f} images/s and {r.p50_geomean_ms:.2f} ms at batch 1 "
+        f"(geometric means over {r.workloads} workloads)" if r.workloads else "nothing measured")
+        + (f", {r.speedup_vs_fp32:.2f}x FP32" if r.speedup_vs_fp32 and r.precision != "fp32"
+           else "") + "." for r in suite_rows(results)] or ["Nothing could be measured."]
+
+
 def tune_headline(results: Results) -> list[str]:
     """Per engine and precision: the setting the search named, and how it compares with the default."""
     return [f"{r['engine']} {r['precision'].upper()} — " + (
@@ -97,6 +118,7 @@ def tune_headline(results: Results) -> list[str]:
 
 def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     ms = results.measurements
+    suite = results.kind == "suite"
     thr = [m for m in ms if m.mode == "throughput"]
     ratios = fp32_ratios(ms)
     throughput_rows = [
@@ -105,15 +127,15 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
             "cv": "—" if m.cv is None else f"{100 * m.cv:.1f}%",
             "unstable": any(w.startswith("unstable") for w in m.warnings),
             "vs": ratios[m.id], "ran": ran_as(m), "batch": batch_text(m),
-            "lat": batch_latency(m), "engine": engine_text(m),
+            "lat": batch_latency(m), "engine": engine_text(m), "fid": fidelity_text(m),
         }
-        for m in thr
+        for m in thr if not suite
     ]
     latency_rows = [
         {"m": m, "vals": latency_values(m), "ips": fmt(m.throughput_ips, ".1f"),
          "engine": engine_text(m),
-         "n": m.latency.count if m.latency else "—", "ran": ran_as(m)}
-        for m in ms if m.mode == "latency"
+         "n": m.latency.count if m.latency else "—", "ran": ran_as(m), "fid": fidelity_text(m)}
+        for m in ms if m.mode == "latency" and not suite
     ]
     ok = [m for m in ms if m.status == "ok"]
     unstable = [m.id for m in ok if any(w.startswith("unstable") for w in m.warnings)]
@@ -121,10 +143,16 @@ def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     return TEMPLATES.get_template("report.html.j2").render(
         r=results,
         s=results.system.model_dump(),
-        headline={"sweep": sweep_headline, "tune": tune_headline}.get(results.kind, headline)(results),
+        headline={"sweep": sweep_headline, "tune": tune_headline,
+                  "suite": suite_headline}.get(results.kind, headline)(results),
+        subject=subject(results).strip(),
+        suite={"tables": suite_tables(results), "columns": SUITE_COLUMNS,
+               "summary": suite_summary_rows(results), "summary_columns": SUMMARY_COLUMNS,
+               "note": suite_note(results)} if suite else None,
         sweep=per_batch(results),
         tune_rows=tune_rows(results),
         method_notes=method_notes(results),
+        fidelity_notes=fidelity_notes(results),
         mlperf_columns=MLPERF_COLUMNS,
         mlperf_rows=mlperf_rows(results),
         instance_columns=INSTANCE_COLUMNS,

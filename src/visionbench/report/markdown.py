@@ -5,9 +5,13 @@ from __future__ import annotations
 from visionbench.report.format import (
     INSTANCE_COLUMNS,
     MLPERF_COLUMNS,
+    SUITE_COLUMNS,
+    SUMMARY_COLUMNS,
     batch_latency,
     batch_text,
     engine_text,
+    fidelity_notes,
+    fidelity_text,
     fmt,
     fp32_ratios,
     history,
@@ -17,6 +21,10 @@ from visionbench.report.format import (
     mlperf_rows,
     per_batch,
     ran_as,
+    subject,
+    suite_note,
+    suite_summary_rows,
+    suite_tables,
     throughput_title,
     tune_rows,
 )
@@ -27,11 +35,32 @@ def _ran(m: Measurement) -> str:
     return ran_as(m) + (f": {m.reason}" if m.reason else "")
 
 
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def _suite(results: Results) -> list[str]:
+    lines: list[str] = []
+    for task, rows in suite_tables(results).items():
+        lines += [f"## Suite: {task}", "", *_table(SUITE_COLUMNS, rows), ""]
+    lines += ["## Suite summary (geometric means over the workloads)", "",
+              *_table(SUMMARY_COLUMNS, suite_summary_rows(results)), "", suite_note(results) + "."]
+    if notes := fidelity_notes(results):
+        lines += ["", *[f"- {text}" for text in notes]]
+    bad = [f"- {m.id}: {m.status}: {m.reason}" for m in results.measurements
+           if m.status != "ok" and m.reason]
+    warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
+    if bad or warnings:
+        lines += ["", "## Warnings", "", *bad, *warnings]
+    return lines
+
+
 def summary_markdown(results: Results) -> str:
     s = results.system
     sweep = per_batch(results)
     lines = [
-        f"# {results.model.name} on {s.cpu_model}",
+        f"# {subject(results).strip()} on {s.cpu_model}",
         "",
         f"{s.physical_cores} cores, {s.logical_cpus} logical CPUs, "
         f"{s.memory_total_gib} GiB; ISA: {' '.join(s.isa_flags)}; {s.os}.  ",
@@ -39,11 +68,15 @@ def summary_markdown(results: Results) -> str:
         f"Run {results.created_at}, status {results.state}, {results.config.threads} threads."
         + (f"  \n{h}" if (h := history(results)) else ""),
         "",
+    ]
+    if results.kind == "suite":
+        return "\n".join(lines + _suite(results)) + "\n"
+    lines += [
         f"## {throughput_title(results)}",
         "",
         "| engine | precision | batch | images/s | CV | vs fp32 |"
-        + (" p50 ms | p99 ms |" if sweep else "") + " ran |",
-        "|---|---|---|---|---|---|" + ("---|---|" if sweep else "") + "---|",
+        + (" p50 ms | p99 ms |" if sweep else "") + " ran | fidelity to fp32 |",
+        "|---|---|---|---|---|---|" + ("---|---|" if sweep else "") + "---|---|",
     ]
     ratios = fp32_ratios(results.measurements)
     for m in results.measurements:
@@ -51,19 +84,20 @@ def summary_markdown(results: Results) -> str:
             cv = "—" if m.cv is None else f"{100 * m.cv:.1f}%"
             lat = "".join(f" {v} |" for v in batch_latency(m)) if sweep else ""
             lines.append(f"| {engine_text(m)} | {m.precision} | {batch_text(m)} | "
-                         f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} |{lat} {_ran(m)} |")
+                         f"{fmt(m.throughput_ips, '.1f')} | {cv} | {ratios[m.id]} |{lat} {_ran(m)} | "
+                         f"{fidelity_text(m)} |")
     if any(m.mode == "latency" for m in results.measurements):
         lines += [
             "",
             "## Latency (batch size 1, ms)",
             "",
-            "| engine | precision | p50 | p90 | p99 | p99.9 | mean | images/s | ran |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| engine | precision | p50 | p90 | p99 | p99.9 | mean | images/s | ran | fidelity to fp32 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
     for m in results.measurements:
         if m.mode == "latency":
             lines.append(f"| {engine_text(m)} | {m.precision} | " + " | ".join(latency_values(m))
-                         + f" | {fmt(m.throughput_ips, '.1f')} | {_ran(m)} |")
+                         + f" | {fmt(m.throughput_ips, '.1f')} | {_ran(m)} | {fidelity_text(m)} |")
     if results.accuracy:
         d = results.data or {}
         lines += ["", f"## Accuracy ({d.get('images')} images, {d.get('preprocessing')})", "",
@@ -98,7 +132,7 @@ def summary_markdown(results: Results) -> str:
                         for r in rows if r["command"]]]
     if results.calibration:
         lines += ["", f"INT8 calibration: {results.calibration['how']}."]
-    if notes := method_notes(results):
+    if notes := [*method_notes(results), *fidelity_notes(results)]:
         lines += ["", *[f"- {text}" for text in notes]]
     warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
     if warnings:

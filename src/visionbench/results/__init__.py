@@ -5,10 +5,12 @@ from visionbench.results.schema import (
     SCHEMA_VERSION,
     Accuracy,
     CellKey,
+    Fidelity,
     InstanceResult,
     Measurement,
     MlperfResult,
     ModelInfo,
+    OutputFidelity,
     Results,
     RunSettings,
     SystemFacts,
@@ -28,8 +30,8 @@ from visionbench.results.store import (
 )
 
 __all__ = [
-    "RAW_DIR", "RESULTS_CSV", "RESULTS_JSON", "SCHEMA_VERSION", "Accuracy", "CellKey", "InstanceResult",
-    "Measurement", "MlperfResult", "ModelInfo", "Results", "RunSettings", "RunStore", "SystemFacts",
-    "TuneOutcome", "invalid",
+    "RAW_DIR", "RESULTS_CSV", "RESULTS_JSON", "SCHEMA_VERSION", "Accuracy", "CellKey", "Fidelity",
+    "InstanceResult", "Measurement", "MlperfResult", "ModelInfo", "OutputFidelity", "Results",
+    "RunSettings", "RunStore", "SystemFacts", "TuneOutcome", "invalid",
     "json_schema", "load", "load_raw", "now", "read_json",
 ]

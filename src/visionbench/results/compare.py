@@ -93,10 +93,10 @@ def _labels(paths: list[Path]) -> list[str]:
 def load_runs(paths: list[Path]) -> list[Run]:
     runs = [Run(label, p, load(p)) for label, p in zip(_labels(paths), paths, strict=True)]
     for r in runs:
-        if r.results.kind != "study":
+        if r.results.kind not in ("study", "suite"):
             raise VisionbenchError(
-                f"{r.path} is a {r.results.kind} run: compare matches one measurement per engine, "
-                "precision and mode, so it takes study runs (visionbench run)")
+                f"{r.path} is a {r.results.kind} run: compare matches one measurement per model, "
+                "engine, precision, mode and method, so it takes study and suite runs")
     return runs
 
 

@@ -48,6 +48,33 @@ class InstanceResult(BaseModel):
     latency: LatencySummary
 
 
+class OutputFidelity(BaseModel):
+    """One output tensor against FP32's on the same inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str
+    rel_error: float = Field(description="||y - y_fp32|| / ||y_fp32|| over all images")
+    snr_db: float | None = Field(description="10 log10(||y_fp32||^2 / ||y - y_fp32||^2); None: "
+                                 "identical to FP32")
+
+
+class Fidelity(BaseModel):
+    """A lower precision's outputs against the same engine's FP32 outputs on the same inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: int
+    inputs: str = Field(description="what the images are: synthetic, or from --data")
+    outputs: list[OutputFidelity]
+    task: dict[str, float | None] = Field(
+        default_factory=dict, description="classification: top1_agreement, top5_overlap; "
+        "detection: boxes_kept, reference_boxes, mean_iou, score_error; segmentation: "
+        "pixel_agreement, mean_iou")
+    task_reason: str | None = Field(None, description="why no task fidelity was computed")
+    flags: list[str] = Field(default_factory=list, description="figures under their threshold")
+
+
 class Measurement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +127,8 @@ class Measurement(BaseModel):
     phase: Literal["explore", "confirm"] | None = Field(
         None, description="tune: a short exploring window, or a re-measurement with repeats")
     warnings: list[str] = Field(default_factory=list)
+    fidelity: Fidelity | None = Field(None, description="BF16 and INT8: the outputs' fidelity to "
+                                      "the same engine's FP32 on the same inputs")
     resumed: bool = Field(False, description="measured by visionbench resume, after the run "
                           "had stopped")
     started_at: str
@@ -316,6 +345,8 @@ class ModelInfo(BaseModel):
     notes: list[str] = Field(default_factory=list)
     preprocessing: str | None = None
     label_offset: int = 0
+    task: str = "classification"
+    outputs: list[str] = Field(default_factory=list)
 
 
 class Invocation(BaseModel):
@@ -338,9 +369,10 @@ class Invocation(BaseModel):
 class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     tool: str = "visionbench"
-    kind: Literal["study", "sweep", "tune", "mlperf"] = Field(
+    kind: Literal["study", "sweep", "tune", "mlperf", "suite"] = Field(
         "study", description="study: the reference modes; sweep: throughput per batch size; "
-        "tune: every configuration a search explored; mlperf: LoadGen scenarios")
+        "tune: every configuration a search explored; mlperf: LoadGen scenarios; suite: the "
+        "study on each of several workloads (models)")
     created_at: str
     finished_at: str | None = None
     status: Literal["running", "complete", "interrupted", "failed"] = "running"
@@ -348,7 +380,11 @@ class Results(BaseModel):
     system: SystemFacts
     software: dict[str, str]
     config: RunSettings
-    model: ModelInfo
+    model: ModelInfo = Field(description="the model (a suite: its first workload's)")
+    models: list[ModelInfo] = Field(default_factory=list, description="a suite: every workload's "
+                                    "model, each measurement naming its own")
+    suite_version: int | None = Field(None, description="a suite: the version of its workload "
+                                      "set; suite scores compare only within one version")
     engines_not_installed: dict[str, str] = Field(
         default_factory=dict, description="engines visionbench knows but this machine lacks: install hint"
     )

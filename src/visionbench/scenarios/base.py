@@ -33,7 +33,7 @@ from visionbench.version import __version__
 #: Rough working-set bytes per input byte for a CNN of ResNet-50's shape (activations, buffers).
 MEMORY_FACTOR = 40
 MAX_BATCH = 65536
-Kind = Literal["study", "sweep", "tune", "mlperf"]
+Kind = Literal["study", "sweep", "tune", "mlperf", "suite"]
 
 
 class Reporter:
@@ -70,10 +70,12 @@ class Task:
     #: Why the engine's own configuration for the mode is this reference task's (so the engine
     #: method is not measured apart), where it was asked for; else "".
     same: str = ""
+    #: A suite's measurements are told apart by their model: its name leads the id.
+    in_suite: bool = False
 
     @property
     def id(self) -> str:
-        return (f"{self.engine}-{self.precision}-{self.mode}"
+        return ((f"{self.model}-" if self.in_suite else "") + f"{self.engine}-{self.precision}-{self.mode}"
                 + ("" if self.method == "reference" else f"-{self.method}")
                 + (f"-{self.tag}" if self.tag else ""))
 
@@ -98,7 +100,8 @@ def check_memory(model: ModelSpec, batch: int, instances: int = 1) -> None:
         )
 
 
-def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> list[Task]:
+def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec,
+               in_suite: bool = False) -> list[Task]:
     """Every measurement to make, with each engine's verdict on each precision on this CPU.
 
     A precision the user named that cannot run natively is an error (unless ``allow_emulated``
@@ -116,8 +119,8 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec) -> 
             # An engine whose own configuration is the reference's has one row standing for both.
             methods = cfg.study.methods if own is not None else ["reference"]
             same = why if own is None and "engine" in cfg.study.methods else ""
-            out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name, method, same)
-                    for method in methods for b in cfg.batches(p, m)]
+            out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name, method, same,
+                         in_suite) for method in methods for b in cfg.batches(p, m)]
         return out
 
     for name, engine in engines.items():
@@ -221,6 +224,7 @@ def model_info(model: ModelSpec) -> ModelInfo:
         input_shape_per_image=list(model.input_shape(1)[1:]), fixed_batch=model.fixed_batch,
         num_classes=model.num_classes, gflop_per_image=model.gflop_per_image,
         notes=list(model.notes), preprocessing=model.preprocessing, label_offset=model.label_offset,
+        task=model.task, outputs=list(model.outputs),
     )
 
 
@@ -234,13 +238,18 @@ def _summary(prior: Results) -> str:
     return f"{prior.kind}, {n} record{'' if n == 1 else 's'}, {prior.state}, made {made}"
 
 
-def check_joinable(prior: Results, model: ModelSpec, system: dict[str, Any], out: Path) -> None:
-    """Measurements join a run only of the same model file on the same machine."""
-    if prior.model.name != model.name or prior.model.sha256 != model.sha256:
-        raise VisionbenchError(
-            f"{out} holds a run of another model ({prior.model.name}, sha256 "
-            f"{prior.model.sha256[:12]}; this one: {model.name}, {model.sha256[:12]}); give "
-            "another --output")
+def check_joinable(prior: Results, models: list[ModelSpec], system: dict[str, Any],
+                   out: Path) -> None:
+    """Measurements join a run only of the same model files on the same machine."""
+    there = {m.name: m for m in prior.models or [prior.model]}
+    for model in models:
+        had = there.get(model.name)
+        if had is None or had.sha256 != model.sha256:
+            name = prior.model.name if had is None else had.name
+            sha = (prior.model if had is None else had).sha256
+            raise VisionbenchError(
+                f"{out} holds a run of another model ({name}, sha256 {sha[:12]}; this one: "
+                f"{model.name}, {model.sha256[:12]}); give another --output")
     mine = prior.system.model_dump()
     differ = [f"{k}: {_fact(mine.get(k))} there, {_fact(system.get(k))} here"
               for k in MACHINE if mine.get(k) != system.get(k)]
@@ -288,23 +297,33 @@ def claim(cfg: RunConfig, command: list[str], marks: Sequence[str] = (RESULTS_JS
         raise
 
 
-def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
-             scenarios: Sequence[Scenario[Any]], node: dict[str, Any] | None = None) -> Setup:
-    """Check every input, then claim the run directory (``claim``); raises VisionbenchError on
-    bad input. ``scenarios`` say which records the run plans (a run joined with ``--append``
-    must not hold them unless ``--replace``; ``resume`` measures those missing or failed).
-    ``node``: the Ray node of a fleet run that this study runs on."""
-    if cfg.existing == "refuse" and (cfg.output / RESULTS_JSON).exists():
-        claim(cfg, command)  # refuses, naming the run there, before anything is prepared
-    engines = {name: get_engine(name) for name in cfg.study.engines}
+@dataclass
+class Workload:
+    """One model of a run, checked and planned: the model, its calibration, its tasks."""
+
+    cfg: RunConfig
+    model: ModelSpec
+    dataset: Dataset | None
+    cal: Calibration
+    cal_info: dict[str, Any]
+    tasks: list[Task]
+
+
+def plan_workload(cfg: RunConfig, engines: dict[str, Engine], reporter: Reporter,
+                  in_suite: bool = False) -> Workload:
+    """``cfg``'s model resolved (built on first use), its data, calibration and batch sizes
+    checked, its tasks planned; raises VisionbenchError on bad input."""
     st = cfg.study
-    tidy()
-    model = resolve(st.model, st.seed, st.weights, st.input_name, st.output_name, cfg.launch.threads)
+    model = resolve(st.model, st.seed, st.weights, st.input_name, st.output_name, cfg.launch.threads,
+                    st.input_shape, st.task)
     for note in take_notes():  # the model file was rebuilt
         reporter.note(f"note: {note}")
         model = replace(model, notes=(*model.notes, note))
     if cfg.inputs.preprocess is not None:
         model = replace(model, preprocessing=get_preprocess(cfg.inputs.preprocess).name)
+    if cfg.study.accuracy and model.task != "classification":
+        raise VisionbenchError(f"accuracy on --data measures image classifiers; {model.name} is a "
+                               f"{model.task} model")
     dataset = open_data(cfg)
     if cfg.study.accuracy and dataset is not None and not dataset.labelled:
         reporter.note(f"note: {dataset.root} has no labels: accuracy gives agreement with FP32 only")
@@ -312,7 +331,7 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
     nodes = numa_cores()
     for mode in cfg.study.modes:
         layout = layout_for(cfg, mode, nodes)
-        if layout is not None and layout.name != "custom":
+        if layout is not None and layout.name != "custom" and not in_suite:
             reporter.note(f"{mode}: {layout.name} layout, {layout.describe()} "
                           f"(instances x cores): {layout.reason}")
         for b in sorted({b for p in cfg.study.precisions for b in cfg.batches(p, mode)}):
@@ -322,7 +341,35 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
                 if problem := engine.batch_problem(cfg.options_for(engine), b):
                     raise VisionbenchError(f"{problem} ({mode})" + (
                         "; measure --mode throughput only" if mode == "latency" else ""))
-    tasks = plan_tasks(cfg, engines, model)
+    return Workload(cfg, model, dataset, cal, cal_info, plan_tasks(cfg, engines, model, in_suite))
+
+
+def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
+             scenarios: Sequence[Scenario[Any]], node: dict[str, Any] | None = None) -> Setup:
+    """Check every input, then claim the run directory (``claim``); raises VisionbenchError on
+    bad input. ``scenarios`` say which records the run plans (a run joined with ``--append``
+    must not hold them unless ``--replace``; ``resume`` measures those missing or failed).
+    ``node``: the Ray node of a fleet run that this study runs on."""
+    return open_runs(cfg, [cfg], reporter, command, kind, scenarios, node)[0]
+
+
+def open_runs(cfg: RunConfig, parts: Sequence[RunConfig], reporter: Reporter, command: list[str],
+              kind: Kind, scenarios: Sequence[Scenario[Any]], node: dict[str, Any] | None = None,
+              ) -> list[Setup]:
+    """``open_run`` for a run of one model per config of ``parts`` (a suite: several), every one
+    checked and planned before the directory is claimed; one Setup per part, sharing the store."""
+    if cfg.existing == "refuse" and (cfg.output / RESULTS_JSON).exists():
+        claim(cfg, command)  # refuses, naming the run there, before anything is prepared
+    engines = {name: get_engine(name) for name in cfg.study.engines}
+    tidy()
+    suite = kind == "suite"
+    work = [plan_workload(part, engines, reporter, suite) for part in parts]
+    if suite:
+        for mode in cfg.study.modes:
+            layout = layout_for(cfg, mode, numa_cores())
+            if layout is not None and layout.name != "custom":
+                reporter.note(f"{mode}: {layout.name} layout, {layout.describe()} "
+                              f"(instances x cores): {layout.reason}")
     system = system_info().as_dict()
     lock, prior, aside = claim(cfg, command)
     try:
@@ -333,10 +380,12 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
             how="resume" if cfg.existing == "resume" else "append" if prior is not None
             else "overwrite" if aside is not None else "new",
             kind=kind, command=command, config=cfg.as_dict(), started_at=now())  # type: ignore[arg-type]
+        infos = [model_info(w.model) for w in work]
         if prior is None:
             results = Results(
                 kind=kind, created_at=now(), command=command, system=system, software=software,
-                config=cfg.as_dict(), model=model_info(model), calibration=cal_info, node=node,
+                config=cfg.as_dict(), model=infos[0], models=infos if suite else [],
+                calibration=work[0].cal_info, node=node,
                 engines_not_installed={
                     n: f"pip install 'visionbench[{cls.extra}]'" for n, cls in all_engines().items()
                     if not cls.installed()
@@ -344,14 +393,14 @@ def open_run(cfg: RunConfig, reporter: Reporter, command: list[str], kind: Kind,
                 invocations=[invocation],
             )
         else:
-            results = join(prior, cfg, kind, model, system, software, invocation)
+            results = join(prior, cfg, kind, [w.model for w in work], system, software, invocation)
         todo = None
         if prior is not None:
-            todo = to_measure(cfg, prior, [k for sc in scenarios for k in sc.keys(cfg, tasks)],
-                              scenarios, reporter)
+            planned = [k for w in work for sc in scenarios for k in sc.keys(w.cfg, w.tasks)]
+            todo = to_measure(cfg, prior, planned, scenarios, reporter)
             invocation.resumed = sorted(todo) if cfg.existing == "resume" else []
-        return Setup(cfg, engines, model, dataset, cal, tasks,
-                     RunStore(cfg.output, results, lock, aside), todo)
+        store = RunStore(cfg.output, results, lock, aside)
+        return [Setup(w.cfg, engines, w.model, w.dataset, w.cal, w.tasks, store, todo) for w in work]
     except BaseException:
         lock.release()
         if aside is not None:
@@ -390,10 +439,10 @@ def _few(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
-def join(prior: Results, cfg: RunConfig, kind: Kind, model: ModelSpec, system: dict[str, Any],
-         software: dict[str, str], invocation: Invocation) -> Results:
+def join(prior: Results, cfg: RunConfig, kind: Kind, models: list[ModelSpec],
+         system: dict[str, Any], software: dict[str, str], invocation: Invocation) -> Results:
     """The run ``prior`` with this invocation joining it (``--append``, ``resume``)."""
-    check_joinable(prior, model, system, cfg.output)
+    check_joinable(prior, models, system, cfg.output)
     if kind != prior.kind and kind != "mlperf":
         raise VisionbenchError(f"{cfg.output} holds a {prior.kind} run; a {kind} cannot join it: "
                                "give another --output")
@@ -458,16 +507,19 @@ class Skip(Exception):
     """Raised by ``Scenario.measure``: the task is skipped, with this reason."""
 
 
-def drive(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) -> Iterator[RunStore]:
-    """Run each scenario's tasks in turn on an opened run, storing each record as it comes
-    (yielding the store after each) and finishing the run: complete, or failed when any record
-    failed; interrupted (Ctrl-C) or failed (an error of visionbench itself) keep what was stored."""
-    store = setup.store
+def drive(setup: Setup | Sequence[Setup], scenarios: Sequence[Scenario[Any]], reporter: Reporter
+          ) -> Iterator[RunStore]:
+    """Run each scenario's tasks in turn on an opened run (a suite: on each of its workloads'
+    setups), storing each record as it comes (yielding the store after each) and finishing the
+    run: complete, or failed when any record failed; interrupted (Ctrl-C) or failed (an error of
+    visionbench itself) keep what was stored."""
+    setups = [setup] if isinstance(setup, Setup) else list(setup)
+    store = setups[0].store
     failed = False
     with store.recording():
         for scenario in scenarios:
             try:
-                for task in scenario.tasks(setup, reporter):
+                for setup, task in ((one, t) for one in setups for t in scenario.tasks(one, reporter)):
                     if setup.todo is not None and scenario.key(task) not in setup.todo:
                         continue
                     why = not_run(task, setup.cfg)
@@ -499,7 +551,8 @@ def drive(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) 
     yield store
 
 
-def run_scenarios(setup: Setup, scenarios: Sequence[Scenario[Any]], reporter: Reporter) -> RunStore:
+def run_scenarios(setup: Setup | Sequence[Setup], scenarios: Sequence[Scenario[Any]],
+                  reporter: Reporter) -> RunStore:
     """``drive`` to the end."""
     *_, store = drive(setup, scenarios, reporter)
     return store

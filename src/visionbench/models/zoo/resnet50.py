@@ -7,7 +7,7 @@ import onnx
 
 from visionbench.models import resnet_weights
 from visionbench.models.onnx_graph import build_onnx
-from visionbench.models.registry import ModelCard, register
+from visionbench.models.registry import SEEDED, ModelCard, register
 from visionbench.models.resnet50 import (
     RESNET50,
     RESNET50_TINY,
@@ -16,9 +16,6 @@ from visionbench.models.resnet50 import (
     parameter_count,
     seeded_weights,
 )
-
-SEEDED = "seeded (deterministic per --seed; batch-norm statistics set from data, so outputs " \
-         "depend on the input)"
 
 
 def _card(name: str, cfg: ResNetConfig, summary: str) -> ModelCard:

@@ -1,0 +1,86 @@
+"""Fidelity to FP32, on hand-made cases whose answers are known: an error of a tenth of the signal is
+20 dB, a shifted box keeps or loses its match by its IoU, a flipped mask disagrees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visionbench import fidelity
+
+
+def test_snr_and_relative_error_are_exact():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((4, 1000)).astype(np.float32)
+    same = fidelity.numeric("logits", ref, ref.copy())
+    assert same.rel_error == 0 and same.snr_db == float("inf")
+    noise = rng.standard_normal(ref.shape)
+    noise *= 0.1 * np.linalg.norm(ref) / np.linalg.norm(noise)
+    x = fidelity.numeric("logits", ref, ref + noise.astype(np.float32))
+    assert x.rel_error == pytest.approx(0.1, rel=1e-4)
+    assert x.snr_db == pytest.approx(20.0, abs=1e-3)
+
+
+def test_classification_agreement_and_top5_overlap():
+    ref = np.tile(np.arange(10, dtype=np.float32), (4, 1))  # top-1 9, top-5 {5..9}
+    out = ref.copy()
+    out[0, 0] = 100.0  # row 0: top-1 becomes 0, and 0 enters its top five
+    r = fidelity.classification(ref, out)
+    assert r["top1_agreement"] == 0.75
+    assert r["top5_overlap"] == pytest.approx((4 / 5 + 3) / 4)
+
+
+def _det(box: list[float], cls: int, score: float, classes: int = 3, anchors: int = 4):
+    boxes = np.zeros((1, anchors, 4), np.float32)
+    scores = np.zeros((1, anchors, classes), np.float32)
+    boxes[0, 0] = box
+    scores[0, 0, cls] = score
+    return boxes, scores
+
+
+def test_a_box_shifted_a_little_is_kept_and_one_shifted_far_is_not():
+    ref = _det([0, 0, 10, 10], 1, 0.9)
+    near = fidelity.detection(ref, _det([2, 0, 12, 10], 1, 0.8))
+    assert near["boxes_kept"] == 1.0
+    assert near["mean_iou"] == pytest.approx(80 / 120)
+    assert near["score_error"] == pytest.approx(0.1, abs=1e-6)
+    far = fidelity.detection(ref, _det([6, 0, 16, 10], 1, 0.9))  # IoU 40/160
+    assert far["boxes_kept"] == 0.0 and far["mean_iou"] is None
+    other_class = fidelity.detection(ref, _det([0, 0, 10, 10], 2, 0.9))
+    assert other_class["boxes_kept"] == 0.0
+
+
+def test_non_maximum_suppression_keeps_one_of_two_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([[0.9], [0.8], [0.7]], np.float32)
+    kept, _, s = fidelity.detections(boxes, scores)
+    assert len(kept) == 2 and list(s) == pytest.approx([0.9, 0.7])
+    none = fidelity.detections(boxes, scores * 0.1)  # under the score threshold
+    assert len(none[0]) == 0
+
+
+def test_a_flipped_mask_disagrees():
+    maps = np.zeros((1, 2, 4, 4), np.float32)
+    maps[0, 0, :, :2] = 1.0  # class 0 on the left half, class 1 on the right
+    maps[0, 1, :, 2:] = 1.0
+    assert fidelity.segmentation(maps, maps) == {"pixel_agreement": 1.0, "mean_iou": 1.0}
+    flipped = maps[..., ::-1]
+    r = fidelity.segmentation(maps, flipped)
+    assert r["pixel_agreement"] == 0.0 and r["mean_iou"] == 0.0
+    top = maps.copy()
+    top[0, :, :2] = flipped[0, :, :2]  # the top two rows flipped
+    r = fidelity.segmentation(maps, top)
+    assert r["pixel_agreement"] == 0.5
+    assert r["mean_iou"] == pytest.approx(4 / 12)  # each class: 4 shared of 12 pixels
+
+
+def test_a_run_records_fidelity_and_flags_what_is_under_its_threshold(tiny):
+    from visionbench.scenarios.fidelity import FidelityCheck
+
+    check = FidelityCheck(tiny, None, 0)
+    ref = [np.random.default_rng(1).standard_normal((8, 100)).astype(np.float32)]
+    good = check.compare(ref, [ref[0] * 1.001])
+    assert not good.flags and good.outputs[0].snr_db == pytest.approx(60.0, abs=0.01)
+    assert good.task == {} and "seeded" in good.task_reason
+    bad = check.compare(ref, [ref[0] * 1.5])
+    assert bad.flags and "SNR" in bad.flags[0]
