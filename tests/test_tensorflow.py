@@ -196,14 +196,19 @@ def test_bad_tensorflow_files_from_the_cli(tf_files, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None,
                     reason="needs the [efficientnet] extra")
-def test_efficientnet_lite0_in_keras_equals_its_onnx_export():
-    spec = resolve("efficientnet-lite0")
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_efficientnet_lite_in_keras_equals_its_onnx_export(name):
+    from visionbench.models.zoo import efficientnet_lite
+
+    spec = resolve(name)
     x = np.random.default_rng(5).standard_normal(spec.input_shape(2), dtype=np.float32)
     want = get_engine("onnxruntime").prepare(spec, "fp32", 2, synthetic_calibration(spec, 2), 2).predict(x)
     session = prepared(spec, "fp32", batch=2)
     assert relative(session.predict(x), want) < 1e-3
-    assert session.execution.details["compute_ops"].get("DepthwiseConv2dNative:float32", 0) + \
-        session.execution.details["compute_ops"].get("_FusedDepthwiseConv2dNative:float32", 0) == 16
+    variant = next(v for v in efficientnet_lite.VARIANTS if v.name == name)
+    ops = session.execution.details["compute_ops"]
+    assert ops.get("DepthwiseConv2dNative:float32", 0) + ops.get("_FusedDepthwiseConv2dNative:float32", 0) \
+        == len(efficientnet_lite.module(variant)._blocks)
 
 
 def test_resnet50_frozen_graph_as_weights(tmp_path):

@@ -23,7 +23,7 @@ TINY = ["mobilenet-v2-tiny", "mobilenet-v3-tiny", "vit-tiny", "ssd-mobilenet-tin
 FULL = ["mobilenet-v2", "mobilenet-v3-large", "vit-b16", "ssd-mobilenet", "retinanet", "deeplabv3"]
 TASKS = {"mobilenet-v2": "classification", "mobilenet-v3-large": "classification",
          "vit-b16": "classification", "ssd-mobilenet": "detection", "retinanet": "detection",
-         "deeplabv3": "segmentation"}
+         "retinanet-512": "detection", "deeplabv3": "segmentation"}
 
 
 def _inputs(spec, n: int = 4) -> np.ndarray:
@@ -76,9 +76,10 @@ def test_anchor_counts_are_the_published_ones():
 
     assert len(ssd_mobilenet.anchors(ssd_mobilenet.SSD)[0]) == 1917
     assert len(retinanet.anchors(retinanet.RETINANET)) == 120087
+    assert len(retinanet.anchors(retinanet.RETINANET_512)) == 49104
 
 
-@pytest.mark.parametrize("name", FULL)
+@pytest.mark.parametrize("name", [*FULL, "retinanet-512"])
 def test_full_size_card_figures_are_the_definitions(name):
     """Parameters and multiply-accumulates counted on the definition itself (meta tensors: no
     arithmetic), against the card; the ONNX counter against PyTorch's own."""
@@ -98,6 +99,27 @@ def test_full_size_card_figures_are_the_definitions(name):
     assert counter.get_total_flops() / 1e9 == pytest.approx(card.gflop_per_image, rel=1e-3)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None,
+                    reason="needs the [efficientnet] extra")
+def test_efficientnet_lite_card_figures_are_the_definitions():
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from visionbench.models.zoo.efficientnet_lite import VARIANTS
+
+    assert [v.name for v in VARIANTS] == [f"efficientnet-lite{i}" for i in range(3)]
+    for v in VARIANTS:
+        card = registry.get(v.name).card
+        assert (card.height, card.width, card.weights) == (v.size, v.size, "packaged")
+        with torch.device("meta"):
+            module = EfficientNet.from_name(v.name).eval()
+        assert sum(p.numel() for p in module.parameters()) == card.params
+        with torch.device("meta"), FlopCounterMode(display=False) as counter:
+            module(torch.zeros(1, 3, v.size, v.size))
+        assert counter.get_total_flops() / 1e9 == pytest.approx(card.gflop_per_image, rel=1e-6)
+
+
 def test_onnx_mac_count_matches_resnet_arithmetic(tiny):
     import onnx
 
@@ -106,3 +128,24 @@ def test_onnx_mac_count_matches_resnet_arithmetic(tiny):
     model = onnx.load(str(tiny.path))
     assert count_macs(infer(model, [1, 3, 64, 64])) == macs(RESNET50_TINY)
     assert tiny.gflop_per_image == pytest.approx(2 * macs(RESNET50_TINY) / 1e9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FULL)
+def test_full_size_workload_answers_one_image(name):
+    """Each full-size workload built and run once at batch 1, FP32, on OpenVINO: the outputs its
+    card describes, finite and depending on the input."""
+    spec = resolve(name)
+    card = registry.get(name).card
+    assert spec.input_shape(1) == (1, card.channels, card.height, card.width)
+    a, b = (_outputs("openvino", spec, x[None]) for x in _inputs(spec, 2))
+    assert len(a) == (2 if card.task == "detection" else 1)
+    for x, y in zip(a, b, strict=True):
+        assert x.shape[0] == 1 and np.isfinite(x).all() and not np.allclose(x, y)
+    if card.task == "classification":
+        assert a[0].shape == (1, card.num_classes)
+    elif card.task == "segmentation":
+        assert a[0].shape == (1, card.num_classes, card.height, card.width)
+    else:
+        assert a[0].shape[-1] == 4 and a[1].shape[:2] == a[0].shape[:2]
+        assert a[1].shape[-1] == card.num_classes

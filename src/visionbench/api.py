@@ -86,12 +86,13 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
     for key in ("weights", "data", "labels", "calibration_data"):
         if isinstance(options.get(key), str):
             options[key] = Path(options[key])
+    chosen = _names(modes, (*MODES, "cold"), "mode") if modes is not None else list(MODES)
     try:
         return RunConfig.of(
             engines=names, engines_explicit=explicit,
             precisions=_names(precisions, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
             precisions_explicit=precisions is not None,
-            modes=_names(modes, MODES, "mode") if modes is not None else list(MODES),  # type: ignore[arg-type]
+            modes=[m for m in chosen if m != "cold"], cold="cold" in chosen,  # type: ignore[arg-type]
             methods=_names(methods, METHODS, "method") if methods is not None
             else ["reference"] if engine_options else list(METHODS),
             threads=threads or available_cpus(), threads_explicit=threads is not None,

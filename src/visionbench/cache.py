@@ -30,12 +30,22 @@ STALE_SECONDS = 24 * 3600
 NO_RECORD = "it has no record of its contents"
 
 _notes: list[str] = []
+#: Each entry asked for since last taken: what it is, "hit", "built" or "rebuilt", and the seconds
+#: it took (checking its record on a hit, building on a miss): a measurement's cold start.
+_events: list[tuple[str, str, float]] = []
 
 
 def take_notes() -> list[str]:
     """What the cache did since last asked (an entry rebuilt, and why): for the measurement."""
     out = _notes[:]
     _notes.clear()
+    return out
+
+
+def take_events() -> list[tuple[str, str, float]]:
+    """The entries asked for since last asked (``_events``)."""
+    out = _events[:]
+    _events.clear()
     return out
 
 
@@ -89,10 +99,14 @@ def record(path: Path, what: str, parts: Sequence[str] = ()) -> None:
 def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence[str] = ()) -> Path:
     """``path``, built by ``build(path)`` (which writes it, and its ``parts`` beside it, whole)
     where it is missing; a damaged entry is set aside and rebuilt once, with a note."""
+    t0 = time.perf_counter()
+    how = "built"
     if path.exists() or _record_path(path).exists():
         why = problem(path)
         if why is None:
+            _events.append((what, "hit", time.perf_counter() - t0))
             return path
+        how = "rebuilt"
         set_aside(path, parts)
         _notes.append(f"the cached {what} had no record of its contents (an earlier visionbench "
                       "wrote it): set aside and rebuilt" if why == NO_RECORD else
@@ -102,6 +116,7 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
     if not path.exists():
         raise VisionbenchError(f"building the {what} wrote nothing to {path}")
     record(path, what, parts)
+    _events.append((what, how, time.perf_counter() - t0))
     return path
 
 

@@ -47,6 +47,17 @@ QUICK: dict[Mode, ModeDefaults] = {
     "throughput": ModeDefaults(warmup=1, duration=1.0, repeats=2),
     "latency": ModeDefaults(warmup=5, duration=1.0, repeats=2),
 }
+#: The suite's windows: 48 cells (8 workloads x 3 precisions x 2 modes) within 15 minutes on 2
+#: cores; a heavy detector's batch-1 inference takes 2-3 s there, so 5 warm-up inferences.
+SUITE: dict[Mode, ModeDefaults] = {
+    "throughput": ModeDefaults(warmup=2, duration=4.0, repeats=3),
+    "latency": ModeDefaults(warmup=5, duration=3.0, repeats=3),
+}
+#: The suite's --quick: 48 smoke cells within 4 minutes on 2 cores.
+SUITE_QUICK: dict[Mode, ModeDefaults] = {
+    "throughput": ModeDefaults(warmup=1, duration=0.5, repeats=2),
+    "latency": ModeDefaults(warmup=3, duration=0.5, repeats=2),
+}
 QUICK_THROUGHPUT_BATCH = 16
 QUICK_CALIBRATION_SAMPLES = 64
 
@@ -98,6 +109,11 @@ class Study:
     allow_emulated: bool = False
     #: Measure accuracy on the data (labels from class folders or a labels file) as well.
     accuracy: bool = False
+    #: ``--mode cold``: each engine and precision started in fresh processes; with ``no_cache``
+    #: each re-quantizes INT8, with ``drop_caches`` the OS file cache is dropped before each.
+    cold: bool = False
+    no_cache: bool = False
+    drop_caches: bool = False
     seed: int = 0
     #: The engines' own options given (``Engine.options``: OpenVINO's streams and hint, ONNX
     #: Runtime's inter-op threads...), by name.
@@ -112,6 +128,11 @@ class Study:
         if not self.methods or any(m not in METHODS for m in self.methods):
             raise VisionbenchError(f"unknown method in '{','.join(self.methods)}'; choose from "
                                    f"{', '.join(METHODS)}")
+        if (self.no_cache or self.drop_caches) and not self.cold:
+            raise VisionbenchError("--no-cache and --drop-caches apply to cold starts: give "
+                                   "--mode cold")
+        if not self.modes and not self.cold:
+            raise VisionbenchError("no mode to measure: give --mode throughput, latency or cold")
         for b in self.batch_sizes or []:
             if b <= 0:
                 raise VisionbenchError(f"--batch-sizes must be positive integers, got {b}")
@@ -133,6 +154,8 @@ class Timing:
     warmup: int | None = None
     #: A smoke run: small throughput batch, short windows, few calibration samples.
     quick: bool = False
+    #: The suite's shorter windows (``SUITE``, ``SUITE_QUICK``).
+    suite: bool = False
 
     def __post_init__(self) -> None:
         _positive({"--iterations": self.iterations, "--repeats": self.repeats})
@@ -144,7 +167,9 @@ class Timing:
             raise VisionbenchError("give --duration or --iterations, not both")
 
     def plan(self, mode: Mode, batch: int) -> TimingPlan:
-        d = (QUICK if self.quick else FULL)[mode]
+        profiles = {(False, False): FULL, (True, False): QUICK, (False, True): SUITE,
+                    (True, True): SUITE_QUICK}
+        d = profiles[self.quick, self.suite][mode]
         return TimingPlan(
             batch_size=batch,
             warmup=d.warmup if self.warmup is None else self.warmup,
@@ -152,6 +177,9 @@ class Timing:
             duration=None if self.iterations is not None else (self.duration or d.duration),
             iterations=self.iterations,
         )
+
+
+ISOLATION = ("engine", "none")
 
 
 @dataclass(frozen=True)
@@ -164,8 +192,14 @@ class Launch:
     instances: int | None = None
     cores_per_instance: int | None = None
     layout: str | None = None
+    #: ``ISOLATION``: each engine's measurements in a worker process of its own (the default,
+    #: None), or all in the process that runs the scenario.
+    isolation: str | None = None
 
     def __post_init__(self) -> None:
+        if self.isolation is not None and self.isolation not in ISOLATION:
+            raise VisionbenchError(f"unknown isolation '{self.isolation}'; choose from "
+                                   f"{', '.join(ISOLATION)}")
         _positive({"--threads": self.threads, "--instances": self.instances,
                    "--cores-per-instance": self.cores_per_instance})
         if self.layout is not None and (self.instances or self.cores_per_instance):

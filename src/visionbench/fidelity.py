@@ -76,12 +76,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def detections(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detections(boxes: np.ndarray, scores: np.ndarray, score_threshold: float = SCORE_THRESHOLD,
+               pre_nms_top: int | None = None, max_detections: int = MAX_DETECTIONS
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's boxes [A, 4] and class scores [A, classes] -> kept boxes, classes, scores:
-    per class, scores from SCORE_THRESHOLD, greedy non-maximum suppression at NMS_IOU, then the
-    MAX_DETECTIONS highest."""
+    scores from ``score_threshold`` (the ``pre_nms_top`` highest of them, if given), then per class
+    greedy non-maximum suppression at NMS_IOU, then the ``max_detections`` highest."""
     kept_boxes, kept_cls, kept_scores = [], [], []
-    anchors, classes = np.nonzero(scores >= SCORE_THRESHOLD)
+    anchors, classes = np.nonzero(scores >= score_threshold)
+    if pre_nms_top is not None and anchors.size > pre_nms_top:
+        top = np.argsort(-scores[anchors, classes], kind="stable")[:pre_nms_top]
+        anchors, classes = anchors[top], classes[top]
     for c in np.unique(classes):
         idx = anchors[classes == c]
         s = scores[idx, c]
@@ -95,7 +100,7 @@ def detections(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
             order = rest[iou(boxes[best][None], boxes[rest])[0] <= NMS_IOU]
     if not kept_boxes:
         return np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)
-    top = np.argsort(-np.asarray(kept_scores), kind="stable")[:MAX_DETECTIONS]
+    top = np.argsort(-np.asarray(kept_scores), kind="stable")[:max_detections]
     return np.asarray(kept_boxes)[top], np.asarray(kept_cls)[top], np.asarray(kept_scores)[top]
 
 

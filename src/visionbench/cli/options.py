@@ -83,6 +83,10 @@ INSTANCES = [
                  help="The reference scripts' instances: throughput = one per NUMA node with all "
                       "its cores; latency = 4 cores each, filling the machine; reference = each "
                       "mode its own."),
+    click.option("--isolation", type=click.Choice(["engine", "none"]),
+                 help="engine: each engine's measurements in a fresh worker process of its own, "
+                      "so none runs beside another engine's runtime or inherits its memory; none: "
+                      "every engine in this process [default: engine]."),
     *[click.option(opt.flag, name, type=click.Choice(opt.choices) if opt.choices else int,
                    help=opt.help) for name, (opt, _) in all_options().items()],
 ]
@@ -103,7 +107,14 @@ TIMING = [
 
 #: The study's own options: shared by run and fleet.
 STUDY_MODES = [
-    click.option("--mode", help="Comma list of throughput, latency [default: both]."),
+    click.option("--mode", help="Comma list of throughput, latency and cold (each engine and "
+                                "precision started in fresh processes, timed to its first answer) "
+                                "[default: throughput,latency]."),
+    click.option("--no-cache", is_flag=True,
+                 help="--mode cold: re-run INT8 quantization in each fresh process instead of "
+                      "reading visionbench's cache."),
+    click.option("--drop-caches", is_flag=True,
+                 help="--mode cold: drop the OS file cache before each fresh process (root)."),
     click.option("--method", help="Comma list of reference (one process, one synchronous request, "
                                   "the reference batch) and engine (the engine's own throughput or "
                                   "latency configuration, as its benchmark tool runs it) [default: "

@@ -68,6 +68,9 @@ class Execution:
     quantized_ops: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     prepare_seconds: float = 0.0
+    #: Of ``prepare_seconds``, the model file read into the engine, where the engine tells it
+    #: apart (None: read, optimised and compiled in one call).
+    read_seconds: float | None = None
 
 
 class Session(ABC):

@@ -176,7 +176,9 @@ class OpenVINOEngine(Engine):
         }
         if streams is not None or hint is None:
             config[props.num_streams] = streams or 1
+        t_read = time.perf_counter()
         ov_model = core.read_model(str(source))
+        t_read = time.perf_counter() - t_read
         ov_model.reshape({model.input_name: list(model.input_shape(batch_size))})
         compiled = core.compile_model(ov_model, "CPU", config)
         optimal = int(compiled.get_property(props.optimal_number_of_infer_requests))
@@ -207,7 +209,7 @@ class OpenVINOEngine(Engine):
                 if precision == "int8" else None,
                 "quantize_seconds": round(t_quant, 3) if precision == "int8" else None,
             },
-            prepare_seconds=time.perf_counter() - t0,
+            prepare_seconds=time.perf_counter() - t0, read_seconds=t_read,
         )
         return OpenVINOSession(compiled, model.output_name, execution, requests)
 

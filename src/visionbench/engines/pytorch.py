@@ -204,7 +204,9 @@ class _Torch(Engine):
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # settable once, before any parallel work
             torch.set_num_interop_threads(1)
+        t_read = time.perf_counter()
         module, definition = torch_module(model)
+        t_read = time.perf_counter() - t_read
         module = module.to(memory_format=torch.channels_last)
         details: dict[str, Any] = {
             "configuration": "torch.compile (inductor, freezing)" if self.compiled else "eager",
@@ -250,7 +252,7 @@ class _Torch(Engine):
             layer_precisions=dict(kernels),
             quantized_ops=quantized,
             details=details,
-            prepare_seconds=time.perf_counter() - t0,
+            prepare_seconds=time.perf_counter() - t0, read_seconds=t_read,
         )
         return session
 

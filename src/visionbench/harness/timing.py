@@ -8,7 +8,7 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -33,13 +33,23 @@ class TimingPlan:
         return None if self.duration is None else self.duration * self.repeats
 
 
+class Meter(Protocol):
+    """Energy counters read at the edges of each window (``visionbench.energy.EnergyMeter``)."""
+
+    def read(self) -> list[int] | None: ...
+
+    def joules(self, start: list[int], end: list[int]) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class Window:
-    """One timed window: every inference's latency in nanoseconds and the window's wall time."""
+    """One timed window: every inference's latency in nanoseconds and the window's wall time
+    (and the energy each counter of a meter saw over it, in joules)."""
 
     latencies_ns: np.ndarray
     wall_ns: int
     batch_size: int
+    energy_j: dict[str, float] | None = None
 
     @property
     def images(self) -> int:
@@ -56,6 +66,15 @@ class Timing:
     windows: list[Window]
     #: Batches run in the warm-up (with several requests in flight, at least one per request).
     warmup_calls: int = 0
+    #: The latency of the session's first inference (the first of the warm-up), if it had one.
+    first_ns: int | None = None
+
+
+def _energy(meter: Meter | None, start: list[int] | None) -> dict[str, float] | None:
+    if meter is None or start is None:
+        return None
+    end = meter.read()
+    return None if end is None else meter.joules(start, end)
 
 
 Progress = Callable[[str, float], None]  # (phase, seconds or iterations done) -> None
@@ -64,14 +83,19 @@ Progress = Callable[[str, float], None]  # (phase, seconds or iterations done) -
 def measure(
     infer: Callable[[Any], Any], inputs: Sequence[Any], plan: TimingPlan,
     progress: Progress | None = None, go: Callable[[], None] | None = None,
+    meter: Meter | None = None,
 ) -> Timing:
     """Run ``infer`` over ``inputs`` (cycled) per ``plan``; nothing but the call is timed.
-    ``go`` is called between warm-up and the first window (the instances' barrier)."""
+    ``go`` is called between warm-up and the first window (the instances' barrier); ``meter``
+    is read at each window's edges."""
     clock = time.perf_counter_ns
     n_inputs = len(inputs)
     t0 = clock()
+    first_ns = None
     for i in range(plan.warmup):
         infer(inputs[i % n_inputs])
+        if first_ns is None:
+            first_ns = clock() - t0
         if progress:
             progress("warmup", i + 1)
     warmup_ns = clock() - t0
@@ -84,6 +108,7 @@ def measure(
     for _ in range(plan.repeats):
         lat: list[int] = []
         i = 0
+        counters = meter.read() if meter is not None else None
         start = clock()
         end = start
         next_report = start + report_every
@@ -101,10 +126,11 @@ def measure(
             if progress and end >= next_report:
                 next_report = end + report_every
                 progress("timed", (end - start) / 1e9 if limit_ns else i)
-        windows.append(Window(np.asarray(lat, dtype=np.int64), end - start, plan.batch_size))
+        windows.append(Window(np.asarray(lat, dtype=np.int64), end - start, plan.batch_size,
+                              _energy(meter, counters)))
         if progress:
             progress("window", len(windows))
-    return Timing(warmup_ns, windows, plan.warmup)
+    return Timing(warmup_ns, windows, plan.warmup, first_ns)
 
 
 #: Starts a batch on request ``slot`` without waiting and calls ``done`` (from any thread) once it
@@ -169,6 +195,7 @@ class _InFlight:
 def measure_async(
     start: Start, requests: int, inputs: Sequence[Any], plan: TimingPlan,
     progress: Progress | None = None, go: Callable[[], None] | None = None,
+    meter: Meter | None = None,
 ) -> Timing:
     """Like ``measure``, with ``requests`` asynchronous requests kept in flight, as OpenVINO's
     benchmark_app runs its throughput hint: a new batch starts the moment a request is free.
@@ -190,7 +217,8 @@ def measure_async(
         if progress:
             progress("warmup", min(i, plan.warmup))
     flight.drain()
-    flight.take()
+    warm = flight.take()
+    first_ns = min(warm) if warm else None  # the first to complete, requests started together
     warmup_ns = clock() - t0
     if go:
         go()
@@ -199,6 +227,7 @@ def measure_async(
     report_every = 200_000_000
     for _ in range(plan.repeats):
         submitted = 0
+        counters = meter.read() if meter is not None else None
         begin = clock()
         next_report = begin + report_every
         while True:
@@ -217,7 +246,7 @@ def measure_async(
         flight.drain()
         lat = flight.take()
         windows.append(Window(np.asarray(lat, dtype=np.int64), flight.last_end - begin,
-                              plan.batch_size))
+                              plan.batch_size, _energy(meter, counters)))
         if progress:
             progress("window", len(windows))
-    return Timing(warmup_ns, windows, warmup)
+    return Timing(warmup_ns, windows, warmup, first_ns)

@@ -66,6 +66,9 @@ class ModelCard:
     #: and its INT8 calibration samples where fewer than the run's (heavy detectors).
     suite_batch: int | None = None
     calibration_samples: int | None = None
+    #: The registered model the suite's ``--quick`` runs in this one's place (a heavy one at a
+    #: smaller input), said in its results.
+    quick_stand_in: str | None = None
     #: (spec) -> (torch.nn.Module in eval mode, what it is); None: no PyTorch definition.
     torch_module: Callable[[ModelSpec], tuple[Any, str]] | None = None
     #: (spec) -> keras.Model taking NHWC input; None: no Keras definition.

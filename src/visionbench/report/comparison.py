@@ -43,6 +43,29 @@ def _ci(c: Cell | None) -> str:
     return "—" if c is None or c.ci is None else f"{c.ci[0]:.2f}–{c.ci[1]:.2f}"
 
 
+def _resource(c: Cell | None, base: Cell | None) -> str:
+    """Peak memory while timing (and its ratio to the baseline's), and joules per image."""
+    if c is None or c.peak_mib is None:
+        return "—"
+    text = f"{c.peak_mib:.0f} MiB"
+    if base is not None and base is not c and base.peak_mib:
+        text += f" ({c.peak_mib / base.peak_mib:.2f}x)"
+    if c.joules_per_image is not None:
+        text += f", {c.joules_per_image:.3f} J/image"
+    return text
+
+
+def resource_rows(cmp: Comparison) -> list[list[str]]:
+    """Per measurement, each run's peak memory while timing (vs the baseline's) and energy."""
+    rows = []
+    for k in cmp.keys:
+        base = cmp.cells.get((k, cmp.baseline))
+        cells = [_resource(cmp.cells.get((k, r.label)), base) for r in cmp.runs]
+        if any(c != "—" for c in cells):
+            rows.append([k.series(_models(cmp)), k.precision, k.mode, *cells])
+    return rows
+
+
 def _models(cmp: Comparison) -> bool:
     """Whether the comparison holds several models (then rows name theirs)."""
     return len({k.model for k in cmp.keys}) > 1
@@ -70,6 +93,13 @@ def tables(cmp: Comparison) -> list[Table]:
             t.add_row(k.series(_models(cmp)), k.precision,
                       *(_value(cmp.cells.get((k, r.label)), mode) for r in cmp.runs),
                       *(_change(cmp.cells.get((k, label))) for label in others))
+        out.append(t)
+    if rows := resource_rows(cmp):
+        t = Table(title="Memory while timing (peak, vs baseline) and energy", title_justify="left")
+        for col in ("engine", "precision", "mode", *(r.label for r in cmp.runs)):
+            t.add_column(col)
+        for row in rows:
+            t.add_row(*row)
         out.append(t)
     return out
 
@@ -145,6 +175,11 @@ def compare_markdown(cmp: Comparison) -> str:
                 lines.append(f"| {k.series(_models(cmp))} | {k.precision} | {r.label} | {_value(c, mode)} | "
                              f"{'' if c is None or c.speedup is None else f'{c.speedup:.2f}x'} | "
                              f"{_ci(c)} | {_p(c.p_value if c else None)} | {c.verdict or '' if c else ''} |")
+    if rows := resource_rows(cmp):
+        lines += ["", "## Memory while timing (peak, vs baseline) and energy", "",
+                  "| engine | precision | mode | " + " | ".join(r.label for r in cmp.runs) + " |",
+                  "|---|---|---|" + "---|" * len(cmp.runs),
+                  *["| " + " | ".join(row) + " |" for row in rows]]
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +191,7 @@ def compare_html(cmp: Comparison, figures: dict[str, dict[str, bytes]]) -> str:
     }
     return TEMPLATES.get_template("compare.html.j2").render(
         cmp=cmp, rows=rows, titles=MODES, alpha=ALPHA, value=_value, p=_p, ci=_ci,
+        resource_rows=resource_rows(cmp),
         several_models=_models(cmp),
         figures={name: data_uri(f["png"]) for name, f in figures.items()},
     )

@@ -8,11 +8,16 @@ from rich.table import Table
 from rich.text import Text
 
 from visionbench.report.format import (
+    COLD_COLUMNS,
+    COLD_RUN_COLUMNS,
     MLPERF_COLUMNS,
     SUITE_COLUMNS,
     SUMMARY_COLUMNS,
     batch_latency,
     batch_text,
+    cold_rows,
+    cold_run_note,
+    cold_run_rows,
     engine_text,
     fidelity_notes,
     fidelity_text,
@@ -23,6 +28,7 @@ from visionbench.report.format import (
     mlperf_rows,
     per_batch,
     ran_as,
+    resource_notes,
     subject,
     suite_note,
     suite_summary_rows,
@@ -124,6 +130,15 @@ def tune_table(results: Results) -> Table:
     return t
 
 
+def cold_table(rows: list[list[str]]) -> Table:
+    t = Table(title="Cold start, memory and energy", title_justify="left")
+    for col in COLD_COLUMNS:
+        t.add_column(col, justify="left" if col in ("measurement", "cached files") else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def mlperf_table(results: Results) -> Table:
     t = Table(title="MLPerf Inference scenarios (LoadGen)", title_justify="left")
     for col in MLPERF_COLUMNS:
@@ -172,6 +187,18 @@ def print_summary(console: Console, results: Results) -> None:
             console.print(throughput_table(results, notes))
         if any(m.mode == "latency" for m in results.measurements):
             console.print(latency_table(results, notes))
+    if cold := cold_rows(results):
+        console.print(cold_table(cold))
+    if runs := cold_run_rows(results):
+        t = Table(title="Cold start in fresh processes (--mode cold)", title_justify="left")
+        for col in COLD_RUN_COLUMNS:
+            t.add_column(col, justify="left" if col in ("engine", "precision", "cached files")
+                         else "right")
+        for row in runs:
+            t.add_row(*row)
+        console.print(t)
+        if note := cold_run_note(results):
+            console.print(note, markup=False, highlight=False)
     if results.accuracy:
         console.print(accuracy_table(results, notes))
     if results.mlperf:
@@ -189,7 +216,7 @@ def print_summary(console: Console, results: Results) -> None:
                 console.print(f"re-run {r['engine']} {r['precision']}: {r['command']}", soft_wrap=True)
     if results.calibration:
         console.print(f"INT8 calibration: {results.calibration['how']}", highlight=False)
-    for text in [*method_notes(results), *fidelity_notes(results)]:
+    for text in [*method_notes(results), *fidelity_notes(results), *resource_notes(results)]:
         console.print(text, markup=False, highlight=False)
     for i, text in enumerate(notes.texts, 1):
         console.print(f"[{i}] {text}", markup=False, highlight=False)

@@ -17,7 +17,8 @@ from visionbench.report.html import TEMPLATES, data_uri
 from visionbench.results.fleet import FleetRow, FleetSummary, NodeCell
 
 TITLES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
-COLUMNS = ["engine", "precision", "node", "value", "repeats vary", "vs median", "verdict"]
+COLUMNS = ["engine", "precision", "node", "value", "repeats vary", "vs median", "peak MiB",
+           "J/image", "verdict"]
 
 
 def _value(v: float | None, mode: str) -> str:
@@ -48,13 +49,15 @@ def node_rows(summary: FleetSummary, mode: str) -> list[dict]:
             rows.append({"cells": [engine, precision, c.node, _value(c.value, mode),
                                    "—" if c.cv is None or c.value is None else f"{100 * c.cv:.1f}%",
                                    "—" if c.ratio is None else f"{c.ratio:.2f}x",
+                                   "—" if c.peak_mib is None else f"{c.peak_mib:.0f}",
+                                   "—" if c.joules_per_image is None else f"{c.joules_per_image:.3f}",
                                    _verdict(c, summary.outlier_pct)], "outlier": c.outlier})
         rows.append({"cells": [engine, precision, "fleet median", _value(row.median, mode), "",
-                               "1.00x", f"{len([c for c in row.cells if c.value])} nodes"],
+                               "1.00x", "", "", f"{len([c for c in row.cells if c.value])} nodes"],
                      "median": True})
         if row.aggregate is not None:
             rows.append({"cells": [engine, precision, "cluster aggregate",
-                                   _value(row.aggregate, mode), "", "",
+                                   _value(row.aggregate, mode), "", "", "", "",
                                    f"sum of {row.aggregate_nodes} nodes timed together"],
                          "median": True})
     return rows

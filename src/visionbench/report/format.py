@@ -189,6 +189,88 @@ INSTANCE_COLUMNS = ["measurement", "instance", "cores", "affinity read back", "i
                     "p50 ms", "p99 ms"]
 
 
+COLD_COLUMNS = ["measurement", "images/s or p50 ms", "read s", "prepare s", "cached files",
+                "first inference ms", "memory prepared MiB", "memory peak MiB", "J/image", "W"]
+
+
+def cold_rows(results: Results) -> list[list[str]]:
+    """Per measurement: what its cold start cost on the way (model read, whole preparation, the
+    cache's hits and builds, first inference), the memory its process held and its peak while
+    timing, and the energy per image where the machine exposes it."""
+    rows = []
+    for m in results.measurements:
+        c, mem, e = m.cold_start, m.memory, m.energy
+        if c is None and mem is None:
+            continue
+        figure = (fmt(m.throughput_ips, ".1f") if m.mode == "throughput"
+                  else fmt(m.latency.p50_ms if m.latency else None))
+        energy = e is not None and e.available
+        rows.append([
+            m.id, figure, fmt(c.read_seconds if c else None),
+            fmt(c.prepare_seconds if c else None),
+            "; ".join(f"{what}: {how}" for what, how in c.cache.items()) if c and c.cache else "—",
+            fmt(c.first_inference_ms if c else None, ".1f"),
+            fmt(mem.prepared_mib if mem else None, ".0f"), fmt(mem.peak_mib if mem else None, ".0f"),
+            fmt(e.joules_per_image if energy else None, ".3f"),
+            fmt(e.watts if energy else None, ".1f"),
+        ])
+    return rows
+
+
+COLD_RUN_COLUMNS = ["engine", "precision", "processes", "start s", "import s", "read s",
+                    "prepare s", "first inference ms", "first answer s", "peak MiB", "cached files"]
+
+
+def cold_run_rows(results: Results) -> list[list[str]]:
+    """``--mode cold``: per engine and precision, each phase's median over the fresh processes,
+    and the time to the first answer as median [min-max]."""
+    rows = []
+    for c in results.cold:
+        if c.status != "ok":
+            rows.append([c.engine, c.precision, c.status, *["—"] * 7, c.reason or ""])
+            continue
+        ph = c.phases
+
+        def med(name: str, spec: str = ".2f") -> str:
+            return fmt(ph[name].median if name in ph else None, spec)  # noqa: B023
+
+        total = ph["total"]
+        rows.append([
+            (f"{c.model}: " if c.model else "") + c.engine, c.precision, str(c.processes),
+            med("start"), med("import"), med("read"), med("prepare"), med("first_inference", ".1f"),
+            f"{total.median:.2f} [{total.min:.2f}-{total.max:.2f}]", fmt(c.peak_rss_mib, ".0f"),
+            "; ".join(f"{k}: {v}" for k, v in c.cache.items()) or "—",
+        ])
+    return rows
+
+
+def cold_run_note(results: Results) -> str | None:
+    c = next((c for c in results.cold if c.status == "ok"), None)
+    if c is None:
+        return None
+    return (f"cold start: {c.processes} fresh processes per engine and precision, one after "
+            f"another, timed from each process's start to its first batch-1 answer; OS file cache "
+            f"{c.file_cache}" + (f"; INT8 quantization {c.quantization}" if any(
+                r.quantization for r in results.cold) else "")
+            + "; medians (first answer: median [min-max])")
+
+
+def resource_notes(results: Results) -> list[str]:
+    """How the cold-start, memory and energy figures were taken, and why energy is missing."""
+    ms = [m for m in results.measurements if m.memory is not None]
+    if not ms:
+        return []
+    out = ["cold start: observed on the way to each measurement, in a process that may have "
+           "prepared others before (`--mode cold` measures fresh processes); memory: resident "
+           f"MiB of the measuring process(es), {ms[0].memory.method}"]
+    reasons = {m.energy.reason for m in ms if m.energy is not None and not m.energy.available}
+    out += [f"energy: unavailable: {r}" for r in sorted(r for r in reasons if r)]
+    domains = next((m.energy.domains for m in ms if m.energy and m.energy.available), None)
+    if domains:
+        out.append(f"energy: RAPL counters {', '.join(domains)} read at each timed window's edges")
+    return out
+
+
 MLPERF_COLUMNS = ["engine", "precision", "scenario", "metric", "value", "result", "p50 ms",
                   "p90 ms", "p99 ms", "queries", "why"]
 

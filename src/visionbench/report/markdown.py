@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from visionbench.report.format import (
+    COLD_COLUMNS,
+    COLD_RUN_COLUMNS,
     INSTANCE_COLUMNS,
     MLPERF_COLUMNS,
     SUITE_COLUMNS,
     SUMMARY_COLUMNS,
     batch_latency,
     batch_text,
+    cold_rows,
+    cold_run_note,
+    cold_run_rows,
     engine_text,
     fidelity_notes,
     fidelity_text,
@@ -21,6 +26,7 @@ from visionbench.report.format import (
     mlperf_rows,
     per_batch,
     ran_as,
+    resource_notes,
     subject,
     suite_note,
     suite_summary_rows,
@@ -46,7 +52,9 @@ def _suite(results: Results) -> list[str]:
         lines += [f"## Suite: {task}", "", *_table(SUITE_COLUMNS, rows), ""]
     lines += ["## Suite summary (geometric means over the workloads)", "",
               *_table(SUMMARY_COLUMNS, suite_summary_rows(results)), "", suite_note(results) + "."]
-    if notes := fidelity_notes(results):
+    if cold := cold_rows(results):
+        lines += ["", "## Cold start, memory and energy", "", *_table(COLD_COLUMNS, cold)]
+    if notes := [*fidelity_notes(results), *resource_notes(results)]:
         lines += ["", *[f"- {text}" for text in notes]]
     bad = [f"- {m.id}: {m.status}: {m.reason}" for m in results.measurements
            if m.status != "ok" and m.reason]
@@ -98,6 +106,11 @@ def summary_markdown(results: Results) -> str:
         if m.mode == "latency":
             lines.append(f"| {engine_text(m)} | {m.precision} | " + " | ".join(latency_values(m))
                          + f" | {fmt(m.throughput_ips, '.1f')} | {_ran(m)} | {fidelity_text(m)} |")
+    if cold := cold_rows(results):
+        lines += ["", "## Cold start, memory and energy", "", *_table(COLD_COLUMNS, cold)]
+    if runs := cold_run_rows(results):
+        lines += ["", "## Cold start in fresh processes (--mode cold)", "",
+                  *_table(COLD_RUN_COLUMNS, runs), "", f"{cold_run_note(results)}."]
     if results.accuracy:
         d = results.data or {}
         lines += ["", f"## Accuracy ({d.get('images')} images, {d.get('preprocessing')})", "",
@@ -132,7 +145,7 @@ def summary_markdown(results: Results) -> str:
                         for r in rows if r["command"]]]
     if results.calibration:
         lines += ["", f"INT8 calibration: {results.calibration['how']}."]
-    if notes := [*method_notes(results), *fidelity_notes(results)]:
+    if notes := [*method_notes(results), *fidelity_notes(results), *resource_notes(results)]:
         lines += ["", *[f"- {text}" for text in notes]]
     warnings = [f"- {m.id}: {w}" for m in results.measurements for w in m.warnings]
     if warnings:

@@ -52,6 +52,9 @@ class Cell:
     verdict: Verdict | None = None
     why: str = ""
     differences: list[str] = field(default_factory=list)  # e.g. a batch unlike the baseline's
+    #: The measurement's peak resident memory while timing, and its energy per image (if any).
+    peak_mib: float | None = None
+    joules_per_image: float | None = None
 
 
 @dataclass
@@ -72,7 +75,8 @@ class Comparison:
                  "model": c.key.model, "method": c.key.method, "run": c.run,
                  "value": c.value, "unit": "images/s" if c.key.mode == "throughput" else "ms (p50)",
                  "p99_ms": c.p99_ms, "speedup": c.speedup, "ci95": c.ci, "p_value": c.p_value,
-                 "test": c.test, "verdict": c.verdict, "why": c.why, "differences": c.differences}
+                 "test": c.test, "verdict": c.verdict, "why": c.why, "differences": c.differences,
+                 "peak_mib": c.peak_mib, "joules_per_image": c.joules_per_image}
                 for c in self.cells.values()
             ],
         }
@@ -161,7 +165,8 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
         return Cell(key, run.label, None, why=f"{m.status}: {m.reason}", differences=diffs)
     value = m.throughput_ips if mode == "throughput" else m.latency.p50_ms
     cell = Cell(key, run.label, value, p99_ms=m.latency.p99_ms if m.latency else None,
-                differences=diffs)
+                differences=diffs, peak_mib=m.memory.peak_mib if m.memory else None,
+                joules_per_image=m.energy.joules_per_image if m.energy else None)
     if run is base_run:
         return cell
     if base.status != "ok":

@@ -155,6 +155,9 @@ class NodeCell:
     outlier: bool = False
     note: str = ""
     per_repeat: list[float] = field(default_factory=list)
+    #: Peak resident memory while timing, and energy per image where the node exposes it.
+    peak_mib: float | None = None
+    joules_per_image: float | None = None
 
 
 @dataclass
@@ -228,7 +231,9 @@ def summarise(directory: Path, outlier_pct: float | None = None) -> FleetSummary
             value = _value(m)
             note = "" if value is not None else f"{m.status}: {m.reason}"
             cells.append(NodeCell(name, value, m.cv, note=note,
-                                  per_repeat=list(m.throughput_per_repeat) if value else []))
+                                  per_repeat=list(m.throughput_per_repeat) if value else [],
+                                  peak_mib=m.memory.peak_mib if m.memory else None,
+                                  joules_per_image=m.energy.joules_per_image if m.energy else None))
         values = [c.value for c in cells if c.value is not None]
         median = statistics.median(values) if values else None
         for c in cells:

@@ -75,6 +75,44 @@ class Fidelity(BaseModel):
     flags: list[str] = Field(default_factory=list, description="figures under their threshold")
 
 
+class Memory(BaseModel):
+    """Resident memory of the process that ran the measurement (summed over instances)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prepared_mib: float = Field(description="held once the session and its inputs were prepared "
+                                "(model, compiled state, input batches), before the warm-up")
+    peak_mib: float = Field(description="the peak during the warm-up and the timed windows alone")
+    method: str = Field(description="how the peak was taken")
+
+
+class Energy(BaseModel):
+    """Energy over the timed windows from the machine's RAPL counters, or why there is none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    available: bool
+    reason: str | None = Field(None, description="why energy is unavailable")
+    domains: list[str] = Field(default_factory=list, description="the RAPL domains summed")
+    joules: dict[str, float] = Field(default_factory=dict, description="per domain, all windows")
+    joules_per_image: float | None = None
+    watts: float | None = Field(None, description="average power over the timed windows")
+
+
+class ColdStart(BaseModel):
+    """What the measurement observed of a cold start, on the way to measuring (its session was
+    prepared in a process that had already run others: ``--mode cold`` measures fresh ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    read_seconds: float | None = Field(None, description="the engine reading the model file, "
+                                       "where it can be told apart from the rest")
+    prepare_seconds: float = Field(description="read, quantize and compile: the session ready")
+    cache: dict[str, str] = Field(default_factory=dict, description="each cached file the session "
+                                  "needed: hit, built or rebuilt, with its seconds")
+    first_inference_ms: float | None = Field(None, description="the first batch's latency")
+
+
 class Measurement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,7 +152,13 @@ class Measurement(BaseModel):
     timed_iterations: int = 0
     timed_seconds: float = 0.0
     prepare_seconds: float = 0.0
-    peak_rss_mib: float | None = Field(None, description="the largest instance's, with instances")
+    peak_rss_mib: float | None = Field(None, description="older files only: the process's peak "
+                                       "so far (ru_maxrss), earlier measurements included")
+    memory: Memory | None = None
+    energy: Energy | None = None
+    cold_start: ColdStart | None = None
+    ran_in: str | None = Field(None, description="the process that measured it: the engine's "
+                               "worker process (--isolation engine) or the main process")
     instances: int = Field(1, description="engine processes timed together; throughput is their sum")
     cores_per_instance: int | None = None
     layout: Literal["throughput", "latency", "custom"] | None = None
@@ -177,6 +221,53 @@ class Accuracy(BaseModel):
     @property
     def key(self) -> str:
         return accuracy_key(self.engine, self.precision)
+
+
+def cold_key(engine: str, precision: str, model: str | None = None) -> str:
+    return f"cold-{model + '-' if model else ''}{engine}-{precision}"
+
+
+class Spread(BaseModel):
+    """A figure over several fresh processes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    median: float
+    min: float
+    max: float
+
+
+class ColdStartRun(BaseModel):
+    """``--mode cold``: one engine and precision started in several fresh processes, each timed
+    from its start to its first answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    precision: Literal["fp32", "bf16", "int8"]
+    model: str | None = Field(None, description="a suite's workload")
+    status: Literal["ok", "skipped", "unsupported", "failed"]
+    reason: str | None = None
+    processes: int = 0
+    file_cache: str | None = Field(None, description="the OS file cache: warm, or dropped before "
+                                   "each process")
+    quantization: str | None = Field(None, description="INT8: read from visionbench's cache, or "
+                                     "re-run in each process (--no-cache)")
+    phases: dict[str, Spread] = Field(
+        default_factory=dict, description="seconds (first_inference: ms) of start (the process "
+        "up, visionbench imported), import (the engine's runtime), read, prepare (read, quantize, "
+        "compile), first_inference and total (start to first answer)")
+    per_process: list[dict[str, float | None]] = Field(default_factory=list)
+    peak_rss_mib: float | None = Field(None, description="median of the processes' peaks")
+    cache: dict[str, str] = Field(default_factory=dict, description="the first process's cached "
+                                  "files: hit, built or rebuilt, with seconds")
+    resumed: bool = False
+    started_at: str
+    finished_at: str
+
+    @property
+    def key(self) -> str:
+        return cold_key(self.engine, self.precision, self.model)
 
 
 class TuneOutcome(BaseModel):
@@ -398,6 +489,7 @@ class Results(BaseModel):
     accuracy: list[Accuracy] = Field(default_factory=list)
     tune: list[TuneOutcome] = Field(default_factory=list)
     mlperf: list[MlperfResult] = Field(default_factory=list)
+    cold: list[ColdStartRun] = Field(default_factory=list, description="--mode cold")
     invocations: list[Invocation] = Field(
         default_factory=list, description="every command that wrote into this run, in order "
         "(none in files written before 0.3: the run's own command and config)")
@@ -413,7 +505,7 @@ class Results(BaseModel):
         """Every stored record's key (a measurement's id; accuracy-, tune-, mlperf- keys for the
         others) and its status."""
         return {r.key: r.status for group in (self.measurements, self.accuracy, self.tune,
-                                               self.mlperf) for r in group}
+                                               self.mlperf, self.cold) for r in group}
 
     def key(self, m: Measurement) -> CellKey:
         return CellKey(m.engine, m.precision, m.mode, m.model or self.model.name, m.method)

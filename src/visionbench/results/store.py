@@ -21,6 +21,7 @@ from visionbench.results.rundir import Aside, RunLock, stopped_at
 from visionbench.results.schema import (
     SCHEMA_VERSION,
     Accuracy,
+    ColdStartRun,
     Measurement,
     MlperfResult,
     Results,
@@ -38,7 +39,8 @@ CSV_FIELDS = [
     "engine", "precision", "mode", "batch_size", "threads", "status", "executed_precision",
     "emulated", "quantized_ops", "instances", "cores_per_instance", "throughput_ips", "cv", "repeats",
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms",
-    "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count", "peak_rss_mib", "reason",
+    "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count", "memory_prepared_mib",
+    "memory_peak_mib", "first_inference_ms", "joules_per_image", "watts", "reason",
 ]
 
 
@@ -51,6 +53,12 @@ def _csv(results: Results) -> str:
         if m.latency is not None:
             for k, v in asdict(m.latency).items():
                 row[f"latency_{k}"] = v
+        if m.memory is not None:
+            row.update(memory_prepared_mib=m.memory.prepared_mib, memory_peak_mib=m.memory.peak_mib)
+        if m.cold_start is not None:
+            row["first_inference_ms"] = m.cold_start.first_inference_ms
+        if m.energy is not None and m.energy.available:
+            row.update(joules_per_image=m.energy.joules_per_image, watts=m.energy.watts)
         w.writerow(row)
     return buf.getvalue()
 
@@ -160,6 +168,9 @@ class RunStore(Store):
 
     def add_tune(self, t: TuneOutcome) -> None:
         self._put(self.results.tune, t)
+
+    def add_cold(self, c: ColdStartRun) -> None:
+        self._put(self.results.cold, c)
 
     def add_accuracy(self, a: Accuracy) -> None:
         self._put(self.results.accuracy, a)

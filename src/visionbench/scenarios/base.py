@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
@@ -467,6 +468,19 @@ class Scenario(Generic[R]):
     """One way of measuring: which tasks it runs and what one task's record is. The driver does
     the rest. ``R`` is the record a task leaves (a Measurement, an Accuracy, a TuneOutcome...)."""
 
+    #: Whether the driver runs each engine's tasks in a worker process of its own (``worker``)
+    #: under ``--isolation engine``: the scenario then implements ``in_worker`` and ``phase``.
+    isolated = False
+
+    def in_worker(self, hook: StartHook) -> Scenario[R]:
+        """The scenario as a worker process runs it (picklable), its start hook ``hook`` where it
+        has one (the worker asks the parent, which calls ``phase``)."""
+        raise NotImplementedError
+
+    def phase(self, task: Task, name: str) -> float | None:
+        """A worker's task reached ``name`` of its start hook: call the hook here."""
+        return None
+
     def tasks(self, setup: Setup, reporter: Reporter) -> Sequence[Task]:
         """The tasks to run, in order (default: the run's planned tasks)."""
         return setup.tasks
@@ -507,42 +521,91 @@ class Skip(Exception):
     """Raised by ``Scenario.measure``: the task is skipped, with this reason."""
 
 
+def measure_one(scenario: Scenario[R], task: Task, setup: Setup, reporter: Reporter) -> R:
+    """One task's record: measured, or unsupported, skipped or failed with the reason (an
+    engine's failure is a result: the run goes on)."""
+    why = not_run(task, setup.cfg)
+    if why is not None:
+        record = scenario.unmeasured(task, setup, *why)
+        reporter.note(f"skipped {scenario.describe(task)}: {why[1]}")
+    else:
+        try:
+            record = scenario.measure(task, setup, reporter)
+        except KeyboardInterrupt:
+            raise
+        except Skip as e:
+            record = scenario.unmeasured(task, setup, "skipped", str(e))
+        except Exception as e:
+            record = scenario.unmeasured(task, setup, "failed", describe(e))
+            reporter.note(f"failed {scenario.describe(task)}: {describe(e)}")
+    for note in take_notes():  # a record without warnings of its own
+        reporter.note(f"{scenario.describe(task)}: {note}")
+    return record
+
+
+def _records(scenario: Scenario[R], setup: Setup, tasks: list[Task], reporter: Reporter
+             ) -> Iterator[R]:
+    """The records of one engine's ``tasks``, in order: measured in a worker process of that
+    engine's where the scenario and ``--isolation`` say so, else here. A worker that dies fails
+    the task it was measuring and those after it, with why."""
+    runnable = [t for t in tasks if not_run(t, setup.cfg) is None]
+    if not (scenario.isolated and setup.cfg.launch.isolation != "none" and runnable):
+        for task in tasks:
+            yield measure_one(scenario, task, setup, reporter)
+        return
+    from visionbench.scenarios.worker import Worker, WorkerDied
+
+    worker = Worker(scenario, setup, tasks[0].engine, runnable, reporter)
+    finished = False
+    try:
+        made = worker.records()
+        died: str | None = None
+        for task in tasks:
+            if task not in runnable:
+                yield measure_one(scenario, task, setup, reporter)
+                continue
+            if died is None:
+                try:
+                    yield next(made)
+                    continue
+                except StopIteration:
+                    died = f"the {task.engine} worker process ended before measuring it"
+                except WorkerDied as e:
+                    died = f"{e} while measuring it"
+                    reporter.note(f"failed {scenario.describe(task)}: {died}")
+                    yield scenario.unmeasured(task, setup, "failed", died)
+                    died = f"not measured: {e} during {scenario.describe(task)}"
+                    continue
+            yield scenario.unmeasured(task, setup, "failed", died)
+        finished = True
+        next(made, None)  # the worker's "done"
+    finally:
+        worker.close(finished)
+
+
 def drive(setup: Setup | Sequence[Setup], scenarios: Sequence[Scenario[Any]], reporter: Reporter
           ) -> Iterator[RunStore]:
     """Run each scenario's tasks in turn on an opened run (a suite: on each of its workloads'
-    setups), storing each record as it comes (yielding the store after each) and finishing the
-    run: complete, or failed when any record failed; interrupted (Ctrl-C) or failed (an error of
-    visionbench itself) keep what was stored."""
+    setups), each engine's in a worker process of its own where the scenario is isolated
+    (``worker``), storing each record as it comes (yielding the store after each) and finishing
+    the run: complete, or failed when any record failed; interrupted (Ctrl-C) or failed (an error
+    of visionbench itself) keep what was stored."""
     setups = [setup] if isinstance(setup, Setup) else list(setup)
     store = setups[0].store
     failed = False
     with store.recording():
         for scenario in scenarios:
             try:
-                for setup, task in ((one, t) for one in setups for t in scenario.tasks(one, reporter)):
-                    if setup.todo is not None and scenario.key(task) not in setup.todo:
-                        continue
-                    why = not_run(task, setup.cfg)
-                    if why is not None:
-                        record = scenario.unmeasured(task, setup, *why)
-                        reporter.note(f"skipped {scenario.describe(task)}: {why[1]}")
-                    else:
-                        try:
-                            record = scenario.measure(task, setup, reporter)
-                        except KeyboardInterrupt:
-                            raise
-                        except Skip as e:
-                            record = scenario.unmeasured(task, setup, "skipped", str(e))
-                        except Exception as e:  # an engine's failure is a result: the run goes on
-                            record = scenario.unmeasured(task, setup, "failed", describe(e))
-                            reporter.note(f"failed {scenario.describe(task)}: {describe(e)}")
-                    failed = failed or record.status == "failed"
-                    for note in take_notes():  # a record without warnings of its own
-                        reporter.note(f"{scenario.describe(task)}: {note}")
-                    if setup.cfg.existing == "resume" and hasattr(record, "resumed"):
-                        record.resumed = True
-                    scenario.add(setup, record, reporter)
-                    yield store
+                for one in setups:
+                    tasks = [t for t in scenario.tasks(one, reporter)
+                             if one.todo is None or scenario.key(t) in one.todo]
+                    for _, group in groupby(tasks, key=lambda t: t.engine):
+                        for record in _records(scenario, one, list(group), reporter):
+                            failed = failed or record.status == "failed"
+                            if one.cfg.existing == "resume" and hasattr(record, "resumed"):
+                                record.resumed = True
+                            scenario.add(one, record, reporter)
+                            yield store
             finally:
                 scenario.close()
     # A run joined (--append, resume) is failed while any of its records is, whoever made it.

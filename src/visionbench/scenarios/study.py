@@ -3,9 +3,7 @@ this process or in pinned instances, each measurement stored the moment it compl
 
 from __future__ import annotations
 
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,21 +11,24 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.cache import take_notes
+from visionbench.cache import take_events, take_notes
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import Engine, Session, get_engine
 from visionbench.engines.base import Execution
+from visionbench.harness.energy import EnergyMeter
 from visionbench.harness.instances import (
     combined_throughput,
     pinning,
     pooled_latencies,
     run_instances,
 )
-from visionbench.harness.timing import Progress, Timing, TimingPlan, measure, measure_async
+from visionbench.harness.memory import PeakMemory, rss_mib
+from visionbench.harness.timing import Progress, Timing, TimingPlan, Window, measure, measure_async
 from visionbench.models.spec import ModelSpec
 from visionbench.results import InstanceResult, Measurement, RunStore, now
+from visionbench.results.schema import ColdStart, Energy, Memory
 from visionbench.scenarios.base import (
     Reporter,
     Scenario,
@@ -46,9 +47,20 @@ from visionbench.stats import CV_WARN, cv, latency_summary
 from visionbench.sysinfo import numa_cores
 
 
-def _peak_rss_mib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / 1024 if sys.platform != "darwin" else kib / 2**20, 1)
+@dataclass(frozen=True)
+class Timed:
+    """A task prepared and timed in one process: the timing, what ran, the outputs for the
+    fidelity check, and what the process observed on the way (memory, cache, energy meter)."""
+
+    timing: Timing
+    execution: Execution
+    outputs: list[np.ndarray] | None
+    prepared_mib: float
+    peak_mib: float
+    memory_method: str
+    cache: list[tuple[str, str, float]]
+    energy_domains: list[str]
+    energy_unavailable: str | None
 
 
 @dataclass(frozen=True)
@@ -66,21 +78,31 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
                       plan: TimingPlan, threads: int, cal: Calibration,
                       progress: Progress | None, start: Callable[[], None] | None = None,
                       ready: Callable[[], None] | None = None,
-                      check: FidelityCheck | None = None,
-                      ) -> tuple[Timing, Execution, list[np.ndarray] | None]:
-    """Prepare and time ``task``; with ``check``, the session's outputs on its images after."""
+                      check: FidelityCheck | None = None) -> Timed:
+    """Prepare and time ``task``; with ``check``, the session's outputs on its images after.
+    Memory is read once the session and its inputs are ready, and its peak over the warm-up and
+    the timed windows alone; the energy counters at each window's edges."""
+    take_events()
     session = _prepare(task, engine, model, cfg, threads, cal, plan.batch_size)
+    cache = take_events()
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.study.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]
+        meter = EnergyMeter.open()
         if ready is not None:
             ready()
+        prepared = rss_mib()
+        peak = PeakMemory()
+        peak.start()
         if session.requests > 1:
-            timing = measure_async(session.start, session.requests, inputs, plan, progress, start)
+            timing = measure_async(session.start, session.requests, inputs, plan, progress, start,
+                                   meter)
         else:
-            timing = measure(session.run, inputs, plan, progress, start)
+            timing = measure(session.run, inputs, plan, progress, start, meter)
+        peak_mib = peak.stop()
         outputs = check.collect(session, plan.batch_size) if check is not None else None
-        return timing, session.execution, outputs
+        return Timed(timing, session.execution, outputs, prepared, peak_mib, peak.method, cache,
+                     [d.name for d in meter.domains], meter.unavailable)
     finally:
         session.close()
 
@@ -95,10 +117,39 @@ def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, An
     """The target each instance process runs (see ``harness.instances``)."""
     cfg = job.cfg
     cal, _ = study_calibration(cfg, job.model, open_data(cfg))
-    timing, execution, _ = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg,
-                                             job.plan, job.threads, cal, None, barrier)
-    return {"timing": timing, "execution": execution, "peak_rss_mib": _peak_rss_mib(),
-            "cache_notes": take_notes()}
+    timed = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg, job.plan,
+                              job.threads, cal, None, barrier)
+    return {"timed": timed, "cache_notes": take_notes()}
+
+
+def memory_record(timed: list[Timed]) -> Memory:
+    """The memory of a measurement: its processes' figures summed (instances run at once)."""
+    return Memory(prepared_mib=round(sum(t.prepared_mib for t in timed), 1),
+                  peak_mib=round(sum(t.peak_mib for t in timed), 1), method=timed[0].memory_method)
+
+
+def energy_record(timed: Timed, images: float) -> Energy:
+    """Joules over the timed windows of ``timed`` (the counters are the machine's: with
+    instances, the first instance's windows, which the others' overlap), per image of
+    ``images`` (every instance's, over those windows)."""
+    windows: list[Window] = timed.timing.windows
+    if timed.energy_unavailable is not None or any(w.energy_j is None for w in windows):
+        return Energy(available=False, reason=timed.energy_unavailable or "a counter could not be read")
+    joules = {d: sum(w.energy_j[d] for w in windows if w.energy_j) for d in timed.energy_domains}
+    total = sum(joules.values())
+    seconds = sum(w.wall_ns for w in windows) / 1e9
+    return Energy(available=True, domains=timed.energy_domains,
+                  joules={d: round(j, 3) for d, j in joules.items()},
+                  joules_per_image=total / images if images else None,
+                  watts=total / seconds if seconds else None)
+
+
+def cold_record(timed: Timed) -> ColdStart:
+    ex, first = timed.execution, timed.timing.first_ns
+    return ColdStart(
+        read_seconds=ex.read_seconds, prepare_seconds=ex.prepare_seconds,
+        cache={what: f"{how} ({seconds:.2f} s)" for what, how, seconds in timed.cache},
+        first_inference_ms=None if first is None else first / 1e6)
 
 
 def measure_task(
@@ -131,12 +182,11 @@ def measure_task(
         # latency), made apart (a session at batch 1) before one large batch would be run.
         wanted = check is not None and (task.precision != "fp32" or (
             not check.has_reference(task.engine) and plan.batch_size <= len(check.images)))
-        timing, ex, outputs = _prepare_and_time(task, engine, model, cfg, plan, threads,
-                                                calibration, progress, phase("go"), phase("ready"),
-                                                check if wanted else None)
-        timings = [timing]
-        per_repeat = [w.throughput for w in timing.windows]
-        rss = _peak_rss_mib()
+        one = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration, progress,
+                                phase("go"), phase("ready"), check if wanted else None)
+        timed, outputs = [one], one.outputs
+        timings = [one.timing]
+        per_repeat = [w.throughput for w in one.timing.windows]
         cache_notes = take_notes()
     else:
         threads = cfg.launch.threads if cfg.launch.threads_explicit else layout.cores_per_instance
@@ -150,10 +200,9 @@ def measure_task(
         phase("ready")()
         done = run_instances("visionbench.scenarios.study:instance_main", [job] * layout.instances,
                              layout, nodes, tick, phase("go"))
-        timings = [d.value["timing"] for d in done]
-        ex = done[0].value["execution"]
+        timed = [d.value["timed"] for d in done]
+        timings = [t.timing for t in timed]
         per_repeat = combined_throughput(timings)
-        rss = max(d.value["peak_rss_mib"] for d in done)
         cache_notes = list(dict.fromkeys(n for d in done for n in d.value["cache_notes"]))
         for d, t in zip(done, timings, strict=True):
             instances.append(InstanceResult(
@@ -165,6 +214,7 @@ def measure_task(
         extra = {"instances": layout.instances, "cores_per_instance": layout.cores_per_instance,
                  "layout": layout.name, "layout_reason": layout.reason,
                  "pinning": pinning(nodes), "per_instance": instances}
+    ex = timed[0].execution
     fid = None
     if check is not None:
         if layout is not None:  # the instances' sessions are gone: one made here if needed
@@ -209,18 +259,33 @@ def measure_task(
         repeats=plan.repeats, warmup_iterations=max(t.warmup_calls for t in timings),
         warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
         timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
-        prepare_seconds=ex.prepare_seconds, peak_rss_mib=rss, warnings=warnings, fidelity=fid,
+        prepare_seconds=ex.prepare_seconds, memory=memory_record(timed),
+        energy=energy_record(timed[0], sum(w.images for t in timings for w in t.windows)),
+        cold_start=cold_record(timed[0]), warnings=warnings, fidelity=fid,
         released_at=released[0] if released else None,
         started_at=started, finished_at=now(), **extra,
     )
 
 
 class Study(Scenario[Measurement]):
-    """Each planned task timed (``measure_task``); a fleet node passes its barrier as ``start``."""
+    """Each planned task timed (``measure_task``), each engine's in a worker process of its own
+    unless ``--isolation none``; a fleet node passes its barrier as ``start``."""
 
-    def __init__(self, start: StartHook | None = None) -> None:
+    isolated = True
+
+    def __init__(self, start: StartHook | None = None, worker: bool = False) -> None:
         self.start = start
+        self.worker = worker
         self.checks: dict[str, FidelityCheck] = {}
+
+    def in_worker(self, hook: StartHook) -> Study:
+        return Study(hook if self.start is not None else None, worker=True)
+
+    def phase(self, task: Task, name: str) -> float | None:
+        return self.start(task, name) if self.start is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"start": None, "worker": self.worker, "checks": {}}  # see ``in_worker``
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> Measurement:
         return unmeasured(task, setup.cfg, reason, status)
@@ -231,9 +296,11 @@ class Study(Scenario[Measurement]):
         if check is None:
             check = self.checks[setup.model.name] = FidelityCheck(setup.model, setup.dataset,
                                                                   setup.cfg.study.seed)
-        return measure_task(task, engine, setup.model,
-                            setup.cfg.for_method(engine, task.method, task.mode, task.precision),
-                            setup.store, reporter, setup.cal, self.start, check)
+        m = measure_task(task, engine, setup.model,
+                         setup.cfg.for_method(engine, task.method, task.mode, task.precision),
+                         setup.store, reporter, setup.cal, self.start, check)
+        m.ran_in = f"the {task.engine} worker process" if self.worker else "the main process"
+        return m
 
     def add(self, setup: Setup, record: Measurement, reporter: Reporter) -> None:
         setup.store.add(record)
@@ -252,8 +319,11 @@ def run_steps(cfg: RunConfig, reporter: Reporter, command: list[str],
     """``run``, yielding the store each time a measurement is stored and once when finished (a
     fleet node sends its results on as they come). With ``accuracy``, accuracy follows."""
     from visionbench.scenarios.accuracy import AccuracyScenario
+    from visionbench.scenarios.cold import ColdScenario
 
-    scenarios: list[Scenario[Any]] = [Study(start)]
+    scenarios: list[Scenario[Any]] = [Study(start)] if cfg.study.modes else []
+    if cfg.study.cold:
+        scenarios.append(ColdScenario())
     if cfg.study.accuracy:
         scenarios.append(AccuracyScenario())
     setup = open_run(cfg, reporter, command, "sweep" if cfg.study.batch_sizes else "study",

@@ -4,11 +4,13 @@ each workload, one run directory of kind ``suite``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError
 from visionbench.models import registry
 from visionbench.results import RunStore
-from visionbench.scenarios.base import Reporter, open_runs, run_scenarios
+from visionbench.scenarios.base import Reporter, Scenario, open_runs, run_scenarios
 from visionbench.scenarios.study import Study
 
 #: The suite's workloads, in the order they run and are shown: classifiers small to large, the
@@ -34,12 +36,24 @@ def workloads(names: str | list[str] | None) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def stand_ins(names: list[str]) -> tuple[list[str], list[str]]:
+    """``--quick``: each workload whose card names a lighter stand-in replaced by it, and a note
+    saying so for each."""
+    out, notes = [], []
+    for n in names:
+        stand_in = registry.get(n).card.quick_stand_in
+        out.append(stand_in or n)
+        if stand_in:
+            notes.append(f"--quick: {n} is measured as {stand_in} ({registry.get(stand_in).card.summary})")
+    return out, notes
+
+
 def workload_config(cfg: RunConfig, name: str) -> RunConfig:
     """The study's configuration for one workload: its model, its suite batch (unless the user
     gave one), its calibration samples where its card asks for fewer; an engine without a
     definition of it records it unsupported instead of stopping the suite."""
     card = registry.get(name).card
-    changes: dict = {"model": name, "engines_explicit": False, "workloads": None}
+    changes: dict = {"model": name, "engines_explicit": False, "workloads": None, "suite": True}
     if cfg.study.batch_size is None and card.suite_batch is not None:
         changes["batch_size"] = min(card.suite_batch, 16) if cfg.timing.quick else card.suite_batch
     if cfg.inputs.calibration_samples is None and card.calibration_samples is not None:
@@ -56,7 +70,15 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                                "is for visionbench sweep")
     if cfg.study.accuracy:
         raise VisionbenchError("accuracy on --data is visionbench accuracy's, per classifier")
-    scenarios = [Study()]
+    from visionbench.scenarios.cold import ColdScenario
+
+    scenarios: list[Scenario[Any]] = [Study()] if cfg.study.modes else []
+    if cfg.study.cold:
+        scenarios.append(ColdScenario(in_suite=True))
+    if cfg.timing.quick:
+        names, notes = stand_ins(names)
+        for note in notes:
+            reporter.note(note)
     setups = open_runs(cfg, [workload_config(cfg, n) for n in names], reporter, command, "suite",
                        scenarios)
     setups[0].store.results.suite_version = SUITE_VERSION

