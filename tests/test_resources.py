@@ -245,3 +245,16 @@ def test_cache_options_need_the_cold_mode(tmp_path: Path):
     proc = vb("run", *TINY, "--no-cache", "--output", str(tmp_path / "x"))
     err = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(err) == 1 and "--mode cold" in err[0]
+
+
+def test_a_worker_asks_the_main_process_for_a_fleet_barrier():
+    """A study with a start hook (a fleet node's barrier) keeps it across the pickling to its
+    worker, as a hook that asks the main process."""
+    import pickle
+
+    from visionbench.scenarios.study import Study
+
+    calls = []
+    hooked = pickle.loads(pickle.dumps(Study(lambda task, phase: calls.append(phase))))
+    assert hooked.in_worker(lambda task, phase: 1.0).start is not None
+    assert pickle.loads(pickle.dumps(Study())).in_worker(lambda task, phase: 1.0).start is None

@@ -131,7 +131,7 @@ class Study:
         if (self.no_cache or self.drop_caches) and not self.cold:
             raise VisionbenchError("--no-cache and --drop-caches apply to cold starts: give "
                                    "--mode cold")
-        if not self.modes and not self.cold:
+        if not self.modes and not self.cold and not self.accuracy:
             raise VisionbenchError("no mode to measure: give --mode throughput, latency or cold")
         for b in self.batch_sizes or []:
             if b <= 0:

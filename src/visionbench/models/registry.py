@@ -140,6 +140,17 @@ def find(name: str) -> Entry | None:
     return entries().get(name)
 
 
+def in_every_process(name: str) -> bool:
+    """Whether a fresh process knows the model ``name`` as this one does: a file, or one that
+    visionbench itself registers on import (not one registered at run time, e.g. by a test or
+    a user's script, which a worker process would not have)."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        return True
+    build = getattr(entry.build, "func", entry.build)  # functools.partial
+    return getattr(build, "__module__", "").startswith("visionbench.")
+
+
 def get(name: str) -> Entry:
     entry = find(name)
     if entry is None:

@@ -23,7 +23,7 @@ from visionbench.engines import Engine, Precision, Support, all_engines, get_eng
 from visionbench.errors import VisionbenchError, describe
 from visionbench.harness.instances import Layout, custom_layout, reference_layout
 from visionbench.harness.timing import Mode, Progress, TimingPlan
-from visionbench.models import resolve
+from visionbench.models import registry, resolve
 from visionbench.models.spec import ModelSpec
 from visionbench.results import RESULTS_JSON, Measurement, ModelInfo, Results, RunStore, load, now
 from visionbench.results.rundir import Aside, RunLock, move_aside
@@ -549,7 +549,12 @@ def _records(scenario: Scenario[R], setup: Setup, tasks: list[Task], reporter: R
     engine's where the scenario and ``--isolation`` say so, else here. A worker that dies fails
     the task it was measuring and those after it, with why."""
     runnable = [t for t in tasks if not_run(t, setup.cfg) is None]
-    if not (scenario.isolated and setup.cfg.launch.isolation != "none" and runnable):
+    isolate = scenario.isolated and setup.cfg.launch.isolation != "none" and bool(runnable)
+    if isolate and not registry.in_every_process(setup.model.name):
+        reporter.note(f"{setup.model.name} is registered in this process only: {tasks[0].engine} "
+                      "measures it in the main process, not in a worker of its own")
+        isolate = False
+    if not isolate:
         for task in tasks:
             yield measure_one(scenario, task, setup, reporter)
         return

@@ -279,13 +279,18 @@ class Study(Scenario[Measurement]):
         self.checks: dict[str, FidelityCheck] = {}
 
     def in_worker(self, hook: StartHook) -> Study:
-        return Study(hook if self.start is not None else None, worker=True)
+        return Study(hook if self.hooked else None, worker=True)
+
+    @property
+    def hooked(self) -> bool:
+        return self.start is not None or getattr(self, "_hooked", False)
 
     def phase(self, task: Task, name: str) -> float | None:
         return self.start(task, name) if self.start is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"start": None, "worker": self.worker, "checks": {}}  # see ``in_worker``
+        # A worker gets its own hook and checks (``in_worker``); it only needs to know of a hook.
+        return {"start": None, "_hooked": self.hooked, "worker": self.worker, "checks": {}}
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> Measurement:
         return unmeasured(task, setup.cfg, reason, status)
