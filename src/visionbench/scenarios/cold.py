@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from visionbench.cache import take_events
+from visionbench.cache import events_text, take_events
 from visionbench.config import RunConfig
 from visionbench.data.images import Dataset
 from visionbench.data.synthetic import input_pool
@@ -76,7 +76,7 @@ def _first_answer(conn: Connection, job: Job) -> None:
         conn.send({"start": up, "import": imported, "read": ex.read_seconds,
                    "prepare": ex.prepare_seconds, "first_inference": first * 1e3,
                    "total": time.time() - job.started, "peak_rss_mib": process_peak_mib(),
-                   "cache": {what: f"{how} ({s:.2f} s)" for what, how, s in take_events()}})
+                   "cache": events_text(take_events())})
     except Exception as e:
         conn.send({"error": describe(e)})
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.cache import take_events, take_notes
+from visionbench.cache import events_text, take_events, take_notes
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
 from visionbench.data.synthetic import input_pool
@@ -148,7 +148,7 @@ def cold_record(timed: Timed) -> ColdStart:
     ex, first = timed.execution, timed.timing.first_ns
     return ColdStart(
         read_seconds=ex.read_seconds, prepare_seconds=ex.prepare_seconds,
-        cache={what: f"{how} ({seconds:.2f} s)" for what, how, seconds in timed.cache},
+        cache=events_text(timed.cache),
         first_inference_ms=None if first is None else first / 1e6)
 
 
