@@ -37,6 +37,15 @@ def vb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def vb_many(cases: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """``vb`` for each of ``cases``, two at a time (each a CLI start that refuses its input: nothing
+    is timed), in their order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda args: vb(*args, timeout=timeout), cases))
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     """One quick run of every installed engine on the tiny model, shared by the CLI and report tests."""

@@ -177,8 +177,10 @@ def test_efficientnet_lite_classifies_real_photos(photos, name, size):
 def test_accuracy_command_on_every_engine(photos, tmp_path):
     data, cal = photos
     out = tmp_path / "acc"
-    # TensorFlow's twin is checked against the ONNX export in test_tensorflow.py.
-    engines = "onnxruntime,openvino,torch,torch-eager"
+    # TensorFlow's twin is checked against the ONNX export in test_tensorflow.py; the compiled
+    # PyTorch engine (its FP32 and PT2E INT8 against eager) in test_torch.py: it compiles each
+    # precision, 40 s of this test.
+    engines = "onnxruntime,openvino,torch-eager"
     proc = vb("accuracy", "--model", "efficientnet-lite0", "--engine", engines,
               "--data", str(data),
               "--calibration-data", str(cal), "--batch-size", "4", "--output", str(out),
@@ -188,12 +190,12 @@ def test_accuracy_command_on_every_engine(photos, tmp_path):
     assert results["calibration"]["source"] == "images" and results["calibration"]["count"] == 12
     by = {(a["engine"], a["precision"]): a for a in results["accuracy"]}
     fp32 = {e: a for (e, p), a in by.items() if p == "fp32" and a["status"] == "ok"}
-    assert set(fp32) == {"onnxruntime", "openvino", "torch", "torch-eager"}, proc.stdout[-3000:]
-    assert {by[e, "int8"]["status"] for e in ("onnxruntime", "openvino", "torch")} == {"ok"}
+    assert set(fp32) == {"onnxruntime", "openvino", "torch-eager"}, proc.stdout[-3000:]
+    assert {by[e, "int8"]["status"] for e in ("onnxruntime", "openvino")} == {"ok"}
     # BF16 without native support is skipped, not emulated, unless asked (--allow-emulated; the
     # emulated numerics are checked in test_torch.py)
     bf16 = "ok" if cpu_features().bf16 else "skipped"
-    assert by["torch-eager", "bf16"]["status"] == by["torch", "bf16"]["status"] == bf16
+    assert by["torch-eager", "bf16"]["status"] == bf16
     for a in fp32.values():
         assert a["top1"] >= 0.8 and a["top5"] == 1.0  # the cat may be any of three cat classes
         preds = json.loads((out / a["predictions"]).read_text())["top5"]

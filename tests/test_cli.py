@@ -17,7 +17,7 @@ import onnx
 from visionbench.results import json_schema, load
 from visionbench.sysinfo import cpu_features
 
-from conftest import ENGINE_NAMES, ONNX_ENGINES, TINY, small_onnx, vb
+from conftest import ENGINE_NAMES, ONNX_ENGINES, TINY, small_onnx, vb, vb_many
 
 
 def test_run_end_to_end(quick_run):
@@ -203,9 +203,10 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
 
 
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path):
-    for args, message in _bad_inputs(tmp_path):
-        base = [] if "--model" in args or "--weights" in args else ["--model", "resnet50-tiny"]
-        proc = vb("run", *base, "--iterations", "1", *args, timeout=120)
+    cases = _bad_inputs(tmp_path)
+    runs = [["run", *([] if "--model" in args or "--weights" in args else ["--model", "resnet50-tiny"]),
+             "--iterations", "1", *args] for args, _ in cases]
+    for (args, message), proc in zip(cases, vb_many(runs, timeout=120), strict=True):
         err = proc.stderr.strip().splitlines()
         assert proc.returncode != 0, args
         assert len(err) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)

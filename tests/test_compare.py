@@ -14,7 +14,7 @@ from visionbench.results import RunStore, load
 from visionbench.results.compare import compare
 from visionbench.stats import cv, latency_summary
 
-from conftest import vb
+from conftest import vb, vb_many
 
 
 def variant(src: Path, dst: Path, throughput: list[float], latency_ms: tuple[float, float],
@@ -127,7 +127,7 @@ def test_compare_bad_input_is_one_line(runs, tmp_path):
         ([str(runs["base"]), str(garbage)], "not readable JSON"),
         ([str(runs["base"])], "at least two runs"),
     ]
-    for args, message in cases:
-        proc = vb("compare", *args, "--output", str(tmp_path / "out"))
+    procs = vb_many([["compare", *args, "--output", str(tmp_path / "out")] for args, _ in cases])
+    for (args, message), proc in zip(cases, procs, strict=True):
         err = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(err) == 1 and message in err[0], (args, proc.stderr)

@@ -147,7 +147,8 @@ def test_concurrent_fleet_times_the_nodes_together(cluster, tmp_path: Path):
     ms = [_results(out, n)["measurements"][0] for n in nodes]
     released = [m["released_at"] for m in ms]
     assert all(released) and len(set(released)) == 1  # one release, by the barrier's clock
-    assert all(m["timed_seconds"] >= 3 * 1.0 for m in ms)
+    # three 1 s windows, each ending within half a batch of its second
+    assert all(m["timed_seconds"] >= 3 * 0.5 for m in ms)
     per_repeat = [m["throughput_per_repeat"] for m in ms]
     sums = sorted(a + b for a, b in zip(*per_repeat, strict=True))
     md = (out / "fleet.md").read_text()

@@ -40,8 +40,20 @@ def test_duration_mode_stops_after_the_window():
 
     t = measure(sleepy, [0], TimingPlan(batch_size=1, warmup=0, repeats=2, duration=0.1))
     for w in t.windows:
-        assert w.wall_ns >= 0.1e9
+        # it ends at the call that brings it closest to the duration: within half a call
+        assert 2 * w.wall_ns + w.latencies_ns[-1] >= 0.2e9
         assert 3 <= len(w.latencies_ns) <= 11
+
+
+def test_a_window_ends_closest_to_its_duration_and_runs_one_call_at_least():
+    import time
+
+    # 70 ms calls in a 100 ms window: one call (70 ms) is nearer than two (140 ms); a call
+    # longer than the window still runs once
+    for seconds, calls in [(0.07, 1), (0.3, 1), (0.045, 2)]:
+        t = measure(lambda _, s=seconds: time.sleep(s), [0],
+                    TimingPlan(batch_size=1, warmup=0, repeats=2, duration=0.1))
+        assert [len(w.latencies_ns) for w in t.windows] == [calls, calls], seconds
 
 
 def test_progress_is_reported():
@@ -108,10 +120,14 @@ def test_async_duration_window_starts_nothing_after_its_time():
     fake = FakeRequests(0.03)
     t = measure_async(fake, 2, [0], TimingPlan(batch_size=1, warmup=0, repeats=1, duration=0.1))
     w = t.windows[0]
-    # requests start in pairs at 0, 30, 60, 90 ms; at 120 ms the time is up: 8 requests, none
-    # started after 100 ms, and the window ends when the last of them completes
-    assert len(w.latencies_ns) == len(fake.started) == 8
-    assert 0.12e9 <= w.wall_ns < 0.2e9
+    # requests start in pairs at 0, 30, 60 ms; at 90 ms another would end at 120 ms, more than
+    # half a request past 100 ms: 6 requests, and the window ends when the last of them completes
+    assert len(w.latencies_ns) == len(fake.started) == 6
+    assert 0.09e9 <= w.wall_ns < 0.13e9
+    # a request longer than the window: each request still starts once
+    fake = FakeRequests(0.3)
+    t = measure_async(fake, 2, [0], TimingPlan(batch_size=1, warmup=0, repeats=2, duration=0.1))
+    assert [len(w.latencies_ns) for w in t.windows] == [2, 2]
 
 
 def test_async_lost_request_fails_instead_of_hanging(monkeypatch):

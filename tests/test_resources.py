@@ -176,7 +176,7 @@ def test_each_engine_is_measured_in_a_worker_of_its_own_and_a_killed_one_fails_o
     proc = subprocess.Popen(
         [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", "onnxruntime,openvino",
          "--precision", "fp32", "--mode", "throughput,latency", "--method", "reference",
-         "--duration", "4", "--repeats", "2", "--output", str(out)],
+         "--duration", "2", "--repeats", "2", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     parent = psutil.Process(proc.pid)
     worker = None

@@ -121,7 +121,9 @@ def measure(
             i += 1
             if limit_it is not None and i >= limit_it:
                 break
-            if limit_ns is not None and end - start >= limit_ns:
+            # Ends at the call that brings the window closest to its duration: another call
+            # (as long as this one) would end more than halfway past it.
+            if limit_ns is not None and 2 * (end - start) + (end - a) >= 2 * limit_ns:
                 break
             if progress and end >= next_report:
                 next_report = end + report_every
@@ -155,12 +157,14 @@ class _InFlight:
         self._callbacks = [self._completion(slot) for slot in range(requests)]
         self.latencies: list[int] = []
         self.last_end = 0
+        self.last_latency = 0  # the latest completion's, any request's
 
     def _completion(self, slot: int) -> Callable[[], None]:
         def done() -> None:
             end = time.perf_counter_ns()
             # Appended before the slot is freed: the submitting thread reads both after drain().
             self.latencies.append(end - self._started[slot])
+            self.last_latency = end - self._started[slot]
             self.last_end = max(self.last_end, end)
             self._idle.put(slot)
         return done
@@ -199,8 +203,9 @@ def measure_async(
 ) -> Timing:
     """Like ``measure``, with ``requests`` asynchronous requests kept in flight, as OpenVINO's
     benchmark_app runs its throughput hint: a new batch starts the moment a request is free.
-    Each window starts every request at once; once its duration (or its iterations) is reached
-    no request is started, and it ends with the completion of the last one in flight, so every
+    Each window starts every request at once; once its iterations are started, or a new request
+    would end more than half a request past its duration, no request is started, and it ends
+    with the completion of the last one in flight, so every
     request started is counted once and no stream idles at the end while another starts a new
     batch. Throughput is the images completed over that wall time, latency each request's start
     to completion. The warm-up runs ``plan.warmup`` batches, and at least one per request, so
@@ -233,8 +238,12 @@ def measure_async(
         while True:
             slot = flight.free()
             now = clock()
+            # Once every request has started, one more starts only while it would end at most
+            # half its length (the latest completion's) past the duration: the window ends
+            # closest to its duration.
             if (plan.iterations is not None and submitted >= plan.iterations) or (
-                    limit_ns is not None and now - begin >= limit_ns):
+                    limit_ns is not None and submitted >= requests
+                    and 2 * (now - begin) + flight.last_latency >= 2 * limit_ns):
                 flight.release(slot)
                 break
             flight.submit(slot, inputs[i % n_inputs])
