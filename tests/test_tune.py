@@ -93,5 +93,9 @@ def test_explore_windows_hold_three_batches():
     assert search.window(Setting(116, method="engine"), EXPLORE_WINDOW) == (None, 6)
     search.explored = {Setting(116): SimpleNamespace(status="ok", throughput_ips=40.0)}
     seconds, calls = search.window(Setting(128), EXPLORE_WINDOW)
-    assert calls is None and seconds == pytest.approx(3 * 128 / 40.0)  # 3 batches at 40 img/s
+    # 3 batches at 40 img/s, and half a batch more: a window ends within half a request of its
+    # duration, so the third batch stays in it
+    assert calls is None and seconds == pytest.approx(3.5 * 128 / 40.0)
+    seconds, _ = search.window(Setting(128, method="engine"), EXPLORE_WINDOW)
+    assert seconds == pytest.approx(4 * 128 / 40.0)  # 2 requests in flight: half of each more
     assert search.window(Setting(1), EXPLORE_WINDOW) == (EXPLORE_WINDOW, None)  # at least 1 s

@@ -205,11 +205,11 @@ def measure_async(
     benchmark_app runs its throughput hint: a new batch starts the moment a request is free.
     Each window starts every request at once; once its iterations are started, or a new request
     would end more than half a request past its duration, no request is started, and it ends
-    with the completion of the last one in flight, so every
-    request started is counted once and no stream idles at the end while another starts a new
-    batch. Throughput is the images completed over that wall time, latency each request's start
-    to completion. The warm-up runs ``plan.warmup`` batches, and at least one per request, so
-    every stream has run a batch before timing starts."""
+    with the completion of the last one in flight, so every request started is counted once and
+    no stream idles at the end while another starts a new batch. Throughput is the images
+    completed over that wall time, latency each request's start to completion. The warm-up runs
+    ``plan.warmup`` batches, and at least one per request, so every stream has run a batch
+    before timing starts."""
     flight = _InFlight(start, requests)
     n_inputs = len(inputs)
     clock = time.perf_counter_ns

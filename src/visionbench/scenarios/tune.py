@@ -239,7 +239,10 @@ class Search:
         rate = self.rate(s)
         if rate is None:
             return None, MIN_BATCHES * s.in_flight(self.threads)
-        return max(floor, MIN_BATCHES * s.batch * s.instances / rate), None
+        # A window ends within half a request of its duration (harness.timing): half a request
+        # more keeps the last of MIN_BATCHES in it.
+        call = s.batch * s.instances / rate
+        return max(floor, (MIN_BATCHES + s.in_flight(self.threads) / 2) * call), None
 
     def cost(self, s: Setting, floor: float, windows: int = 1) -> float:
         """Seconds to prepare, warm up and time ``s`` for ``windows`` windows (0 if unknown)."""
@@ -250,8 +253,9 @@ class Search:
         flight = s.in_flight(self.threads)
         seconds, _ = self.window(s, floor)
         start = self.prepare + (INSTANCE_START if s.cores_per_instance else 0.0)
-        # a window ends with the completion of the requests in flight when its time is up
-        return windows * (start + s.warmup(self.threads) * call + seconds + flight * call)
+        # a window ends with the completion of the requests in flight: at most half a request
+        # (``flight`` calls) past its time
+        return windows * (start + s.warmup(self.threads) * call + seconds + flight * call / 2)
 
     def default(self) -> Setting:
         """The setting to beat: the engine's own throughput configuration at the study's batch,
