@@ -1,6 +1,6 @@
 """visionbench fleet on a real local Ray cluster: a head node with 2 CPUs and a worker node with
 1 CPU, both on loopback, dashboard and usage reporting off. Each node's study runs with all its
-CPUs as threads, so the 1-CPU node is the deterministic outlier of sequential runs."""
+CPUs as threads, so the 1-CPU node is usually the slower in sequential runs."""
 
 from __future__ import annotations
 
@@ -54,8 +54,6 @@ def _results(out: Path, node: dict) -> dict:
 
 def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, tmp_path: Path):
     out = tmp_path / "fleet"
-    # Half the threads put the 1-CPU node's images/s 16-26% below the fleet median here; a 5%
-    # threshold keeps it an outlier on a busier machine.
     proc = vb("fleet", "--address", "auto", *STUDY, "--mode", "throughput,latency",
               "--duration", "1", "--outlier-pct", "5", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -77,20 +75,32 @@ def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, t
         assert all(m["status"] == "ok" and m["throughput_ips"] > 0 for m in ms.values())
         assert all(m["released_at"] is None for m in ms.values())  # no barrier when sequential
         assert (out / n["dir"] / "report.html").exists()
-    slow, fast = by_cpus[1.0]["name"], by_cpus[2.0]["name"]
+    assert set(by_cpus) == {1.0, 2.0}
+    # The 1-CPU node is usually the slower one, but a unit test asserts no speed: the node
+    # measured slower is the one the outlier rule must name.
     tput = {n: _results(out, nodes[n])["measurements"][0]["throughput_ips"] for n in nodes}
+    slow, fast = sorted(tput, key=tput.get)
     assert tput[slow] < tput[fast]
     md = (out / "fleet.md").read_text()
-    outliers = md.split("## Outliers")[1]
-    assert f"{slow}: onnxruntime fp32 throughput" in outliers
-    assert f"{fast}: onnxruntime fp32 throughput" not in outliers
     median = (tput[slow] + tput[fast]) / 2
     assert f"| onnxruntime | fp32 @16 | fleet median | {median:.1f} |" in md
     assert f"{tput[slow] / median:.2f}x" in md
+    # How far the 1-CPU node falls below the median depends on how busy the host is (16-26%
+    # here, under 5% once in CI): the 5% rule is checked against the measured gap, and the
+    # report re-run with a threshold under the gap must name the slower node, never the other.
+    gap = 100 * (1 - tput[slow] / median)
+    outliers = md.split("## Outliers")[1]
+    assert (f"{slow}: onnxruntime fp32 throughput" in outliers) == (gap > 5)
+    assert f"{fast}: onnxruntime fp32 throughput" not in outliers
+    named = vb("report", str(out), "--outlier-pct", f"{gap / 2:g}")
+    assert named.returncode == 0, named.stderr
+    outliers = (out / "fleet.md").read_text().split("## Outliers")[1]
+    assert f"{slow}: onnxruntime fp32 throughput" in outliers
+    assert f"{fast}: onnxruntime fp32 throughput" not in outliers
     for name in ("fleet.html", "fleet_throughput.png", "fleet_throughput.svg", "fleet_latency.png"):
         assert (out / name).stat().st_size > 1000
     assert "OUTLIER" in (out / "fleet.html").read_text()
-    assert f"outlier {slow}" in " ".join(proc.stdout.split())
+    assert f"outlier {slow}" in " ".join(named.stdout.split())
 
     summary = summarise(out)  # latency: slower means a p50 above the median
     [row] = [r for r in summary.rows if r.key[2] == "latency"]
