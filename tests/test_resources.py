@@ -161,9 +161,10 @@ def test_a_run_shows_cold_start_memory_and_energy(quick_run):
     assert "Cold start, memory and energy" in (out / "report.html").read_text()
 
 
-def test_each_engine_is_measured_in_a_worker_of_its_own_and_a_killed_one_fails_only_its_own(tmp_path: Path):
-    """The first engine's worker is killed while it measures: its measurements fail with the
-    signal, the next engine's worker measures everything; the main process wrote it all."""
+def _run_killing_a_worker(out: Path, *args: str, fresh: bool):
+    """``visionbench run`` with ``args``, its worker killed once the first measurement is stored:
+    the worker that measured it, or (``fresh``) the next one started. Its exit, stdout, stderr,
+    the results and the killed worker."""
     import os
     import signal
     import subprocess
@@ -172,37 +173,53 @@ def test_each_engine_is_measured_in_a_worker_of_its_own_and_a_killed_one_fails_o
 
     import psutil
 
-    out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", "onnxruntime,openvino",
-         "--precision", "fp32", "--mode", "throughput,latency", "--method", "reference",
-         "--duration", "2", "--repeats", "2", "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen([sys.executable, "-m", "visionbench", "run", *args, "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
     parent = psutil.Process(proc.pid)
-    worker = None
-    deadline = time.monotonic() + 120
-    while worker is None and time.monotonic() < deadline:
-        for child in parent.children():
-            try:
-                cmd = " ".join(child.cmdline())
-            except psutil.Error:
-                continue
-            if "spawn_main" in cmd:
-                worker = child
-        time.sleep(0.2)
-    assert worker is not None, "no worker process started"
+
     def stored() -> int:
         try:
             return len(json.loads((out / "results.json").read_text())["measurements"])
         except (OSError, ValueError):
             return 0
 
-    while stored() < 1 and time.monotonic() < deadline:  # the first measurement is stored
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGKILL)
+    def workers() -> list[psutil.Process]:
+        spawned = []
+        for child in parent.children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    spawned.append(child)
+            except psutil.Error:
+                continue
+        return spawned
+
+    deadline = time.monotonic() + 120
+    first: set[int] = set()  # the workers seen before the first measurement was stored
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        found = workers()
+        if stored() < 1:
+            first.update(w.pid for w in found)
+        else:
+            victim = next((w for w in found if not fresh or w.pid not in first), None)
+        time.sleep(0.1)
+    assert victim is not None, "no worker process to kill"
+    victim.send_signal(signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
+    return proc, stdout, stderr, json.loads((out / "results.json").read_text()), victim
+
+
+def test_each_engine_is_measured_in_a_worker_of_its_own_and_a_killed_one_fails_only_its_own(tmp_path: Path):
+    """The first engine's worker is killed while it measures: its measurements fail with the
+    signal, the next engine's worker measures everything; the main process wrote it all."""
+    import psutil
+
+    proc, stdout, stderr, results, worker = _run_killing_a_worker(
+        tmp_path / "run", *TINY, "--engine", "onnxruntime,openvino", "--precision", "fp32",
+        "--mode", "throughput,latency", "--method", "reference", "--duration", "1", "--repeats", "2",
+        fresh=False)
     assert proc.returncode == 2, stderr  # some measurements failed
-    results = json.loads((out / "results.json").read_text())
     ms = {m["id"]: m for m in results["measurements"]}
     assert list(ms) == ["onnxruntime-fp32-throughput", "onnxruntime-fp32-latency",
                         "openvino-fp32-throughput", "openvino-fp32-latency"]
@@ -213,8 +230,28 @@ def test_each_engine_is_measured_in_a_worker_of_its_own_and_a_killed_one_fails_o
     assert all(ms[k]["status"] == "ok" and ms[k]["ran_in"] == "the openvino worker process"
                for k in ("openvino-fp32-throughput", "openvino-fp32-latency"))
     assert results["status"] == "failed" and "killed by SIGKILL" in stderr + stdout
-    assert (worker.pid != proc.pid and not psutil.pid_exists(worker.pid)) or \
-        psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
+    assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
+
+
+def test_each_measurement_in_a_worker_of_its_own_and_a_killed_one_fails_only_itself(tmp_path: Path):
+    """``--isolation measurement``: the second measurement's worker is killed; the measurements
+    after it, of the same engine, each run in a fresh worker, INT8's fidelity to FP32 included."""
+    proc, stdout, stderr, results, _ = _run_killing_a_worker(
+        tmp_path / "run", *TINY, "--engine", "onnxruntime", "--precision", "fp32,int8",
+        "--mode", "throughput,latency", "--method", "reference", "--duration", "0.5",
+        "--repeats", "2", "--isolation", "measurement", fresh=True)
+    assert proc.returncode == 2, stderr
+    ms = {m["id"]: m for m in results["measurements"]}
+    assert list(ms) == ["onnxruntime-fp32-throughput", "onnxruntime-fp32-latency",
+                        "onnxruntime-int8-throughput", "onnxruntime-int8-latency"]
+    killed = ms.pop("onnxruntime-fp32-latency")
+    assert killed["status"] == "failed" and "killed by SIGKILL" in killed["reason"]
+    assert results["status"] == "failed" and "killed by SIGKILL" in stderr + stdout
+    for m in ms.values():
+        assert m["status"] == "ok" and m["ran_in"] == "a worker process of its own", m["id"]
+        assert m["memory"]["prepared_mib"] > 0 and m["memory"]["peak_mib"] >= m["memory"]["prepared_mib"]
+    assert all(ms[k]["fidelity"]["images"] > 0
+               for k in ("onnxruntime-int8-throughput", "onnxruntime-int8-latency"))
 
 
 def test_mode_cold_times_fresh_processes_to_their_first_answer(tmp_path: Path):

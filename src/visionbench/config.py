@@ -179,7 +179,7 @@ class Timing:
         )
 
 
-ISOLATION = ("engine", "none")
+ISOLATION = ("engine", "measurement", "none")
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class Launch:
     cores_per_instance: int | None = None
     layout: str | None = None
     #: ``ISOLATION``: each engine's measurements in a worker process of its own (the default,
-    #: None), or all in the process that runs the scenario.
+    #: None), each measurement in one of its own, or all in the process that runs the scenario.
     isolation: str | None = None
 
     def __post_init__(self) -> None:

@@ -83,9 +83,11 @@ INSTANCES = [
                  help="The reference scripts' instances: throughput = one per NUMA node with all "
                       "its cores; latency = 4 cores each, filling the machine; reference = each "
                       "mode its own."),
-    click.option("--isolation", type=click.Choice(["engine", "none"]),
+    click.option("--isolation", type=click.Choice(["engine", "measurement", "none"]),
                  help="engine: each engine's measurements in a fresh worker process of its own, "
-                      "so none runs beside another engine's runtime or inherits its memory; none: "
+                      "so none runs beside another engine's runtime or inherits its memory; "
+                      "measurement: each measurement in one of its own, so none holds what an "
+                      "earlier one left (a process start and the engine's import each); none: "
                       "every engine in this process [default: engine]."),
     *[click.option(opt.flag, name, type=click.Choice(opt.choices) if opt.choices else int,
                    help=opt.help) for name, (opt, _) in all_options().items()],

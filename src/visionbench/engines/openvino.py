@@ -105,6 +105,11 @@ class OpenVINOSession(Session):
     def close(self) -> None:
         for request in self._requests:
             request.wait()
+        # The requests hold ``finished``, and through it the caller's last completions, inside
+        # OpenVINO, where the collector cannot see them: a completion that reached this session
+        # kept it, its compiled model and buffers (1.6 GiB at FP32 batch 116 with 2 requests)
+        # alive for the rest of the process. A closed session holds none of them.
+        self._done[:] = [None] * len(self._done)
 
 
 def _runtime_precisions(compiled: Any) -> Counter[str]:

@@ -195,6 +195,13 @@ class _InFlight:
         out, self.latencies = self.latencies, []
         return out
 
+    def close(self) -> None:
+        """Drop the completions (they reach back to this object) and ``start`` (the session's):
+        a measurement's session is freed the moment it is dropped, not at the collector's next
+        pass, so the next measurement's memory does not include it."""
+        self._callbacks.clear()
+        del self._start
+
 
 def measure_async(
     start: Start, requests: int, inputs: Sequence[Any], plan: TimingPlan,
@@ -211,6 +218,16 @@ def measure_async(
     ``plan.warmup`` batches, and at least one per request, so every stream has run a batch
     before timing starts."""
     flight = _InFlight(start, requests)
+    try:
+        return _timed_async(flight, inputs, plan, progress, go, meter)
+    finally:
+        flight.close()
+
+
+def _timed_async(flight: _InFlight, inputs: Sequence[Any], plan: TimingPlan,
+                 progress: Progress | None, go: Callable[[], None] | None, meter: Meter | None
+                 ) -> Timing:
+    requests = flight.requests
     n_inputs = len(inputs)
     clock = time.perf_counter_ns
     t0 = clock()

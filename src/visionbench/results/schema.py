@@ -158,7 +158,8 @@ class Measurement(BaseModel):
     energy: Energy | None = None
     cold_start: ColdStart | None = None
     ran_in: str | None = Field(None, description="the process that measured it: the engine's "
-                               "worker process (--isolation engine) or the main process")
+                               "worker process (--isolation engine), a worker process of its "
+                               "own (--isolation measurement) or the main process")
     instances: int = Field(1, description="engine processes timed together; throughput is their sum")
     cores_per_instance: int | None = None
     layout: Literal["throughput", "latency", "custom"] | None = None

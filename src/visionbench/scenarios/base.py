@@ -7,6 +7,7 @@ an engine's failure as a result, stores each record the moment it exists, and fi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
@@ -546,10 +547,10 @@ def measure_one(scenario: Scenario[R], task: Task, setup: Setup, reporter: Repor
 def _records(scenario: Scenario[R], setup: Setup, tasks: list[Task], reporter: Reporter
              ) -> Iterator[R]:
     """The records of one engine's ``tasks``, in order: measured in a worker process of that
-    engine's where the scenario and ``--isolation`` say so, else here. A worker that dies fails
-    the task it was measuring and those after it, with why."""
+    engine's, or one per task, where the scenario and ``--isolation`` say so, else here."""
     runnable = [t for t in tasks if not_run(t, setup.cfg) is None]
-    isolate = scenario.isolated and setup.cfg.launch.isolation != "none" and bool(runnable)
+    isolation = setup.cfg.launch.isolation
+    isolate = scenario.isolated and isolation != "none" and bool(runnable)
     if isolate and not registry.in_every_process(setup.model.name):
         reporter.note(f"{setup.model.name} is registered in this process only: {tasks[0].engine} "
                       "measures it in the main process, not in a worker of its own")
@@ -557,18 +558,31 @@ def _records(scenario: Scenario[R], setup: Setup, tasks: list[Task], reporter: R
     if not isolate:
         for task in tasks:
             yield measure_one(scenario, task, setup, reporter)
-        return
+    elif isolation == "measurement":
+        for task in tasks:
+            if task in runnable:
+                yield from _in_worker(scenario, setup, [task], reporter)
+            else:
+                yield measure_one(scenario, task, setup, reporter)
+    else:
+        with closing(_in_worker(scenario, setup, runnable, reporter)) as made:
+            for task in tasks:
+                yield next(made) if task in runnable else measure_one(scenario, task, setup, reporter)
+            next(made, None)  # the worker ends
+
+
+def _in_worker(scenario: Scenario[R], setup: Setup, tasks: list[Task], reporter: Reporter
+               ) -> Iterator[R]:
+    """The records of ``tasks`` (one engine's, each runnable) measured in one worker process, in
+    order. A worker that dies fails the task it was measuring and those after it, with why."""
     from visionbench.scenarios.worker import Worker, WorkerDied
 
-    worker = Worker(scenario, setup, tasks[0].engine, runnable, reporter)
+    worker = Worker(scenario, setup, tasks[0].engine, tasks, reporter)
     finished = False
     try:
         made = worker.records()
         died: str | None = None
         for task in tasks:
-            if task not in runnable:
-                yield measure_one(scenario, task, setup, reporter)
-                continue
             if died is None:
                 try:
                     yield next(made)

@@ -269,7 +269,8 @@ def measure_task(
 
 class Study(Scenario[Measurement]):
     """Each planned task timed (``measure_task``), each engine's in a worker process of its own
-    unless ``--isolation none``; a fleet node passes its barrier as ``start``."""
+    (each task's under ``--isolation measurement``) unless ``--isolation none``; a fleet node
+    passes its barrier as ``start``."""
 
     isolated = True
 
@@ -304,7 +305,9 @@ class Study(Scenario[Measurement]):
         m = measure_task(task, engine, setup.model,
                          setup.cfg.for_method(engine, task.method, task.mode, task.precision),
                          setup.store, reporter, setup.cal, self.start, check)
-        m.ran_in = f"the {task.engine} worker process" if self.worker else "the main process"
+        m.ran_in = ("the main process" if not self.worker
+                    else "a worker process of its own" if setup.cfg.launch.isolation == "measurement"
+                    else f"the {task.engine} worker process")
         return m
 
     def add(self, setup: Setup, record: Measurement, reporter: Reporter) -> None:

@@ -1,10 +1,11 @@
 """Each engine's measurements in a worker process of its own (``--isolation engine``, the
 default), so that no engine measures beside another's runtime, thread pools and allocator, and no
-measurement inherits an earlier engine's memory. The parent stays the only writer of the run
-directory: the worker sends each record (and its raw latencies, its progress, its notes) over a
-pipe and the parent stores it as it comes. A worker that dies (a crash, a signal) fails only its
-own remaining measurements, each with the signal; Ctrl-C stops the worker and keeps what was
-stored."""
+measurement inherits an earlier engine's memory; or each measurement in one of its own
+(``--isolation measurement``), so that none inherits what an earlier one of its engine left. The
+parent stays the only writer of the run directory: the worker sends each record (and its raw
+latencies, its progress, its notes) over a pipe and the parent stores it as it comes. A worker
+that dies (a crash, a signal) fails only its own remaining measurements, each with the signal;
+Ctrl-C stops the worker and keeps what was stored."""
 
 from __future__ import annotations
 

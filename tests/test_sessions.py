@@ -1,0 +1,53 @@
+"""Every engine's session is freed once closed and dropped, after synchronous calls or requests
+in flight: a session still reachable after its measurement (OpenVINO's requests held their
+completion callbacks, and through them the session, its compiled model and buffers) makes every
+later measurement in that process hold its memory too."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+from visionbench.data.calibration import synthetic_calibration
+from visionbench.engines import get_engine
+from visionbench.harness.timing import TimingPlan, measure, measure_async
+
+from conftest import ENGINE_NAMES
+
+
+def _configurations() -> list[tuple[str, str, dict]]:
+    """Each engine's reference configuration and its own throughput one (FP32, else INT8). Not
+    the compiled PyTorch engine: its session is torch-eager's module compiled (20 s of compiling
+    here; freed the same when checked by hand)."""
+    out: list[tuple[str, str, dict]] = []
+    for name in (n for n in ENGINE_NAMES if n != "torch"):
+        out.append((name, "fp32", {}))
+        for precision in ("fp32", "int8"):
+            options, _ = get_engine(name).own_method("throughput", precision, 2)
+            if options:
+                out.append((name, precision, options))
+                break
+    return out
+
+
+@pytest.mark.parametrize(("engine_name", "precision", "options"), _configurations(),
+                         ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v.items())))
+def test_a_closed_session_is_freed(engine_name, precision, options, tiny):
+    session = get_engine(engine_name).prepare(tiny, precision, 2, synthetic_calibration(tiny, 32),
+                                              4, options=options)
+    batch = np.random.default_rng(0).standard_normal(tiny.input_shape(4), dtype=np.float32)
+    inputs = [session.feed(batch)]
+    plan = TimingPlan(batch_size=4, warmup=1, repeats=1, iterations=4)
+    if session.requests > 1:
+        timing = measure_async(session.start, session.requests, inputs, plan)
+    else:
+        timing = measure(session.run, inputs, plan)
+    assert timing.windows[0].images == 16
+    session.close()
+    freed = weakref.ref(session)
+    del session, inputs
+    # Freed once dropped, without the collector: the next measurement is prepared right after.
+    assert freed() is None, gc.get_referrers(freed())
