@@ -35,6 +35,18 @@ def test_run_from_python(tmp_path, monkeypatch):
     assert {p.name for p in visionbench.report(again)} >= {"report.html", "summary.md"}
 
 
+def test_api_names_stay_functions_beside_their_subpackages():
+    """``visionbench.report`` and ``visionbench.fleet`` are subpackages as well as functions:
+    importing the subpackages (as the first ``visionbench.report(run)`` does) must not rebind the
+    package's names, or a second call would call a module."""
+    import visionbench.fleet.driver
+    from visionbench import api
+    from visionbench.report.fleet import fleet_markdown
+
+    assert callable(fleet_markdown)
+    assert visionbench.report is api.report and visionbench.fleet is api.fleet
+
+
 def test_api_bad_input_is_one_error():
     with pytest.raises(VisionbenchError, match="unexpected keyword argument 'batchsize'"):
         visionbench.run(model="resnet50-tiny", engines="onnxruntime", batchsize=4)

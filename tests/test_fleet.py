@@ -171,7 +171,7 @@ def test_a_killed_node_keeps_the_other_nodes_results(cluster, tmp_path: Path):
     out = tmp_path / "fleet"
     proc = subprocess.Popen(
         [sys.executable, "-m", "visionbench", "fleet", "--address", "auto", *STUDY,
-         "--precision", "fp32,int8", "--mode", "throughput,latency", "--duration", "1.5",
+         "--precision", "fp32,int8", "--mode", "throughput,latency", "--duration", "1",
          "--concurrent", "--nodes", f"{head},victim", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
