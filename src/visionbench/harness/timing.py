@@ -163,8 +163,9 @@ class _InFlight:
         def done() -> None:
             end = time.perf_counter_ns()
             # Appended before the slot is freed: the submitting thread reads both after drain().
-            self.latencies.append(end - self._started[slot])
-            self.last_latency = end - self._started[slot]
+            latency = end - self._started[slot]
+            self.latencies.append(latency)
+            self.last_latency = latency
             self.last_end = max(self.last_end, end)
             self._idle.put(slot)
         return done
