@@ -7,6 +7,8 @@ import contextlib
 import io
 import logging
 import os
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -66,27 +68,47 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
     return cached(path, "OpenVINO INT8 model (NNCF)", build, [path.with_suffix(".bin").name])
 
 
+class _Waiter:
+    """A thread that waits, with the GIL released, for each batch started on one infer request,
+    then calls that batch's completion (or keeps the request's error for the session to raise)."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._started: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._wait, name="openvino-request", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        while (done := self._started.get()) is not None:
+            try:
+                self._request.wait()
+            except BaseException as e:  # raised by the session; the completion must still come
+                self.error = e
+            done()
+
+    def started(self, done: Callable[[], None]) -> None:
+        self._started.put(done)
+
+    def stop(self) -> None:
+        self._started.put(None)
+        self._thread.join()
+
+
 class OpenVINOSession(Session):
     """Infer requests of the full batch on the compiled model: the first runs synchronous calls;
     all of them run asynchronously, each on whichever stream is free, when the harness keeps
-    several in flight."""
+    several in flight.
+
+    No Python callback is set on a request. OpenVINO holds one in a shared pointer that takes the
+    GIL when its last copy is freed, and that copy can be a stream thread's, freed after
+    ``wait()`` has returned: freeing the compiled model (which joins the stream threads) with the
+    GIL held then waited for ever, about one ``tune`` run in five on a busy host. Each request's
+    completion is reported by a Python thread of its own waiting on it instead."""
 
     def __init__(self, compiled: Any, output_name: str, execution: Execution, requests: int) -> None:
         self._requests = [compiled.create_infer_request() for _ in range(requests)]
-        done: list[Callable[[], None] | None] = [None] * requests
-
-        # Each request holds its callback inside OpenVINO, where Python's collector cannot see
-        # it: a callback that reached this session (a bound method) made a cycle nothing could
-        # free, and every session (its compiled model and buffers, about 560 MiB at FP32 batch
-        # 32) lived until the process ended. This one reaches only the list of completions.
-        def finished(slot: int) -> None:
-            call = done[slot]
-            if call is not None:
-                call()
-
-        for slot, request in enumerate(self._requests):
-            request.set_callback(finished, slot)
-        self._done = done
+        self._waiters: list[_Waiter] = []
         self._output = next((o for o in compiled.outputs if output_name in o.get_names()),
                             compiled.output(0))
         self.execution = execution
@@ -99,17 +121,23 @@ class OpenVINOSession(Session):
         return list(self._requests[0].infer({0: self.feed(batch)}).to_tuple())
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
-        self._done[slot] = done
+        if not self._waiters:
+            self._waiters = [_Waiter(r) for r in self._requests]
+        self._raise_error()
         self._requests[slot].start_async({0: batch}, share_inputs=True)
+        self._waiters[slot].started(done)
+
+    def _raise_error(self) -> None:
+        error = next((w.error for w in self._waiters if w.error is not None), None)
+        if error is not None:
+            raise error
 
     def close(self) -> None:
+        for waiter in self._waiters:
+            waiter.stop()
         for request in self._requests:
             request.wait()
-        # The requests hold ``finished``, and through it the caller's last completions, inside
-        # OpenVINO, where the collector cannot see them: a completion that reached this session
-        # kept it, its compiled model and buffers (1.6 GiB at FP32 batch 116 with 2 requests)
-        # alive for the rest of the process. A closed session holds none of them.
-        self._done[:] = [None] * len(self._done)
+        self._raise_error()
 
 
 def _runtime_precisions(compiled: Any) -> Counter[str]:
