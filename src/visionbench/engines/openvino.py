@@ -103,8 +103,8 @@ class OpenVINOSession(Session):
     No Python callback is set on a request. OpenVINO holds one in a shared pointer that takes the
     GIL when its last copy is freed, and that copy can be a stream thread's, freed after
     ``wait()`` has returned: freeing the compiled model (which joins the stream threads) with the
-    GIL held then waited for ever, about one ``tune`` run in five on a busy host. Each request's
-    completion is reported by a Python thread of its own waiting on it instead."""
+    GIL held then waited for ever (once in 12 ``tune`` runs here beside a busy process). Each
+    request's completion is reported by a Python thread of its own waiting on it instead."""
 
     def __init__(self, compiled: Any, output_name: str, execution: Execution, requests: int) -> None:
         self._requests = [compiled.create_infer_request() for _ in range(requests)]
