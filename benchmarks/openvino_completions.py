@@ -37,9 +37,10 @@ def compiled_model(model, precision: str, batch: int, threads: int):
         s = get_engine("openvino").prepare(model, "int8", threads, synthetic_calibration(model, 32), 1)
         path = s.execution.details["int8_model"]
         s.close()
-    m = ov.Core().read_model(str(path))
+    core = ov.Core()
+    m = core.read_model(str(path))
     m.reshape({model.input_name: list(model.input_shape(batch))})
-    return ov.Core().compile_model(m, "CPU", {
+    return core.compile_model(m, "CPU", {
         hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
         props.inference_num_threads: threads,
         hints.performance_mode: hints.PerformanceMode.THROUGHPUT,

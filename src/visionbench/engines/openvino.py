@@ -133,10 +133,8 @@ class OpenVINOSession(Session):
             raise error
 
     def close(self) -> None:
-        for waiter in self._waiters:
+        for waiter in self._waiters:  # each waits on what its request still runs, then ends
             waiter.stop()
-        for request in self._requests:
-            request.wait()
         self._raise_error()
 
 
