@@ -61,10 +61,14 @@ def test_parse_budget() -> None:
 
 def test_tune_within_budget_and_bound(tmp_path: Path) -> None:
     """The search stays within its budget, names only settings whose p99 meets the bound, confirms
-    them round by round beside the default, and gives the command that re-runs the winner."""
+    them round by round beside the default, and gives the command that re-runs the winner; where
+    no setting kept the bound (a busy host can push any p99 past it), it says so truthfully. The
+    bound sits between the tiny model's small batches (p99 0.2-0.7 ms on AMD EPYC family 25 model
+    17) and batch 116 (8-18 ms): no speed is asserted, only what the search did with the
+    latencies it measured."""
     import time
 
-    out, budget, bound = tmp_path / "tune", 24.0, 2.0
+    out, budget, bound = tmp_path / "tune", 24.0, 4.0
     t0 = time.monotonic()
     proc = vb("tune", *TINY, "--engine", "onnxruntime", "--precision", "fp32,int8",
               "--budget", f"{budget:g}s", "--max-latency-ms", f"{bound}", "--output", str(out))
@@ -76,7 +80,22 @@ def test_tune_within_budget_and_bound(tmp_path: Path) -> None:
     assert sum(t["seconds_used"] for t in r["tune"]) <= budget * 1.15 + 2
     assert wall < budget + 60
     by_id = {m["id"]: m for m in r["measurements"]}
+    assert any(t["status"] == "ok" for t in r["tune"]), r["tune"]
     for t in r["tune"]:
+        confirm = [m for m in r["measurements"] if m["precision"] == t["precision"]
+                   and m["phase"] == "confirm"]
+
+        def p99(setting_id: str, confirm: list = confirm) -> float:  # median of its rounds' p99
+            tag, method = setting_id.split("-confirm1-")[1], by_id[setting_id]["method"]
+            return float(np.median([m["latency"]["p99_ms"] for m in confirm
+                                    if m["id"].endswith(f"-{tag}") and m["method"] == method]))
+
+        if t["status"] == "none-within-bound":  # true of every setting confirmed
+            assert t["winner"] is None and f"no setting kept p99 within {bound} ms" in t["reason"]
+            assert not any(c["within_bound"] for c in t["confirmed"])
+            firsts = [m for m in confirm if "-confirm1-" in m["id"]]
+            assert firsts and all(p99(m["id"]) > bound for m in firsts)
+            continue
         assert t["status"] == "ok", t
         w, d = by_id[t["winner"]], by_id[t["default"]]
         assert w["phase"] == d["phase"] == "confirm" and w["repeats"] == d["repeats"] == 1
@@ -86,18 +105,11 @@ def test_tune_within_budget_and_bound(tmp_path: Path) -> None:
         own = t["precision"] == "int8" and r["config"]["threads"] > 1
         assert d["batch_size"] == 116 and d["method"] == ("engine" if own else "reference")
         assert t["default_setting"]["method"] == d["method"]
-        confirm = [m for m in r["measurements"] if m["precision"] == t["precision"]
-                   and m["phase"] == "confirm"]
         assert len(confirm) == t["rounds"] * len(t["confirmed"])
         for c in t["confirmed"]:  # each setting once per round; ratios to the default per round
             assert len(c["ips"]) == len(c["ratios"]) == t["rounds"]
             assert c["median_ratio"] == pytest.approx(np.median(c["ratios"]))
         assert t["confirmed"][0]["ratios"] == [1.0] * t["rounds"]
-        def p99(setting_id: str, confirm: list = confirm) -> float:  # median of its rounds' p99
-            tag, method = setting_id.split("-confirm1-")[1], by_id[setting_id]["method"]
-            return float(np.median([m["latency"]["p99_ms"] for m in confirm
-                                    if m["id"].endswith(f"-{tag}") and m["method"] == method]))
-
         assert t["default_within_bound"] is (p99(t["default"]) <= bound)
         assert p99(t["winner"]) <= bound
         best = max((c for c in t["confirmed"] if c["within_bound"]), key=lambda c: c["median_ratio"])
