@@ -107,7 +107,7 @@ def results_json(data: bytes, tmp: Path) -> None:
     from rich.console import Console
 
     from visionbench import api
-    from visionbench.report.console import print_summary
+    from visionbench.reporting.console import print_summary
 
     run = tmp / "run"
     shutil.copytree(ROOT / "tests" / "fixtures" / "run-0.1.0" / "raw", run / "raw")
@@ -120,7 +120,7 @@ def results_json(data: bytes, tmp: Path) -> None:
 
 def runtime_env(data: bytes, tmp: Path) -> None:
     """fleet --runtime-env FILE: Ray's runtime_env as JSON."""
-    from visionbench.fleet.env import read_runtime_env
+    from visionbench.ray_fleet.env import read_runtime_env
 
     read_runtime_env(_file(data, tmp, "env.json"))
 

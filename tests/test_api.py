@@ -35,16 +35,33 @@ def test_run_from_python(tmp_path, monkeypatch):
     assert {p.name for p in visionbench.report(again)} >= {"report.html", "summary.md"}
 
 
-def test_api_names_stay_functions_beside_their_subpackages():
-    """``visionbench.report`` and ``visionbench.fleet`` are subpackages as well as functions:
-    importing the subpackages (as the first ``visionbench.report(run)`` does) must not rebind the
-    package's names, or a second call would call a module."""
-    import visionbench.fleet.driver
-    from visionbench import api
-    from visionbench.report.fleet import fleet_markdown
+def test_every_api_function_is_the_packages_and_no_subpackage_shadows_one():
+    """Every function of ``visionbench.api`` is reachable as ``visionbench.NAME`` and stays the
+    function after every subpackage is imported (Python binds an imported subpackage's name on
+    its package: no subpackage may share a name with an API function)."""
+    import importlib
+    import pkgutil
 
-    assert callable(fleet_markdown)
-    assert visionbench.report is api.report and visionbench.fleet is api.fleet
+    from visionbench import api
+
+    assert set(visionbench.API) == set(api.__all__)
+    for info in pkgutil.walk_packages(visionbench.__path__, "visionbench."):
+        if info.ispkg:
+            importlib.import_module(info.name)
+    for name in api.__all__:
+        assert getattr(visionbench, name) is getattr(api, name), name
+        assert callable(getattr(visionbench, name)), name
+
+
+def test_every_command_has_its_function():
+    """Each command of the command line is a function of the API (by its name, or the one named
+    here where the command's name is taken or a verb)."""
+    from visionbench.cli.main import cli
+
+    named = {"show": "load", "sysinfo": "system", "engines": "list_engines", "models": "list_models",
+             "cache": "cache_entries"}
+    for command in cli.commands:
+        assert callable(getattr(visionbench, named.get(command, command))), command
 
 
 def test_api_bad_input_is_one_error():
@@ -61,7 +78,7 @@ def test_importing_the_results_store_imports_no_engine_or_report():
             "print(' '.join(sorted(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
-    heavy = [m for m in loaded if m.startswith(("visionbench.engines", "visionbench.report",
+    heavy = [m for m in loaded if m.startswith(("visionbench.engines", "visionbench.reporting",
                                                  "visionbench.scenarios", "visionbench.api",
                                                  "onnxruntime", "openvino", "torch", "tensorflow",
                                                  "matplotlib"))]
@@ -95,4 +112,4 @@ def test_install_hints_are_printed_literally(monkeypatch):
     monkeypatch.setattr(OnnxRuntimeEngine, "installed", classmethod(lambda cls: False))
     result = CliRunner().invoke(cli, ["engines"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "pip install 'visionbench[onnxruntime]'" in result.output
+    assert "'visionbench[onnxruntime]'" in result.output  # the table may wrap after "pip install"

@@ -29,9 +29,9 @@ def test_a_report_importing_an_engine_breaks_them(tmp_path):
     shutil.copytree(ROOT / "src" / "visionbench", tmp_path / "src" / "visionbench",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    fmt = tmp_path / "src" / "visionbench" / "report" / "format.py"
+    fmt = tmp_path / "src" / "visionbench" / "reporting" / "format.py"
     fmt.write_text(fmt.read_text() + "\nfrom visionbench.engines import get_engine  # noqa\n")
     proc = lint(tmp_path)
     assert proc.returncode != 0
     assert "the report reads results only" in proc.stdout and "BROKEN" in proc.stdout
-    assert "visionbench.report.format -> visionbench.engines" in proc.stdout
+    assert "visionbench.reporting.format -> visionbench.engines" in proc.stdout

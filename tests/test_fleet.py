@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from visionbench.report.fleet import fleet_markdown
+from visionbench.reporting.fleet import fleet_markdown
 from visionbench.results.fleet import summarise
 
 from conftest import TINY, vb
@@ -126,7 +126,7 @@ def test_sequential_fleet_reports_every_node_and_names_the_slower_one(cluster, t
 
 
 def test_the_barrier_releases_together_and_never_waits_for_a_node_gone(cluster):
-    from visionbench.fleet.node import Barrier
+    from visionbench.ray_fleet.node import Barrier
 
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     try:

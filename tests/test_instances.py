@@ -137,7 +137,7 @@ def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
     raw = json.loads((tmp_path / "r" / m.raw_latencies).read_text())["windows"]
     assert len(raw) == 4 and all(len(w) == 30 for w in raw)
     assert any("2 x 1 (instances x cores" in w for w in m.warnings)
-    from visionbench.report import write_report
+    from visionbench.reporting import write_report
     from visionbench.results import load
 
     write_report(load(tmp_path / "r"), tmp_path / "r")
@@ -150,7 +150,7 @@ def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
 def _instance_pids(parent: psutil.Process) -> list[psutil.Process]:
     try:
         return [p for p in parent.children(recursive=True)
-                if "visionbench.harness.instances" in " ".join(p.cmdline())]
+                if "VISIONBENCH_INSTANCE" in p.environ()]
     except psutil.Error:
         return []
 

@@ -77,7 +77,7 @@ def test_report_html_is_self_contained_and_complete(quick_run):
 
 
 def test_report_html_flags_unstable_and_emulated_runs(quick_run, tmp_path):
-    from visionbench.report.html import report_html
+    from visionbench.reporting.html import report_html
 
     _, out = quick_run
     results = load(out)

@@ -188,7 +188,7 @@ def _run_killing_a_worker(out: Path, *args: str, fresh: bool):
         spawned = []
         for child in parent.children():
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
+                if "visionbench.launch.child" in child.cmdline():
                     spawned.append(child)
             except psutil.Error:
                 continue

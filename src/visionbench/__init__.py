@@ -2,17 +2,20 @@
 
 The Python API (``visionbench.api``) is reachable from here: ``visionbench.run(...)``,
 ``visionbench.load(path)``, ... It is imported on first use, so that importing a part of
-visionbench (the results store, say) never imports an engine or the report."""
+visionbench (the results store, say) never imports an engine or the report. No subpackage is
+named as an API function (the report's is ``reporting``, the Ray fleet's ``ray_fleet``; the
+registries are listed by ``list_engines`` and ``list_models``): Python binds a subpackage's name
+on this package when it is imported, which would shadow the function."""
 
-import sys
-from types import ModuleType
 from typing import Any
 
 from visionbench.version import __version__
 
-#: The API's functions, importable from the package itself.
-API = ("accuracy", "compare", "engines", "export", "fleet", "load", "mlperf", "models", "report",
-       "run", "study_config", "sweep", "system", "tune")
+#: The API's functions, importable from the package itself (``visionbench.api.__all__``).
+API = ("accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
+       "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
+       "mlperf", "report", "report_fleet", "resume", "run", "study_config", "suite", "sweep",
+       "system", "tune", "write_comparison")
 __all__ = ["__version__", *API]
 
 
@@ -22,19 +25,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'visionbench' has no attribute '{name}'")
-
-
-class _Package(ModuleType):
-    """This package's module. Importing a subpackage binds its name on the package, and two of
-    them share a name with API functions (``visionbench.report``, ``visionbench.fleet``): after
-    the first ``visionbench.report(run)``, which imports the report, the name meant the module.
-    A subpackage is never bound over an API name (``from visionbench.report.html import ...``
-    finds it in ``sys.modules``), so the name stays the function's."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in API and isinstance(value, ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

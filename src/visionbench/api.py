@@ -197,7 +197,7 @@ def fleet(*, address: str = "auto", nodes: Sequence[str] | None = None, concurre
     """The study on every node of a Ray cluster; the fleet's summary (each node's results under
     ``nodes/``, medians and outliers)."""
     try:
-        from visionbench.fleet.driver import FleetOptions, run_fleet
+        from visionbench.ray_fleet.driver import FleetOptions, run_fleet
     except ImportError as e:
         raise VisionbenchError(f"visionbench fleet needs Ray ({e}): "
                                "pip install 'visionbench[fleet]'") from None
@@ -267,7 +267,7 @@ def compare(runs: Sequence[str | Path], baseline: str | Path | None = None) -> C
 
 def report(run: str | Path | Results) -> list[Path]:
     """Write a run's figures (PNG, SVG), summary.md and report.html into its directory."""
-    from visionbench.report import write_report
+    from visionbench.reporting import write_report
 
     results = run if isinstance(run, Results) else load(run)
     if results.directory is None:
@@ -280,7 +280,7 @@ def report(run: str | Path | Results) -> list[Path]:
 
 def report_fleet(summary: FleetSummary) -> list[Path]:
     """Write a fleet's report (fleet.md, fleet.html, figures) into its directory."""
-    from visionbench.report.fleet import write_fleet_report
+    from visionbench.reporting.fleet import write_fleet_report
 
     try:
         return write_fleet_report(summary, summary.dir)
@@ -304,7 +304,7 @@ def fleet_summary(path: str | Path, outlier_pct: float | None = None) -> FleetSu
 
 def write_comparison(cmp: Comparison, directory: str | Path) -> list[Path]:
     """compare.md, compare.html, compare.json and the figures into ``directory``."""
-    from visionbench.report.comparison import write_comparison as write
+    from visionbench.reporting.comparison import write_comparison as write
 
     try:
         return write(cmp, Path(directory))
@@ -319,14 +319,14 @@ def system() -> dict[str, Any]:
     return system_info().as_dict()
 
 
-def engines() -> list[EngineInfo]:
+def list_engines() -> list[EngineInfo]:
     """Every engine visionbench knows: installed or not, versions, precision support here."""
     from visionbench.engines import catalog
 
     return catalog()
 
 
-def models() -> dict[str, Entry]:
+def list_models() -> dict[str, Entry]:
     """The registered models by name (``Entry.card``: task, input, parameters, GFLOPs, weights)."""
     from visionbench.models import registry
 
@@ -375,6 +375,6 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
 
 
 __all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
-           "engines", "export", "fleet", "fleet_summary", "is_fleet", "load", "mlperf", "models",
-           "report", "report_fleet", "resume", "run", "study_config", "sweep", "system", "tune",
-           "write_comparison"]
+           "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
+           "mlperf", "report", "report_fleet", "resume", "run", "study_config", "suite", "sweep",
+           "system", "tune", "write_comparison"]

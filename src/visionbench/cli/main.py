@@ -220,7 +220,7 @@ def mlperf(scenario: str, **kw: Any) -> None:
               help="A JSON file with Ray's runtime_env for every node's task (e.g. pip packages).")
 def fleet(nodes: str | None, sequential: bool, runtime_env: Path | None, **kw: Any) -> None:
     """Run the study on every node of a Ray cluster; one combined report with outliers named."""
-    from visionbench.fleet.env import read_runtime_env
+    from visionbench.ray_fleet.env import read_runtime_env
 
     selectors = [n.strip() for n in nodes.split(",") if n.strip()] if nodes is not None else None
     kw = study(**kw, nodes=selectors, concurrent=not sequential,
@@ -310,14 +310,14 @@ def sysinfo() -> None:
 @cli.command()
 def engines() -> None:
     """List engines, their versions, and per precision whether this CPU runs it natively."""
-    tables.print_engines(console, api.engines())
+    tables.print_engines(console, api.list_engines())
 
 
 @cli.command()
 def models() -> None:
     """List the built-in models: task, parameters, GFLOPs, input, weights, and which installed
     engines can run each."""
-    tables.print_models(console, api.models(), api.engines())
+    tables.print_models(console, api.list_models(), api.list_engines())
 
 
 @cli.command()

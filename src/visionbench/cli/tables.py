@@ -21,19 +21,19 @@ if TYPE_CHECKING:  # the statistics behind them (scipy) load when a comparison i
 
 
 def print_results(console: Console, results: Results) -> None:
-    from visionbench.report.console import print_summary
+    from visionbench.reporting.console import print_summary
 
     print_summary(console, results)
 
 
 def print_comparison(console: Console, cmp: Comparison) -> None:
-    from visionbench.report.comparison import print_comparison as print_it
+    from visionbench.reporting.comparison import print_comparison as print_it
 
     print_it(console, cmp)
 
 
 def print_fleet(console: Console, summary: FleetSummary) -> None:
-    from visionbench.report.fleet import print_fleet as print_it
+    from visionbench.reporting.fleet import print_fleet as print_it
 
     print_it(console, summary)
 

@@ -1,7 +1,8 @@
 """Several pinned processes timed over the same window: the launcher behind ``--instances``,
 ``--cores-per-instance`` and ``--layout``.
 
-It knows no engine. Each instance is a fresh Python process running a target function
+It knows no engine. Each instance is a fresh Python process (``launch``: pinned before its
+imports, under numactl where there are several NUMA nodes) running a target function
 (``module:function``) as ``target(payload, barrier)``; the target prepares its work, calls
 ``barrier()`` when ready to time, and returns a picklable value. The launcher starts every
 instance, waits until all are at the barrier, reads back each one's CPU affinity, then releases
@@ -11,26 +12,22 @@ ready for the others instead of being built N times at once.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
-import pickle
-import selectors
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from visionbench.errors import VisionbenchError, describe
+from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import Timing
+from visionbench.launch.process import Child, ChildDied, Launch
+from visionbench.launch.protocol import Failed, Go, Ready, Result
 
 LayoutName = Literal["throughput", "latency", "custom"]
 LAYOUTS = ("throughput", "latency", "reference")
@@ -123,86 +120,41 @@ class Instance:
     value: Any
 
 
-@dataclass
-class _Child:
-    index: int
-    cores: tuple[int, ...]
-    proc: subprocess.Popen
-    ready: int  # read end of the child's ready pipe
-    go: int  # write end of the go pipe
-    result: Path
-    log: Path
-    affinity: list[int] | None = None
-
-
-def _failure(c: _Child) -> str:
-    """Why an instance failed, in one line: its own error, or the signal that killed it."""
-    try:
-        out = pickle.loads(c.result.read_bytes())
-        if "error" in out:
-            return str(out["error"])
-    except (OSError, EOFError, pickle.UnpicklingError):
-        pass
-    rc = c.proc.returncode
-    why = f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else \
-        f"exited with status {rc}"
-    try:
-        tail = [ln for ln in c.log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        tail = []
-    return why + (f" ({tail[-1].strip()})" if tail else "")
+def _start(i: int, cores: tuple[int, ...], target: str, payload: Any, tmp: Path,
+           nodes: list[list[int]]) -> Child:
+    how = Launch(f"instance {i} (cores {','.join(map(str, cores))})", cpus=cores,
+                 env={"VISIONBENCH_INSTANCE": str(i)},
+                 numactl=len(nodes) > 1 and shutil.which("numactl") is not None,
+                 log=tmp / f"log-{i}.txt")
+    return Child("visionbench.harness.instances:instance", (target, payload), how)
 
 
 class InstanceFailed(VisionbenchError):
     pass
 
 
-def _start(i: int, cores: tuple[int, ...], target: str, payload: Any, tmp: Path,
-           nodes: list[list[int]]) -> _Child:
-    job, result, log = tmp / f"job-{i}.pkl", tmp / f"result-{i}.pkl", tmp / f"log-{i}.txt"
-    job.write_bytes(pickle.dumps(payload))
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    cpus = ",".join(map(str, cores))
-    prefix = (["numactl", f"--physcpubind={cpus}", "--localalloc"]
-              if len(nodes) > 1 and shutil.which("numactl") else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "visionbench.harness.instances", target, str(job),
-             str(result), str(ready_w), str(go_r), cpus],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            pass_fds=(ready_w, go_r),
-        )
-    os.close(ready_w)
-    os.close(go_r)
-    return _Child(i, cores, proc, ready_r, go_w, result, log)
+def _failure(c: Child, msg: Any) -> str:
+    """Why an instance failed, in one line: its own error, or why its process ended."""
+    return msg.error if isinstance(msg, Failed) else c.why().removeprefix(c.how.name + " ")
 
 
-def _await_ready(children: Sequence[_Child]) -> None:
-    """Block until every child is at the barrier; a child that ends first fails the lot."""
-    sel = selectors.DefaultSelector()
-    for c in children:
-        sel.register(c.ready, selectors.EVENT_READ, c)
-    waiting = len(children)
+def _next(c: Child) -> Any:
     try:
-        while waiting:
-            for key, _ in sel.select():
-                c = key.data
-                data = os.read(c.ready, 64)
-                sel.unregister(c.ready)
-                waiting -= 1
-                if data.strip() != b"ready":
-                    c.proc.wait()
-                    raise InstanceFailed(
-                        f"instance {c.index} (cores {','.join(map(str, c.cores))}) failed before "
-                        f"timing: {_failure(c)}")
-                try:
-                    c.affinity = sorted(os.sched_getaffinity(c.proc.pid))
-                except (OSError, AttributeError):
-                    c.affinity = []
-    finally:
-        sel.close()
+        return c.recv()
+    except ChildDied:
+        return None
+
+
+def _await_ready(children: Sequence[Child]) -> dict[int, list[int]]:
+    """Block until every child is at the barrier (each one's affinity, read back there); a child
+    that ends first fails the lot."""
+    affinity = {}
+    for c in children:
+        msg = _next(c)
+        if not isinstance(msg, Ready):
+            raise InstanceFailed(f"{c.how.name} failed before timing: {_failure(c, msg)}")
+        affinity[c.pid] = c.affinity()
+    return affinity
 
 
 def run_instances(target: str, payloads: Sequence[Any], layout: Layout, nodes: list[list[int]],
@@ -211,45 +163,54 @@ def run_instances(target: str, payloads: Sequence[Any], layout: Layout, nodes: l
     """Run ``target`` once per instance of ``layout`` (``payloads[i]`` to instance i), released
     together from a barrier (once ``before_release`` returns, when given). Any instance failing
     fails the whole run with its error."""
-    children: list[_Child] = []
+    children: list[Child] = []
+    finished = False
     with tempfile.TemporaryDirectory(prefix="visionbench-instances-") as t:
         tmp = Path(t)
         try:
             children.append(_start(0, layout.cores[0], target, payloads[0], tmp, nodes))
-            _await_ready(children)
+            affinity = _await_ready(children)
             rest = [_start(i, cores, target, payloads[i], tmp, nodes)
                     for i, cores in enumerate(layout.cores) if i]
             children.extend(rest)
-            _await_ready(rest)
+            affinity.update(_await_ready(rest))
             if before_release is not None:
                 before_release()
             for c in children:
-                os.write(c.go, b"go\n")
+                c.send(Go())
             t0 = time.monotonic()
-            while any(c.proc.poll() is None for c in children):
-                if any(c.proc.returncode not in (None, 0) for c in children):
-                    break  # one failed: do not wait for the others
+            values: dict[int, Any] = {}
+            while len(values) < len(children):
+                for conn in wait([c.conn for c in children if c.pid not in values], timeout=0.1):
+                    c = next(c for c in children if c.conn is conn)
+                    msg = _next(c)
+                    if not isinstance(msg, Result):  # one failed: do not wait for the others
+                        raise InstanceFailed(f"{c.how.name} failed: {_failure(c, msg)}")
+                    values[c.pid] = msg.value
                 if tick:
                     tick(time.monotonic() - t0)
-                time.sleep(0.1)
-            failed = [c for c in children if c.proc.returncode not in (None, 0)]
-            if failed:
-                raise InstanceFailed("; ".join(
-                    f"instance {c.index} (cores {','.join(map(str, c.cores))}) failed: "
-                    f"{_failure(c)}" for c in failed))
-            out = []
-            for c in children:
-                value = pickle.loads(c.result.read_bytes())["value"]
-                out.append(Instance(c.index, c.cores, c.affinity or [], value))
-            return out
+            finished = True
+            return [Instance(i, c.how.cpus or (), affinity[c.pid], values[c.pid])
+                    for i, c in enumerate(children)]
         finally:
             for c in children:
-                for fd in (c.ready, c.go):
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                if c.proc.poll() is None:
-                    c.proc.kill()
-                    c.proc.wait()
+                c.close(finished)
+
+
+def instance(conn: Connection, job: tuple[str, Any]) -> None:
+    """One instance (``launch.child``'s target): ``target(payload, barrier)``, its value sent
+    back."""
+    target, payload = job
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+
+    def barrier() -> None:
+        conn.send(Ready())
+        go = conn.recv()
+        if not (isinstance(go, Go) and go.ok):
+            raise SystemExit(3)  # the launcher gave up (another instance failed)
+
+    conn.send(Result(fn(payload, barrier)))
 
 
 def combined_throughput(timings: Sequence[Timing]) -> list[float]:
@@ -261,30 +222,3 @@ def combined_throughput(timings: Sequence[Timing]) -> list[float]:
 
 def pooled_latencies(timings: Sequence[Timing]) -> np.ndarray:
     return np.concatenate([w.latencies_ns for t in timings for w in t.windows])
-
-
-def _child(argv: list[str]) -> int:
-    target, job, result, ready_fd, go_fd, cpus = argv
-    os.sched_setaffinity(0, [int(c) for c in cpus.split(",")])  # before any thread pool starts
-    ready, go = int(ready_fd), int(go_fd)
-
-    def barrier() -> None:
-        os.write(ready, b"ready\n")
-        if os.read(go, 16).strip() != b"go":
-            raise SystemExit(3)  # the launcher gave up (another instance failed)
-
-    try:
-        module, _, name = target.partition(":")
-        fn = getattr(importlib.import_module(module), name)
-        value = fn(pickle.loads(Path(job).read_bytes()), barrier)
-    except SystemExit:
-        raise
-    except BaseException as e:  # reported by the launcher as this instance's error
-        Path(result).write_bytes(pickle.dumps({"error": describe(e)}))
-        return 1
-    Path(result).write_bytes(pickle.dumps({"value": value}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import multiprocessing
 import os
 import statistics
 import tempfile
@@ -25,9 +24,11 @@ from visionbench.config import RunConfig
 from visionbench.data.images import Dataset
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import Precision, get_engine
-from visionbench.errors import VisionbenchError, describe
+from visionbench.errors import VisionbenchError
 from visionbench.fsutil import cache_dir
 from visionbench.harness.memory import process_peak_mib
+from visionbench.launch.process import Child, Launch
+from visionbench.launch.protocol import Failed, Result
 from visionbench.models.spec import ModelSpec
 from visionbench.results import now
 from visionbench.results.schema import ColdStartRun, Spread, cold_key
@@ -50,35 +51,30 @@ class Job:
     engine: str
     precision: Precision
     started: float  # time.time() just before the process was started
-    cache: str | None  # VISIONBENCH_CACHE for this process (--no-cache: a fresh INT8 folder)
 
 
-def _first_answer(conn: Connection, job: Job) -> None:
-    """The fresh process: import the engine, prepare the model, answer once, report."""
-    try:
-        up = time.time() - job.started
-        if job.cache is not None:
-            os.environ["VISIONBENCH_CACHE"] = job.cache
-        engine = get_engine(job.engine)
-        t = time.perf_counter()
-        importlib.import_module(engine.module)
-        imported = time.perf_counter() - t
-        cal, _ = study_calibration(job.cfg, job.model, job.dataset)
-        take_events()
-        session = engine.prepare(job.model, job.precision, job.cfg.launch.threads, cal, 1,
-                                 allow_emulated=job.cfg.study.allow_emulated,
-                                 options=job.cfg.options_for(engine))
-        x = session.feed(input_pool(job.model, 1, seed=job.cfg.study.seed, pool=1)[0])
-        t = time.perf_counter()
-        session.run(x)
-        first = time.perf_counter() - t
-        ex = session.execution
-        conn.send({"start": up, "import": imported, "read": ex.read_seconds,
-                   "prepare": ex.prepare_seconds, "first_inference": first * 1e3,
-                   "total": time.time() - job.started, "peak_rss_mib": process_peak_mib(),
-                   "cache": events_text(take_events())})
-    except Exception as e:
-        conn.send({"error": describe(e)})
+def first_answer(conn: Connection, job: Job) -> None:
+    """The fresh process (``launch.child``'s target): import the engine, prepare the model,
+    answer once, report."""
+    up = time.time() - job.started
+    engine = get_engine(job.engine)
+    t = time.perf_counter()
+    importlib.import_module(engine.module)
+    imported = time.perf_counter() - t
+    cal, _ = study_calibration(job.cfg, job.model, job.dataset)
+    take_events()
+    session = engine.prepare(job.model, job.precision, job.cfg.launch.threads, cal, 1,
+                             allow_emulated=job.cfg.study.allow_emulated,
+                             options=job.cfg.options_for(engine))
+    x = session.feed(input_pool(job.model, 1, seed=job.cfg.study.seed, pool=1)[0])
+    t = time.perf_counter()
+    session.run(x)
+    first = time.perf_counter() - t
+    ex = session.execution
+    conn.send(Result({"start": up, "import": imported, "read": ex.read_seconds,
+                      "prepare": ex.prepare_seconds, "first_inference": first * 1e3,
+                      "total": time.time() - job.started, "peak_rss_mib": process_peak_mib(),
+                      "cache": events_text(take_events())}))
 
 
 def _drop_caches() -> None:
@@ -98,31 +94,24 @@ def _fresh_cache() -> Any:
         yield tmp
 
 
-def one_process(job: Job) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
+def one_process(job: Job, cache: str | None) -> dict[str, Any]:
+    """One fresh process's phases; ``cache``: its VISIONBENCH_CACHE (--no-cache: a fresh INT8
+    folder), else the parent's."""
     job.started = time.time()
-    proc = ctx.Process(target=_first_answer, args=(child, job), name=f"visionbench-cold-{job.engine}")
-    proc.start()
-    child.close()
+    child = Child("visionbench.scenarios.cold:first_answer", job,
+                  Launch(f"a fresh {job.engine} process",
+                         env={"VISIONBENCH_CACHE": cache} if cache is not None else {}))
+    finished = False
     try:
-        if not parent.poll(TIMEOUT):
-            raise VisionbenchError(f"a fresh {job.engine} process gave no answer in {TIMEOUT:.0f} s")
-        try:
-            out = parent.recv()
-        except EOFError:
-            proc.join(5)
-            raise VisionbenchError(f"a fresh {job.engine} process died (exit status "
-                                   f"{proc.exitcode})") from None
+        msg = child.recv(TIMEOUT)
+        finished = True
     finally:
-        parent.close()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if "error" in out:
-        raise VisionbenchError(out["error"])
-    return out
+        child.close(finished)
+    if isinstance(msg, Failed):
+        raise VisionbenchError(msg.error)
+    if not isinstance(msg, Result):
+        raise VisionbenchError(f"a fresh {job.engine} process ended without answering")
+    return msg.value
 
 
 class ColdScenario(Scenario[ColdStartRun]):
@@ -164,7 +153,7 @@ class ColdScenario(Scenario[ColdStartRun]):
             with contextlib.ExitStack() as stack:
                 cache = stack.enter_context(_fresh_cache()) if cfg.study.no_cache else None
                 runs.append(one_process(Job(cfg, setup.model, setup.dataset, task.engine,
-                                            task.precision, 0.0, cache)))
+                                            task.precision, 0.0), cache))
         if step:
             step(n, "done")
         phases = {}

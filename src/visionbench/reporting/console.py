@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from visionbench.report.format import (
+from visionbench.reporting.format import (
     COLD_COLUMNS,
     COLD_RUN_COLUMNS,
     MLPERF_COLUMNS,

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from visionbench.report.figures import HATCHES, SHADES, render, write_outputs
-from visionbench.report.html import TEMPLATES, data_uri
+from visionbench.reporting.figures import HATCHES, SHADES, render, write_outputs
+from visionbench.reporting.html import TEMPLATES, data_uri
 from visionbench.results.fleet import FleetRow, FleetSummary, NodeCell
 
 TITLES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}

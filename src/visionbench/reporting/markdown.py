@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visionbench.report.format import (
+from visionbench.reporting.format import (
     COLD_COLUMNS,
     COLD_RUN_COLUMNS,
     INSTANCE_COLUMNS,

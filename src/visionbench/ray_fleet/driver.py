@@ -22,7 +22,8 @@ import ray
 
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError
-from visionbench.fleet.cluster import (
+from visionbench.fsutil import atomic_write_bytes
+from visionbench.ray_fleet.cluster import (
     cause,
     check_versions,
     cluster_nodes,
@@ -32,8 +33,7 @@ from visionbench.fleet.cluster import (
     pinned,
     select_nodes,
 )
-from visionbench.fleet.node import Barrier, node_study
-from visionbench.fsutil import atomic_write_bytes
+from visionbench.ray_fleet.node import Barrier, node_study
 from visionbench.results import RESULTS_JSON, Results, now
 from visionbench.results.fleet import (
     FLEET_JSON,

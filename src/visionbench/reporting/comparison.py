@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from visionbench.report.figures import HATCHES, SHADES, render, write_outputs
-from visionbench.report.html import TEMPLATES, data_uri
+from visionbench.reporting.figures import HATCHES, SHADES, render, write_outputs
+from visionbench.reporting.html import TEMPLATES, data_uri
 from visionbench.results.compare import ALPHA, Cell, Comparison, Key
 
 MODES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}

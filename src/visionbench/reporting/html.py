@@ -7,7 +7,7 @@ import base64
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from visionbench.report.format import (
+from visionbench.reporting.format import (
     COLD_COLUMNS,
     COLD_RUN_COLUMNS,
     INSTANCE_COLUMNS,
@@ -38,11 +38,11 @@ from visionbench.report.format import (
     throughput_title,
     tune_rows,
 )
-from visionbench.report.notices import notices
+from visionbench.reporting.notices import notices
 from visionbench.results import Results
 
 TEMPLATES = Environment(
-    loader=PackageLoader("visionbench.report", "templates"),
+    loader=PackageLoader("visionbench.reporting", "templates"),
     autoescape=select_autoescape(["html", "j2"]),
     trim_blocks=True,
     lstrip_blocks=True,
