@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass, field
 
@@ -13,15 +14,20 @@ from visionbench.sysinfo import cpu_features
 __all__ = ["PRECISIONS", "Engine", "EngineInfo", "EngineOption", "Precision", "Session", "Support",
            "all_engines", "all_options", "catalog", "get_engine"]
 DEFAULT_ENGINE = "openvino"
+#: Set (a JSON object of its settings, or 1), this adds ``visionbench.testing.fake_engine``'s
+#: engine ``fake``, in every process of a run (workers inherit it).
+FAKE_ENGINE = "VISIONBENCH_FAKE_ENGINE"
 
 
 def all_engines() -> dict[str, type[Engine]]:
     """Known engines by name, installed or not (engine modules import their library lazily)."""
     found: dict[str, type[Engine]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base":
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
+    modules = [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)
+               if info.name != "base"]
+    if FAKE_ENGINE in os.environ:
+        modules.append("visionbench.testing.fake_engine")
+    for name in modules:
+        mod = importlib.import_module(name)
         for obj in vars(mod).values():
             # Only concrete engines carry a name; shared bases (e.g. _Torch) do not.
             if isinstance(obj, type) and issubclass(obj, Engine) and "name" in vars(obj):
