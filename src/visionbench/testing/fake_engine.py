@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from visionbench.data.calibration import Calibration
+from visionbench.engines import FAKE_ENGINE
 from visionbench.engines.base import (
     SESSIONS,
     Engine,
@@ -29,7 +30,6 @@ from visionbench.engines.base import (
     Support,
     concurrently,
 )
-from visionbench.engines import FAKE_ENGINE
 from visionbench.errors import VisionbenchError
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
