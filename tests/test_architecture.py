@@ -35,3 +35,18 @@ def test_a_report_importing_an_engine_breaks_them(tmp_path):
     assert proc.returncode != 0
     assert "the report reads results only" in proc.stdout and "BROKEN" in proc.stdout
     assert "visionbench.reporting.format -> visionbench.engines" in proc.stdout
+
+
+def test_scenario_modules_stay_small_and_import_scenarios_at_the_top():
+    """No file of scenarios/ over 350 lines, and none imports a scenarios module inside a function
+    (the way around an import cycle that the contracts cannot see)."""
+    import ast
+
+    for path in (ROOT / "src" / "visionbench" / "scenarios").rglob("*.py"):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 350, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = [n.module for n in ast.walk(node) if isinstance(n, ast.ImportFrom)]
+                assert not [m for m in inner if m and m.startswith("visionbench.scenarios")], \
+                    f"{path.name}: {node.name} imports a scenarios module inside a function"

@@ -119,7 +119,7 @@ def test_launcher_pins_and_reports_failures() -> None:
 @TWO_CORES
 def test_instances_run_pinned_and_summed(tmp_path: Path) -> None:
     from visionbench.config import RunConfig
-    from visionbench.scenarios.base import Reporter
+    from visionbench.reporter import Reporter
     from visionbench.scenarios.study import run
 
     cfg = RunConfig.of(engines=["onnxruntime"], precisions=["fp32"], modes=["throughput"],

@@ -11,7 +11,7 @@ from visionbench.config import RunConfig
 from visionbench.engines.base import Engine, Support
 from visionbench.errors import VisionbenchError
 from visionbench.models.spec import ModelSpec
-from visionbench.scenarios.base import plan_tasks
+from visionbench.scenarios.plan import plan_tasks
 
 
 class EmulatesBF16(Engine):

@@ -8,13 +8,9 @@ import pytest
 
 from visionbench.harness.timing import TimingPlan, measure
 from visionbench.results.compare import paired_verdict, verdict
-from visionbench.scenarios.tune import (
-    MIN_BATCHES,
-    Setting,
-    interleave,
-    per_round_ratios,
-    rotation,
-)
+from visionbench.scenarios.rounds import interleave, per_round_ratios, rotation
+from visionbench.scenarios.search import MIN_BATCHES
+from visionbench.scenarios.setting import Setting
 
 
 class SlowingSession:
@@ -84,7 +80,7 @@ def test_settings_name_what_they_run():
 def test_explore_windows_hold_three_batches():
     from types import SimpleNamespace
 
-    from visionbench.scenarios.tune import EXPLORE_WINDOW, Search
+    from visionbench.scenarios.search import EXPLORE_WINDOW, Search
 
     search = Search.__new__(Search)  # only the window rule: no run behind it
     search.threads, search.explored = 2, {}

@@ -23,9 +23,9 @@ from visionbench.config import METHODS, RunConfig, parse_list
 from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import MODES
+from visionbench.reporter import Reporter
 from visionbench.results import Results
 from visionbench.results import load as _load
-from visionbench.scenarios.base import Reporter
 from visionbench.sysinfo import available_cpus
 
 if TYPE_CHECKING:

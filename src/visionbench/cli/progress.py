@@ -10,8 +10,8 @@ from rich.text import Text
 
 from visionbench.harness.timing import Progress as ProgressFn
 from visionbench.harness.timing import TimingPlan
+from visionbench.reporter import Reporter
 from visionbench.results import Measurement
-from visionbench.scenarios.base import Reporter
 
 
 class ConsoleReporter(Reporter):

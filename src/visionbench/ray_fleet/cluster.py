@@ -15,7 +15,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from visionbench.engines import all_engines
 from visionbench.errors import VisionbenchError, describe
-from visionbench.scenarios.base import Reporter
+from visionbench.reporter import Reporter
 from visionbench.sysinfo import available_cpus
 from visionbench.version import __version__
 

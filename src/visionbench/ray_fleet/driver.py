@@ -34,6 +34,7 @@ from visionbench.ray_fleet.cluster import (
     select_nodes,
 )
 from visionbench.ray_fleet.node import Barrier, node_study
+from visionbench.reporter import Reporter
 from visionbench.results import RESULTS_JSON, Results, now
 from visionbench.results.fleet import (
     FLEET_JSON,
@@ -44,7 +45,7 @@ from visionbench.results.fleet import (
     FleetStore,
     NodeStatus,
 )
-from visionbench.scenarios.base import Reporter, claim
+from visionbench.results.policy import claim
 
 #: Seconds a node's task may wait to be scheduled and start (a --runtime-env is installed then).
 START_TIMEOUT = 300.0
@@ -214,7 +215,8 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
         raise VisionbenchError("a fleet run is not appended to: its nodes are chosen and timed as "
                                "one; give another --output, or --overwrite")
     if cfg.existing == "refuse" and any((cfg.output / m).exists() for m in MARKS):
-        claim(cfg, command, MARKS, appendable=False)  # refuses, naming the run there, before connecting
+        # refuses, naming the run there, before connecting
+        claim(cfg.output, cfg.existing, command, MARKS, appendable=False)
     cfg = _absolute(cfg)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     connect(opts.address, opts.runtime_env)
@@ -228,7 +230,7 @@ def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
             if found[name]["cpus_available"] < n.cpus:
                 reporter.note(f"note: Ray counts {n.cpus:g} CPUs on {name}, but a process there may "
                               f"use {found[name]['cpus_available']}: threads will share cores")
-        lock, _, aside = claim(cfg, command, MARKS, appendable=False)
+        lock, _, aside = claim(cfg.output, cfg.existing, command, MARKS, appendable=False)
         config = cfg.as_dict()
         if not cfg.launch.threads_explicit:
             config["threads"] = "each node's CPUs"

@@ -16,7 +16,8 @@ from typing import Any
 import ray
 
 from visionbench.config import RunConfig
-from visionbench.scenarios.base import Reporter, Task
+from visionbench.reporter import Reporter
+from visionbench.scenarios.scenario import Task
 from visionbench.scenarios.study import run_steps
 
 

@@ -17,9 +17,11 @@ from visionbench.data.prepared import Prepared, prepare_images
 from visionbench.data.preprocess import get_preprocess
 from visionbench.engines import Precision
 from visionbench.fsutil import atomic_write_text
+from visionbench.reporter import Reporter
 from visionbench.results import Accuracy
 from visionbench.results.schema import accuracy_key
-from visionbench.scenarios.base import Reporter, Scenario, Setup, Skip, Task, plan_tasks
+from visionbench.scenarios.plan import plan_tasks
+from visionbench.scenarios.scenario import Scenario, Setup, Skip, Task
 
 MLPERF_RATIO = 0.99
 #: Images per inference call when measuring accuracy (``--batch-size`` overrides).

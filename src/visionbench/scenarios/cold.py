@@ -30,9 +30,11 @@ from visionbench.harness.memory import process_peak_mib
 from visionbench.launch.process import Child, Launch
 from visionbench.launch.protocol import Failed, Result
 from visionbench.models.spec import ModelSpec
+from visionbench.reporter import Reporter
 from visionbench.results import now
 from visionbench.results.schema import ColdStartRun, Spread, cold_key
-from visionbench.scenarios.base import Reporter, Scenario, Setup, Task, plan_tasks, study_calibration
+from visionbench.scenarios.plan import plan_tasks, study_calibration
+from visionbench.scenarios.scenario import Scenario, Setup, Task
 
 #: Fresh processes per engine and precision (``--repeats`` overrides; ``--quick``: 2).
 PROCESSES = 5

@@ -9,8 +9,11 @@ from typing import Any
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError
 from visionbench.models import registry
+from visionbench.reporter import Reporter
 from visionbench.results import RunStore
-from visionbench.scenarios.base import Reporter, Scenario, open_runs, run_scenarios
+from visionbench.scenarios.cold import ColdScenario
+from visionbench.scenarios.driver import open_runs, run_scenarios
+from visionbench.scenarios.scenario import Scenario
 from visionbench.scenarios.study import Study
 
 #: The suite's workloads, in the order they run and are shown: classifiers small to large, the
@@ -70,8 +73,6 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
                                "is for visionbench sweep")
     if cfg.study.accuracy:
         raise VisionbenchError("accuracy on --data is visionbench accuracy's, per classifier")
-    from visionbench.scenarios.cold import ColdScenario
-
     scenarios: list[Scenario[Any]] = [Study()] if cfg.study.modes else []
     if cfg.study.cold:
         scenarios.append(ColdScenario(in_suite=True))

@@ -21,8 +21,10 @@ from visionbench.harness.timing import TimingPlan
 from visionbench.launch.process import Child, ChildDied, Launch
 from visionbench.launch.protocol import Ask, Done, Failed, Note, Progress, Raw, Reply, Result, Started
 from visionbench.models.spec import ModelSpec
+from visionbench.reporter import Reporter
 from visionbench.results.store import RAW_DIR
-from visionbench.scenarios.base import Reporter, Scenario, Setup, Task, measure_one, study_calibration
+from visionbench.scenarios.plan import study_calibration
+from visionbench.scenarios.scenario import Scenario, Setup, Task, measure_one
 
 
 @dataclass

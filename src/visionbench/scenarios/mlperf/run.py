@@ -27,9 +27,10 @@ from visionbench.engines.base import Session
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
 from visionbench.models.spec import ModelSpec
+from visionbench.reporter import Reporter
 from visionbench.results import MlperfResult, RunStore
 from visionbench.results.schema import mlperf_key
-from visionbench.scenarios.base import Reporter, Scenario, Setup, Task, open_run, run_scenarios
+from visionbench.scenarios.driver import open_run, run_scenarios
 from visionbench.scenarios.mlperf.library import SampleLibrary
 from visionbench.scenarios.mlperf.logs import (
     METRICS,
@@ -48,6 +49,7 @@ from visionbench.scenarios.mlperf.settings import (
     test_settings,
 )
 from visionbench.scenarios.mlperf.sut import Probe, SystemUnderTest, probe
+from visionbench.scenarios.scenario import Scenario, Setup, Task
 
 #: --find-peak: each bisection step a run of this many seconds (or --duration, if shorter),
 #: between 0 and this multiple of the throughput measured before the run.
