@@ -15,7 +15,7 @@ import time
 from visionbench.config import CALIBRATION_SAMPLES, REFERENCE_BATCH
 from visionbench.data.calibration import synthetic_calibration
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.models import resolve
 from visionbench.sysinfo import available_cpus
 
@@ -57,8 +57,8 @@ def main() -> None:
         engine = get_engine(name)
         for precision in args.precision.split(","):
             batch = REFERENCE_BATCH[precision]
-            one = [engine.prepare(model, precision, cores, cal, batch)]
-            per_core = [engine.prepare(model, precision, 1, cal, batch) for _ in range(cores)]
+            one = [engine.prepare(SessionSpec(model, precision, cores, cal, batch))]
+            per_core = [engine.prepare(SessionSpec(model, precision, 1, cal, batch)) for _ in range(cores)]
             fed = [one[0].feed(x) for x in input_pool(model, batch, seed=batch)]
             for s in (*one, *per_core):  # warm every session up
                 s.run(fed[0])

@@ -21,7 +21,7 @@ import numpy as np
 from visionbench import fidelity
 from visionbench.data.calibration import synthetic_calibration
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.models import resolve
 
 from _common import median, spread
@@ -49,7 +49,8 @@ def main() -> None:
     a = ap.parse_args()
     for name in a.workloads.split(","):
         spec = resolve(name)
-        session = get_engine("openvino").prepare(spec, "fp32", 2, synthetic_calibration(spec, 2), 1)
+        session = get_engine("openvino").prepare(SessionSpec(spec, "fp32", 2,
+                                                             synthetic_calibration(spec, 2), 1))
         x = input_pool(spec, 1, seed=0, pool=1)[0]
         try:
             boxes, scores = session.outputs(x)

@@ -14,7 +14,7 @@ import time
 
 from visionbench.data.calibration import synthetic_calibration
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.harness.timing import TimingPlan, measure
 from visionbench.models import resolve
 from visionbench.sysinfo import available_cpus
@@ -156,7 +156,8 @@ def main() -> None:
     for name in args.engines.split(","):
         engine = get_engine(name)
         for batch in (int(b) for b in args.batches.split(",")):
-            session = engine.prepare(model, "fp32", threads, synthetic_calibration(model, 1), batch)
+            session = engine.prepare(SessionSpec(model, "fp32", threads, synthetic_calibration(model,
+                                                 1), batch))
             bare = BARE[name](model, batch, threads)
             inputs = input_pool(model, batch, seed=1)
             plan = TimingPlan(batch_size=batch, warmup=2, repeats=1, duration=args.duration)

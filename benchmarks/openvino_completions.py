@@ -17,7 +17,7 @@ import numpy as np
 
 from visionbench.data.calibration import synthetic_calibration
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.engines.base import Execution
 from visionbench.engines.openvino import OpenVINOSession
 from visionbench.harness.timing import TimingPlan, measure_async
@@ -34,7 +34,8 @@ def compiled_model(model, precision: str, batch: int, threads: int):
 
     path = model.path
     if precision == "int8":  # the cached NNCF model visionbench runs
-        s = get_engine("openvino").prepare(model, "int8", threads, synthetic_calibration(model, 32), 1)
+        s = get_engine("openvino").prepare(SessionSpec(model, "int8", threads,
+                                                       synthetic_calibration(model, 32), 1))
         path = s.execution.details["int8_model"]
         s.close()
     core = ov.Core()

@@ -15,6 +15,7 @@ from PIL import Image
 from visionbench.data.imagenet import by_wnid, classes
 from visionbench.data.images import load_rgb, open_dataset
 from visionbench.data.preprocess import get_preprocess, preprocess
+from visionbench.engines import SessionSpec
 from visionbench.errors import VisionbenchError
 from visionbench.sysinfo import cpu_features
 
@@ -160,7 +161,8 @@ def test_efficientnet_lite_classifies_real_photos(photos, name, size):
     assert spec.preprocessing == "efficientnet-lite" and spec.num_classes == 1000
     assert spec.input_shape(1) == (1, 3, size, size)
     data, _ = photos
-    session = get_engine("onnxruntime").prepare(spec, "fp32", 2, Calibration("none", 0, lambda: iter(())), 1)
+    session = get_engine("onnxruntime").prepare(SessionSpec(spec, "fp32", 2, Calibration("none", 0,
+                                                            lambda: iter(())), 1))
     lite0 = name == "efficientnet-lite0"
     for photo, (wnid, expected) in PHOTOS.items():
         image = load_rgb(data / wnid / f"{photo}.jpg")

@@ -36,9 +36,13 @@ def test_an_entry_is_built_once_and_rebuilt_when_damaged(private_cache):
     path = private_cache / "int8" / "m.xml"
     calls: list[str] = []
     build = _build(calls, ("m.bin",))
-    assert cache.cached(path, "test model", build, ["m.bin"]) == path
-    assert cache.cached(path, "test model", build, ["m.bin"]) == path
-    assert calls == ["m.xml"] and cache.take_notes() == []
+    with cache.watch() as first:
+        assert cache.cached(path, "test model", build, ["m.bin"]) == path
+    with cache.watch() as again:
+        assert cache.cached(path, "test model", build, ["m.bin"]) == path
+    assert calls == ["m.xml"] and first.notes == again.notes == []
+    assert [e[:2] for e in first.events] == [("test model", "built")]
+    assert [e[:2] for e in again.events] == [("test model", "hit")]
     record = json.loads((path.parent / "m.xml.record.json").read_text())
     assert record["what"] == "test model" and set(record["files"]) == {"m.xml", "m.bin"}
 
@@ -52,14 +56,31 @@ def test_an_entry_is_built_once_and_rebuilt_when_damaged(private_cache):
                 "m.bin is missing", "it has no record of its contents"]
     for (name, do), why in zip(damage.items(), expected, strict=True):
         do()
-        assert cache.cached(path, "test model", build, ["m.bin"]) == path, name
-        [note] = cache.take_notes()
+        with cache.watch() as log:
+            assert cache.cached(path, "test model", build, ["m.bin"]) == path, name
+        [note] = log.notes
         assert note == (f"the cached test model was damaged ({why}): set aside and rebuilt"
                         if why != cache.NO_RECORD else "the cached test model had no record of "
                         "its contents (an earlier visionbench wrote it): set aside and rebuilt"), name
         assert cache.problem(path) is None and path.read_bytes() == b"model " * 100
     assert len(calls) == 5
     assert len(list((private_cache / cache.SET_ASIDE).rglob("m.xml*"))) >= 4
+
+
+def test_a_watch_keeps_its_own_and_a_failing_block_passes_its_notes_on(private_cache):
+    """Each watch sees what the cache did inside it once; notes of a block that raises reach the
+    watch around it (a measurement that fails still tells that its model was rebuilt)."""
+    path = private_cache / "models" / "w.onnx"
+    calls: list[str] = []
+    with cache.watch() as outer:
+        with cache.watch() as inner:
+            cache.cached(path, "w model", _build(calls))
+        assert outer.events == [] and [e[1] for e in inner.events] == ["built"]
+        path.write_bytes(b"damaged")
+        with pytest.raises(RuntimeError), cache.watch():
+            cache.cached(path, "w model", _build(calls))
+            raise RuntimeError("the engine failed after the rebuild")
+    assert len(outer.notes) == 1 and "damaged" in outer.notes[0]
 
 
 def test_stale_temporary_files_are_removed_and_fresh_ones_kept(private_cache):

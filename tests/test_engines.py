@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from visionbench.data.calibration import synthetic_calibration
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.models import resolve
 from visionbench.models.resnet50 import RESNET50_TINY, forward, seeded_weights
 from visionbench.sysinfo import CpuFeatures, cpu_features
@@ -24,7 +24,7 @@ def run_all(session, inputs: np.ndarray, batch: int) -> np.ndarray:
 
 def prepared(engine_name, model, precision, batch=8, n_calib=32):
     engine = get_engine(engine_name)
-    return engine.prepare(model, precision, 2, synthetic_calibration(model, n_calib), batch)
+    return engine.prepare(SessionSpec(model, precision, 2, synthetic_calibration(model, n_calib), batch))
 
 
 @pytest.mark.parametrize("engine_name", ENGINE_NAMES)
@@ -102,8 +102,8 @@ def test_a_closed_openvino_session_is_freed(tiny, tiny_inputs):
     import threading
     import weakref
 
-    session = get_engine("openvino").prepare(tiny, "fp32", 1, synthetic_calibration(tiny, 4), 4,
-                                             options={"streams": 2, "requests": 2})
+    session = get_engine("openvino").prepare(SessionSpec(tiny, "fp32", 1, synthetic_calibration(tiny,
+                                                         4), 4, {"streams": 2, "requests": 2}))
     done = threading.Semaphore(0)
     for slot in range(2):
         session.start(slot, session.feed(tiny_inputs[:4]), done.release)

@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
+from visionbench.engines import SessionSpec
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import (
     InstanceFailed,
@@ -194,9 +195,9 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     cal = synthetic_calibration(tiny, 8)
     x = tiny_inputs[:8]
     ov = get_engine("openvino")
-    one = ov.prepare(tiny, "fp32", 2, cal, 8)
+    one = ov.prepare(SessionSpec(tiny, "fp32", 2, cal, 8))
     assert one.requests == 1 and one.execution.details["api"] == "sync"
-    two = ov.prepare(tiny, "fp32", 2, cal, 7, options={"streams": 2})  # any batch: no split
+    two = ov.prepare(SessionSpec(tiny, "fp32", 2, cal, 7, {"streams": 2}))  # any batch: no split
     d = two.execution.details
     assert d["num_streams"] == 2 and d["static_input_shape"][0] == 7
     assert two.requests == d["requests_in_flight"] == d["optimal_number_of_infer_requests"] == 2
@@ -204,9 +205,9 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     t = measure_async(two.start, two.requests, [two.feed(x[:7])],
                       TimingPlan(batch_size=7, warmup=1, repeats=2, iterations=5))
     assert t.warmup_calls == 2 and [w.images for w in t.windows] == [35, 35]
-    deep = ov.prepare(tiny, "fp32", 2, cal, 8, options={"streams": 2, "requests": 4})
+    deep = ov.prepare(SessionSpec(tiny, "fp32", 2, cal, 8, {"streams": 2, "requests": 4}))
     assert deep.requests == deep.execution.details["requests_in_flight"] == 4
-    hinted = ov.prepare(tiny, "fp32", 2, cal, 8, options={"hint": "throughput"})
+    hinted = ov.prepare(SessionSpec(tiny, "fp32", 2, cal, 8, {"hint": "throughput"}))
     d = hinted.execution.details
     assert d["performance_hint"] == "THROUGHPUT" and d["num_streams"] >= 1
     assert hinted.requests == d["optimal_number_of_infer_requests"]
@@ -215,7 +216,7 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     for s in (one, two, deep, hinted):
         s.close()
     ort = get_engine("onnxruntime")
-    both = ort.prepare(tiny, "fp32", 2, cal, 8, options={"sessions": 2})
+    both = ort.prepare(SessionSpec(tiny, "fp32", 2, cal, 8, {"sessions": 2}))
     d = both.execution.details
     assert both.requests == d["sessions"] == 2 and d["threads_per_session"] == 1
     assert d["intra_op_num_threads"] == 1
@@ -224,7 +225,7 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     assert [w.images for w in t.windows] == [32] and len(t.windows[0].latencies_ns) == 4
     np.testing.assert_allclose(both.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
     both.close()
-    par = ort.prepare(tiny, "fp32", 1, cal, 8, options={"inter_op_threads": 2})
+    par = ort.prepare(SessionSpec(tiny, "fp32", 1, cal, 8, {"inter_op_threads": 2}))
     assert par.execution.details["execution_mode"] == "parallel"
     assert par.execution.details["inter_op_num_threads"] == 2
     np.testing.assert_allclose(par.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)

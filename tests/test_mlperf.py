@@ -47,6 +47,32 @@ def test_three_scenarios_valid_and_explained(tmp_path: Path) -> None:
     assert "MLPerf Inference scenarios" in (out / "report.html").read_text()
 
 
+def test_engine_options_and_the_engine_method_reach_loadgens_system_under_test(tmp_path: Path) -> None:
+    """``--streams 2 --requests 4`` compile two OpenVINO streams and keep four requests in
+    flight under LoadGen (read back from OpenVINO); ``--method engine`` runs OpenVINO's own
+    THROUGHPUT configuration beside the reference, a record of its own."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "m"
+    proc = vb("mlperf", *TINY, "--engine", "openvino", "--precision", "fp32", "--scenario", "Offline",
+              *SHORT, "--streams", "2", "--requests", "4", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (r,) = _runs(out)
+    assert r["status"] == "ok" and r["validity"] == "VALID" and r["method"] == "reference"
+    assert r["requests_in_flight"] == 4
+    assert r["engine_details"]["num_streams"] == 2 and r["engine_details"]["requests_in_flight"] == 4
+    out = tmp_path / "e"
+    proc = vb("mlperf", *TINY, "--engine", "openvino", "--precision", "fp32", "--scenario", "Offline",
+              *SHORT, "--method", "reference,engine", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    runs = {r["method"]: r for r in _runs(out)}
+    assert set(runs) == {"reference", "engine"}
+    assert runs["reference"]["requests_in_flight"] == 1
+    engine = runs["engine"]
+    assert engine["validity"] == "VALID" and engine["log_dir"].endswith("-engine")
+    assert engine["engine_details"]["performance_hint"] == "THROUGHPUT"
+    assert engine["requests_in_flight"] == engine["engine_details"]["optimal_number_of_infer_requests"]
+
+
 def test_server_within_and_over_capacity(tmp_path: Path) -> None:
     ok, over = tmp_path / "ok", tmp_path / "over"
     proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",

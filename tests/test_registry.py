@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import visionbench
 from visionbench.cli import cli
+from visionbench.engines import SessionSpec
 from visionbench.errors import VisionbenchError
 from visionbench.models import registry
 from visionbench.models.registry import ModelCard
@@ -135,7 +136,7 @@ def test_registered_torch_module_runs_on_torch(tmp_path):
         spec = resolve("toy-torch")
         x = np.random.default_rng(1).standard_normal((4, 3, 32, 32), dtype=np.float32)
         cal = synthetic_calibration(spec, 4)
-        outs = [get_engine(e).prepare(spec, "fp32", 1, cal, 4).predict(x) for e in engines]
+        outs = [get_engine(e).prepare(SessionSpec(spec, "fp32", 1, cal, 4)).predict(x) for e in engines]
         np.testing.assert_allclose(outs[0], outs[-1], rtol=1e-4, atol=1e-5)
     finally:
         registry.unregister("toy-torch")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from visionbench.data.calibration import synthetic_calibration
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.harness.timing import TimingPlan, measure, measure_async
 
 from conftest import ENGINE_NAMES
@@ -40,8 +40,8 @@ def _configurations() -> list[tuple[str, str, dict]]:
 @pytest.mark.parametrize(("engine_name", "precision", "options"), _configurations(),
                          ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v.items())))
 def test_a_closed_session_is_freed(engine_name, precision, options, tiny):
-    session = get_engine(engine_name).prepare(tiny, precision, 2, synthetic_calibration(tiny, 32),
-                                              4, options=options)
+    session = get_engine(engine_name).prepare(SessionSpec(tiny, precision, 2,
+                                                          synthetic_calibration(tiny, 32), 4, options))
     batch = np.random.default_rng(0).standard_normal(tiny.input_shape(4), dtype=np.float32)
     inputs = [session.feed(batch)]
     plan = TimingPlan(batch_size=4, warmup=1, repeats=1, iterations=4)
@@ -60,7 +60,7 @@ def test_a_closed_session_is_freed(engine_name, precision, options, tiny):
 _FREE_WHILE_BUSY = """
 import numpy as np
 from visionbench.data.calibration import synthetic_calibration
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.harness.timing import TimingPlan, measure_async
 from visionbench.models import resolve
 
@@ -69,7 +69,7 @@ engine, cal = get_engine("openvino"), synthetic_calibration(tiny, 8)
 x = np.random.default_rng(0).standard_normal(tiny.input_shape(4), dtype=np.float32)
 for i in range({cycles}):
     options = {{"streams": 1 + i % 2, "requests": 2 + 2 * (i // 2 % 2)}}
-    s = engine.prepare(tiny, "fp32", 2, cal, 4, options=options)
+    s = engine.prepare(SessionSpec(tiny, "fp32", 2, cal, 4, options))
     measure_async(s.start, s.requests, [s.feed(x)], TimingPlan(4, 1, 1, iterations=6))
     s.close()
     del s  # the compiled model is freed here, with the GIL held, joining OpenVINO's stream threads

@@ -14,7 +14,7 @@ if importlib.util.find_spec("tensorflow") is None:  # not importorskip: TensorFl
     pytest.skip("TensorFlow is not installed", allow_module_level=True)  # imported with oneDNN on
 
 from visionbench.data.calibration import synthetic_calibration
-from visionbench.engines import get_engine
+from visionbench.engines import SessionSpec, get_engine
 from visionbench.engines.tensorflow import TensorFlowEngine, onednn_bf16, onednn_int8
 from visionbench.errors import VisionbenchError
 from visionbench.models import onnx_weights, resolve
@@ -33,13 +33,14 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def prepared(model, precision, batch=8, threads=2, n_calib=32):
-    return get_engine("tensorflow").prepare(model, precision, threads,
-                                            synthetic_calibration(model, n_calib), batch)
+    return get_engine("tensorflow").prepare(SessionSpec(model, precision, threads,
+                                                        synthetic_calibration(model, n_calib), batch))
 
 
 def test_fp32_equals_onnxruntime_on_the_same_weights(tiny, tiny_inputs):
     x = tiny_inputs[:8]
-    want = get_engine("onnxruntime").prepare(tiny, "fp32", 2, synthetic_calibration(tiny, 8), 8).predict(x)
+    want = get_engine("onnxruntime").prepare(SessionSpec(tiny, "fp32", 2, synthetic_calibration(tiny,
+                                                         8), 8)).predict(x)
     session = prepared(tiny, "fp32")
     assert relative(session.predict(x), want) < 1e-3
     ex = session.execution
@@ -135,7 +136,8 @@ def test_every_tensorflow_format_runs_the_same_function(fmt, tf_files, tiny, tin
     spec = resolve(str(tf_files[fmt]))
     assert spec.format == "tensorflow" and spec.layout == "NHWC" and spec.num_classes == 100
     x = tiny_inputs[:4]
-    want = get_engine("onnxruntime").prepare(tiny, "fp32", 2, synthetic_calibration(tiny, 8), 4).predict(x)
+    want = get_engine("onnxruntime").prepare(SessionSpec(tiny, "fp32", 2, synthetic_calibration(tiny,
+                                                         8), 4)).predict(x)
     got = prepared(spec, "fp32", batch=4).predict(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
     assert relative(got, want) < 1e-3
 
@@ -202,7 +204,8 @@ def test_efficientnet_lite_in_keras_equals_its_onnx_export(name):
 
     spec = resolve(name)
     x = np.random.default_rng(5).standard_normal(spec.input_shape(2), dtype=np.float32)
-    want = get_engine("onnxruntime").prepare(spec, "fp32", 2, synthetic_calibration(spec, 2), 2).predict(x)
+    want = get_engine("onnxruntime").prepare(SessionSpec(spec, "fp32", 2, synthetic_calibration(spec,
+                                                         2), 2)).predict(x)
     session = prepared(spec, "fp32", batch=2)
     assert relative(session.predict(x), want) < 1e-3
     variant = next(v for v in efficientnet_lite.VARIANTS if v.name == name)

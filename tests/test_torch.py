@@ -13,7 +13,7 @@ from conftest import ENGINE_NAMES
 torch = pytest.importorskip("torch")
 
 from visionbench.data.calibration import synthetic_calibration  # noqa: E402
-from visionbench.engines import get_engine  # noqa: E402
+from visionbench.engines import SessionSpec, get_engine  # noqa: E402
 from visionbench.errors import VisionbenchError  # noqa: E402
 from visionbench.models import resolve  # noqa: E402
 from visionbench.models.resnet50 import RESNET50, RESNET50_TINY, config_from_weights  # noqa: E402
@@ -25,10 +25,9 @@ from visionbench.sysinfo import cpu_features  # noqa: E402
 TORCHVISION_KEYS = 320
 
 
-def prepared(engine, model, precision, batch=8, n_calib=32, emulated=False):
-    return get_engine(engine).prepare(
-        model, precision, 2, synthetic_calibration(model, n_calib), batch, allow_emulated=emulated
-    )
+def prepared(engine, model, precision, batch=8, n_calib=32):
+    cal = synthetic_calibration(model, n_calib)
+    return get_engine(engine).prepare(SessionSpec(model, precision, 2, cal, batch))
 
 
 def test_state_dict_keys_are_torchvision_s():
@@ -79,7 +78,7 @@ def test_compiled_fp32_and_pt2e_int8(tiny, tiny_inputs):
 def test_bf16_runs_and_agrees(tiny, tiny_inputs):
     support = get_engine("torch-eager").support("bf16", cpu_features())
     assert support.status == ("native" if cpu_features().bf16 else "emulated")
-    s = prepared("torch-eager", tiny, "bf16", emulated=support.status == "emulated")
+    s = prepared("torch-eager", tiny, "bf16")
     assert s.execution.executed_precision == "bf16"
     ref = prepared("torch-eager", tiny, "fp32").predict(tiny_inputs[:16])
     assert (s.predict(tiny_inputs[:16]).argmax(1) == ref.argmax(1)).mean() >= 0.7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from visionbench.engines import SessionSpec
 from visionbench.errors import VisionbenchError
 from visionbench.models import resolve
 
@@ -81,5 +82,6 @@ def test_mlperf_style_model_with_argmax_first_and_1001_classes(tmp_path):
     assert spec.label_offset == 1 and spec.preprocessing == "mlperf"
     x = np.random.default_rng(1).standard_normal(spec.input_shape(2), dtype=np.float32)
     for name in ONNX_ENGINES:
-        out = get_engine(name).prepare(spec, "fp32", 2, synthetic_calibration(spec, 4), 2).predict(x)
+        out = get_engine(name).prepare(SessionSpec(spec, "fp32", 2, synthetic_calibration(spec, 4),
+                                                   2)).predict(x)
         assert out.shape == (2, 1001) and np.allclose(out.sum(axis=1), 1, atol=1e-4), name

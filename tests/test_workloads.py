@@ -9,6 +9,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from visionbench.engines import SessionSpec
 from visionbench.models import registry, resolve
 from visionbench.models.flops import count_macs
 from visionbench.models.shapes import infer
@@ -34,7 +35,7 @@ def _outputs(engine: str, spec, x: np.ndarray) -> list[np.ndarray]:
     from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines import get_engine
 
-    session = get_engine(engine).prepare(spec, "fp32", 2, synthetic_calibration(spec, 2), len(x))
+    session = get_engine(engine).prepare(SessionSpec(spec, "fp32", 2, synthetic_calibration(spec, 2), len(x)))
     try:
         return session.outputs(x)
     finally:

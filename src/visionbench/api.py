@@ -185,6 +185,7 @@ def mlperf(scenarios: Names, *, reporter: Reporter | None = None,
     except TypeError as e:
         raise VisionbenchError(str(e).replace("Options.__init__()", "LoadGen option")) from None
     opts.check()
+    options.setdefault("methods", ["reference"])
     cfg = study_config(**options)
     return run_mlperf(cfg, chosen, opts, reporter or Reporter(),
                       _command(command, "mlperf", options)).results

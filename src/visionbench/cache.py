@@ -12,8 +12,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,24 +31,45 @@ STALE_SECONDS = 24 * 3600
 
 NO_RECORD = "it has no record of its contents"
 
-_notes: list[str] = []
-#: Each entry asked for since last taken: what it is, "hit", "built" or "rebuilt", and the seconds
-#: it took (checking its record on a hit, building on a miss): a measurement's cold start.
-_events: list[tuple[str, str, float]] = []
+@dataclass
+class CacheLog:
+    """What the cache did inside one ``watch()``: each entry asked for (what it is, "hit",
+    "built" or "rebuilt", and the seconds it took: checking its record on a hit, building on a
+    miss), and notes (an entry rebuilt, and why)."""
+
+    events: list[tuple[str, str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def take_notes() -> list[str]:
-    """What the cache did since last asked (an entry rebuilt, and why): for the measurement."""
-    out = _notes[:]
-    _notes.clear()
-    return out
+_log: ContextVar[CacheLog | None] = ContextVar("visionbench_cache_log", default=None)
 
 
-def take_events() -> list[tuple[str, str, float]]:
-    """The entries asked for since last asked (``_events``)."""
-    out = _events[:]
-    _events.clear()
-    return out
+@contextmanager
+def watch() -> Iterator[CacheLog]:
+    """The cache's events and notes inside the block, for the record made there (a cold start's
+    cache figures, a rebuilt model's note). An inner watch keeps its own, so each is told once;
+    a block that raises passes its notes on to the watch around it (the record that fails there
+    still tells them)."""
+    log = CacheLog()
+    token = _log.set(log)
+    try:
+        yield log
+    except BaseException:
+        _log.reset(token)
+        for note in log.notes:
+            _note(note)
+        raise
+    _log.reset(token)
+
+
+def _event(what: str, how: str, seconds: float) -> None:
+    if (log := _log.get()) is not None:
+        log.events.append((what, how, seconds))
+
+
+def _note(text: str) -> None:
+    if (log := _log.get()) is not None:
+        log.notes.append(text)
 
 
 def events_text(events: list[tuple[str, str, float]]) -> dict[str, str]:
@@ -109,11 +132,11 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
     if path.exists() or _record_path(path).exists():
         why = problem(path)
         if why is None:
-            _events.append((what, "hit", time.perf_counter() - t0))
+            _event(what, "hit", time.perf_counter() - t0)
             return path
         how = "rebuilt"
         set_aside(path, parts)
-        _notes.append(f"the cached {what} had no record of its contents (an earlier visionbench "
+        _note(f"the cached {what} had no record of its contents (an earlier visionbench "
                       "wrote it): set aside and rebuilt" if why == NO_RECORD else
                       f"the cached {what} was damaged ({why}): set aside and rebuilt")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +144,7 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
     if not path.exists():
         raise VisionbenchError(f"building the {what} wrote nothing to {path}")
     record(path, what, parts)
-    _events.append((what, how, time.perf_counter() - t0))
+    _event(what, how, time.perf_counter() - t0)
     return path
 
 

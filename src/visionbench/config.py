@@ -8,11 +8,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from visionbench.engines import PRECISIONS, Engine, Precision, all_options
+from visionbench.data.calibration import Calibration
+from visionbench.engines import PRECISIONS, Engine, Precision, SessionSpec, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import LAYOUTS
 from visionbench.harness.timing import MODES, Mode, TimingPlan
 from visionbench.models.shapes import TASKS, parse_shape
+from visionbench.models.spec import ModelSpec
 
 #: Batch sizes of the reference study (Intel AI Reference Models' TensorFlow defaults).
 REFERENCE_BATCH: dict[Precision, int] = {"fp32": 116, "bf16": 80, "int8": 116}
@@ -318,6 +320,13 @@ class RunConfig:
         """The given options that ``engine`` declares."""
         given = self.study.engine_options
         return {o.name: given[o.name] for o in engine.options if o.name in given}
+
+    def spec(self, engine: Engine, model: ModelSpec, precision: Precision, batch: int,
+             calibration: Calibration, threads: int | None = None) -> SessionSpec:
+        """What ``engine`` prepares a session for under this configuration: its own options as
+        given, on ``threads`` (default: the run's)."""
+        return SessionSpec(model, precision, threads or self.launch.threads, calibration, batch,
+                           self.options_for(engine))
 
     def for_method(self, engine: Engine, method: str, mode: Mode, precision: Precision) -> RunConfig:
         """The configuration a cell of ``method`` runs: the engine method lays the engine's own

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from visionbench import api
 from visionbench.cli import tables
-from visionbench.cli.options import INSTANCES, STUDY, STUDY_MODES, TIMING, options, study
+from visionbench.cli.options import ENGINE, INSTANCES, METHOD, STUDY, STUDY_MODES, TIMING, options, study
 from visionbench.cli.progress import ConsoleReporter
 from visionbench.config import MLPERF_SHORT_SECONDS
 from visionbench.errors import Terminated, VisionbenchError
@@ -133,6 +133,7 @@ def sweep(batch_sizes: str, **kw: Any) -> None:
 
 @cli.command()
 @options(STUDY)
+@options(ENGINE)
 @click.option("--budget", default="10m", show_default=True,
               help="Wall time for the whole search (e.g. 90s, 5m, 1h); one-off INT8 quantization "
                    "is not counted.")
@@ -160,6 +161,8 @@ LOADGEN = ("target_qps", "target_latency_ms", "samples_per_query", "max_batch", 
 
 @cli.command()
 @options(STUDY)
+@options(ENGINE)
+@METHOD
 @click.option("--scenario", required=True,
               help="MLPerf Inference scenario(s) LoadGen drives: SingleStream, MultiStream, Server, "
                    "Offline (a comma list, or all).")
@@ -245,6 +248,7 @@ def _report_fleet(summary: Any) -> None:
 
 @cli.command()
 @options(STUDY)
+@options(ENGINE)
 @click.option("--batch-size", type=int, help="Images per inference call [default: 32].")
 def accuracy(data: Path | None, **kw: Any) -> None:
     """Top-1/top-5 per engine and precision on labelled images, agreement with FP32, MLPerf's rule."""

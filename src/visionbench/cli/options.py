@@ -71,8 +71,18 @@ STUDY = [
 ]
 
 
-#: Pinned instances and the engines' own options (each engine declares its own): shared by run,
-#: sweep and fleet.
+#: The engines' own options (each engine declares its own, in its file): every measuring command.
+ENGINE = [click.option(opt.flag, name, type=click.Choice(opt.choices) if opt.choices else int,
+                       help=opt.help) for name, (opt, _) in all_options().items()]
+
+#: How the engine is configured: the reference study's method or the engine's own.
+METHOD = click.option(
+    "--method", help="Comma list of reference (one process, one synchronous request, the "
+                     "reference batch) and engine (the engine's own throughput or latency "
+                     "configuration, as its benchmark tool runs it) [default: both; reference "
+                     "only when an engine option is given; mlperf: reference].")
+
+#: Pinned instances and worker isolation: shared by run, sweep, suite and fleet.
 INSTANCES = [
     click.option("--instances", type=int,
                  help="Engine processes run at once, each pinned to its own cores; throughput is "
@@ -89,8 +99,7 @@ INSTANCES = [
                       "measurement: each measurement in one of its own, so none holds what an "
                       "earlier one left (a process start and the engine's import each); none: "
                       "every engine in this process [default: engine]."),
-    *[click.option(opt.flag, name, type=click.Choice(opt.choices) if opt.choices else int,
-                   help=opt.help) for name, (opt, _) in all_options().items()],
+    *ENGINE,
 ]
 
 
@@ -117,10 +126,7 @@ STUDY_MODES = [
                       "reading visionbench's cache."),
     click.option("--drop-caches", is_flag=True,
                  help="--mode cold: drop the OS file cache before each fresh process (root)."),
-    click.option("--method", help="Comma list of reference (one process, one synchronous request, "
-                                  "the reference batch) and engine (the engine's own throughput or "
-                                  "latency configuration, as its benchmark tool runs it) [default: "
-                                  "both; reference only when an engine option is given]."),
+    METHOD,
     click.option("--accuracy", is_flag=True,
                  help="Also measure accuracy on --data at every precision."),
     click.option("--batch-size", type=int,

@@ -7,12 +7,20 @@ import os
 import pkgutil
 from dataclasses import dataclass, field
 
-from visionbench.engines.base import PRECISIONS, Engine, EngineOption, Precision, Session, Support
+from visionbench.engines.base import (
+    PRECISIONS,
+    Engine,
+    EngineOption,
+    Precision,
+    Session,
+    SessionSpec,
+    Support,
+)
 from visionbench.errors import VisionbenchError
 from visionbench.sysinfo import cpu_features
 
-__all__ = ["PRECISIONS", "Engine", "EngineInfo", "EngineOption", "Precision", "Session", "Support",
-           "all_engines", "all_options", "catalog", "get_engine"]
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "EngineOption", "Precision", "Session",
+           "SessionSpec", "Support", "all_engines", "all_options", "catalog", "get_engine"]
 DEFAULT_ENGINE = "openvino"
 #: Set (a JSON object of its settings, or 1), this adds ``visionbench.testing.fake_engine``'s
 #: engine ``fake``, in every process of a run (workers inherit it).

@@ -59,6 +59,24 @@ class EngineOption:
             raise VisionbenchError(f"{self.flag} must be a positive integer, got {value}")
 
 
+@dataclass(frozen=True)
+class SessionSpec:
+    """What one session is prepared for, built once by the configuration (``RunConfig.spec``) and
+    handed whole to ``Engine.prepare``: every scenario prepares through it, so an engine option
+    given on the command line reaches every command."""
+
+    model: ModelSpec
+    precision: Precision
+    threads: int
+    calibration: Calibration
+    batch: int
+    #: The values of the engine's own ``options`` the user gave (the others keep its defaults).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str) -> Any:
+        return self.options.get(name)
+
+
 @dataclass
 class Execution:
     """What really ran, read back from the engine after preparing the model."""
@@ -144,15 +162,10 @@ class Engine(ABC):
         """Whether this engine runs ``precision`` natively on a CPU with these features."""
 
     @abstractmethod
-    def prepare(
-        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
-    ) -> Session:
-        """Compile ``model`` for ``precision`` and a batch size; INT8 quantizes first (cached).
-
-        ``allow_emulated`` lets the engine run a precision the CPU lacks by emulation, where
-        the engine can; it is never a licence to run another precision instead. ``options``: the
-        values of the engine's own ``options`` the user gave (the others keep its defaults)."""
+    def prepare(self, spec: SessionSpec) -> Session:
+        """Compile ``spec.model`` for ``spec.precision`` and ``spec.batch`` on ``spec.threads``
+        with the engine's ``spec.options``; INT8 quantizes first (cached). An engine never runs
+        another precision than the one asked: ``Execution`` says what really ran."""
 
     def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
         """Why ``options`` cannot run a batch of ``batch`` images (checked before a run), or None."""
@@ -252,14 +265,13 @@ class ConcurrentSessions(Session):
             raise self._error
 
 
-def concurrently(options: Mapping[str, Any] | None, threads: int,
-                 make: Callable[[int], Session]) -> Session:
-    """``make(threads)``, or, with the ``sessions`` option above 1, that many sessions made on
-    an equal share of the threads (at least one each), run at once; recorded in the details."""
-    n = (options or {}).get("sessions") or 1
+def concurrently(spec: SessionSpec, make: Callable[[int], Session]) -> Session:
+    """``make(spec.threads)``, or, with the ``sessions`` option above 1, that many sessions made
+    on an equal share of the threads (at least one each), run at once; recorded in the details."""
+    n = spec.option("sessions") or 1
     if n == 1:
-        return make(threads)
-    per = max(threads // n, 1)
+        return make(spec.threads)
+    per = max(spec.threads // n, 1)
     t0 = time.perf_counter()
     sessions = [make(per) for _ in range(n)]
     execution = sessions[0].execution

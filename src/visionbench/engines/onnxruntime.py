@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +24,7 @@ from visionbench.engines.base import (
     Execution,
     Precision,
     Session,
+    SessionSpec,
     Support,
     concurrently,
     cpu_support,
@@ -138,10 +139,8 @@ class OnnxRuntimeEngine(Engine):
             )
         return cpu_support(precision, cpu)
 
-    def prepare(
-        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
-    ) -> Session:
+    def prepare(self, spec: SessionSpec) -> Session:
+        model, precision, calibration = spec.model, spec.precision, spec.calibration
         import onnxruntime as ort
 
         t0 = time.perf_counter()
@@ -152,7 +151,7 @@ class OnnxRuntimeEngine(Engine):
         source = _quantize(model, calibration, reduce_range) if precision == "int8" else model.path
         t_quant = time.perf_counter() - t0
 
-        inter_op = (options or {}).get("inter_op_threads") or 1
+        inter_op = spec.option("inter_op_threads") or 1
 
         def make(threads: int) -> Session:
             def session_options() -> ort.SessionOptions:
@@ -194,7 +193,7 @@ class OnnxRuntimeEngine(Engine):
             )
             return OnnxRuntimeSession(session, model.input_name, model.output_name, execution)
 
-        session = concurrently(options, threads, make)
+        session = concurrently(spec, make)
         session.execution.prepare_seconds = time.perf_counter() - t0
         return session
 

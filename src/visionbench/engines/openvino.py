@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from visionbench.engines.base import (
     Execution,
     Precision,
     Session,
+    SessionSpec,
     Support,
     by_precision,
     cpu_support,
@@ -184,15 +185,13 @@ class OpenVINOEngine(Engine):
             return Support("unsupported", f"{s.reason}; OpenVINO would run FP32 instead")
         return s
 
-    def prepare(
-        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
-    ) -> Session:
+    def prepare(self, spec: SessionSpec) -> Session:
+        model, precision, threads = spec.model, spec.precision, spec.threads
+        calibration, batch_size, options = spec.calibration, spec.batch, spec.options
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
-        options = options or {}
         streams, hint = options.get("streams"), options.get("hint")
         t0 = time.perf_counter()
         core = ov.Core()

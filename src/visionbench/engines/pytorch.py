@@ -17,7 +17,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
 
@@ -31,6 +31,7 @@ from visionbench.engines.base import (
     Execution,
     Precision,
     Session,
+    SessionSpec,
     Support,
     by_precision,
     concurrently,
@@ -187,13 +188,11 @@ class _Torch(Engine):
                       f"on all cores at {precision.upper()} here (benchmarks/concurrent_sessions.py, "
                       "docs/measurements.md)")
 
-    def prepare(
-        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
-    ) -> Session:
+    def prepare(self, spec: SessionSpec) -> Session:
+        model, precision, calibration, batch_size = spec.model, spec.precision, spec.calibration, spec.batch
         # With several sessions each prepares on its share of the threads, which the process
         # then keeps (PyTorch's intra-op threads are the process's): one per calling thread.
-        return concurrently(options, threads, lambda t: self._prepare_one(
+        return concurrently(spec, lambda t: self._prepare_one(
             model, precision, t, calibration, batch_size))
 
     def _prepare_one(self, model: ModelSpec, precision: Precision, threads: int,

@@ -21,7 +21,6 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +35,7 @@ from visionbench.engines.base import (
     Execution,
     Precision,
     Session,
+    SessionSpec,
     Support,
     cpu_support,
     dominant_precision,
@@ -342,10 +342,9 @@ class TensorFlowEngine(Engine):
                 ops[f"{op['op_name']}:{dtype}"] += 1
         return it, ops, delegated
 
-    def prepare(
-        self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-        batch_size: int, allow_emulated: bool = False, options: Mapping[str, Any] | None = None,
-    ) -> Session:
+    def prepare(self, spec: SessionSpec) -> Session:
+        model, precision, threads = spec.model, spec.precision, spec.threads
+        calibration, batch_size = spec.calibration, spec.batch
         from visionbench.models.tensorflow_files import import_tensorflow, set_threads
         from visionbench.sysinfo import cpu_features
 

@@ -192,8 +192,8 @@ def tune_key(engine: str, precision: str) -> str:
     return f"tune-{engine}-{precision}"
 
 
-def mlperf_key(engine: str, precision: str, scenario: str) -> str:
-    return f"mlperf-{engine}-{precision}-{scenario}"
+def mlperf_key(engine: str, precision: str, scenario: str, method: str = "reference") -> str:
+    return f"mlperf-{engine}-{precision}-{scenario}" + ("" if method == "reference" else f"-{method}")
 
 
 class Accuracy(BaseModel):
@@ -320,6 +320,9 @@ class MlperfResult(BaseModel):
     engine: str
     precision: Literal["fp32", "bf16", "int8"]
     scenario: Literal["SingleStream", "MultiStream", "Server", "Offline"]
+    method: str = Field("reference", description="reference: the engine's sessions as the study's "
+                        "reference method prepares them (with any engine option given); engine: "
+                        "the engine's own configuration for the scenario's mode")
     mode: Literal["performance", "accuracy"] = "performance"
     status: Literal["ok", "skipped", "unsupported", "failed"]
     reason: str | None = None
@@ -339,6 +342,11 @@ class MlperfResult(BaseModel):
     min_queries: int | None = None
     chosen: dict[str, Any] = Field(default_factory=dict, description="settings chosen, not given")
     batch_sizes: list[int] = Field(default_factory=list, description="engine sessions prepared")
+    requests_in_flight: int | None = Field(
+        None, description="requests the system under test kept in flight on each session")
+    engine_details: dict[str, Any] = Field(
+        default_factory=dict, description="what the engine read back for the largest batch's "
+        "session (OpenVINO: streams, requests, hints)")
     probe_ms: dict[str, float] = Field(default_factory=dict, description="one call per batch size")
     top1: float | None = Field(None, description="accuracy mode: top-1 over the labelled samples")
     samples: int | None = None
@@ -350,7 +358,7 @@ class MlperfResult(BaseModel):
 
     @property
     def key(self) -> str:
-        return mlperf_key(self.engine, self.precision, self.scenario)
+        return mlperf_key(self.engine, self.precision, self.scenario, self.method)
     log_dir: str | None = Field(None, description="LoadGen's logs, relative to the run directory")
 
 

@@ -113,8 +113,8 @@ class AccuracyScenario(Scenario[Accuracy]):
             raise Skip("no FP32 reference on this engine")
         images, batch, cfg, model = self.images, self.batch, setup.cfg, setup.model
         assert images is not None
-        session = setup.engines[task.engine].prepare(model, task.precision, cfg.launch.threads, setup.cal,
-                                                     batch, allow_emulated=cfg.study.allow_emulated)
+        engine = setup.engines[task.engine]
+        session = engine.prepare(cfg.spec(engine, model, task.precision, batch, setup.cal))
         try:
             t0 = time.perf_counter()
             outputs = []

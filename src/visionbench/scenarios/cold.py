@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from visionbench.cache import events_text, take_events
+from visionbench.cache import events_text, watch
 from visionbench.config import RunConfig
 from visionbench.data.images import Dataset
 from visionbench.data.synthetic import input_pool
@@ -64,10 +64,8 @@ def first_answer(conn: Connection, job: Job) -> None:
     importlib.import_module(engine.module)
     imported = time.perf_counter() - t
     cal, _ = study_calibration(job.cfg, job.model, job.dataset)
-    take_events()
-    session = engine.prepare(job.model, job.precision, job.cfg.launch.threads, cal, 1,
-                             allow_emulated=job.cfg.study.allow_emulated,
-                             options=job.cfg.options_for(engine))
+    with watch() as cache:
+        session = engine.prepare(job.cfg.spec(engine, job.model, job.precision, 1, cal))
     x = session.feed(input_pool(job.model, 1, seed=job.cfg.study.seed, pool=1)[0])
     t = time.perf_counter()
     session.run(x)
@@ -76,7 +74,7 @@ def first_answer(conn: Connection, job: Job) -> None:
     conn.send(Result({"start": up, "import": imported, "read": ex.read_seconds,
                       "prepare": ex.prepare_seconds, "first_inference": first * 1e3,
                       "total": time.time() - job.started, "peak_rss_mib": process_peak_mib(),
-                      "cache": events_text(take_events())}))
+                      "cache": events_text(cache.events)}))
 
 
 def _drop_caches() -> None:

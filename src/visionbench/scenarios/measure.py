@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.cache import events_text, take_events, take_notes
+from visionbench.cache import CacheLog, events_text, watch
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import Engine, Session, get_engine
+from visionbench.engines import Engine, Precision, Session, get_engine
 from visionbench.engines.base import Execution
 from visionbench.harness.energy import EnergyMeter
 from visionbench.harness.instances import (
@@ -51,7 +51,8 @@ class Timed:
     prepared_mib: float
     peak_mib: float
     memory_method: str
-    cache: list[tuple[str, str, float]]
+    #: What the cache did while the session was prepared (its events and notes).
+    cache: CacheLog
     energy_domains: list[str]
     energy_unavailable: str | None
 
@@ -75,9 +76,8 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
     """Prepare and time ``task``; with ``check``, the session's outputs on its images after.
     Memory is read once the session and its inputs are ready, and its peak over the warm-up and
     the timed windows alone; the energy counters at each window's edges."""
-    take_events()
-    session = _prepare(task, engine, model, cfg, threads, cal, plan.batch_size)
-    cache = take_events()
+    with watch() as cache:
+        session = _prepare(task, engine, model, cfg, threads, cal, plan.batch_size)
     try:
         pool = input_pool(model, plan.batch_size, seed=cfg.study.seed + plan.batch_size)
         inputs = [session.feed(x) for x in pool]
@@ -101,9 +101,8 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
 
 
 def _prepare(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, threads: int,
-             cal: Calibration, batch: int, precision: str | None = None) -> Session:
-    return engine.prepare(model, precision or task.precision, threads, cal, batch,  # type: ignore[arg-type]
-                          allow_emulated=cfg.study.allow_emulated, options=cfg.options_for(engine))
+             cal: Calibration, batch: int, precision: Precision | None = None) -> Session:
+    return engine.prepare(cfg.spec(engine, model, precision or task.precision, batch, cal, threads))
 
 
 def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, Any]:
@@ -112,7 +111,7 @@ def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, An
     cal, _ = study_calibration(cfg, job.model, open_data(cfg))
     timed = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg, job.plan,
                               job.threads, cal, None, barrier)
-    return {"timed": timed, "cache_notes": take_notes()}
+    return {"timed": timed}
 
 
 def memory_record(timed: list[Timed]) -> Memory:
@@ -141,7 +140,7 @@ def cold_record(timed: Timed) -> ColdStart:
     ex, first = timed.execution, timed.timing.first_ns
     return ColdStart(
         read_seconds=ex.read_seconds, prepare_seconds=ex.prepare_seconds,
-        cache=events_text(timed.cache),
+        cache=events_text(timed.cache.events),
         first_inference_ms=None if first is None else first / 1e6)
 
 
@@ -180,7 +179,7 @@ def measure_task(
         timed, outputs = [one], one.outputs
         timings = [one.timing]
         per_repeat = [w.throughput for w in one.timing.windows]
-        cache_notes = take_notes()
+        cache_notes = list(one.cache.notes)
     else:
         threads = cfg.launch.threads if cfg.launch.threads_explicit else layout.cores_per_instance
 
@@ -196,7 +195,7 @@ def measure_task(
         timed = [d.value["timed"] for d in done]
         timings = [t.timing for t in timed]
         per_repeat = combined_throughput(timings)
-        cache_notes = list(dict.fromkeys(n for d in done for n in d.value["cache_notes"]))
+        cache_notes = list(dict.fromkeys(n for t in timed for n in t.cache.notes))
         for d, t in zip(done, timings, strict=True):
             instances.append(InstanceResult(
                 index=d.index, cores=list(d.cores), affinity=d.affinity,

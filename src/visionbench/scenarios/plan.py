@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from visionbench.cache import take_notes
+from visionbench.cache import watch
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration, calibration
 from visionbench.data.images import Dataset, open_dataset
@@ -129,9 +129,10 @@ def plan_workload(cfg: RunConfig, engines: dict[str, Engine], reporter: Reporter
     """``cfg``'s model resolved (built on first use), its data, calibration and batch sizes
     checked, its tasks planned; raises VisionbenchError on bad input."""
     st = cfg.study
-    model = resolve(st.model, st.seed, st.weights, st.input_name, st.output_name, cfg.launch.threads,
-                    st.input_shape, st.task)
-    for note in take_notes():  # the model file was rebuilt
+    with watch() as cache:
+        model = resolve(st.model, st.seed, st.weights, st.input_name, st.output_name,
+                        cfg.launch.threads, st.input_shape, st.task)
+    for note in cache.notes:  # the model file was rebuilt
         reporter.note(f"note: {note}")
         model = replace(model, notes=(*model.notes, note))
     if cfg.inputs.preprocess is not None:

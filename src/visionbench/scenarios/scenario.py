@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from visionbench.cache import take_notes
+from visionbench.cache import watch
 from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration
 from visionbench.data.images import Dataset
@@ -156,9 +156,9 @@ def measure_one(scenario: Scenario[R], task: Task, setup: Setup, reporter: Repor
     engine's failure is a result: the run goes on)."""
     why = not_run(task, setup.cfg)
     if why is not None:
-        record = scenario.unmeasured(task, setup, *why)
         reporter.note(f"skipped {scenario.describe(task)}: {why[1]}")
-    else:
+        return scenario.unmeasured(task, setup, *why)
+    with watch() as cache:
         try:
             record = scenario.measure(task, setup, reporter)
         except KeyboardInterrupt:
@@ -168,6 +168,6 @@ def measure_one(scenario: Scenario[R], task: Task, setup: Setup, reporter: Repor
         except Exception as e:
             record = scenario.unmeasured(task, setup, "failed", describe(e))
             reporter.note(f"failed {scenario.describe(task)}: {describe(e)}")
-    for note in take_notes():  # a record without warnings of its own
+    for note in cache.notes:  # the cache's notes that no record of the scenario's told
         reporter.note(f"{scenario.describe(task)}: {note}")
     return record

@@ -86,8 +86,8 @@ class Tune(Scenario[TuneOutcome]):
         setup.store.drop(lambda m: (m.engine, m.precision) == (task.engine, task.precision))
         t0 = time.monotonic()
         # quantize and cache outside the clock: a one-off, not a setting's cost
-        setup.engines[task.engine].prepare(setup.model, task.precision, setup.cfg.launch.threads,
-                                           setup.cal, 1).close()
+        engine = setup.engines[task.engine]
+        engine.prepare(setup.cfg.spec(engine, setup.model, task.precision, 1, setup.cal)).close()
         self.deadline += time.monotonic() - t0
         share = max(self.deadline - time.monotonic(), 0.0) / (len(self.todo) + 1)
         reporter.note(f"tune {task.engine} {task.precision}: {share:.0f} s")

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.data.calibration import Calibration
 from visionbench.engines import FAKE_ENGINE
 from visionbench.engines.base import (
     SESSIONS,
@@ -27,6 +26,7 @@ from visionbench.engines.base import (
     Execution,
     Precision,
     Session,
+    SessionSpec,
     Support,
     concurrently,
 )
@@ -153,13 +153,10 @@ class FakeEngine(Engine):
         why = Settings.from_env().unsupported.get(precision)
         return Support("unsupported", why) if why else Support("native")
 
-    def prepare(self, model: ModelSpec, precision: Precision, threads: int, calibration: Calibration,
-                batch_size: int, allow_emulated: bool = False,
-                options: Mapping[str, Any] | None = None) -> Session:
+    def prepare(self, spec: SessionSpec) -> Session:
         settings = Settings.from_env()
-        n = (options or {}).get("sessions") or 1
-        return concurrently(options, threads,
-                            lambda _: FakeSession(model, precision, settings, n ** settings.session_cost))
+        cost = (spec.option("sessions") or 1) ** settings.session_cost
+        return concurrently(spec, lambda _: FakeSession(spec.model, spec.precision, settings, cost))
 
     def own_method(self, mode: str, precision: Precision, threads: int
                    ) -> tuple[dict[str, Any] | None, str]:

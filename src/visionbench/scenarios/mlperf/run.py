@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 
 from visionbench.config import RunConfig
-from visionbench.data.calibration import Calibration
 from visionbench.data.prepared import Prepared, prepare_images
-from visionbench.engines import Engine, Precision
+from visionbench.engines import Engine, SessionSpec
 from visionbench.engines.base import Session
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
-from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import MlperfResult, RunStore
 from visionbench.results.schema import mlperf_key
@@ -49,7 +47,7 @@ from visionbench.scenarios.mlperf.settings import (
     test_settings,
 )
 from visionbench.scenarios.mlperf.sut import Probe, SystemUnderTest, probe
-from visionbench.scenarios.scenario import Scenario, Setup, Task
+from visionbench.scenarios.scenario import Scenario, Setup, Skip, Task
 
 #: --find-peak: each bisection step a run of this many seconds (or --duration, if shorter),
 #: between 0 and this multiple of the throughput measured before the run.
@@ -66,6 +64,7 @@ class Outcome:
     batch_sizes: list[int]
     seconds: float
     top1: dict[int, int] = field(default_factory=dict)  # accuracy mode: sample index -> class
+    requests: int = 1  # kept in flight on each session
 
 
 @dataclass
@@ -84,14 +83,15 @@ class Sessions:
             s.close()
 
 
-def prepare(engine: Engine, model: ModelSpec, precision: Precision, threads: int,
-            cal: Calibration, opts: Options, make: Callable[[int], np.ndarray],
-            allow_emulated: bool = False) -> Sessions:
-    prep = Sessions({b: engine.prepare(model, precision, threads, cal, b,
-                                       allow_emulated=allow_emulated)
-                     for b in batch_sizes(opts, opts.samples_per_query or 8)}, Probe())
+def prepare(engine: Engine, spec: Callable[[int], SessionSpec], opts: Options,
+            make: Callable[[int], np.ndarray]) -> Sessions:
+    """A session per batch size the system under test may form (``spec(batch)``: what each is
+    prepared for), and the probe of how fast each runs."""
+    prep = Sessions({}, Probe())
     try:
-        prep.probe = probe(prep.sessions, make)
+        for b in batch_sizes(opts, opts.samples_per_query or 8):
+            prep.sessions[b] = engine.prepare(spec(b))
+        prep.probe = probe(prep.sessions, make, in_flight=not opts.accuracy)
     except BaseException:
         prep.close()
         raise
@@ -106,6 +106,7 @@ def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray]
     perf = min(total_samples, settings.performance_sample_count_override or 1024)
     qsl = SampleLibrary(total_samples, make)
     sut = SystemUnderTest(lg, prep.sessions, qsl, max(prep.sizes), keep_top1=opts.accuracy)
+    requests = sut.requests(prep.sessions[max(prep.sizes)])
     log_dir.mkdir(parents=True, exist_ok=True)
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
@@ -125,7 +126,7 @@ def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray]
         raise VisionbenchError(f"the engine failed during the run: {sut.error}")
     top1 = read_accuracy_log(log_dir / "mlperf_log_accuracy.json") if opts.accuracy else {}
     detail = read_detail(log_dir / "mlperf_log_detail.txt", performance=not opts.accuracy)
-    return Outcome(opts.scenario, detail, chosen, prep.probe, prep.sizes, seconds, top1)
+    return Outcome(opts.scenario, detail, chosen, prep.probe, prep.sizes, seconds, top1, requests)
 
 
 def find_peak(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray],
@@ -159,8 +160,8 @@ def find_peak(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray],
                                   log_dir)
 
 
-def _result(task: Any, opts: Options, out: Outcome, log_dir: str, images: Prepared | None,
-            label_offset: int, store: RunStore) -> MlperfResult:
+def _result(task: Task, opts: Options, out: Outcome, log_dir: str, images: Prepared | None,
+            label_offset: int, store: RunStore, details: dict[str, Any]) -> MlperfResult:
     d = out.detail
     name, key, unit = METRICS[opts.scenario]
     if opts.find_peak:
@@ -180,7 +181,7 @@ def _result(task: Any, opts: Options, out: Outcome, log_dir: str, images: Prepar
         atomic_write_text(store.dir / predictions, json.dumps(
             {"top1": {str(images.paths[i]): c for i, c in classes.items()}}))
     return MlperfResult(
-        engine=task.engine, precision=task.precision, scenario=opts.scenario,
+        engine=task.engine, precision=task.precision, scenario=opts.scenario, method=task.method,
         mode="accuracy" if opts.accuracy else "performance", status="ok",
         validity=None if opts.accuracy else d.get("result_validity"),
         compliant=None if opts.accuracy else kept,
@@ -195,7 +196,7 @@ def _result(task: Any, opts: Options, out: Outcome, log_dir: str, images: Prepar
         target_latency_ms=_ms(d.get("effective_target_latency_ns")),
         min_duration_s=(d.get("effective_min_duration_ms") or 0) / 1000,
         min_queries=d.get("effective_min_query_count"), chosen=out.chosen,
-        batch_sizes=out.batch_sizes,
+        batch_sizes=out.batch_sizes, requests_in_flight=out.requests, engine_details=details,
         probe_ms={str(b): round(t * 1e3, 3) for b, t in out.probe.seconds.items()},
         top1=top1, samples=len(out.top1) or None, predictions=predictions,
         seconds=round(out.seconds, 1), log_dir=log_dir,
@@ -237,16 +238,25 @@ class Mlperf(Scenario[MlperfResult]):
                 rng = np.random.default_rng(cfg.study.seed + i)
                 return rng.standard_normal(model.input_shape(1), dtype=np.float32)
         self.make = make
-        return [replace(t, tag=sc) for sc in self.scenarios for t in setup.tasks]
+        return self._tasks(cfg, setup.tasks)
+
+    def _tasks(self, cfg: RunConfig, planned: Sequence[Task]) -> list[Task]:
+        """Per scenario, each engine and precision planned, in each method asked for; the
+        scenario's mode is SingleStream's latency, the others' throughput."""
+        pairs = {(t.engine, t.precision): t for t in planned}.values()
+        return [replace(t, tag=sc, mode="latency" if sc == "SingleStream" else "throughput",
+                        method=m)
+                for sc in self.scenarios for t in pairs for m in cfg.study.methods]
 
     def describe(self, task: Task) -> str:
-        return f"{task.engine} {task.precision} {task.tag}"
+        return f"{task.engine} {task.precision} {task.tag}" + (
+            "" if task.method == "reference" else f" ({task.method} method)")
 
     def key(self, task: Task) -> str:
-        return mlperf_key(task.engine, task.precision, task.tag)
+        return mlperf_key(task.engine, task.precision, task.tag, task.method)
 
     def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
-        return [mlperf_key(t.engine, t.precision, sc) for sc in self.scenarios for t in tasks]
+        return [self.key(t) for t in self._tasks(cfg, tasks)]
 
     def _opts(self, task: Task) -> Options:
         """The options of a task: its tag is its scenario."""
@@ -255,7 +265,7 @@ class Mlperf(Scenario[MlperfResult]):
     def _base(self, task: Task) -> dict[str, Any]:
         opts = self._opts(task)
         return {"engine": task.engine, "precision": task.precision, "scenario": opts.scenario,
-                "mode": "accuracy" if opts.accuracy else "performance"}
+                "method": task.method, "mode": "accuracy" if opts.accuracy else "performance"}
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> MlperfResult:
         return MlperfResult(**self._base(task), status=status, reason=reason)
@@ -264,9 +274,16 @@ class Mlperf(Scenario[MlperfResult]):
         opts, store, model, cfg = self._opts(task), setup.store, setup.model, setup.cfg
         rel = f"mlperf/{task.engine}-{task.precision}-{opts.scenario}" + (
             "-accuracy" if opts.accuracy else "")
-        reporter.note(f"{task.engine} {task.precision} {opts.scenario}: LoadGen running")
-        prep = prepare(setup.engines[task.engine], model, task.precision, cfg.launch.threads, setup.cal,
-                       opts, self.make, cfg.study.allow_emulated)
+        engine = setup.engines[task.engine]
+        own, why = engine.own_method(task.mode, task.precision, cfg.launch.threads)
+        if task.method == "engine" and own is None:
+            raise Skip(f"the engine method is the reference one for {opts.scenario}: {why}")
+        rel += "" if task.method == "reference" else f"-{task.method}"
+        cfg = cfg.for_method(engine, task.method, task.mode, task.precision)
+        reporter.note(f"{self.describe(task)}: LoadGen running")
+        prep = prepare(engine, lambda b: cfg.spec(engine, model, task.precision, b, setup.cal),
+                       opts, self.make)
+        details = dict(prep.sessions[max(prep.sizes)].execution.details)
         try:
             if opts.find_peak:
                 peak, steps, out = find_peak(prep, opts, self.make, self.total, store.dir / rel,
@@ -278,7 +295,7 @@ class Mlperf(Scenario[MlperfResult]):
         if opts.find_peak and out is None:
             return MlperfResult(**self._base(task), status="ok", peak_steps=steps, log_dir=rel,
                                 reason=_no_peak(steps, prep.probe, opts))
-        r = _result(task, opts, out, rel, self.images, model.label_offset, store)
+        r = _result(task, opts, out, rel, self.images, model.label_offset, store, details)
         if opts.find_peak:
             r.peak_qps, r.peak_steps = peak, steps
         return r
@@ -313,7 +330,7 @@ def run_mlperf(cfg: RunConfig, scenarios: list[LoadgenScenario], opts: Options, 
             "an mlperf run is not resumed: run the scenarios it lacks again with visionbench "
             "mlperf --output DIR, which joins the run")
     # LoadGen's results join a run already there (a study's), as --append does.
-    cfg = cfg.replace(modes=["latency"], methods=["reference"], accuracy=opts.accuracy,
+    cfg = cfg.replace(modes=["latency"], accuracy=opts.accuracy,
                       existing="append" if cfg.existing == "refuse" else cfg.existing)
     sut = [Mlperf(scenarios, opts)]
     return run_scenarios(open_run(cfg, reporter, command, "mlperf", sut), sut, reporter)

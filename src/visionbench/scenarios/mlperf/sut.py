@@ -1,7 +1,9 @@
 """The system under test: LoadGen's ``issue_queries`` only queues the samples; one worker thread
-takes everything waiting (up to the largest prepared batch), runs it as the fewest prepared
-batches, and completes those samples from there. And the probe: how fast each prepared batch
-runs before LoadGen starts."""
+takes everything waiting (up to the largest prepared batch) and runs it as the fewest prepared
+batches: one synchronous call at a time where the session runs one request, else each batch
+started on a free request of the session's (``Session.start``, as the asynchronous harness keeps
+them in flight), its samples completed when it finishes. And the probe: how fast each prepared
+batch runs, and how many images per second its requests in flight give, before LoadGen starts."""
 
 from __future__ import annotations
 
@@ -26,14 +28,16 @@ PROBE_SECONDS = 0.5
 
 @dataclass
 class Probe:
-    """Per prepared batch size, the median seconds of one call, timed before LoadGen starts: the
-    expected latencies and throughput LoadGen asks to be told."""
+    """Per prepared batch size, the median seconds of one call and, where the session keeps
+    several requests in flight, the images/s they give, timed before LoadGen starts: the expected
+    latencies and throughput LoadGen asks to be told."""
 
     seconds: dict[int, float] = field(default_factory=dict)
+    in_flight_ips: dict[int, float] = field(default_factory=dict)
 
     def throughput(self) -> float:
         b = max(self.seconds)
-        return b / self.seconds[b]
+        return self.in_flight_ips.get(b) or b / self.seconds[b]
 
 
 def split(n: int, sizes: list[int]) -> list[int]:
@@ -47,7 +51,9 @@ def split(n: int, sizes: list[int]) -> list[int]:
 
 
 class SystemUnderTest:
-    """Queues LoadGen's queries; one worker batches what is waiting and completes each sample."""
+    """Queues LoadGen's queries; one worker batches what is waiting and completes each sample.
+    ``keep_top1`` (accuracy mode) reads every batch's outputs, so each batch is one synchronous
+    call; otherwise a session's ``requests`` are kept in flight."""
 
     def __init__(self, lg: Any, sessions: dict[int, Session], qsl: SampleLibrary,
                  max_batch: int, keep_top1: bool) -> None:
@@ -56,6 +62,13 @@ class SystemUnderTest:
         self.keep_top1 = keep_top1
         self.queue: queue.Queue[Any] = queue.Queue()
         self.error: BaseException | None = None
+        #: Each session's free requests, and the inputs of those running (kept alive until done).
+        self.free: dict[int, queue.Queue[int]] = {}
+        self.running: dict[tuple[int, int], Any] = {}
+        for b, session in sessions.items():
+            self.free[b] = queue.Queue()
+            for slot in range(self.requests(session)):
+                self.free[b].put(slot)
         self.worker = threading.Thread(target=self._work, name="visionbench-sut", daemon=True)
         self.worker.start()
 
@@ -66,9 +79,17 @@ class SystemUnderTest:
     def flush_queries(self) -> None:
         pass  # nothing is held back: the worker runs whatever is waiting
 
+    def requests(self, session: Session) -> int:
+        """Requests kept in flight on ``session``."""
+        return 1 if self.keep_top1 else session.requests
+
     def stop(self) -> None:
+        """End the worker once the queue is done, then wait for every request in flight."""
         self.queue.put(None)
         self.worker.join()
+        for b, session in self.sessions.items():
+            for _ in range(self.requests(session)):
+                self.free[b].get()
 
     def _work(self) -> None:
         while True:
@@ -91,13 +112,33 @@ class SystemUnderTest:
                 start += b
 
     def _run(self, samples: list[Any]) -> None:
-        session = self.sessions[len(samples)]
+        b = len(samples)
+        session = self.sessions[b]
+        if self.requests(session) > 1:
+            slot = self.free[b].get()  # a request of this session's finishes first
+            try:
+                fed = session.feed(np.concatenate([self.qsl.loaded[s.index] for s in samples]))
+                self.running[b, slot] = fed
+                session.start(slot, fed, lambda: self._done(b, slot, samples))
+            except BaseException as e:  # an earlier request's error, or this one's
+                self.error = self.error or e
+                self._done(b, slot, samples)
+            return
         try:
             x = np.concatenate([self.qsl.loaded[s.index] for s in samples])
             logits = session.run(session.feed(x))
         except BaseException as e:
             self.error = self.error or e
             logits = None
+        self._complete(samples, logits)
+
+    def _done(self, b: int, slot: int, samples: list[Any]) -> None:
+        """A request finished (from the engine's thread): its samples are complete, it is free."""
+        self.running.pop((b, slot), None)
+        self._complete(samples, None)
+        self.free[b].put(slot)
+
+    def _complete(self, samples: list[Any], logits: np.ndarray | None) -> None:
         responses, buffers = [], []
         for i, s in enumerate(samples):
             if self.keep_top1 and logits is not None:
@@ -109,12 +150,15 @@ class SystemUnderTest:
         self.lg.QuerySamplesComplete(responses)
 
 
-def probe(sessions: dict[int, Session], make: Callable[[int], np.ndarray]) -> Probe:
+def probe(sessions: dict[int, Session], make: Callable[[int], np.ndarray],
+          in_flight: bool = True) -> Probe:
     """The median time of one call per batch size, after one warm-up call: at least
-    PROBE_CALLS calls and PROBE_SECONDS of them."""
+    PROBE_CALLS calls and PROBE_SECONDS of them; and, where a session keeps several requests in
+    flight (``in_flight``), the images/s of as many batches with all of them busy."""
     out = Probe()
     for b, session in sessions.items():
-        x = session.feed(np.concatenate([make(i) for i in range(b)]))
+        raw = np.concatenate([make(i) for i in range(b)])
+        x = session.feed(raw)
         session.run(x)
         times: list[float] = []
         while len(times) < PROBE_CALLS or sum(times) < PROBE_SECONDS:
@@ -122,4 +166,22 @@ def probe(sessions: dict[int, Session], make: Callable[[int], np.ndarray]) -> Pr
             session.run(x)
             times.append(time.perf_counter() - t0)
         out.seconds[b] = float(np.median(times))
+        if in_flight and session.requests > 1:
+            out.in_flight_ips[b] = _in_flight_ips(session, raw, len(times) * session.requests)
     return out
+
+
+def _in_flight_ips(session: Session, raw: np.ndarray, calls: int) -> float:
+    """Images/s of ``calls`` batches started on the session's requests, each restarted as it
+    finishes."""
+    free: queue.Queue[int] = queue.Queue()
+    for slot in range(session.requests):
+        free.put(slot)
+    inputs = [session.feed(raw) for _ in range(session.requests)]
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        slot = free.get()
+        session.start(slot, inputs[slot], lambda slot=slot: free.put(slot))  # type: ignore[misc]
+    for _ in range(session.requests):
+        free.get()
+    return calls * len(raw) / (time.perf_counter() - t0)
