@@ -9,10 +9,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import visionbench
 from visionbench.results import load
+
+from conftest import vb
 
 FAST = {"model": "resnet50-tiny", "engines": "fake", "duration": 0.05, "repeats": 2, "warmup": 1,
         "calibration_samples": 8}
@@ -109,3 +112,68 @@ def test_the_renderers_show_every_measurement(tmp_path: Path, fake) -> None:
             assert html.count(snr) >= 1 and md.count(snr) >= 1, m.id
     throughput_table = html[html.index('id="throughput"'):html.index('id="latency"')]
     assert " dB" in throughput_table
+
+
+def test_tune_within_budget_and_bound(tmp_path: Path, fake) -> None:
+    """The search stays within its budget, names only settings whose p99 meets the bound, confirms
+    them round by round beside the default, and gives the command that re-runs the winner; where
+    no setting kept the bound (a busy host can push any p99 past it), it says so truthfully. The
+    fake engine's calls take 1 ms + 0.5 ms per image at FP32 (a third of it at INT8), so the
+    25 ms bound sits far above the small batches (1.5 ms at batch 1) and far below batch 116
+    (59 ms): no speed is asserted, only what the search did with the latencies it measured."""
+    import time
+
+    fake(ms_per_batch=1.0, ms_per_image=0.5)
+    out, budget, bound = tmp_path / "tune", 16.0, 25.0
+    t0 = time.monotonic()
+    proc = vb("tune", "--model", "resnet50-tiny", "--calibration-samples", "8", "--engine", "fake",
+              "--precision", "fp32,int8", "--budget", f"{budget:g}s", "--max-latency-ms", f"{bound}",
+              "--output", str(out))
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "tune" and len(r["tune"]) == 2
+    # the search itself; start-up, model and INT8 preparation come on top
+    assert sum(t["seconds_used"] for t in r["tune"]) <= budget * 1.15 + 2
+    assert wall < budget + 60
+    by_id = {m["id"]: m for m in r["measurements"]}
+    assert any(t["status"] == "ok" for t in r["tune"]), r["tune"]
+    for t in r["tune"]:
+        confirm = [m for m in r["measurements"] if m["precision"] == t["precision"]
+                   and m["phase"] == "confirm"]
+
+        def p99(setting_id: str, confirm: list = confirm) -> float:  # median of its rounds' p99
+            tag, method = setting_id.split("-confirm1-")[1], by_id[setting_id]["method"]
+            return float(np.median([m["latency"]["p99_ms"] for m in confirm
+                                    if m["id"].endswith(f"-{tag}") and m["method"] == method]))
+
+        if t["status"] == "none-within-bound":  # true of every setting confirmed
+            assert t["winner"] is None and f"no setting kept p99 within {bound} ms" in t["reason"]
+            assert not any(c["within_bound"] for c in t["confirmed"])
+            firsts = [m for m in confirm if "-confirm1-" in m["id"]]
+            assert firsts and all(p99(m["id"]) > bound for m in firsts)
+            continue
+        assert t["status"] == "ok", t
+        w, d = by_id[t["winner"]], by_id[t["default"]]
+        assert w["phase"] == d["phase"] == "confirm" and w["repeats"] == d["repeats"] == 1
+        assert t["rounds"] >= 3
+        # the fake engine's own configuration (two sessions at once) is the default to beat
+        assert d["batch_size"] == 116 and d["method"] == "engine"
+        assert t["default_setting"]["method"] == d["method"]
+        assert len(confirm) == t["rounds"] * len(t["confirmed"])
+        for c in t["confirmed"]:  # each setting once per round; ratios to the default per round
+            assert len(c["ips"]) == len(c["ratios"]) == t["rounds"]
+            assert c["median_ratio"] == pytest.approx(np.median(c["ratios"]))
+        assert t["confirmed"][0]["ratios"] == [1.0] * t["rounds"]
+        assert t["default_within_bound"] is (p99(t["default"]) <= bound)
+        assert p99(t["winner"]) <= bound
+        best = max((c for c in t["confirmed"] if c["within_bound"]), key=lambda c: c["median_ratio"])
+        assert t["winner_setting"]["batch_size"] == best["batch_size"] == w["batch_size"]
+        assert t["speedup_vs_default"] == pytest.approx(best["median_ratio"])
+        explored = [m for m in r["measurements"] if m["precision"] == t["precision"]
+                    and m["phase"] == "explore" and m["status"] == "ok"]
+        assert t["explored"] >= len(explored) >= 2
+        assert f"--batch-size {w['batch_size']}" in t["winner_command"]
+        assert t["winner_command"].startswith("visionbench run --engine fake")
+    assert "Tuned settings" in proc.stdout and "re-run fake" in proc.stdout
+    assert "Tuned settings" in (out / "report.html").read_text()
