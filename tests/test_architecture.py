@@ -50,3 +50,24 @@ def test_scenario_modules_stay_small_and_import_scenarios_at_the_top():
                 inner = [n.module for n in ast.walk(node) if isinstance(n, ast.ImportFrom)]
                 assert not [m for m in inner if m and m.startswith("visionbench.scenarios")], \
                     f"{path.name}: {node.name} imports a scenarios module inside a function"
+
+
+def test_tune_and_the_report_name_no_engine_option():
+    """tune (tune.py, search.py, setting.py) and the report read what an engine ran through its
+    typed concurrency and its search space: no string literal there is an engine option's name."""
+    import ast
+
+    from visionbench.engines import all_options
+
+    names = set(all_options())
+    files = [ROOT / "src" / "visionbench" / "scenarios" / f for f in ("tune.py", "search.py", "setting.py")]
+    files += list((ROOT / "src" / "visionbench" / "reporting").rglob("*.py"))
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in names, f"{path.name} names the engine option {node.value!r}"
+    for template in (ROOT / "src" / "visionbench" / "reporting" / "templates").glob("*.j2"):
+        text = template.read_text()
+        for name in names:
+            assert f".{name}" not in text and f"'{name}'" not in text and f'"{name}"' not in text, \
+                f"{template.name} reads the engine option {name!r}"

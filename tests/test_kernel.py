@@ -177,3 +177,24 @@ def test_tune_within_budget_and_bound(tmp_path: Path, fake) -> None:
         assert t["winner_command"].startswith("visionbench run --engine fake")
     assert "Tuned settings" in proc.stdout and "re-run fake" in proc.stdout
     assert "Tuned settings" in (out / "report.html").read_text()
+
+
+def test_files_written_before_concurrency_was_typed_read_it_from_the_engines_words() -> None:
+    """A measurement and a tuned setting stored with OpenVINO's own keys (before 0.2) load with
+    the typed concurrency and options the report reads."""
+    from visionbench.reporting.format import batch_text, setting_text
+    from visionbench.results.schema import Measurement, TuneOutcome
+
+    m = Measurement.model_validate({
+        "id": "openvino-fp32-throughput-engine", "engine": "openvino", "precision": "fp32",
+        "mode": "throughput", "batch_size": 116, "threads": 2, "status": "ok", "support": "native",
+        "engine_details": {"num_streams": 2, "requests_in_flight": 4}, "started_at": "x",
+        "finished_at": "x"})
+    assert (m.concurrency.executors, m.concurrency.in_flight) == (2, 4)
+    assert batch_text(m) == "116 (2 streams, 4 requests)"
+    t = TuneOutcome.model_validate({
+        "engine": "openvino", "precision": "int8", "status": "ok",
+        "winner_setting": {"batch_size": 64, "threads": 2, "method": "engine", "streams": 2,
+                           "requests": 4}})
+    assert t.winner_setting["options"] == {"streams": 2, "requests": 4}
+    assert setting_text(t.winner_setting) == "batch 64, 2 threads, engine method, 2 streams, 4 requests"

@@ -69,12 +69,32 @@ def test_rotation_puts_every_setting_in_every_place():
 
 
 def test_settings_name_what_they_run():
-    s = Setting(64, method="engine", streams=2, requests=4)
+    from visionbench.engines import get_engine
+
+    (v,) = [v for v in get_engine("openvino").search_space("fp32", 2) if v.tag == "s2-r4"]
+    s = Setting(64, method="engine", variant=v)
     assert s.tag == "b64-engine-s2-r4" and s.shape == "b64-s2-r4"
+    assert s.as_dict(2)["options"] == {"streams": 2, "requests": 4}
+    assert s.as_dict(2)["concurrency"] == "2 streams, 4 requests"
     assert s.in_flight(2) == 4 and s.warmup(2) == 4  # a warm-up batch per request at least
     assert Setting(116).in_flight(2) == 1 and Setting(116).warmup(2) == 2
     assert Setting(116, method="engine").in_flight(2) == 2  # the hint's choice: a stream per core
     assert MIN_BATCHES >= 3
+
+
+def test_the_engines_propose_their_variants_and_a_given_option_pins_its_axis():
+    """OpenVINO proposes streams x requests, ONNX Runtime concurrent sessions, up to the threads;
+    an option the user gave keeps only the variants that agree with it (never dropped)."""
+    from visionbench.engines import get_engine
+    from visionbench.scenarios.setting import agrees
+
+    ov = get_engine("openvino").search_space("fp32", 4)
+    assert [v.tag for v in ov] == ["s1-r2", "s2-r2", "s2-r4", "s4-r4", "s4-r8"]
+    assert all(v.concurrency.executors <= 4 for v in ov)
+    assert [v.tag for v in ov if agrees(v, {"streams": 2, "hint": "throughput"})] == ["s2-r2", "s2-r4"]
+    ort = get_engine("onnxruntime").search_space("int8", 4)
+    assert [(v.options, v.concurrency.text) for v in ort] == [
+        ((("sessions", 2),), "2 sessions"), ((("sessions", 4),), "4 sessions")]
 
 
 def test_explore_windows_hold_three_batches():

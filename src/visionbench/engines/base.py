@@ -77,6 +77,29 @@ class SessionSpec:
         return self.options.get(name)
 
 
+@dataclass(frozen=True)
+class Concurrency:
+    """What an engine ran at once, read back: its parallel executors (OpenVINO's streams,
+    concurrent sessions) and the batches kept in flight on them, with the engine's own words for
+    them ("2 streams, 4 requests"; "" for one synchronous call). The report and tune read these,
+    never an engine's option names."""
+
+    executors: int = 1
+    in_flight: int = 1
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A configuration of the engine's own concurrency that tune explores (``Engine.search_space``):
+    the options that make it, a short tag for measurement ids ("s2-r4"), and the concurrency it
+    is expected to run (to tell it apart from what the engine chose by itself)."""
+
+    options: tuple[tuple[str, Any], ...]
+    tag: str
+    concurrency: Concurrency
+
+
 @dataclass
 class Execution:
     """What really ran, read back from the engine after preparing the model."""
@@ -85,6 +108,7 @@ class Execution:
     layer_precisions: dict[str, int] = field(default_factory=dict)
     quantized_ops: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    concurrency: Concurrency = field(default_factory=Concurrency)
     prepare_seconds: float = 0.0
     #: Of ``prepare_seconds``, the model file read into the engine, where the engine tells it
     #: apart (None: read, optimised and compiled in one call).
@@ -167,6 +191,12 @@ class Engine(ABC):
         with the engine's ``spec.options``; INT8 quantizes first (cached). An engine never runs
         another precision than the one asked: ``Execution`` says what really ran."""
 
+    def search_space(self, precision: Precision, threads: int) -> list[Variant]:
+        """The configurations of the engine's own concurrency that tune explores around a batch
+        size at ``precision`` on ``threads`` (none: tune explores batch sizes, instances and the
+        methods only)."""
+        return []
+
     def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
         """Why ``options`` cannot run a batch of ``batch`` images (checked before a run), or None."""
         return None
@@ -211,6 +241,12 @@ def cpu_support(precision: Precision, cpu: CpuFeatures) -> Support:
             f"INT8 runs without VNNI ({', '.join(VNNI_FLAGS)} missing): slower int8 kernels",
         )
     return Support("native")
+
+
+def session_variants(threads: int) -> list[Variant]:
+    """Concurrent sessions to explore: 2, 4, ... up to one per thread."""
+    counts = [2 ** i for i in range(1, 8) if 2 ** i <= threads]
+    return [Variant((("sessions", n),), f"n{n}", Concurrency(n, n, f"{n} sessions")) for n in counts]
 
 
 #: One model run as several sessions at once, for engines whose sessions release the GIL while
@@ -277,5 +313,6 @@ def concurrently(spec: SessionSpec, make: Callable[[int], Session]) -> Session:
     execution = sessions[0].execution
     execution.details = {**execution.details, "sessions": n, "threads_per_session": per,
                          "api": "concurrent sessions"}
+    execution.concurrency = Concurrency(n, n, f"{n} sessions")
     execution.prepare_seconds = time.perf_counter() - t0
     return ConcurrentSessions(sessions)

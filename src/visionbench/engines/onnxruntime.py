@@ -26,8 +26,10 @@ from visionbench.engines.base import (
     Session,
     SessionSpec,
     Support,
+    Variant,
     concurrently,
     cpu_support,
+    session_variants,
 )
 from visionbench.fsutil import cache_dir
 from visionbench.models.spec import ModelSpec
@@ -196,6 +198,9 @@ class OnnxRuntimeEngine(Engine):
         session = concurrently(spec, make)
         session.execution.prepare_seconds = time.perf_counter() - t0
         return session
+
+    def search_space(self, precision: Precision, threads: int) -> list[Variant]:
+        return session_variants(threads)
 
     def own_method(self, mode: str, precision: Precision, threads: int
                    ) -> tuple[dict[str, Any] | None, str]:

@@ -21,6 +21,7 @@ import numpy as np
 from visionbench.cache import cached
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
+    Concurrency,
     Engine,
     EngineOption,
     Execution,
@@ -28,6 +29,7 @@ from visionbench.engines.base import (
     Session,
     SessionSpec,
     Support,
+    Variant,
     by_precision,
     cpu_support,
     dominant_precision,
@@ -150,6 +152,12 @@ def _runtime_precisions(compiled: Any) -> Counter[str]:
     return counts
 
 
+
+def _concurrency(streams: int, requests: int) -> Concurrency:
+    words = [f"{streams} streams"] if streams > 1 else []
+    words += [f"{requests} requests"] if requests > 1 else []
+    return Concurrency(streams, requests, ", ".join(words))
+
 class OpenVINOEngine(Engine):
     name = "openvino"
     module = "openvino"
@@ -217,14 +225,16 @@ class OpenVINOEngine(Engine):
         requests = options.get("requests") or (optimal if streams or hint else 1)
         layers = _runtime_precisions(compiled)
         counts = by_precision(layers)
+        n_streams = int(compiled.get_property(props.num_streams))
         execution = Execution(
+            concurrency=_concurrency(n_streams, requests),
             executed_precision=dominant_precision(counts),
             layer_precisions=dict(layers),
             quantized_ops=counts.get("int8", 0) if precision == "int8" else None,
             details={
                 "inference_precision_hint": str(compiled.get_property(hints.inference_precision)),
                 "performance_hint": str(compiled.get_property(hints.performance_mode)),
-                "num_streams": int(compiled.get_property(props.num_streams)),
+                "num_streams": n_streams,
                 "inference_num_threads": int(compiled.get_property(props.inference_num_threads)),
                 "optimal_number_of_infer_requests": optimal,
                 "requests_in_flight": requests,
@@ -242,6 +252,17 @@ class OpenVINOEngine(Engine):
             prepare_seconds=time.perf_counter() - t0, read_seconds=t_read,
         )
         return OpenVINOSession(compiled, model.output_name, execution, requests)
+
+    def search_space(self, precision: Precision, threads: int) -> list[Variant]:
+        """Streams (1, 2, 4, ... up to the threads) x requests in flight (one or two per
+        stream) under the THROUGHPUT hint."""
+        out = []
+        for streams in (2 ** i for i in range(8)):
+            if streams > threads:
+                break
+            out += [Variant((("streams", streams), ("requests", r)), f"s{streams}-r{r}",
+                            _concurrency(streams, r)) for r in (streams, 2 * streams) if r > 1]
+        return out
 
     def own_method(self, mode: str, precision: Precision, threads: int
                    ) -> tuple[dict[str, Any] | None, str]:

@@ -33,10 +33,12 @@ from visionbench.engines.base import (
     Session,
     SessionSpec,
     Support,
+    Variant,
     by_precision,
     concurrently,
     cpu_support,
     dominant_precision,
+    session_variants,
 )
 from visionbench.errors import describe
 from visionbench.models import torch_module
@@ -175,6 +177,9 @@ class _Torch(Engine):
         result = (q, method, n, time.perf_counter() - t0)
         self._int8_cache[key] = result
         return result
+
+    def search_space(self, precision: Precision, threads: int) -> list[Variant]:
+        return session_variants(threads)
 
     def own_method(self, mode: str, precision: Precision, threads: int
                    ) -> tuple[dict[str, Any] | None, str]:

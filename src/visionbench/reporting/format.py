@@ -79,15 +79,13 @@ def method_notes(results: Results) -> list[str]:
 
 
 def batch_text(m: Measurement) -> str:
-    """The batch size, with pinned instances, OpenVINO streams and requests in flight where
-    there were any."""
+    """The batch size, with pinned instances and what the engine ran at once (in its words:
+    streams and requests in flight, concurrent sessions) where there were any."""
     extra = []
     if m.layout is not None:
         extra.append(f"{m.instances}x{m.cores_per_instance} cores")
-    if (m.engine_details.get("num_streams") or 1) > 1:
-        extra.append(f"{m.engine_details['num_streams']} streams")
-    if (m.engine_details.get("requests_in_flight") or 1) > 1:
-        extra.append(f"{m.engine_details['requests_in_flight']} requests")
+    if m.concurrency is not None and m.concurrency.text:
+        extra.append(m.concurrency.text)
     return f"{m.batch_size}" + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -101,10 +99,8 @@ def setting_text(setting: dict) -> str:
         parts.append(f"{setting['threads']} threads")
     if setting.get("method", "reference") != "reference":
         parts.append(f"{setting['method']} method")
-    if setting.get("streams"):
-        parts.append(f"{setting['streams']} streams")
-    if setting.get("requests"):
-        parts.append(f"{setting['requests']} requests")
+    if setting.get("concurrency"):
+        parts.append(setting["concurrency"])
     return ", ".join(parts)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from visionbench.results.rundir import ended_text
 from visionbench.stats import LatencySummary
@@ -113,8 +113,56 @@ class ColdStart(BaseModel):
     first_inference_ms: float | None = Field(None, description="the first batch's latency")
 
 
+class Concurrency(BaseModel):
+    """What an engine ran at once, read back: its parallel executors (OpenVINO's streams,
+    concurrent sessions), the batches kept in flight on them, and the engine's words for them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executors: int = 1
+    in_flight: int = 1
+    text: str = ""
+
+
+#: Format history (the schema stays version 1: every change is additive, and these fill what
+#: files written before lack, in one place):
+#: - 0.1 -> 0.2: a measurement's ``concurrency`` and a tuned setting's ``options`` and
+#:   ``concurrency`` were only in the engine's own words: OpenVINO's ``num_streams`` and
+#:   ``requests_in_flight`` details, concurrent sessions' ``sessions``; a setting's ``streams`` and
+#:   ``requests`` keys.
+def _concurrency_of(details: dict[str, Any]) -> dict[str, Any] | None:
+    if "sessions" in details:
+        n = int(details["sessions"])
+        return {"executors": n, "in_flight": n, "text": f"{n} sessions"}
+    if "num_streams" in details or "requests_in_flight" in details:
+        streams = int(details.get("num_streams") or 1)
+        requests = int(details.get("requests_in_flight") or 1)
+        words = [f"{streams} streams"] if streams > 1 else []
+        words += [f"{requests} requests"] if requests > 1 else []
+        return {"executors": streams, "in_flight": requests, "text": ", ".join(words)}
+    return None
+
+
+def _setting_of(setting: dict[str, Any]) -> dict[str, Any]:
+    if "options" in setting or not ({"streams", "requests"} & set(setting)):
+        return setting
+    out = {k: v for k, v in setting.items() if k not in ("streams", "requests")}
+    streams, requests = setting.get("streams"), setting.get("requests")
+    out["options"] = {k: v for k, v in (("streams", streams), ("requests", requests)) if v}
+    out["concurrency"] = ", ".join([f"{streams} streams"] * bool(streams)
+                                   + [f"{requests} requests"] * bool(requests))
+    return out
+
+
 class Measurement(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("concurrency") is None and data.get("engine_details"):
+            data = {**data, "concurrency": _concurrency_of(data["engine_details"])}
+        return data
 
     id: str
     engine: str
@@ -141,6 +189,8 @@ class Measurement(BaseModel):
     layer_precisions: dict[str, int] = Field(default_factory=dict)
     quantized_ops: int | None = None
     engine_details: dict[str, Any] = Field(default_factory=dict)
+    concurrency: Concurrency | None = Field(
+        None, description="what the engine ran at once, read back (None: not told)")
     throughput_ips: float | None = Field(None, description="images/s, median of repeats")
     throughput_per_repeat: list[float] = Field(default_factory=list)
     cv: float | None = Field(None, description="coefficient of variation of repeat throughputs")
@@ -272,9 +322,25 @@ class ColdStartRun(BaseModel):
 
 
 class TuneOutcome(BaseModel):
-    """What ``visionbench tune`` found for one engine and precision."""
+    """What ``visionbench tune`` found for one engine and precision. A setting is a dict of
+    batch_size, instances, cores_per_instance, threads, method, options (the engine's, as given
+    to it) and concurrency (the engine's words for them)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("winner_setting", "default_setting"):
+            if isinstance(data.get(key), dict):
+                data[key] = _setting_of(data[key])
+        if isinstance(data.get("confirmed"), list):
+            data["confirmed"] = [_setting_of(c) if isinstance(c, dict) else c
+                                 for c in data["confirmed"]]
+        return data
 
     engine: str
     precision: Literal["fp32", "bf16", "int8"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from visionbench.harness.timing import Progress, Timing, TimingPlan, Window, mea
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import InstanceResult, Measurement, RunStore, now
-from visionbench.results.schema import ColdStart, Energy, Memory
+from visionbench.results.schema import ColdStart, Concurrency, Energy, Memory
 from visionbench.scenarios.fidelity import FidelityCheck
 from visionbench.scenarios.plan import layout_for, open_data, study_calibration
 from visionbench.scenarios.scenario import StartHook, Task
@@ -245,7 +245,8 @@ def measure_task(
         batch_size=plan.batch_size, threads=threads, status="ok",
         support=task.support.status, executed_precision=ex.executed_precision,
         emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
-        engine_details=ex.details, throughput_ips=statistics.median(per_repeat),
+        engine_details=ex.details, concurrency=Concurrency(**asdict(ex.concurrency)),
+        throughput_ips=statistics.median(per_repeat),
         throughput_per_repeat=per_repeat,
         cv=spread, latency=latency_summary(pooled), raw_latencies=raw,
         repeats=plan.repeats, warmup_iterations=max(t.warmup_calls for t in timings),

@@ -18,7 +18,7 @@ from visionbench.scenarios.measure import measure_task
 from visionbench.scenarios.plan import check_memory
 from visionbench.scenarios.rounds import interleave, per_round_ratios
 from visionbench.scenarios.scenario import Setup, Task, unmeasured
-from visionbench.scenarios.setting import Setting, rerun_command
+from visionbench.scenarios.setting import Setting, agrees, rerun_command
 from visionbench.sysinfo import numa_cores
 
 #: Batch sizes explored upwards (``--batch-sizes`` replaces them).
@@ -58,7 +58,9 @@ class Search:
         self.engine = setup.engines[task.engine]
         self.threads = cfg.launch.threads
         self.own = self.engine.own_method("throughput", task.precision, self.threads)[0] is not None
-        self.requests = any(o.name == "requests" for o in self.engine.options)
+        given = cfg.study.engine_options
+        self.variants = [v for v in self.engine.search_space(task.precision, self.threads)
+                         if agrees(v, given)]
 
     def within(self, m: Measurement) -> bool:
         return m.status == "ok" and (self.bound is None or (m.latency is not None
@@ -157,18 +159,16 @@ class Search:
         return m
 
     def variants(self, batch: int) -> list[Setting]:
-        """Around one batch size: streams x requests in flight (where the engine takes them),
-        pinned instances filling the machine, and the reference method."""
+        """Around one batch size: the engine's concurrency variants (OpenVINO's streams x
+        requests, concurrent sessions) that keep the options given, pinned instances filling the
+        machine, and the reference method."""
         out: list[Setting] = []
-        if self.own and self.requests:
-            ran = {(m.batch_size, m.engine_details.get("num_streams"),
-                    m.engine_details.get("requests_in_flight"))
-                   for m in self.explored.values() if m.status == "ok" and m.method == "engine"}
-            for streams in (2 ** i for i in range(8)):
-                if streams > self.threads:
-                    break
-                out += [Setting(batch, method="engine", streams=streams, requests=r)
-                        for r in (streams, 2 * streams) if r > 1 and (batch, streams, r) not in ran]
+        if self.variants:
+            ran = {(m.batch_size, m.concurrency.executors, m.concurrency.in_flight)
+                   for m in self.explored.values()
+                   if m.status == "ok" and m.method == "engine" and m.concurrency is not None}
+            out += [Setting(batch, method="engine", variant=v) for v in self.variants
+                    if (batch, v.concurrency.executors, v.concurrency.in_flight) not in ran]
         n_cores = len(self.cores)
         out += [Setting(batch, n, n_cores // n) for n in (2 ** i for i in range(1, 10))
                 if n <= n_cores and n_cores % n == 0]

@@ -1,5 +1,6 @@
-"""One point of tune's search (``Setting``): batch, pinned instances, method and the engine's
-own concurrency; the configuration that measures it and the command that measures it again."""
+"""One point of tune's search (``Setting``): batch, pinned instances, method and one of the
+engine's own concurrency variants (``Engine.search_space``); the configuration that measures it
+and the command that measures it again. It names no engine's option: the variant carries them."""
 
 from __future__ import annotations
 
@@ -9,35 +10,32 @@ from typing import Any
 
 from visionbench.config import RunConfig
 from visionbench.engines import Engine, Precision
+from visionbench.engines.base import Variant
 
 #: Warm-up batches (at least one per request in flight): the first large batch after one
 #: warm-up call still runs slow.
 WARMUP = 2
-#: The engine options a setting sets itself.
-SEARCHED = ("streams", "requests", "hint", "sessions")
 
 
 @dataclass(frozen=True)
 class Setting:
     """One point of the search. One instance runs in this process, unpinned, on the run's threads
     (the default layout); several are pinned, one thread per core each. ``method`` "engine" is
-    the engine's own throughput configuration (OpenVINO's THROUGHPUT hint), with ``streams``
-    and ``requests`` in flight where given (else the engine's choice)."""
+    the engine's own throughput configuration (OpenVINO's THROUGHPUT hint), with ``variant``'s
+    concurrency where given (else the engine's choice)."""
 
     batch: int
     instances: int = 1
     cores_per_instance: int | None = None
     method: str = "reference"
-    streams: int | None = None
-    requests: int | None = None
+    variant: Variant | None = None
 
     @property
     def shape(self) -> str:
         """The setting but its method (which a measurement's id holds apart): b64-s2-r4."""
         return (f"b{self.batch}" + (f"-i{self.instances}x{self.cores_per_instance}"
                                     if self.cores_per_instance else "")
-                + (f"-s{self.streams}" if self.streams else "")
-                + (f"-r{self.requests}" if self.requests else ""))
+                + (f"-{self.variant.tag}" if self.variant else ""))
 
     @property
     def tag(self) -> str:
@@ -46,11 +44,11 @@ class Setting:
             if self.method == "engine" else self.shape
 
     def in_flight(self, threads: int) -> int:
-        """Requests in flight: as asked, else one per stream, else (the engine's choice) at most
-        one per thread; one synchronous call for the reference method."""
-        if self.method == "reference":
-            return self.requests or 1
-        return self.requests or self.streams or threads
+        """Batches in flight: the variant's, else (the engine's choice) at most one per thread;
+        one synchronous call for the reference method."""
+        if self.variant is not None:
+            return self.variant.concurrency.in_flight
+        return 1 if self.method == "reference" else threads
 
     def warmup(self, threads: int) -> int:
         """Warm-up batches, as the harness runs them."""
@@ -60,13 +58,14 @@ class Setting:
         return {"batch_size": self.batch, "instances": self.instances,
                 "cores_per_instance": self.cores_per_instance,
                 "threads": self.cores_per_instance or threads, "method": self.method,
-                "streams": self.streams, "requests": self.requests}
+                "options": dict(self.variant.options) if self.variant else {},
+                "concurrency": self.variant.concurrency.text if self.variant else ""}
 
     def config(self, cfg: RunConfig, engine: Engine, precision: Precision, window: float | None,
                iterations: int | None, warmup: int) -> RunConfig:
-        """The configuration that measures this setting for one window."""
-        options = {k: v for k, v in cfg.study.engine_options.items() if k not in SEARCHED}
-        options |= {k: v for k, v in (("streams", self.streams), ("requests", self.requests)) if v}
+        """The configuration that measures this setting for one window: the options the user
+        gave (the search never explores against them), and the variant's."""
+        options = {**cfg.study.engine_options, **dict(self.variant.options if self.variant else ())}
         return cfg.replace(
             batch_size=self.batch, batch_sizes=None, layout=None,
             instances=self.instances if self.cores_per_instance else None,
@@ -76,6 +75,11 @@ class Setting:
             threads_explicit=cfg.launch.threads_explicit and not self.cores_per_instance,
             duration=window, iterations=iterations, repeats=1, warmup=warmup,
         ).for_method(engine, self.method, "throughput", precision)
+
+
+def agrees(variant: Variant, given: dict[str, Any]) -> bool:
+    """Whether ``variant`` keeps every option the user gave (a given option pins its axis)."""
+    return all(given.get(k, v) == v for k, v in variant.options)
 
 
 def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> str:
@@ -90,8 +94,7 @@ def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> st
         args += ["--instances", str(s.instances), "--cores-per-instance", str(s.cores_per_instance)]
     elif cfg.launch.threads_explicit:
         args += ["--threads", str(cfg.launch.threads)]
-    if s.streams:
-        args += ["--streams", str(s.streams)]
-    if s.requests:
-        args += ["--requests", str(s.requests)]
+    given = {**cfg.study.engine_options, **dict(s.variant.options if s.variant else ())}
+    for name, value in given.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
     return shlex.join(args)

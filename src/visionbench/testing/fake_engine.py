@@ -28,7 +28,9 @@ from visionbench.engines.base import (
     Session,
     SessionSpec,
     Support,
+    Variant,
     concurrently,
+    session_variants,
 )
 from visionbench.errors import VisionbenchError
 from visionbench.models.spec import ModelSpec
@@ -157,6 +159,9 @@ class FakeEngine(Engine):
         settings = Settings.from_env()
         cost = (spec.option("sessions") or 1) ** settings.session_cost
         return concurrently(spec, lambda _: FakeSession(spec.model, spec.precision, settings, cost))
+
+    def search_space(self, precision: Precision, threads: int) -> list[Variant]:
+        return session_variants(threads)
 
     def own_method(self, mode: str, precision: Precision, threads: int
                    ) -> tuple[dict[str, Any] | None, str]:
