@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 TORCH ?= torch==2.13.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint install system clean
+.PHONY: run test test-slow lint install system clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,15 @@ system:
 	      chromium chromium-driver numactl >/dev/null; } || \
 	  echo "warning: could not install chromium or numactl; their tests will be skipped"
 
+# The default suite (under 10 minutes on 2 cores); the slow end-to-end tests are test-slow's,
+# which CI (.ci/run) runs as well.
 test: $(VENV)/.installed-test system
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed-test system
+	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

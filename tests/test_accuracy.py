@@ -175,6 +175,7 @@ def test_efficientnet_lite_classifies_real_photos(photos, name, size):
         # the flower close-up: Lite1 and Lite2 see honeycomb (599) first; Lite2 not daisy at all
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_EFFICIENTNET, reason="needs the [efficientnet] extra")
 def test_accuracy_command_on_every_engine(photos, tmp_path):
     data, cal = photos
@@ -233,6 +234,7 @@ def test_accuracy_bad_input(tmp_path):
         assert proc.returncode != 0 and len(err) == 1 and message in err[0], (args, proc.stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_EFFICIENTNET, reason="needs the [efficientnet] extra")
 def test_run_with_accuracy_calibrates_on_a_list_file(photos, tmp_path):
     data, cal = photos

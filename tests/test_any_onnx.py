@@ -115,6 +115,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_a_detector_file_is_timed_at_every_precision_with_fidelity(tmp_path):
     from visionbench.engines import get_engine
     from visionbench.sysinfo import cpu_features

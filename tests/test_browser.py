@@ -12,6 +12,9 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end: make test-slow and CI run it
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 

@@ -116,6 +116,7 @@ def test_cache_command_lists_and_clears(private_cache):
     assert "0 entries" in vb("cache").stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", [e for e in ("onnxruntime", "openvino") if e in ENGINE_NAMES])
 def test_a_corrupt_cached_int8_model_is_rebuilt_with_a_note(private_cache, tmp_path, engine):
     args = ["run", *TINY, "--engine", engine, "--precision", "int8", "--mode", "latency",

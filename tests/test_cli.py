@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import onnx
+import pytest
 
 from visionbench.results import json_schema, load
 from visionbench.sysinfo import cpu_features
@@ -20,6 +21,7 @@ from visionbench.sysinfo import cpu_features
 from conftest import ENGINE_NAMES, ONNX_ENGINES, TINY, small_onnx, vb, vb_many
 
 
+@pytest.mark.slow
 def test_run_end_to_end(quick_run):
     proc, out = quick_run
     assert proc.returncode == 0, proc.stderr
@@ -80,6 +82,7 @@ def test_run_end_to_end(quick_run):
     assert load(out).measurements[0].id == ms[0]["id"]
 
 
+@pytest.mark.slow
 def test_run_writes_the_two_figures_and_summary(quick_run):
     import xml.etree.ElementTree as ET
 
@@ -100,6 +103,7 @@ def test_run_writes_the_two_figures_and_summary(quick_run):
     assert summary.count("| openvino | int8 |") == 2
 
 
+@pytest.mark.slow
 def test_report_command_rewrites_the_report(quick_run, tmp_path):
     import shutil
 
@@ -115,6 +119,7 @@ def test_report_command_rewrites_the_report(quick_run, tmp_path):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_show_prints_the_tables_again(quick_run):
     _, out = quick_run
     proc = vb("show", str(out))
@@ -149,6 +154,7 @@ def test_run_user_model(tmp_path):
     assert [m["timed_iterations"] for m in data["measurements"]] == [6, 6]
 
 
+@pytest.mark.slow
 def test_an_engine_failing_is_recorded_and_the_run_goes_on(tmp_path):
     model = small_onnx(tmp_path / "user.onnx", ["N", 3, 32, 32])
     out = tmp_path / "r"

@@ -41,9 +41,17 @@ def variant(src: Path, dst: Path, throughput: list[float], latency_ms: tuple[flo
 
 
 @pytest.fixture(scope="module")
-def runs(quick_run, tmp_path_factory):
-    _, out = quick_run
+def runs(tmp_path_factory):
+    """A fake-engine run (every precision and mode, on the machine's threads) and copies of it
+    with set repeats and latencies: compare reads runs only."""
+    import visionbench
+
     tmp = tmp_path_factory.mktemp("cmp")
+    out = tmp / "src"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISIONBENCH_FAKE_ENGINE", "1")
+        visionbench.run(model="resnet50-tiny", engines="fake", duration=0.05, repeats=2, warmup=1,
+                        calibration_samples=8, isolation="none", threads=2, output=out)
     return {
         "base": variant(out, tmp / "base", [100.0, 101.0, 99.0], (10.0, 0.5)),
         "fast": variant(out, tmp / "fast", [200.0, 202.0, 198.0], (5.0, 0.25), threads=1, seed=1),

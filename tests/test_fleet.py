@@ -25,6 +25,9 @@ os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: make test-slow and CI run it
+
+
 STUDY = [*TINY, "--engine", "onnxruntime", "--precision", "fp32", "--batch-size", "16",
          "--repeats", "3", "--warmup", "2"]
 

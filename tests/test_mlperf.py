@@ -47,6 +47,7 @@ def test_three_scenarios_valid_and_explained(tmp_path: Path) -> None:
     assert "MLPerf Inference scenarios" in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_engine_options_and_the_engine_method_reach_loadgens_system_under_test(tmp_path: Path) -> None:
     """``--streams 2 --requests 4`` compile two OpenVINO streams and keep four requests in
     flight under LoadGen (read back from OpenVINO); ``--method engine`` runs OpenVINO's own
@@ -73,6 +74,7 @@ def test_engine_options_and_the_engine_method_reach_loadgens_system_under_test(t
     assert engine["requests_in_flight"] == engine["engine_details"]["optimal_number_of_infer_requests"]
 
 
+@pytest.mark.slow
 def test_server_within_and_over_capacity(tmp_path: Path) -> None:
     ok, over = tmp_path / "ok", tmp_path / "over"
     proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--scenario",
@@ -122,6 +124,7 @@ def test_mlperf_bad_input(tmp_path: Path) -> None:
         assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args, proc.stderr)
 
 
+@pytest.mark.slow
 def test_server_find_peak(tmp_path: Path) -> None:
     """Bisection over short runs judged by the latency bound, then a run at the peak."""
     out = tmp_path / "peak"
@@ -151,6 +154,7 @@ def test_server_find_peak(tmp_path: Path) -> None:
     assert "no QPS can keep the 0.001 ms bound: one sample alone takes" in r["reason"]
 
 
+@pytest.mark.slow
 def test_scenarios_beside_the_closed_loop_study(tmp_path: Path) -> None:
     """Given a study's run directory, LoadGen's results join it: one report, both kinds."""
     out = tmp_path / "study"

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import pytest
 
 from visionbench.results import load
 
@@ -45,6 +46,7 @@ def parse(path: Path) -> _Page:
     return page
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained_and_complete(quick_run):
     proc, out = quick_run
     assert proc.returncode == 0, proc.stderr
@@ -76,6 +78,7 @@ def test_report_html_is_self_contained_and_complete(quick_run):
     assert " ".join(results.command) in text
 
 
+@pytest.mark.slow
 def test_report_html_flags_unstable_and_emulated_runs(quick_run, tmp_path):
     from visionbench.reporting.html import report_html
 

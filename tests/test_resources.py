@@ -144,6 +144,7 @@ def test_a_small_batch_after_a_large_one_does_not_inherit_its_peak(tmp_path: Pat
     assert "memory_peak_mib" in csv[0] and len(csv) == 3
 
 
+@pytest.mark.slow
 def test_a_run_shows_cold_start_memory_and_energy(quick_run):
     proc, out = quick_run
     assert proc.returncode == 0, proc.stderr
@@ -254,6 +255,7 @@ def test_each_measurement_in_a_worker_of_its_own_and_a_killed_one_fails_only_its
                for k in ("onnxruntime-int8-throughput", "onnxruntime-int8-latency"))
 
 
+@pytest.mark.slow
 def test_mode_cold_times_fresh_processes_to_their_first_answer(tmp_path: Path):
     out = tmp_path / "cold"
     proc = vb("run", *TINY, "--engine", "onnxruntime,openvino", "--precision", "fp32,int8",

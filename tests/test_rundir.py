@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from visionbench.config import RunConfig
 from visionbench.results import load
 from visionbench.results.rundir import LOCK_FILE, RunLock, holder, move_aside
@@ -166,6 +168,7 @@ def _after_first_measurement(out: Path) -> None:
     raise AssertionError("no measurement within 180 s")
 
 
+@pytest.mark.slow
 def test_sigterm_and_sighup_keep_the_measurements_and_resume_finishes_the_run(tmp_path):
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
         out = tmp_path / sig.name
@@ -195,6 +198,7 @@ def test_sigterm_and_sighup_keep_the_measurements_and_resume_finishes_the_run(tm
     assert (out / "raw" / "onnxruntime-int8-latency.json").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_ends_without_finishing_and_resume_completes_it(tmp_path):
     out = tmp_path / "r"
     proc = _start(out)

@@ -15,8 +15,8 @@ from visionbench.results.suite import geomean, suite_rows
 
 from conftest import vb
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                reason="the workloads are built with PyTorch")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                reason="the workloads are built with PyTorch")]
 
 # One workload per task (each tiny workload is checked on every engine in test_workloads.py).
 TINY = "resnet50-tiny,ssd-mobilenet-tiny,deeplabv3-tiny"

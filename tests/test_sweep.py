@@ -59,6 +59,7 @@ def test_parse_budget() -> None:
     assert parse_budget("2.5s") == 2.5
 
 
+@pytest.mark.slow
 def test_tune_starts_from_the_engines_own_setting_and_reruns_it(tmp_path: Path) -> None:
     """OpenVINO's default to beat is its THROUGHPUT hint (benchmark_app's); the winner's command
     reproduces the setting, method included; a bound nothing meets is said so."""

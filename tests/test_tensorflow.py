@@ -28,6 +28,9 @@ from conftest import vb
 tf = import_tensorflow()  # sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads, as a run does
 
 
+pytestmark = pytest.mark.slow  # end-to-end: make test-slow and CI run it
+
+
 def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 

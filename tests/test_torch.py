@@ -56,6 +56,7 @@ def test_same_function_on_every_engine(name):
         assert _relative(prepared(engine, spec, "fp32", batch=2).predict(x), ref) < 1e-3, engine
 
 
+@pytest.mark.slow
 def test_compiled_fp32_and_pt2e_int8(tiny, tiny_inputs):
     ref = prepared("torch-eager", tiny, "fp32").predict(tiny_inputs[:8])
     fp32 = prepared("torch", tiny, "fp32")

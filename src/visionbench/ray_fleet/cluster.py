@@ -196,7 +196,7 @@ def check_versions(nodes: list[ClusterNode], names: list[str], engines: list[str
             if theirs["versions"].get(pkg) != v:
                 raise VisionbenchError(
                     f"node {name} ({node.address}) runs {pkg} {theirs['versions'].get(pkg, 'none')}, "
-                    f"the driver {v}: install the same versions on every node (README: Fleet runs)")
+                    f"the driver {v}: install the same versions on every node (docs/fleet.md)")
         found[name] = theirs
     return mine, found
 
