@@ -198,3 +198,83 @@ def test_files_written_before_concurrency_was_typed_read_it_from_the_engines_wor
                            "requests": 4}})
     assert t.winner_setting["options"] == {"streams": 2, "requests": 4}
     assert setting_text(t.winner_setting) == "batch 64, 2 threads, engine method, 2 streams, 4 requests"
+
+
+NEW_KIND = '''
+class Probe(BaseModel):
+    """A toy record kind: one declaration (and its type) is all a new kind needs."""
+
+    name: str
+    status: str = "ok"
+
+    @property
+    def key(self) -> str:
+        return f"probe-{self.name}"
+
+
+'''
+
+CHECK_NEW_KIND = '''
+import json, shutil, sys
+from pathlib import Path
+from visionbench.results import RunStore, load
+from visionbench.results.kinds import Probe
+run = Path(sys.argv[1])
+results = load(run)
+RunStore(run, results).add(Probe(name="a"))
+again = load(run)
+assert [p.name for p in again.probes] == ["a"], again.probes
+assert again.records()["probe-a"] == "ok"
+assert json.loads((run / "results.json").read_text())["probes"] == [{"name": "a", "status": "ok"}]
+print("ok")
+'''
+
+
+def test_a_new_record_kind_is_one_declaration(tmp_path: Path) -> None:
+    """Declared in results/kinds.py alone, a new kind's records are stored by the store's one
+    ``add``, listed by ``Results.records()`` and written to results.json under its field."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(root / "src" / "visionbench", src / "visionbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    kinds = src / "visionbench" / "results" / "kinds.py"
+    text = kinds.read_text()
+    text = text.replace("\n\nKINDS: tuple[RecordKind, ...] = (\n",
+                        NEW_KIND + "KINDS: tuple[RecordKind, ...] = (\n"
+                        '    RecordKind("probes", Probe, "toy probes"),\n', 1)
+    kinds.write_text(text)
+    run = tmp_path / "run"
+    shutil.copytree(root / "tests" / "fixtures" / "run-0.1.0", run)
+    proc = subprocess.run([sys.executable, "-c", CHECK_NEW_KIND, str(run)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(src)}, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_a_toy_scenario_is_its_module_an_api_function_and_a_command(tmp_path: Path, fake) -> None:
+    """tests/toy_scenario.py adds a scenario as docs/contributing.md says (its module, an API
+    function, a CLI command): its records reach results.json, summary.md and report.html."""
+    from click.testing import CliRunner
+
+    import toy_scenario  # noqa: F401 - registers the command
+    from visionbench.cli.main import cli
+    from visionbench.results.compare import compare
+
+    out = tmp_path / "toy"
+    result = CliRunner().invoke(cli, ["toy", "--model", "resnet50-tiny", "--engine", "fake",
+                                      "--precision", "fp32,int8", "--calibration-samples", "8",
+                                      "--duration", "0.05", "--repeats", "2", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((out / "results.json").read_text())
+    ids = sorted(m["id"] for m in stored["measurements"])
+    assert ids == ["fake-fp32-throughput-toy", "fake-int8-throughput-toy"]
+    assert all(m["batch_size"] == 3 and m["status"] == "ok" for m in stored["measurements"])
+    md, html = (out / "summary.md").read_text(), (out / "report.html").read_text()
+    for m in load(out).measurements:
+        shown = f"{m.throughput_ips:.1f}"
+        assert shown in md and shown in html, m.id
+    assert compare([out, out]).cells  # the other commands read its run as any other

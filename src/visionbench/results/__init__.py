@@ -1,6 +1,7 @@
 """Results: the schema of a run, its store on disk, and what is computed from stored runs
 (comparisons, fleet summaries). Never imports an engine or the report."""
 
+from visionbench.results.kinds import KINDS, Results, json_schema
 from visionbench.results.schema import (
     SCHEMA_VERSION,
     Accuracy,
@@ -11,11 +12,9 @@ from visionbench.results.schema import (
     MlperfResult,
     ModelInfo,
     OutputFidelity,
-    Results,
     RunSettings,
     SystemFacts,
     TuneOutcome,
-    json_schema,
     now,
 )
 from visionbench.results.store import (
@@ -30,8 +29,28 @@ from visionbench.results.store import (
 )
 
 __all__ = [
-    "RAW_DIR", "RESULTS_CSV", "RESULTS_JSON", "SCHEMA_VERSION", "Accuracy", "CellKey", "Fidelity",
-    "InstanceResult", "Measurement", "MlperfResult", "ModelInfo", "OutputFidelity", "Results",
-    "RunSettings", "RunStore", "SystemFacts", "TuneOutcome", "invalid",
-    "json_schema", "load", "load_raw", "now", "read_json",
+    "KINDS",
+    "RAW_DIR",
+    "RESULTS_CSV",
+    "RESULTS_JSON",
+    "SCHEMA_VERSION",
+    "Accuracy",
+    "CellKey",
+    "Fidelity",
+    "InstanceResult",
+    "Measurement",
+    "MlperfResult",
+    "ModelInfo",
+    "OutputFidelity",
+    "Results",
+    "RunSettings",
+    "RunStore",
+    "SystemFacts",
+    "TuneOutcome",
+    "invalid",
+    "json_schema",
+    "load",
+    "load_raw",
+    "now",
+    "read_json",
 ]

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from visionbench.errors import VisionbenchError
+from visionbench.results.kinds import Results
 from visionbench.results.rundir import Aside, RunLock, move_aside
-from visionbench.results.schema import Invocation, Results
+from visionbench.results.schema import Invocation
 from visionbench.results.store import RESULTS_JSON, load
 
 #: What must match for measurements to join a run (``--append``, ``resume``): the machine.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -532,7 +532,13 @@ class Invocation(BaseModel):
     resumed: list[str] = Field(default_factory=list)
 
 
-class Results(BaseModel):
+class ResultsBase(BaseModel):
+    """A run, but its records: ``kinds.Results`` adds a list field per record kind declared in
+    ``kinds.KINDS`` (measurements, accuracy, tune, mlperf, cold, and any declared later)."""
+
+    #: The record kinds, set by ``kinds`` on the model it makes.
+    kinds: ClassVar[tuple[Any, ...]] = ()
+
     schema_version: int = SCHEMA_VERSION
     tool: str = "visionbench"
     kind: Literal["study", "sweep", "tune", "mlperf", "suite"] = Field(
@@ -557,14 +563,9 @@ class Results(BaseModel):
     node: dict[str, Any] | None = Field(
         None, description="visionbench fleet: the Ray node that ran this study (id, hostname, "
         "address, CPUs) and how the fleet ran (sequential or concurrent)")
-    measurements: list[Measurement] = Field(default_factory=list)
     calibration: dict[str, Any] = Field(
         default_factory=dict, description="INT8 calibration data: source, count, and how chosen")
     data: dict[str, Any] | None = Field(None, description="the image set accuracy was measured on")
-    accuracy: list[Accuracy] = Field(default_factory=list)
-    tune: list[TuneOutcome] = Field(default_factory=list)
-    mlperf: list[MlperfResult] = Field(default_factory=list)
-    cold: list[ColdStartRun] = Field(default_factory=list, description="--mode cold")
     invocations: list[Invocation] = Field(
         default_factory=list, description="every command that wrote into this run, in order "
         "(none in files written before 0.3: the run's own command and config)")
@@ -578,9 +579,8 @@ class Results(BaseModel):
 
     def records(self) -> dict[str, str]:
         """Every stored record's key (a measurement's id; accuracy-, tune-, mlperf- keys for the
-        others) and its status."""
-        return {r.key: r.status for group in (self.measurements, self.accuracy, self.tune,
-                                               self.mlperf, self.cold) for r in group}
+        others) and its status, over every record kind."""
+        return {r.key: r.status for kind in self.kinds for r in getattr(self, kind.field)}
 
     def key(self, m: Measurement) -> CellKey:
         return CellKey(m.engine, m.precision, m.mode, m.model or self.model.name, m.method)
@@ -605,5 +605,4 @@ class Results(BaseModel):
         return ended_text(self._stopped_at) if self._stopped_at is not None else self.status
 
 
-def json_schema() -> dict[str, Any]:
-    return Results.model_json_schema()
+

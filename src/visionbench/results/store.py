@@ -13,21 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text
+from visionbench.results.kinds import Results, kind_of
 from visionbench.results.rundir import Aside, RunLock, stopped_at
-from visionbench.results.schema import (
-    SCHEMA_VERSION,
-    Accuracy,
-    ColdStartRun,
-    Measurement,
-    MlperfResult,
-    Results,
-    TuneOutcome,
-    now,
-)
+from visionbench.results.schema import SCHEMA_VERSION, Measurement, now
 from visionbench.version import __version__
 
 RESULTS_JSON = "results.json"
@@ -160,20 +152,10 @@ class RunStore(Store):
         """Remove the measurements ``which`` selects (a search measured again from scratch)."""
         self.results.measurements = [m for m in self.results.measurements if not which(m)]
 
-    def add(self, m: Measurement) -> None:
-        self._put(self.results.measurements, m)
-
-    def add_mlperf(self, r: MlperfResult) -> None:
-        self._put(self.results.mlperf, r)
-
-    def add_tune(self, t: TuneOutcome) -> None:
-        self._put(self.results.tune, t)
-
-    def add_cold(self, c: ColdStartRun) -> None:
-        self._put(self.results.cold, c)
-
-    def add_accuracy(self, a: Accuracy) -> None:
-        self._put(self.results.accuracy, a)
+    def add(self, record: BaseModel) -> None:
+        """Store a record of any kind (``kinds``) the moment it exists: one with the key of a
+        record there replaces it."""
+        self._put(getattr(self.results, kind_of(record).field), record)
 
 
 def read_json(path: Path) -> Any:

@@ -13,7 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from visionbench.results.schema import Measurement, Results
+from visionbench.results.kinds import Results
+from visionbench.results.schema import Measurement
 
 
 @dataclass(frozen=True)

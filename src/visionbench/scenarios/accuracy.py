@@ -145,7 +145,7 @@ class AccuracyScenario(Scenario[Accuracy]):
         )
 
     def add(self, setup: Setup, record: Accuracy, reporter: Reporter) -> None:
-        setup.store.add_accuracy(record)
+        setup.store.add(record)
         if record.status == "ok":
             top1 = f"top-1 {record.top1:.2%}" if record.top1 is not None else "no labels"
             reporter.note(f"accuracy {record.engine} {record.precision}: {top1}")

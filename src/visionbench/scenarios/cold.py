@@ -173,7 +173,7 @@ class ColdScenario(Scenario[ColdStartRun]):
             cache=runs[0]["cache"], started_at=started, finished_at=now())
 
     def add(self, setup: Setup, record: ColdStartRun, reporter: Reporter) -> None:
-        setup.store.add_cold(record)
+        setup.store.add(record)
         reporter.note(f"{record.key}: {record.status}" + (
             f", first answer after {record.phases['total'].median:.2f} s (median of "
             f"{record.processes} fresh processes)" if record.status == "ok" else

@@ -94,7 +94,7 @@ class Tune(Scenario[TuneOutcome]):
         return Search(task, setup, setup.cfg, share, self.bound, reporter).run()
 
     def add(self, setup: Setup, record: TuneOutcome, reporter: Reporter) -> None:
-        setup.store.add_tune(record)
+        setup.store.add(record)
 
 
 def tune(cfg: RunConfig, budget: float, bound: float | None, reporter: Reporter,

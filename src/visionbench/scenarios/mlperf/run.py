@@ -301,7 +301,7 @@ class Mlperf(Scenario[MlperfResult]):
         return r
 
     def add(self, setup: Setup, record: MlperfResult, reporter: Reporter) -> None:
-        setup.store.add_mlperf(record)
+        setup.store.add(record)
         r = record
         if r.status == "ok":
             reporter.note(f"{r.engine} {r.precision} {r.scenario}: " + (r.reason or f"{r.validity}"
