@@ -8,8 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 from visionbench.api import _command, study_config
-from visionbench.cli.main import _execute, cli
+from visionbench.cli.main import cli
 from visionbench.cli.options import STUDY, TIMING, options, study
+from visionbench.cli.running import execute
 from visionbench.config import RunConfig
 from visionbench.reporter import Reporter
 from visionbench.results import Measurement, Results, RunStore
@@ -52,6 +53,6 @@ def toy(*, reporter: Reporter | None = None, command: list[str] | None = None,
 @options(TIMING)
 def toy_command(**kw: Any) -> None:
     """The CLI command: times each engine and precision once more, at batch 3."""
-    _execute(toy, study(**kw))
+    execute(toy, study(**kw))
 
 

@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from visionbench.config import REFERENCE_BATCH
 from visionbench.engines import DEFAULT_ENGINE, all_options
 from visionbench.errors import VisionbenchError
+from visionbench.results.fleet import OUTLIER_PCT
+from visionbench.scenarios.search import LADDER
+
+
+def flags_of(cls: type) -> list[Callable]:
+    """The flags a dataclass declares (``visionbench.flags.flag`` fields), as click options:
+    its type from the annotation, its default shown where it has one."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        name = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        if kind is bool:
+            out.append(click.option(name, f.name, is_flag=True, help=f.metadata["help"]))
+            continue
+        shown = {"default": f.default, "show_default": True} if f.default is not None else {}
+        out.append(click.option(name, f.name, type=click.Path(path_type=Path) if kind is Path
+                                else kind, help=f.metadata["help"], **shown))
+    return out
+
+
+def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """A click callback: a comma list of integers, sorted, each once."""
+    if value is None:
+        return None
+    flag = "--" + (param.name or "").replace("_", "-")
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise VisionbenchError(f"{flag} takes a comma list of integers, got '{value}'") from None
+    if not items:
+        raise VisionbenchError(f"{flag} is empty")
+    return sorted(set(items))
 
 
 def options(options: list) -> Callable:
@@ -145,3 +183,43 @@ def study(engine: str, precision: str | None, mode: str | None = None,
     return {"engines": engine, "precisions": precision, "existing": existing,
             **({"modes": mode} if mode is not None else {}),
             **({"methods": method} if method is not None else {}), **kw}
+
+
+_REFERENCE = sorted(set(REFERENCE_BATCH.values()), reverse=True)
+
+#: tune's own options.
+TUNE = [
+    click.option("--budget", default="10m", show_default=True,
+                 help="Wall time for the whole search (e.g. 90s, 5m, 1h); one-off INT8 quantization "
+                      "is not counted."),
+    click.option("--max-latency-ms", type=float,
+                 help="Only settings whose p99 latency per call (one batch) stays within this bound."),
+    click.option("--batch-sizes", callback=int_list,
+                 help=f"Batch sizes to explore [default: {','.join(map(str, LADDER))}, up to where "
+                      "throughput stops rising]."),
+    click.option("--batch-size", type=int,
+                 help="The default setting's batch size, that a winner must match or beat "
+                      f"[default: the study's, {' or '.join(map(str, _REFERENCE))}]."),
+]
+
+
+#: fleet's own options.
+FLEET = [
+    click.option("--address", default="auto", show_default=True,
+                 help="The Ray cluster: auto (RAY_ADDRESS, else the cluster started on this machine), "
+                      "HOST:PORT of its head, or ray://HOST:10001 (Ray Client)."),
+    click.option("--nodes", help="Comma list of nodes to run on: node ids (or their first 6+ characters), "
+                                 "hostnames, IP addresses, Ray resource names or labels key=value "
+                                 "[default: every alive node with CPUs]."),
+    click.option("--sequential/--concurrent", default=True, show_default=True,
+                 help="One node after another (nodes sharing hardware do not disturb each other), or "
+                      "all at once with each measurement's windows started together (the cluster's "
+                      "aggregate images/s)."),
+    click.option("--node-timeout", type=float,
+                 help="Seconds a node may take for its whole study before it is stopped and reported "
+                      "as timed out [default: no limit]."),
+    click.option("--outlier-pct", type=float, default=OUTLIER_PCT, show_default=True,
+                 help="A node slower than the fleet median by more than this many percent is an outlier."),
+    click.option("--runtime-env", type=click.Path(path_type=Path),
+                 help="A JSON file with Ray's runtime_env for every node's task (e.g. pip packages)."),
+]

@@ -38,6 +38,7 @@ from visionbench.scenarios.mlperf.logs import (
     read_detail,
 )
 from visionbench.scenarios.mlperf.settings import (
+    PEAK_STEP_SECONDS,
     LoadgenScenario,
     Options,
     batch_sizes,
@@ -49,9 +50,8 @@ from visionbench.scenarios.mlperf.settings import (
 from visionbench.scenarios.mlperf.sut import Probe, SystemUnderTest, probe
 from visionbench.scenarios.scenario import Scenario, Setup, Skip, Task
 
-#: --find-peak: each bisection step a run of this many seconds (or --duration, if shorter),
-#: between 0 and this multiple of the throughput measured before the run.
-PEAK_STEP_SECONDS = 10.0
+#: --find-peak: each bisection step between 0 and this multiple of the throughput measured
+#: before the run.
 PEAK_HEADROOM = 1.2
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from visionbench.config import MLPERF_SHORT_SECONDS
 from visionbench.errors import VisionbenchError
+from visionbench.flags import flag
 from visionbench.scenarios.mlperf.sut import Probe
 
 LoadgenScenario = Literal["SingleStream", "MultiStream", "Server", "Offline"]
@@ -36,6 +37,8 @@ EXPECTED_MARGIN = 2.0
 
 #: Server's default target QPS, as a share of the throughput measured before the run.
 SERVER_DEFAULT_LOAD = 0.5
+#: --find-peak: each bisection step a run of this many seconds (or --duration, if shorter).
+PEAK_STEP_SECONDS = 10.0
 
 
 def loadgen() -> Any:
@@ -53,32 +56,45 @@ class Options:
     estimate, for expected speeds)."""
 
     scenario: LoadgenScenario
-    target_qps: float | None = None  # Server: the arrival rate; Offline: expected throughput
-    target_latency_ms: float | None = None  # Server's latency bound (MLPerf: 15 ms at p99)
-    samples_per_query: int | None = None  # MultiStream (MLPerf: 8)
-    max_batch: int | None = None
-    duration_s: float | None = None  # minimum duration (MLPerf: 600 s)
-    min_queries: int | None = None
-    user_conf: Path | None = None
-    short: bool = False
-    performance_samples: int | None = None  # samples held in memory (MLPerf: 1024)
-    accuracy: bool = False  # LoadGen's AccuracyOnly mode: every sample once, top-1 logged
-    find_peak: bool = False  # Server: the highest target QPS that stays VALID
-    peak_steps: int = 6  # bisection runs of --find-peak
+    target_qps: float | None = flag(help=(
+        f"Server: queries per second LoadGen sends [default: {SERVER_DEFAULT_LOAD:.0%} of the "
+        "throughput measured before the run]; Offline: the expected throughput [default: "
+        "measured]."))
+    target_latency_ms: float | None = flag(
+        help="Server's latency bound at its percentile [default: MLPerf's 15 ms at p99].")
+    samples_per_query: int | None = flag(help="MultiStream's query size [default: MLPerf's 8].")
+    max_batch: int | None = flag(help=(
+        "Largest batch the system under test forms from waiting samples [default: "
+        + ", ".join(f"{b} {s}" for s, b in DEFAULT_MAX_BATCH.items()) + "]."))
+    duration_s: float | None = flag(name="--duration",
+                                    help="Minimum duration in seconds [default: MLPerf's 600].")
+    min_queries: int | None = flag(help="Minimum query count [default: MLPerf's].")
+    user_conf: Path | None = flag(help="A LoadGen user.conf (resnet50.<Scenario>.<key> = value), "
+                                       "applied over MLPerf's rules.")
+    short: bool = flag(False, help=f"A quick run: {MLPERF_SHORT_SECONDS:g} s and few queries, "
+                                   "marked not compliant (MLPerf requires 600 s).")
+    performance_samples: int | None = flag(
+        help="Samples held in memory [default: MLPerf's 1024, or the images of --data].")
+    accuracy: bool = flag(False, help="LoadGen's accuracy mode on --data: every image once, top-1 "
+                                      "from LoadGen's log.")
+    find_peak: bool = flag(False, help="Server: bisect for the highest QPS that keeps the latency "
+                                       "bound (short runs), then run it with the full settings.")
+    peak_steps: int = flag(6, help=f"--find-peak's bisection runs (each {PEAK_STEP_SECONDS:g} s, "
+                                   "or --duration if shorter).")
 
     def check(self) -> None:
         """One line naming the flag of the first option out of range."""
-        for flag, v in (("--max-batch", self.max_batch), ("--samples-per-query", self.samples_per_query),
+        for name, v in (("--max-batch", self.max_batch), ("--samples-per-query", self.samples_per_query),
                         ("--min-queries", self.min_queries),
                         ("--performance-samples", self.performance_samples),
                         ("--peak-steps", self.peak_steps)):
             if v is not None and v <= 0:
-                raise VisionbenchError(f"{flag} must be a positive integer, got {v}")
-        for flag, f in (("--target-qps", self.target_qps),
+                raise VisionbenchError(f"{name} must be a positive integer, got {v}")
+        for name, f in (("--target-qps", self.target_qps),
                         ("--target-latency-ms", self.target_latency_ms),
                         ("--duration", self.duration_s)):
             if f is not None and not f > 0:
-                raise VisionbenchError(f"{flag} must be positive, got {f}")
+                raise VisionbenchError(f"{name} must be positive, got {f}")
 
 
 def batch_sizes(opts: Options, samples_per_query: int) -> list[int]:
