@@ -59,8 +59,9 @@ class Search:
         self.threads = cfg.launch.threads
         self.own = self.engine.own_method("throughput", task.precision, self.threads)[0] is not None
         given = cfg.study.engine_options
-        self.variants = [v for v in self.engine.search_space(task.precision, self.threads)
-                         if agrees(v, given)]
+        #: The engine's concurrency variants that keep the options given.
+        self.space = [v for v in self.engine.search_space(task.precision, self.threads)
+                      if agrees(v, given)]
 
     def within(self, m: Measurement) -> bool:
         return m.status == "ok" and (self.bound is None or (m.latency is not None
@@ -163,11 +164,11 @@ class Search:
         requests, concurrent sessions) that keep the options given, pinned instances filling the
         machine, and the reference method."""
         out: list[Setting] = []
-        if self.variants:
+        if self.space:
             ran = {(m.batch_size, m.concurrency.executors, m.concurrency.in_flight)
                    for m in self.explored.values()
                    if m.status == "ok" and m.method == "engine" and m.concurrency is not None}
-            out += [Setting(batch, method="engine", variant=v) for v in self.variants
+            out += [Setting(batch, method="engine", variant=v) for v in self.space
                     if (batch, v.concurrency.executors, v.concurrency.in_flight) not in ran]
         n_cores = len(self.cores)
         out += [Setting(batch, n, n_cores // n) for n in (2 ** i for i in range(1, 10))
