@@ -156,6 +156,7 @@ def _instance_pids(parent: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+@pytest.mark.slow
 @TWO_CORES
 def test_killed_instance_fails_the_measurement(tmp_path: Path) -> None:
     """A user's view: one instance dies mid-run; that measurement fails with the signal, the
@@ -231,6 +232,7 @@ def test_engine_native_parallelism(tiny, tiny_inputs: np.ndarray) -> None:
     np.testing.assert_allclose(par.predict(x), one.predict(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_parallelism_errors() -> None:
     from conftest import vb
 

@@ -20,6 +20,7 @@ def _runs(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["mlperf"]
 
 
+@pytest.mark.slow
 def test_three_scenarios_valid_and_explained(tmp_path: Path) -> None:
     out = tmp_path / "m"
     proc = vb("mlperf", *TINY, "--engine", "onnxruntime", "--precision", "fp32",
