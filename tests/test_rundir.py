@@ -148,10 +148,12 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
 
 
 def _start(out: Path, *args: str) -> subprocess.Popen:
-    """A run of two measurements of a few seconds each, started in the background."""
+    """A run of two measurements of several seconds each (long enough that a second writer's
+    refusal, a process start of its own, ends well before the second is done, on a slow host
+    too), started in the background."""
     return subprocess.Popen(
         [sys.executable, "-m", "visionbench", "run", *TINY, "--engine", "onnxruntime",
-         "--precision", "fp32,int8", "--mode", "latency", "--duration", "1", "--repeats", "4",
+         "--precision", "fp32,int8", "--mode", "latency", "--duration", "2", "--repeats", "4",
          "--output", str(out), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
 

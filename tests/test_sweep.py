@@ -75,7 +75,7 @@ def test_tune_starts_from_the_engines_own_setting_and_reruns_it(tmp_path: Path) 
         "optimal_number_of_infer_requests"]
     assert t["default_setting"] == {"batch_size": 4, "instances": 1, "cores_per_instance": None,
                                     "threads": r["config"]["threads"], "method": "engine",
-                                    "streams": None, "requests": None}
+                                    "options": {}, "concurrency": ""}
     assert t["speedup_vs_default"] >= 1.0 and t["rounds"] >= 3
     w = next(m for m in r["measurements"] if m["id"] == t["winner"])
     s = t["winner_setting"]
@@ -91,6 +91,7 @@ def test_tune_starts_from_the_engines_own_setting_and_reruns_it(tmp_path: Path) 
         assert again[0][key] == w[key], key
     for key in ("num_streams", "requests_in_flight", "performance_hint"):
         assert again[0]["engine_details"][key] == w["engine_details"][key], key
+    assert again[0]["concurrency"] == w["concurrency"]
     proc = vb("tune", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--budget", "4s",
               "--max-latency-ms", "0.0001", "--output", str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stderr
