@@ -243,10 +243,15 @@ def cpu_support(precision: Precision, cpu: CpuFeatures) -> Support:
     return Support("native")
 
 
+def _sessions(n: int) -> Concurrency:
+    """``n`` concurrent sessions, each running one batch at a time."""
+    return Concurrency(n, n, f"{n} sessions")
+
+
 def session_variants(threads: int) -> list[Variant]:
     """Concurrent sessions to explore: 2, 4, ... up to one per thread."""
     counts = [2 ** i for i in range(1, 8) if 2 ** i <= threads]
-    return [Variant((("sessions", n),), f"n{n}", Concurrency(n, n, f"{n} sessions")) for n in counts]
+    return [Variant((("sessions", n),), f"n{n}", _sessions(n)) for n in counts]
 
 
 #: One model run as several sessions at once, for engines whose sessions release the GIL while
@@ -313,6 +318,6 @@ def concurrently(spec: SessionSpec, make: Callable[[int], Session]) -> Session:
     execution = sessions[0].execution
     execution.details = {**execution.details, "sessions": n, "threads_per_session": per,
                          "api": "concurrent sessions"}
-    execution.concurrency = Concurrency(n, n, f"{n} sessions")
+    execution.concurrency = _sessions(n)
     execution.prepare_seconds = time.perf_counter() - t0
     return ConcurrentSessions(sessions)

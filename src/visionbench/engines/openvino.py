@@ -152,11 +152,11 @@ def _runtime_precisions(compiled: Any) -> Counter[str]:
     return counts
 
 
-
 def _concurrency(streams: int, requests: int) -> Concurrency:
     words = [f"{streams} streams"] if streams > 1 else []
     words += [f"{requests} requests"] if requests > 1 else []
     return Concurrency(streams, requests, ", ".join(words))
+
 
 class OpenVINOEngine(Engine):
     name = "openvino"

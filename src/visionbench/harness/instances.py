@@ -12,7 +12,6 @@ ready for the others instead of being built N times at once.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import tempfile
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import Timing
+from visionbench.launch.child import resolve
 from visionbench.launch.process import Child, ChildDied, Launch
 from visionbench.launch.protocol import Failed, Go, Ready, Result
 
@@ -201,8 +201,7 @@ def instance(conn: Connection, job: tuple[str, Any]) -> None:
     """One instance (``launch.child``'s target): ``target(payload, barrier)``, its value sent
     back."""
     target, payload = job
-    module, _, name = target.partition(":")
-    fn = getattr(importlib.import_module(module), name)
+    fn = resolve(target)
 
     def barrier() -> None:
         conn.send(Ready())

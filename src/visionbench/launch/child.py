@@ -6,16 +6,24 @@ child whose target returned. Ctrl-C belongs to the parent, which stops its child
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """The function a ``module:function`` target names, its module imported."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(argv) > 1:
         os.sched_setaffinity(0, [int(c) for c in argv[1].split(",")])  # before any thread pool
-    import importlib
     from multiprocessing.connection import Connection
 
     from visionbench.errors import describe
@@ -25,8 +33,7 @@ def main(argv: list[str]) -> int:
     try:
         try:
             target, payload = conn.recv()
-            module, _, name = target.partition(":")
-            getattr(importlib.import_module(module), name)(conn, payload)
+            resolve(target)(conn, payload)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return 1  # the parent is gone: nobody to tell
         except Exception as e:

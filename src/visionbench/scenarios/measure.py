@@ -3,7 +3,6 @@ warm-up and timed windows run (in this process, or in pinned instances released 
 memory, energy and cold start read, its outputs' fidelity to FP32 judged, and its Measurement
 record built."""
 
-
 from __future__ import annotations
 
 import statistics
@@ -105,13 +104,13 @@ def _prepare(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, threa
     return engine.prepare(cfg.spec(engine, model, precision or task.precision, batch, cal, threads))
 
 
-def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> dict[str, Any]:
+def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> Timed:
     """The target each instance process runs (see ``harness.instances``)."""
     cfg = job.cfg
     cal, _ = study_calibration(cfg, job.model, open_data(cfg))
     timed = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg, job.plan,
                               job.threads, cal, None, barrier)
-    return {"timed": timed}
+    return timed
 
 
 def memory_record(timed: list[Timed]) -> Memory:
@@ -192,7 +191,7 @@ def measure_task(
         phase("ready")()
         done = run_instances("visionbench.scenarios.measure:instance_main", [job] * layout.instances,
                              layout, nodes, tick, phase("go"))
-        timed = [d.value["timed"] for d in done]
+        timed = [d.value for d in done]
         timings = [t.timing for t in timed]
         per_repeat = combined_throughput(timings)
         cache_notes = list(dict.fromkeys(n for t in timed for n in t.cache.notes))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from visionbench.engines.base import Session
+from visionbench.harness.timing import TimingPlan, measure_async
 from visionbench.scenarios.mlperf.library import SampleLibrary
 
 #: The probe before a run: per batch size, at least this many calls and seconds.
@@ -166,22 +167,9 @@ def probe(sessions: dict[int, Session], make: Callable[[int], np.ndarray],
             session.run(x)
             times.append(time.perf_counter() - t0)
         out.seconds[b] = float(np.median(times))
-        if in_flight and session.requests > 1:
-            out.in_flight_ips[b] = _in_flight_ips(session, raw, len(times) * session.requests)
+        if in_flight and session.requests > 1:  # the study's asynchronous harness, one window
+            plan = TimingPlan(b, warmup=0, repeats=1, iterations=len(times) * session.requests)
+            inputs = [session.feed(raw) for _ in range(session.requests)]
+            window = measure_async(session.start, session.requests, inputs, plan).windows[0]
+            out.in_flight_ips[b] = window.throughput
     return out
-
-
-def _in_flight_ips(session: Session, raw: np.ndarray, calls: int) -> float:
-    """Images/s of ``calls`` batches started on the session's requests, each restarted as it
-    finishes."""
-    free: queue.Queue[int] = queue.Queue()
-    for slot in range(session.requests):
-        free.put(slot)
-    inputs = [session.feed(raw) for _ in range(session.requests)]
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        slot = free.get()
-        session.start(slot, inputs[slot], lambda slot=slot: free.put(slot))  # type: ignore[misc]
-    for _ in range(session.requests):
-        free.get()
-    return calls * len(raw) / (time.perf_counter() - t0)
