@@ -112,6 +112,22 @@ def test_the_renderers_show_every_measurement(tmp_path: Path, fake) -> None:
             assert html.count(snr) >= 1 and md.count(snr) >= 1, m.id
     throughput_table = html[html.index('id="throughput"'):html.index('id="latency"')]
     assert " dB" in throughput_table
+    # The console, summary.md and report.html render the same sections, with the same columns.
+    from rich.console import Console
+
+    from visionbench.reporting.console import print_summary
+    from visionbench.reporting.sections import sections
+
+    console = Console(record=True, width=300)
+    print_summary(console, r)
+    text = console.export_text()
+    built = sections(r)
+    assert [s.id for s in built] == ["throughput", "latency", "cold-start"]
+    for s in built:
+        header = " | ".join(c.name for c in s.columns)
+        assert s.title in text and s.title in md and f">{s.title}</h2>" in html
+        assert f"| {header} |" in md and all(c.name in text for c in s.columns)
+        assert html.count("<th>") >= len(s.columns)
 
 
 def test_tune_within_budget_and_bound(tmp_path: Path, fake) -> None:
@@ -175,7 +191,7 @@ def test_tune_within_budget_and_bound(tmp_path: Path, fake) -> None:
         assert t["explored"] >= len(explored) >= 2
         assert f"--batch-size {w['batch_size']}" in t["winner_command"]
         assert t["winner_command"].startswith("visionbench run --engine fake")
-    assert "Tuned settings" in proc.stdout and "re-run fake" in proc.stdout
+    assert "Tuned settings" in proc.stdout and "Re-run fake" in proc.stdout
     assert "Tuned settings" in (out / "report.html").read_text()
 
 
@@ -226,13 +242,19 @@ again = load(run)
 assert [p.name for p in again.probes] == ["a"], again.probes
 assert again.records()["probe-a"] == "ok"
 assert json.loads((run / "results.json").read_text())["probes"] == [{"name": "a", "status": "ok"}]
+from visionbench.reporting.html import report_html
+from visionbench.reporting.markdown import summary_markdown
+md, html = summary_markdown(again), report_html(again, {})
+assert "## Toy probes" in md and "| probe-a | a | ok |" in md, md
+assert '<h2 id="probes">Toy probes</h2>' in html and "<td>probe-a</td>" in html
 print("ok")
 '''
 
 
 def test_a_new_record_kind_is_one_declaration(tmp_path: Path) -> None:
     """Declared in results/kinds.py alone, a new kind's records are stored by the store's one
-    ``add``, listed by ``Results.records()`` and written to results.json under its field."""
+    ``add``, listed by ``Results.records()``, written to results.json under its field and shown
+    in summary.md and report.html as a section of their own."""
     import os
     import shutil
     import subprocess

@@ -174,72 +174,6 @@ def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:
     return {m.id: ratio(m) for m in ms if m.mode == "throughput"}
 
 
-def instance_rows(results: Results) -> list[list[str]]:
-    """Each pinned instance of each measurement: cores asked for and read back, speed, latency."""
-    return [[m.id, str(i.index), ",".join(map(str, i.cores)), ",".join(map(str, i.affinity)),
-             f"{i.throughput_ips:.1f}", fmt(i.latency.p50_ms), fmt(i.latency.p99_ms)]
-            for m in results.measurements for i in m.per_instance]
-
-
-INSTANCE_COLUMNS = ["measurement", "instance", "cores", "affinity read back", "images/s",
-                    "p50 ms", "p99 ms"]
-
-
-COLD_COLUMNS = ["measurement", "images/s or p50 ms", "read s", "prepare s", "cached files",
-                "first inference ms", "memory prepared MiB", "memory peak MiB", "J/image", "W"]
-
-
-def cold_rows(results: Results) -> list[list[str]]:
-    """Per measurement: what its cold start cost on the way (model read, whole preparation, the
-    cache's hits and builds, first inference), the memory its process held and its peak while
-    timing, and the energy per image where the machine exposes it."""
-    rows = []
-    for m in results.measurements:
-        c, mem, e = m.cold_start, m.memory, m.energy
-        if c is None and mem is None:
-            continue
-        figure = (fmt(m.throughput_ips, ".1f") if m.mode == "throughput"
-                  else fmt(m.latency.p50_ms if m.latency else None))
-        energy = e is not None and e.available
-        rows.append([
-            m.id, figure, fmt(c.read_seconds if c else None),
-            fmt(c.prepare_seconds if c else None),
-            "; ".join(f"{what}: {how}" for what, how in c.cache.items()) if c and c.cache else "—",
-            fmt(c.first_inference_ms if c else None, ".1f"),
-            fmt(mem.prepared_mib if mem else None, ".0f"), fmt(mem.peak_mib if mem else None, ".0f"),
-            fmt(e.joules_per_image if energy else None, ".3f"),
-            fmt(e.watts if energy else None, ".1f"),
-        ])
-    return rows
-
-
-COLD_RUN_COLUMNS = ["engine", "precision", "processes", "start s", "import s", "read s",
-                    "prepare s", "first inference ms", "first answer s", "peak MiB", "cached files"]
-
-
-def cold_run_rows(results: Results) -> list[list[str]]:
-    """``--mode cold``: per engine and precision, each phase's median over the fresh processes,
-    and the time to the first answer as median [min-max]."""
-    rows = []
-    for c in results.cold:
-        if c.status != "ok":
-            rows.append([c.engine, c.precision, c.status, *["—"] * 7, c.reason or ""])
-            continue
-        ph = c.phases
-
-        def med(name: str, spec: str = ".2f") -> str:
-            return fmt(ph[name].median if name in ph else None, spec)  # noqa: B023
-
-        total = ph["total"]
-        rows.append([
-            (f"{c.model}: " if c.model else "") + c.engine, c.precision, str(c.processes),
-            med("start"), med("import"), med("read"), med("prepare"), med("first_inference", ".1f"),
-            f"{total.median:.2f} [{total.min:.2f}-{total.max:.2f}]", fmt(c.peak_rss_mib, ".0f"),
-            "; ".join(f"{k}: {v}" for k, v in c.cache.items()) or "—",
-        ])
-    return rows
-
-
 def cold_run_note(results: Results) -> str | None:
     c = next((c for c in results.cold if c.status == "ok"), None)
     if c is None:
@@ -267,72 +201,14 @@ def resource_notes(results: Results) -> list[str]:
     return out
 
 
-MLPERF_COLUMNS = ["engine", "precision", "scenario", "metric", "value", "result", "p50 ms",
-                  "p90 ms", "p99 ms", "queries", "why"]
-
-
-def mlperf_rows(results: Results) -> list[list[str]]:
-    """Each LoadGen run: the scenario's metric, VALID or INVALID (and whether MLPerf's minimums
-    were kept), its percentiles, and every broken rule in words."""
-    rows = []
-    for r in results.mlperf:
-        if r.status != "ok":
-            rows.append([r.engine, r.precision, r.scenario, "—", "—", r.status, "—", "—", "—", "—",
-                         r.reason or ""])
-            continue
-        if r.mode == "accuracy":
-            top1 = None if r.top1 is None else 100 * r.top1
-            metric, value = "top-1 (accuracy mode)", fmt(top1, ".2f") + "%"
-        else:
-            metric, value = r.metric or "—", "—" if r.value is None else f"{fmt(r.value)} {r.unit}"
-        result = r.validity or "—"
-        if r.compliant is False:
-            result += " (not compliant: shortened)"
-        lat = [fmt(r.latency_ms.get(p)) for p in ("50", "90", "99")]
-        rows.append([r.engine, r.precision, r.scenario, metric, value, result, *lat,
-                     str(r.queries or "—"), "; ".join(r.failed_rules) or r.reason or "—"])
-    return rows
-
-
-SUITE_COLUMNS = ["workload", "engine", "precision", "batch", "images/s", "vs fp32", "p50 ms",
-                 "p99 ms", "ran", "fidelity to fp32"]
-
-
-def suite_tables(results: Results) -> dict[str, list[list[str]]]:
-    """The suite's rows by task (each workload x engine x precision: its throughput
-    measurement and the reference method's batch-1 latency side by side)."""
-    tasks = {m.name: m.task for m in results.models} or {results.model.name: results.model.task}
-    ratios = fp32_ratios(results.measurements)
-    lat = {(m.model, m.engine, m.precision): m for m in results.measurements
-           if m.mode == "latency" and m.method == "reference"}
-    out: dict[str, list[list[str]]] = {}
-    for m in results.measurements:
-        if m.mode != "throughput":
-            continue
-        lm = lat.get((m.model, m.engine, m.precision))
-        p50, p99 = latency_values(lm)[:3:2] if lm is not None else ["—", "—"]
-        out.setdefault(tasks.get(m.model or "", "other"), []).append([
-            m.model or "", engine_text(m), m.precision, str(m.batch_size), fmt(m.throughput_ips, ".1f"),
-            ratios[m.id], p50, p99, ran_as(m),
-            fidelity_text(m) or (fidelity_text(lm) if lm is not None else "")])
-    return out
-
-
-SUMMARY_COLUMNS = ["engine", "precision", "workloads", "geomean images/s", "geomean p50 ms",
-                   "speed-up vs fp32", "suite score"]
-
-
-def suite_summary_rows(results: Results) -> list[list[str]]:
-    from visionbench.results.suite import suite_rows
-
-    return [[r.engine, r.precision, f"{r.workloads}" + (f" (missing {', '.join(r.missing)})"
-                                                          if r.missing else ""),
-             fmt(r.throughput_geomean, ".2f"), fmt(r.p50_geomean_ms, ".2f"),
-             "—" if r.speedup_vs_fp32 is None else f"{r.speedup_vs_fp32:.2f}x",
-             fmt(r.score, ".1f")] for r in suite_rows(results)]
-
-
 def suite_note(results: Results) -> str:
     return (f"suite version {results.suite_version}: score = geometric mean over the workloads of "
             "sqrt(images/s x 1000 / batch-1 p50 ms), reference method; needs every workload; "
             "compares only between runs of the same suite version")
+
+
+def run_notes(results: Results) -> list[str]:
+    """What holds for the whole run, under its tables: the INT8 calibration, where one row stands
+    for both methods, and how to read fidelity to FP32 (and each flag)."""
+    cal = [f"INT8 calibration: {results.calibration['how']}."] if results.calibration else []
+    return [*cal, *method_notes(results), *fidelity_notes(results)]

@@ -6,47 +6,35 @@ from __future__ import annotations
 import base64
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from visionbench.reporting.format import (
-    COLD_COLUMNS,
-    COLD_RUN_COLUMNS,
-    INSTANCE_COLUMNS,
-    MLPERF_COLUMNS,
-    SUITE_COLUMNS,
-    SUMMARY_COLUMNS,
-    batch_latency,
-    batch_text,
-    cold_rows,
-    cold_run_note,
-    cold_run_rows,
-    engine_text,
     fidelity_notes,
-    fidelity_text,
-    fmt,
-    fp32_ratios,
-    instance_rows,
-    latency_values,
     method_notes,
-    mlperf_rows,
-    per_batch,
-    ran_as,
     resource_notes,
     subject,
-    suite_note,
-    suite_summary_rows,
-    suite_tables,
-    throughput_title,
     tune_rows,
 )
 from visionbench.reporting.notices import notices
+from visionbench.reporting.sections import sections
 from visionbench.results import Results
 
 TEMPLATES = Environment(
     loader=PackageLoader("visionbench.reporting", "templates"),
     autoescape=select_autoescape(["html", "j2"]),
+    extensions=["jinja2.ext.do"],
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _code(text: str) -> Markup:
+    """Plain text with `code` in backticks, as HTML."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
+TEMPLATES.filters["code"] = _code
 
 
 def data_uri(png: bytes) -> str:
@@ -124,59 +112,23 @@ def tune_headline(results: Results) -> list[str]:
 
 def report_html(results: Results, figures: dict[str, dict[str, bytes]]) -> str:
     ms = results.measurements
-    suite = results.kind == "suite"
-    thr = [m for m in ms if m.mode == "throughput"]
-    ratios = fp32_ratios(ms)
-    throughput_rows = [
-        {
-            "m": m, "ips": fmt(m.throughput_ips, ".1f"),
-            "cv": "—" if m.cv is None else f"{100 * m.cv:.1f}%",
-            "unstable": any(w.startswith("unstable") for w in m.warnings),
-            "vs": ratios[m.id], "ran": ran_as(m), "batch": batch_text(m),
-            "lat": batch_latency(m), "engine": engine_text(m), "fid": fidelity_text(m),
-        }
-        for m in thr if not suite
-    ]
-    latency_rows = [
-        {"m": m, "vals": latency_values(m), "ips": fmt(m.throughput_ips, ".1f"),
-         "engine": engine_text(m),
-         "n": m.latency.count if m.latency else "—", "ran": ran_as(m), "fid": fidelity_text(m)}
-        for m in ms if m.mode == "latency" and not suite
-    ]
     ok = [m for m in ms if m.status == "ok"]
     unstable = [m.id for m in ok if any(w.startswith("unstable") for w in m.warnings)]
-    batches = {m.precision: m.batch_size for m in thr}
     return TEMPLATES.get_template("report.html.j2").render(
         r=results,
         s=results.system.model_dump(),
         headline={"sweep": sweep_headline, "tune": tune_headline,
                   "suite": suite_headline}.get(results.kind, headline)(results),
         subject=subject(results).strip(),
-        suite={"tables": suite_tables(results), "columns": SUITE_COLUMNS,
-               "summary": suite_summary_rows(results), "summary_columns": SUMMARY_COLUMNS,
-               "note": suite_note(results)} if suite else None,
-        sweep=per_batch(results),
-        tune_rows=tune_rows(results),
+        sections=sections(results),
         method_notes=method_notes(results),
         fidelity_notes=fidelity_notes(results),
-        mlperf_columns=MLPERF_COLUMNS,
-        mlperf_rows=mlperf_rows(results),
-        instance_columns=INSTANCE_COLUMNS,
-        instance_rows=instance_rows(results),
-        cold_columns=COLD_COLUMNS,
-        cold_run_columns=COLD_RUN_COLUMNS,
-        cold_run_rows=cold_run_rows(results),
-        cold_run_note=cold_run_note(results),
-        cold_rows=cold_rows(results),
         resource_notes=resource_notes(results),
-        throughput_title=throughput_title(results),
-        throughput_rows=throughput_rows,
-        latency_rows=latency_rows,
         figures={name: data_uri(f["png"]) for name, f in figures.items()},
         notices=notices(results),
         unstable=unstable,
         n_ok=len(ok),
-        batches=batches,
+        batches={m.precision: m.batch_size for m in ms if m.mode == "throughput"},
         thr=next((m for m in ok if m.mode == "throughput"), None),
         lat=next((m for m in ok if m.mode == "latency"), None),
         int8=[m for m in ok if m.precision == "int8"],

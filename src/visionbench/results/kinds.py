@@ -1,8 +1,10 @@
 """The record kinds a run holds, each declared once: its field in results.json, its record type
-(which has its ``key`` and ``status``) and what it is. The store adds any record by its kind and
-``Results.records()`` goes over every kind; a new kind is one declaration here (its record type
-beside the others in ``schema``), and the run's model gains its field. Both the store and the
-report read this module; no scenario module declares a kind."""
+(which has its ``key`` and ``status``), what it is, and its section in the reports (a title and
+the record's fields shown as columns). The store adds any record by its kind,
+``Results.records()`` goes over every kind and the reports give every kind its section; a new kind
+is one declaration here (its record type beside the others in ``schema``), and the run's model
+gains its field. Both the store and the report read this module; no scenario module declares a
+kind."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ class RecordKind:
     #: The record's type: a pydantic model with ``key`` and ``status``.
     model: type[BaseModel]
     description: str
+    #: The reports' section for the kind: its title (the description's first words if none) and
+    #: the record's fields shown as its columns (key, status and its plain fields if none). The
+    #: report may build a richer section of its own for a kind (reporting/sections.py).
+    title: str = ""
+    columns: tuple[str, ...] = ()
 
 
 KINDS: tuple[RecordKind, ...] = (

@@ -1,0 +1,421 @@
+"""A run's report as sections, built once from its results: each has a title, columns, rows (with
+the cells to flag and the long reasons kept as notes), how to read it, notes and figures. The
+console, summary.md and report.html render the same sections, so they cannot disagree on a
+column. Every record kind has its section: the richer ones built here, any other from its
+declaration in ``results.kinds``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from visionbench.reporting.format import (
+    batch_latency,
+    batch_text,
+    cold_run_note,
+    engine_text,
+    fidelity_text,
+    fmt,
+    fp32_ratios,
+    latency_values,
+    per_batch,
+    ran_as,
+    resource_notes,
+    suite_note,
+    throughput_title,
+    tune_rows,
+)
+from visionbench.results import Measurement, Results
+from visionbench.results.kinds import RecordKind
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    numeric: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: tuple[str, ...]
+    #: The record failed, ran emulated or varied beyond the threshold: the row is marked.
+    bad: bool = False
+    #: Indexes of cells a reader must not miss (FLAGGED fidelity, INVALID, FAIL).
+    alerts: frozenset[int] = frozenset()
+    #: A long reason (why a record failed or was skipped), printed once under the table.
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    #: How to read the table, in a paragraph (report.html prints it; `code` in backticks).
+    intro: str = ""
+    #: Lines under the table, in every renderer.
+    notes: tuple[str, ...] = ()
+    #: Figures shown after the table in report.html: (name, caption).
+    figures: tuple[tuple[str, str], ...] = ()
+
+    def footnotes(self) -> list[str]:
+        """The rows' distinct notes, in order: row i refers to footnote ``ref(i)``."""
+        return list(dict.fromkeys(r.note for r in self.rows if r.note))
+
+    def ref(self, row: Row) -> str:
+        return f"[{self.footnotes().index(row.note) + 1}]" if row.note else ""
+
+
+def columns(*names: str, numeric: tuple[str, ...] = ()) -> tuple[Column, ...]:
+    return tuple(Column(n, n in numeric) for n in names)
+
+
+def _flagged(*cells: str) -> frozenset[int]:
+    return frozenset(i for i, c in enumerate(cells) if c.endswith("FLAGGED"))
+
+
+def _bad(m: Measurement) -> bool:
+    return m.status != "ok" or m.emulated or any(w.startswith("unstable") for w in m.warnings)
+
+
+BAR_THROUGHPUT = ("throughput", "Throughput per precision, grouped by engine; bars labelled with "
+                                "images/s and batch size. Higher is better. Also saved as "
+                                "throughput.png and throughput.svg.")
+BAR_LATENCY = ("latency", "Latency at batch size 1: bar at the median (p50), whisker to the 99th "
+                          "percentile. Lower is better. Also saved as latency.png and latency.svg.")
+
+
+def throughput(results: Results) -> list[Section]:
+    ms = [m for m in results.measurements if m.mode == "throughput"]
+    if not ms:
+        return []
+    sweep, tune = per_batch(results), results.kind == "tune"
+    names = ["engine", "precision", *(["phase"] if tune else []), "batch", "images/s", "repeats",
+             "CV", "vs fp32", *(["p50 ms", "p99 ms"] if sweep else []), "ran", "fidelity to fp32"]
+    ratios = fp32_ratios(results.measurements)
+    rows = []
+    for m in ms:
+        cells = (engine_text(m), m.precision, *([m.phase or ""] if tune else []), batch_text(m),
+                 fmt(m.throughput_ips, ".1f"), str(m.repeats or "—"),
+                 "—" if m.cv is None else f"{100 * m.cv:.1f}%", ratios[m.id],
+                 *(batch_latency(m) if sweep else []), ran_as(m), fidelity_text(m))
+        rows.append(Row(cells, _bad(m), _flagged(*cells), m.reason or ""))
+    if sweep:
+        figures = (("throughput", "Throughput by batch size, one line per engine and precision"
+                    + (" (the search's batch ladder: one short window each, on the default "
+                       "layout)" if tune else "") + ". Higher is better. Also saved as "
+                    "throughput.png and throughput.svg."),
+                   ("latency", "Latency of one call (the whole batch) by batch size: median (p50) "
+                    "line, 99th percentile tick; logarithmic scale. Lower is better. Also saved "
+                    "as latency.png and latency.svg."))
+    else:
+        figures = (BAR_THROUGHPUT,)
+    return [Section("throughput", throughput_title(results),
+                    columns(*names, numeric=("batch", "images/s", "repeats", "CV", "vs fp32",
+                                             "p50 ms", "p99 ms")),
+                    tuple(rows), figures=figures)]
+
+
+def latency(results: Results) -> list[Section]:
+    ms = [m for m in results.measurements if m.mode == "latency"]
+    if not ms:
+        return []
+    rows = []
+    for m in ms:
+        cells = (engine_text(m), m.precision, *latency_values(m),
+                 str(m.latency.count) if m.latency else "—", fmt(m.throughput_ips, ".1f"),
+                 ran_as(m), fidelity_text(m))
+        rows.append(Row(cells, _bad(m), _flagged(*cells), m.reason or ""))
+    return [Section("latency", "Latency (batch size 1, ms per image)",
+                    columns("engine", "precision", "p50", "p90", "p99", "p99.9", "mean", "samples",
+                            "images/s", "ran", "fidelity to fp32",
+                            numeric=("p50", "p90", "p99", "p99.9", "mean", "samples", "images/s")),
+                    tuple(rows), figures=(BAR_LATENCY,))]
+
+
+def suite(results: Results) -> list[Section]:
+    """A table per task (each workload x engine x precision: its throughput measurement and the
+    reference method's batch-1 latency side by side), then the geometric means and scores."""
+    from visionbench.results.suite import suite_rows
+
+    tasks = {m.name: m.task for m in results.models} or {results.model.name: results.model.task}
+    ratios = fp32_ratios(results.measurements)
+    lat = {(m.model, m.engine, m.precision): m for m in results.measurements
+           if m.mode == "latency" and m.method == "reference"}
+    by_task: dict[str, list[Row]] = {}
+    for m in results.measurements:
+        if m.mode != "throughput":
+            continue
+        lm = lat.get((m.model, m.engine, m.precision))
+        p50, p99 = latency_values(lm)[:3:2] if lm is not None else ["—", "—"]
+        cells = (m.model or "", engine_text(m), m.precision, str(m.batch_size),
+                 fmt(m.throughput_ips, ".1f"), ratios[m.id], p50, p99, ran_as(m),
+                 fidelity_text(m) or (fidelity_text(lm) if lm is not None else ""))
+        note = m.reason or (lm.reason if lm is not None else None) or ""
+        by_task.setdefault(tasks.get(m.model or "", "other"), []).append(
+            Row(cells, _bad(m), _flagged(*cells), note))
+    numeric = ("batch", "images/s", "vs fp32", "p50 ms", "p99 ms")
+    out = [Section(f"suite-{task}", f"Suite: {task}",
+                   columns("workload", "engine", "precision", "batch", "images/s", "vs fp32",
+                           "p50 ms", "p99 ms", "ran", "fidelity to fp32", numeric=numeric),
+                   tuple(rows)) for task, rows in by_task.items()]
+    summary = [Row((r.engine, r.precision, f"{r.workloads}" + (
+        f" (missing {', '.join(r.missing)})" if r.missing else ""),
+        fmt(r.throughput_geomean, ".2f"), fmt(r.p50_geomean_ms, ".2f"),
+        "—" if r.speedup_vs_fp32 is None else f"{r.speedup_vs_fp32:.2f}x", fmt(r.score, ".1f")))
+        for r in suite_rows(results)]
+    out.append(Section(
+        "suite-summary", "Suite summary (geometric means over the workloads)",
+        columns("engine", "precision", "workloads", "geomean images/s", "geomean p50 ms",
+                "speed-up vs fp32", "suite score",
+                numeric=("geomean images/s", "geomean p50 ms", "speed-up vs fp32", "suite score")),
+        tuple(summary), notes=(suite_note(results) + ".",),
+        figures=(("throughput", "Throughput per workload, a bar per precision (log scale), "
+                                "reference method."),
+                 ("latency", "Batch-1 p50 latency per workload, a bar per precision (log scale)."))))
+    return out
+
+
+def resources(results: Results) -> list[Section]:
+    """Per measurement: what its cold start cost on the way (model read, whole preparation, the
+    cache's hits and builds, first inference), the memory its process held and its peak while
+    timing, and the energy per image where the machine exposes it."""
+    rows = []
+    for m in results.measurements:
+        c, mem, e = m.cold_start, m.memory, m.energy
+        if c is None and mem is None:
+            continue
+        figure = (fmt(m.throughput_ips, ".1f") if m.mode == "throughput"
+                  else fmt(m.latency.p50_ms if m.latency else None))
+        energy = e is not None and e.available
+        rows.append(Row((
+            m.id, figure, fmt(c.read_seconds if c else None),
+            fmt(c.prepare_seconds if c else None),
+            "; ".join(f"{what}: {how}" for what, how in c.cache.items()) if c and c.cache else "—",
+            fmt(c.first_inference_ms if c else None, ".1f"),
+            fmt(mem.prepared_mib if mem else None, ".0f"), fmt(mem.peak_mib if mem else None, ".0f"),
+            fmt(e.joules_per_image if energy else None, ".3f"),
+            fmt(e.watts if energy else None, ".1f"))))
+    if not rows:
+        return []
+    numbers = ("images/s or p50 ms", "read s", "prepare s", "first inference ms",
+               "memory prepared MiB", "memory peak MiB", "J/image", "W")
+    return [Section(
+        "cold-start", "Cold start, memory and energy",
+        columns("measurement", numbers[0], "read s", "prepare s", "cached files", *numbers[3:],
+                numeric=numbers),
+        tuple(rows), notes=tuple(resource_notes(results)),
+        intro="What each measurement's preparation cost on the way: the engine reading the model "
+              "file (where it tells it apart), the whole preparation (read, quantize, compile), "
+              "each cached file it needed (hit, or built and how long), and the first inference's "
+              "latency; this process may have prepared other sessions before, so these are "
+              "observations, not a cold start measured in fresh processes (`--mode cold`). Then "
+              "the resident memory of the process(es) that ran the measurement: held once the "
+              "session and its inputs were ready, and the peak during its warm-up and timed "
+              "windows alone (summed over pinned instances); and the energy per image and average "
+              "power over the timed windows, from the CPU's RAPL counters where the machine "
+              "exposes them.")]
+
+
+def instances(results: Results) -> list[Section]:
+    """Each pinned instance of each measurement: cores asked for and read back, speed, latency."""
+    rows = tuple(Row((m.id, str(i.index), ",".join(map(str, i.cores)),
+                      ",".join(map(str, i.affinity)), f"{i.throughput_ips:.1f}",
+                      fmt(i.latency.p50_ms), fmt(i.latency.p99_ms)))
+                 for m in results.measurements for i in m.per_instance)
+    if not rows:
+        return []
+    return [Section(
+        "instances", "Pinned instances",
+        columns("measurement", "instance", "cores", "affinity read back", "images/s", "p50 ms",
+                "p99 ms", numeric=("images/s", "p50 ms", "p99 ms")), rows,
+        intro="Measurements made by several engine processes at once, each pinned to its own cores "
+              "and released together: throughput above is their sum, latency pooled. Each "
+              "instance's own figures, and the CPU affinity read back from it while it ran.")]
+
+
+def measurements(results: Results) -> list[Section]:
+    if results.kind == "suite":
+        return [*suite(results), *resources(results), *instances(results)]
+    return [*throughput(results), *latency(results), *resources(results), *instances(results)]
+
+
+def _pct(v: float | None) -> str:
+    return fmt(None if v is None else 100 * v, ".2f") + ("%" if v is not None else "")
+
+
+def accuracy(results: Results) -> list[Section]:
+    if not results.accuracy:
+        return []
+    d = results.data or {}
+    rows = []
+    for a in results.accuracy:
+        cells = (a.engine, a.precision, _pct(a.top1), _pct(a.top5), _pct(a.agreement_with_fp32),
+                 {"pass": "pass", "fail": "FAIL"}.get(a.mlperf_99 or "", "—"), ran_as(a))
+        rows.append(Row(cells, a.status != "ok" or a.mlperf_99 == "fail" or a.emulated,
+                        frozenset({5}) if a.mlperf_99 == "fail" else frozenset(), a.reason or ""))
+    seconds = d.get("decode_and_preprocess_seconds")
+    return [Section(
+        "accuracy", f"Accuracy ({d.get('images', '?')} images, {d.get('preprocessing', '')})",
+        columns("engine", "precision", "top-1", "top-5", "same top-1 as fp32", "MLPerf 99%", "ran",
+                numeric=("top-1", "top-5", "same top-1 as fp32")), tuple(rows),
+        intro=f"{d.get('root')} ({d.get('layout')}), {d.get('preprocessing')}"
+              + (f"; decoding and preprocessing took {seconds:.1f} s, outside any timing"
+                 if seconds is not None else "")
+              + (". MLPerf 99%: top-1 at least 99% of this engine's FP32 top-1."
+                 if d.get("labelled", True) else
+                 ". The images have no labels: only agreement with FP32 is shown."))]
+
+
+def tune(results: Results) -> list[Section]:
+    if not results.tune:
+        return []
+    bound = next((t.max_latency_ms for t in results.tune if t.max_latency_ms), None)
+    rows, notes = [], []
+    for r in tune_rows(results):
+        rows.append(Row((r["engine"], r["precision"], r["setting"], r["ips"], r["p99"],
+                         r["default"], r["vs"], f"{r['verdict']} (p {r['p']})", r["explored"]),
+                        r["status"] != "ok"))
+        if r["default_setting"]:
+            notes.append(f"{r['engine']} {r['precision']}: the default was {r['default_setting']}"
+                         + (f"; {r['verdict']}: {r['why']}" if r["why"] else "") + ".")
+    notes += [f"Re-run {r['engine']} {r['precision']}: `{r['command']}`"
+              for r in tune_rows(results) if r["command"]]
+    return [Section(
+        "tune", "Tuned settings (confirmed round by round beside the default)"
+        + (f", p99 per call within {bound:g} ms" if bound else ""),
+        columns("engine", "precision", "best setting", "images/s", "p99 ms", "default images/s",
+                "vs default", "verdict", "explored",
+                numeric=("images/s", "p99 ms", "default images/s", "vs default")),
+        tuple(rows), notes=tuple(notes),
+        intro="Each engine and precision was searched in short windows of at least three batches, "
+              "starting from the engine's own throughput configuration (the default to beat): "
+              "batch sizes, then the engine's own concurrency (e.g. OpenVINO streams x requests "
+              "in flight), pinned instances and the reference method around the best. The default "
+              "and the best few were then measured round by round, every setting once per round "
+              "in an order that changes between rounds, and each judged against the default on "
+              "its per-round ratios (a sign test), so that load drifting over the search cannot "
+              "pass for a difference; the setting with the highest median ratio is named, and the "
+              "verdict says whether the rounds show it faster."
+              + (f" Only settings whose p99 per call stayed within {bound:g} ms count."
+                 if bound else ""))]
+
+
+def mlperf(results: Results) -> list[Section]:
+    """Each LoadGen run: the scenario's metric, VALID or INVALID (and whether MLPerf's minimums
+    were kept), its percentiles, and every broken rule in words."""
+    if not results.mlperf:
+        return []
+    rows = []
+    for r in results.mlperf:
+        if r.status != "ok":
+            rows.append(Row((r.engine, r.precision, r.scenario, "—", "—", r.status, "—", "—", "—",
+                             "—", r.reason or ""), True))
+            continue
+        if r.mode == "accuracy":
+            metric, value = "top-1 (accuracy mode)", _pct(r.top1)
+        else:
+            metric, value = r.metric or "—", "—" if r.value is None else f"{fmt(r.value)} {r.unit}"
+        result = r.validity or "—"
+        if r.compliant is False:
+            result += " (not compliant: shortened)"
+        rows.append(Row((r.engine, r.precision, r.scenario, metric, value, result,
+                         *[fmt(r.latency_ms.get(p)) for p in ("50", "90", "99")],
+                         str(r.queries or "—"), "; ".join(r.failed_rules) or r.reason or "—"),
+                        result != "VALID",
+                        frozenset({5}) if result.startswith("INVALID") else frozenset()))
+    return [Section(
+        "mlperf", "MLPerf Inference scenarios (LoadGen)",
+        columns("engine", "precision", "scenario", "metric", "value", "result", "p50 ms", "p90 ms",
+                "p99 ms", "queries", "why", numeric=("value", "p50 ms", "p90 ms", "p99 ms",
+                                                     "queries")),
+        tuple(rows),
+        notes=tuple(f"LoadGen logs: {r.log_dir}/mlperf_log_summary.txt, mlperf_log_detail.txt"
+                    for r in results.mlperf if r.log_dir),
+        intro="Driven by MLPerf's own LoadGen, which decides when queries arrive and judges the "
+              "run: VALID only when the scenario's rules hold (minimum duration and query count, "
+              "the latency bound, early stopping). A run shortened with `--short` or lowered "
+              "minimums can be VALID for LoadGen but is not compliant with MLPerf's rules. "
+              "LoadGen's logs are kept in the run directory.")]
+
+
+def cold(results: Results) -> list[Section]:
+    """``--mode cold``: per engine and precision, each phase's median over the fresh processes,
+    and the time to the first answer as median [min-max]."""
+    if not results.cold:
+        return []
+    rows = []
+    for c in results.cold:
+        if c.status != "ok":
+            rows.append(Row((c.engine, c.precision, c.status, *["—"] * 8), True, note=c.reason or ""))
+            continue
+        ph = c.phases
+
+        def med(name: str, spec: str = ".2f") -> str:
+            return fmt(ph[name].median if name in ph else None, spec)  # noqa: B023
+
+        total = ph["total"]
+        rows.append(Row((
+            (f"{c.model}: " if c.model else "") + c.engine, c.precision, str(c.processes),
+            med("start"), med("import"), med("read"), med("prepare"), med("first_inference", ".1f"),
+            f"{total.median:.2f} [{total.min:.2f}-{total.max:.2f}]", fmt(c.peak_rss_mib, ".0f"),
+            "; ".join(f"{k}: {v}" for k, v in c.cache.items()) or "—")))
+    note = cold_run_note(results)
+    return [Section(
+        "cold-processes", "Cold start in fresh processes (--mode cold)",
+        columns("engine", "precision", "processes", "start s", "import s", "read s", "prepare s",
+                "first inference ms", "first answer s", "peak MiB", "cached files",
+                numeric=("processes", "start s", "import s", "read s", "prepare s",
+                         "first inference ms", "first answer s", "peak MiB")),
+        tuple(rows), notes=(f"{note}.",) if note else (),
+        intro="How long until the first answer after a restart: each engine and precision started "
+              "in fresh processes, one after another; each phase's median: the process up with "
+              "visionbench imported, the engine's runtime imported, the model read, the session "
+              "prepared (read, quantize, compile), the first batch-1 inference; and the whole, "
+              "start to first answer.")]
+
+
+#: The sections built here for a kind, by its field; any other kind gets ``declared``'s.
+BUILDERS: dict[str, Callable[[Results], list[Section]]] = {
+    "measurements": measurements, "accuracy": accuracy, "tune": tune, "mlperf": mlperf,
+    "cold": cold,
+}
+
+
+def _plain(record: BaseModel) -> list[str]:
+    return [name for name, value in record if name != "status"
+            and isinstance(value, str | int | float | bool | None)]
+
+
+def declared(results: Results, kind: RecordKind) -> list[Section]:
+    """A kind's section from its declaration: its title and the record fields it names (or its
+    key, status and plain fields)."""
+    records: list[BaseModel] = getattr(results, kind.field)
+    if not records:
+        return []
+    names = list(kind.columns) or ["key", *_plain(records[0]), "status"]
+
+    def cell(record: BaseModel, name: str) -> str:
+        value = getattr(record, name, None)
+        return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    numeric = tuple(n for n in names if isinstance(getattr(records[0], n, None), int | float)
+                    and not isinstance(getattr(records[0], n, None), bool))
+    rows = tuple(Row(tuple(cell(r, n) for n in names),
+                     getattr(r, "status", "ok") not in ("ok", "complete"),
+                     note=str(getattr(r, "reason", "") or "")) for r in records)
+    title = kind.title or kind.description[:1].upper() + kind.description[1:]
+    return [Section(kind.field, title, columns(*names, numeric=numeric), rows)]
+
+
+def sections(results: Results) -> list[Section]:
+    """Every section of the run's report, kind by kind in their declared order."""
+    out: list[Section] = []
+    for kind in results.kinds:
+        build = BUILDERS.get(kind.field)
+        out += build(results) if build else declared(results, kind)
+    return out
+
