@@ -12,11 +12,11 @@ import argparse
 import threading
 import time
 
-from visionbench.config import CALIBRATION_SAMPLES, REFERENCE_BATCH
 from visionbench.data.calibration import synthetic_calibration
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import SessionSpec, get_engine
 from visionbench.models import resolve
+from visionbench.settings import CALIBRATION_SAMPLES, REFERENCE_BATCH
 from visionbench.sysinfo import available_cpus
 
 from _common import median, spread

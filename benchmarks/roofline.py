@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from visionbench.config import REFERENCE_BATCH
+from visionbench.settings import REFERENCE_BATCH
 from visionbench.sysinfo import available_cpus, cpu_features
 
 from _common import visionbench_run

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from visionbench.config import REFERENCE_BATCH
+from visionbench.settings import REFERENCE_BATCH
 from visionbench.sysinfo import available_cpus, cpu_features
 
 from _common import median, spread, visionbench_run
@@ -53,10 +53,10 @@ def benchmark_app(
 
 def model_file(precision: str) -> Path:
     """The file visionbench runs for ``precision``: the built model, or its cached NNCF IR."""
-    from visionbench.config import CALIBRATION_SAMPLES
     from visionbench.data.calibration import synthetic_calibration
     from visionbench.engines.openvino import _quantize
     from visionbench.models import resolve
+    from visionbench.settings import CALIBRATION_SAMPLES
 
     spec = resolve()
     if precision != "int8":

@@ -94,3 +94,54 @@ def test_loadgens_flags_are_generated_from_their_declarations():
     assert len(declared) >= 12
     for f in declared:
         assert f.name in params and params[f.name].help == f.metadata["help"], f.name
+
+
+def test_every_declared_setting_is_a_flag_with_its_declared_help():
+    """The run's sections, tune's and fleet's: each field declared with ``flags.flag`` is an
+    option of the commands that offer its group, with its declared help; the help's defaults
+    come from the constants (change one and the help follows)."""
+    import dataclasses
+
+    from visionbench import settings
+    from visionbench.cli.main import cli
+
+    command_of = {"study": "run", "modes": "run", "method": "run", "timing": "run",
+                  "instances": "run", None: None}
+    for cls, default_command in ((settings.Study, None), (settings.Timing, None),
+                                 (settings.Launch, None), (settings.Inputs, None),
+                                 (settings.Tune, "tune"), (settings.Fleet, "fleet")):
+        for f in dataclasses.fields(cls):
+            if "help" not in f.metadata:
+                continue
+            command = default_command or command_of[f.metadata["group"]]
+            params = {p.name: p for p in cli.commands[command].params}
+            assert f.name in params, (cls.__name__, f.name)
+            assert params[f.name].help == f.metadata["help"], f.name
+    params = {p.name: p for p in cli.commands["run"].params}
+    assert f"[default: {settings.CALIBRATION_SAMPLES};" in params["calibration_samples"].help
+    assert f"{settings.FULL['latency'].warmup} latency" in params["warmup"].help
+    assert params["engines"].default == settings.DEFAULT_ENGINE
+
+
+def test_the_stored_settings_are_derived_from_the_sections():
+    """results.json's settings record has a typed field for every field of every section and
+    nothing kept untyped: what a configuration writes loads back field for field, the engines'
+    options flat beside them, and a key no one declared lands among the engine options."""
+    import dataclasses
+
+    from visionbench.config import RunConfig
+    from visionbench.engines import all_options
+    from visionbench.results.schema import RunSettings
+    from visionbench.settings import SECTIONS
+
+    assert RunSettings.model_config["extra"] == "forbid"
+    declared = {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+    assert declared <= set(RunSettings.model_fields)
+    cfg = RunConfig.of(engines=["openvino"], threads=2, duration=1.5, data=ROOT,
+                       engine_options={"streams": 2})
+    record = cfg.as_dict()
+    stored = RunSettings.model_validate(record)
+    assert stored.engine_options["streams"] == 2 and stored.duration == 1.5
+    assert stored.data == str(ROOT) and isinstance(stored.data, str)
+    assert stored.model_dump() == record
+    assert set(all_options()) <= set(stored.model_dump())

@@ -32,10 +32,12 @@ def test_sweep_end_to_end(tmp_path: Path) -> None:
     md = (out / "summary.md").read_text()
     assert "Throughput and latency by batch size" in md and "Latency (batch size 1" not in md
     # INT8 is compared with FP32 at the same batch size
+    header = next(ln.split("|") for ln in md.splitlines() if ln.startswith("| engine |"))
+    vs = [c.strip() for c in header].index("vs fp32")
     rows = [ln.split("|") for ln in md.splitlines() if ln.startswith("| onnxruntime | int8 | 2 |")]
     fp32_b2 = next(m for m in ms if m["precision"] == "fp32" and m["batch_size"] == 2)
     int8_b2 = next(m for m in ms if m["precision"] == "int8" and m["batch_size"] == 2)
-    assert rows[0][6].strip() == f"{int8_b2['throughput_ips'] / fp32_b2['throughput_ips']:.2f}x"
+    assert rows[0][vs].strip() == f"{int8_b2['throughput_ips'] / fp32_b2['throughput_ips']:.2f}x"
     html = (out / "report.html").read_text()
     assert 'id="fig-throughput"' in html and 'id="fig-latency"' in html
     assert "best" in html and "at batch" in html
@@ -53,7 +55,7 @@ def test_sweep_bad_input() -> None:
 
 
 def test_parse_budget() -> None:
-    from visionbench.scenarios.tune import parse_budget
+    from visionbench.settings import parse_budget
 
     assert parse_budget("5m") == 300 and parse_budget("90") == 90 and parse_budget("1h30m") == 5400
     assert parse_budget("2.5s") == 2.5

@@ -19,13 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionbench.config import METHODS, RunConfig, parse_list
-from visionbench.engines import DEFAULT_ENGINE, PRECISIONS, all_engines, all_options
+from visionbench.config import RunConfig, parse_list
+from visionbench.engines import PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
-from visionbench.harness.timing import MODES
 from visionbench.reporter import Reporter
 from visionbench.results import Results
 from visionbench.results import load as _load
+from visionbench.settings import DEFAULT_ENGINE, METHODS, MODES, OUTLIER_PCT, Fleet, Tune
 from visionbench.sysinfo import available_cpus
 
 if TYPE_CHECKING:
@@ -150,12 +150,11 @@ def tune(budget: str | float = "10m", *, max_latency_ms: float | None = None,
          reporter: Reporter | None = None, command: Sequence[str] | None = None,
          **options: Any) -> Results:
     """The fastest setting per engine and precision within ``budget`` (seconds, or '5m', '90s')."""
-    from visionbench.scenarios.tune import parse_budget
     from visionbench.scenarios.tune import tune as run_tune
 
-    seconds = parse_budget(str(budget))
+    section = Tune(str(budget), max_latency_ms)
     cfg = study_config(**options)
-    return run_tune(cfg, seconds, max_latency_ms, reporter or Reporter(),
+    return run_tune(cfg, section.seconds, section.max_latency_ms, reporter or Reporter(),
                     _command(command, "tune", options)).results
 
 
@@ -198,16 +197,14 @@ def fleet(*, address: str = "auto", nodes: Sequence[str] | None = None, concurre
     """The study on every node of a Ray cluster; the fleet's summary (each node's results under
     ``nodes/``, medians and outliers)."""
     try:
-        from visionbench.ray_fleet.driver import FleetOptions, run_fleet
+        from visionbench.ray_fleet.driver import run_fleet
     except ImportError as e:
         raise VisionbenchError(f"visionbench fleet needs Ray ({e}): "
                                "pip install 'visionbench[fleet]'") from None
-    from visionbench.results.fleet import OUTLIER_PCT, summarise
+    from visionbench.results.fleet import summarise
 
-    opts = FleetOptions(address, list(nodes) if nodes is not None else None, concurrent,
-                        node_timeout, OUTLIER_PCT if outlier_pct is None else outlier_pct,
-                        runtime_env)
-    opts.check()
+    opts = Fleet(address, list(nodes) if nodes is not None else None, concurrent, node_timeout,
+                 OUTLIER_PCT if outlier_pct is None else outlier_pct, runtime_env)
     options.setdefault("output", default_output("fleet"))
     cfg = study_config(**options)
     store = run_fleet(cfg, opts, reporter or Reporter(), _command(command, "fleet", options))

@@ -1,13 +1,22 @@
 """Options declared once, beside what uses them: a dataclass field that carries its flag's help
-(and the flag, where it is not the field's name with dashes). The command line makes its flags
-from these declarations (``cli.options.flags_of``); the API takes the fields by name."""
+(and the flag, where it is not the field's name with dashes; the group of commands that offer it;
+its choices; the command line's default where it differs from the field's). The command line
+makes its flags from these declarations (``cli.options.flags_of``); the API takes the fields by
+name."""
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import MISSING, Field, field
 from typing import Any
 
 
-def flag(default: Any = None, *, help: str, name: str | None = None) -> Any:
-    """A field declared as a flag: ``--field-name`` (or ``name``) with ``help``."""
-    return field(default=default, metadata={"help": help, "flag": name})
+def flag(default: Any = None, *, help: str, name: str | None = None, group: str | None = None,
+         choices: tuple[str, ...] | None = None, cli_default: Any = MISSING) -> Any:
+    """A field declared as a flag: ``--field-name`` (or ``name``) with ``help``. ``default`` may
+    be a ``dataclasses.field(default_factory=...)``."""
+    meta = {"help": help, "flag": name, "group": group, "choices": choices,
+            "cli_default": cli_default}
+    if isinstance(default, Field):
+        default.metadata = {**default.metadata, **meta}  # type: ignore[misc]
+        return default
+    return field(default=default, metadata=meta)

@@ -8,20 +8,18 @@ import pkgutil
 from dataclasses import dataclass, field
 
 from visionbench.engines.base import (
-    PRECISIONS,
     Engine,
     EngineOption,
-    Precision,
     Session,
     SessionSpec,
     Support,
 )
 from visionbench.errors import VisionbenchError
+from visionbench.settings import DEFAULT_ENGINE, PRECISIONS, Precision
 from visionbench.sysinfo import cpu_features
 
-__all__ = ["PRECISIONS", "Engine", "EngineInfo", "EngineOption", "Precision", "Session",
+__all__ = ["DEFAULT_ENGINE", "PRECISIONS", "Engine", "EngineInfo", "EngineOption", "Precision", "Session",
            "SessionSpec", "Support", "all_engines", "all_options", "catalog", "get_engine"]
-DEFAULT_ENGINE = "openvino"
 #: Set (a JSON object of its settings, or 1), this adds ``visionbench.testing.fake_engine``'s
 #: engine ``fake``, in every process of a run (workers inherit it).
 FAKE_ENGINE = "VISIONBENCH_FAKE_ENGINE"

@@ -20,10 +20,9 @@ from visionbench.errors import VisionbenchError
 from visionbench.models import definition_missing
 from visionbench.models.registry import Definition
 from visionbench.models.spec import ModelSpec
+from visionbench.settings import Precision
 from visionbench.sysinfo import BF16_FLAGS, VNNI_FLAGS, CpuFeatures
 
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 SupportStatus = Literal["native", "emulated", "unsupported"]
 
 

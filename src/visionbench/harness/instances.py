@@ -30,7 +30,6 @@ from visionbench.launch.process import Child, ChildDied, Launch
 from visionbench.launch.protocol import Failed, Go, Ready, Result
 
 LayoutName = Literal["throughput", "latency", "custom"]
-LAYOUTS = ("throughput", "latency", "reference")
 #: Cores per instance in the reference scripts' latency layout.
 LATENCY_CORES = 4
 

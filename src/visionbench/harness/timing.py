@@ -8,12 +8,9 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-
-Mode = Literal["throughput", "latency"]
-MODES: tuple[Mode, ...] = ("throughput", "latency")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import onnx
 from onnx import shape_inference
 
 from visionbench.errors import VisionbenchError
+from visionbench.settings import TASKS
 
-TASKS = ("classification", "detection", "segmentation", "other")
 #: The spatial size a dynamic input is measured at, by task, unless ``--input-shape`` sets it.
 DEFAULT_SIZE = {"classification": 224, "detection": 640, "segmentation": 512, "other": 224}
 #: What each task needs of a model's outputs, as the refusal of a contradicting ``--task`` says.

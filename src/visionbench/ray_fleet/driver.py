@@ -39,13 +39,13 @@ from visionbench.results import RESULTS_JSON, Results, now
 from visionbench.results.fleet import (
     FLEET_JSON,
     NODES_DIR,
-    OUTLIER_PCT,
     FleetNode,
     FleetResults,
     FleetStore,
     NodeStatus,
 )
 from visionbench.results.policy import claim
+from visionbench.settings import Fleet
 
 #: Seconds a node's task may wait to be scheduled and start (a --runtime-env is installed then).
 START_TIMEOUT = 300.0
@@ -56,24 +56,6 @@ START_TIMEOUT_RUNTIME_ENV = 1800.0
 
 #: How often the driver looks at the nodes' streams, deadlines and the user's Ctrl-C.
 POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class FleetOptions:
-    address: str
-    nodes: list[str] | None = None
-    concurrent: bool = False
-    node_timeout: float | None = None
-    outlier_pct: float = OUTLIER_PCT
-    runtime_env: dict[str, Any] | None = None
-
-    def check(self) -> None:
-        if self.node_timeout is not None and not self.node_timeout > 0:
-            raise VisionbenchError(f"--node-timeout must be positive seconds, got {self.node_timeout:g}")
-        if not 0 < self.outlier_pct < 100:
-            raise VisionbenchError(f"--outlier-pct must be between 0 and 100, got {self.outlier_pct:g}")
-        if self.nodes == []:
-            raise VisionbenchError("--nodes is empty")
 
 
 @dataclass
@@ -205,7 +187,7 @@ def _absolute(cfg: RunConfig) -> RunConfig:
 MARKS = (FLEET_JSON, NODES_DIR, RESULTS_JSON)
 
 
-def run_fleet(cfg: RunConfig, opts: FleetOptions, reporter: Reporter,
+def run_fleet(cfg: RunConfig, opts: Fleet, reporter: Reporter,
               command: list[str]) -> FleetStore:
     """Connect, check the nodes, run the study on each, and keep every node's results."""
     if opts.concurrent and cfg.timing.iterations is not None:

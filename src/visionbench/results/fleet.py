@@ -26,12 +26,12 @@ from visionbench.results import (
 )
 from visionbench.results.rundir import Aside, RunLock
 from visionbench.results.store import Store
+from visionbench.settings import OUTLIER_PCT
 
 FLEET_JSON = "fleet.json"
 NODES_DIR = "nodes"
 FLEET_SCHEMA_VERSION = 1
 #: A node slower than the fleet median by more than this (percent) is an outlier.
-OUTLIER_PCT = 10.0
 NodeStatus = Literal["pending", "running", "complete", "failed", "timed-out", "interrupted"]
 
 

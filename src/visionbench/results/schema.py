@@ -3,13 +3,23 @@ loads): a run's system, software, configuration, model and its measurements."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 from visionbench.results.rundir import ended_text
+from visionbench.settings import SECTIONS
 from visionbench.stats import LatencySummary
 
 SCHEMA_VERSION = 1
@@ -453,48 +463,64 @@ class SystemFacts(BaseModel):
     python: str | None = None
 
 
-class RunSettings(BaseModel):
-    """What a run was asked to do, as ``config.RunConfig`` held it (paths as text), with the INT8
-    calibration samples resolved and the reference batch sizes. Every field has a default, as
-    any object was accepted here before it was typed; settings added later are kept."""
+class _StoredSettings(BaseModel):
+    """What every settings record holds beside the sections' fields: the output and its policy,
+    the reference batch sizes, and the engines' own options, written flat (as results.json has
+    always had them: ``streams``, ``hint``, ...) and read back into ``engine_options``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    engines: list[str] = Field(default_factory=list)
-    precisions: list[str] = Field(default_factory=list)
-    modes: list[str] = Field(default_factory=list)
-    precisions_explicit: bool = False
-    engines_explicit: bool = True
-    model: str = "resnet50"
-    weights: str | None = None
-    input_name: str | None = None
-    output_name: str | None = None
-    batch_size: int | None = None
-    batch_sizes: list[int] | None = None
-    threads: int | None = None
-    threads_explicit: bool = False
-    instances: int | None = None
-    cores_per_instance: int | None = None
-    layout: str | None = None
-    streams: int | None = None
-    hint: str | None = None
-    inter_op_threads: int | None = None
-    duration: float | None = None
-    iterations: int | None = None
-    repeats: int | None = None
-    warmup: int | None = None
-    calibration_samples: int | None = None
-    allow_emulated: bool = False
-    accuracy: bool = False
-    data: str | None = None
-    labels: str | None = None
-    limit: int | None = None
-    calibration_data: str | None = None
-    preprocess: str | None = None
-    quick: bool = False
-    seed: int = 0
     output: str | None = None
+    existing: str = "refuse"
+    replace_records: bool = False
     reference_batch: dict[str, int] = Field(default_factory=dict)
+    engine_options: dict[str, int | float | str | bool | None] = Field(
+        default_factory=dict, description="The engines' own options by name (None: not given); "
+                                          "stored flat beside the other settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_engine_options(cls, data: Any) -> Any:
+        """Keys that are no declared setting are the engines' options (``Engine.options``)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        options = dict(data.pop("engine_options", None) or {})
+        for key in [k for k in data if k not in cls.model_fields]:
+            options[key] = data.pop(key)
+        return {**data, "engine_options": options}
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        d = handler(self)
+        d.update(d.pop("engine_options", {}))
+        return d
+
+
+def _stored_type(hint: Any) -> Any:
+    """A setting's type as results.json holds it: paths as text."""
+    return {Path: str, Path | None: str | None}.get(hint, hint)
+
+
+def _settings_model() -> type[_StoredSettings]:
+    """``RunSettings``: every field of the run's setting sections (``visionbench.settings``),
+    typed, with its default, and what every record holds beside them."""
+    fields: dict[str, Any] = {}
+    for section in SECTIONS.values():
+        hints = get_type_hints(section)
+        for f in dataclasses.fields(section):
+            if f.name in _StoredSettings.model_fields:
+                continue
+            default = (Field(default_factory=f.default_factory)
+                       if f.default is dataclasses.MISSING else f.default)
+            fields[f.name] = (_stored_type(hints[f.name]), default)
+    return create_model("RunSettings", __base__=_StoredSettings, __module__=__name__,
+                        __doc__="What a run was asked to do, as ``config.RunConfig`` held it "
+                                "(paths as text), with the INT8 calibration samples resolved.",
+                        **fields)
+
+
+RunSettings = _settings_model()
 
 
 class ModelInfo(BaseModel):

@@ -17,11 +17,11 @@ from visionbench.data.preprocess import get_preprocess
 from visionbench.engines import Engine, Precision, Support
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import Layout, custom_layout, reference_layout
-from visionbench.harness.timing import Mode
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.scenarios.scenario import Task
+from visionbench.settings import Mode
 from visionbench.sysinfo import cpu_features, numa_cores
 
 #: Rough working-set bytes per input byte for a CNN of ResNet-50's shape (activations, buffers).

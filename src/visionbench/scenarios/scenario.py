@@ -15,10 +15,10 @@ from visionbench.data.calibration import Calibration
 from visionbench.data.images import Dataset
 from visionbench.engines import Engine, Precision, Support
 from visionbench.errors import describe
-from visionbench.harness.timing import Mode
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import Measurement, RunStore, now
+from visionbench.settings import Mode
 
 Kind = Literal["study", "sweep", "tune", "mlperf", "suite"]
 

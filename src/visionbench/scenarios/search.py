@@ -19,10 +19,10 @@ from visionbench.scenarios.plan import check_memory
 from visionbench.scenarios.rounds import interleave, per_round_ratios
 from visionbench.scenarios.scenario import Setup, Task, unmeasured
 from visionbench.scenarios.setting import Setting, agrees, rerun_command
+from visionbench.settings import LADDER
 from visionbench.sysinfo import numa_cores
 
 #: Batch sizes explored upwards (``--batch-sizes`` replaces them).
-LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: Least batches a timed window holds (explore and confirm): a window of one large batch ranks
 #: settings on a single call.
 MIN_BATCHES = 3

@@ -21,7 +21,6 @@ whether the rounds show it faster. Each setting's cost is estimated from what wa
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import replace
 
@@ -33,21 +32,6 @@ from visionbench.results.schema import tune_key
 from visionbench.scenarios.driver import open_run, run_scenarios
 from visionbench.scenarios.scenario import Scenario, Setup, Task, not_run
 from visionbench.scenarios.search import Search
-
-
-def parse_budget(text: str) -> float:
-    """'5m', '90s', '1h30m' or plain seconds, as seconds."""
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        seconds = float(t)
-    elif re.fullmatch(r"(\d+(\.\d+)?[hms])+", t):
-        unit = {"h": 3600, "m": 60, "s": 1}
-        seconds = sum(float(n) * unit[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)([hms])", t))
-    else:
-        raise VisionbenchError(f"--budget takes a duration such as 5m, 90s or 1h30m, got '{text}'")
-    if seconds <= 0:
-        raise VisionbenchError(f"--budget must be positive, got '{text}'")
-    return seconds
 
 
 class Tune(Scenario[TuneOutcome]):
