@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from visionbench.engines import Engine, Precision, Session, get_engine
 from visionbench.engines.base import Execution
 from visionbench.harness.energy import EnergyMeter
 from visionbench.harness.instances import (
+    Layout,
     combined_throughput,
     pinning,
     pooled_latencies,
@@ -31,7 +32,7 @@ from visionbench.harness.timing import Progress, Timing, TimingPlan, Window, mea
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import InstanceResult, Measurement, RunStore, now
-from visionbench.results.schema import ColdStart, Concurrency, Energy, Memory
+from visionbench.results.schema import ColdStart, Concurrency, Energy, Fidelity, Memory
 from visionbench.scenarios.fidelity import FidelityCheck
 from visionbench.scenarios.plan import layout_for, open_data, study_calibration
 from visionbench.scenarios.scenario import StartHook, Task
@@ -143,13 +144,60 @@ def cold_record(timed: Timed) -> ColdStart:
         first_inference_ms=None if first is None else first / 1e6)
 
 
-def measure_task(
-    task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
-    reporter: Reporter, calibration: Calibration, start: StartHook | None = None,
-    check: FidelityCheck | None = None,
-) -> Measurement:
-    """Time ``task`` in this process or in pinned instances; with ``check``, its outputs'
-    fidelity to FP32 (an FP32 task's outputs become the reference)."""
+@dataclass(frozen=True)
+class TimedRun:
+    """A task timed, in this process or in pinned instances released together: each process's
+    ``Timed`` (its windows, what ran, memory, energy, the cache's log), the threads each ran on,
+    the throughput per repeat (the instances' sum), the instances' own figures and when the timed
+    windows were released."""
+
+    plan: TimingPlan
+    timed: list[Timed]
+    threads: int
+    per_repeat: list[float]
+    started_at: str
+    released_at: float | None = None
+    #: Pinned instances: their layout and each one's figures; None and [] in this process.
+    layout: Layout | None = None
+    instances: list[InstanceResult] = field(default_factory=list)
+
+    @property
+    def timings(self) -> list[Timing]:
+        return [t.timing for t in self.timed]
+
+    @property
+    def windows(self) -> list[Window]:
+        return [w for t in self.timings for w in t.windows]
+
+    @property
+    def outputs(self) -> list[np.ndarray] | None:
+        """The session's outputs for the fidelity check (the instances' sessions are gone)."""
+        return self.timed[0].outputs if self.layout is None else None
+
+    def warnings(self, task: Task) -> list[str]:
+        """The cache's notes, then what ran otherwise than asked, how, and how stable."""
+        out = list(dict.fromkeys(n for t in self.timed for n in t.cache.notes))
+        ex = self.timed[0].execution
+        if ex.executed_precision != task.precision:
+            out.append(f"asked for {task.precision}, {task.engine} executed "
+                       f"{ex.executed_precision} ({ex.layer_precisions})")
+        if task.support.reason:
+            out.append(task.support.reason)
+        if self.layout is not None:
+            out.append(f"{self.layout.describe()} (instances x cores, {self.layout.name} layout: "
+                       f"{self.layout.reason}); throughput is the instances' sum, latency pooled")
+        spread = cv(self.per_repeat)
+        if spread is not None and spread > CV_WARN:
+            out.append(f"unstable: throughput varies {spread:.1%} between repeats (over "
+                       f"{CV_WARN:.0%}); close other programs, raise --duration or --repeats")
+        return out
+
+
+def time_task(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, reporter: Reporter,
+              calibration: Calibration, start: StartHook | None = None,
+              check: FidelityCheck | None = None) -> TimedRun:
+    """Prepare and time ``task`` in this process, or in the pinned instances its layout asks
+    for; with ``check``, this process's session keeps its outputs for the fidelity check."""
     plan = cfg.plan(task.precision, task.mode, task.batch)
     started = now()
     progress = reporter.start(task.id, plan)
@@ -165,95 +213,88 @@ def measure_task(
 
     nodes = numa_cores()
     layout = layout_for(cfg, task.mode, nodes)
-    instances: list[InstanceResult] = []
-    extra: dict[str, Any] = {}
     if layout is None:
-        threads = cfg.launch.threads
         # FP32's outputs are the reference: taken from a measurement at a small batch (its
         # latency), made apart (a session at batch 1) before one large batch would be run.
         wanted = check is not None and (task.precision != "fp32" or (
             not check.has_reference(task.engine) and plan.batch_size <= len(check.images)))
-        one = _prepare_and_time(task, engine, model, cfg, plan, threads, calibration, progress,
-                                phase("go"), phase("ready"), check if wanted else None)
-        timed, outputs = [one], one.outputs
-        timings = [one.timing]
-        per_repeat = [w.throughput for w in one.timing.windows]
-        cache_notes = list(one.cache.notes)
-    else:
-        threads = cfg.launch.threads if cfg.launch.threads_explicit else layout.cores_per_instance
+        one = _prepare_and_time(task, engine, model, cfg, plan, cfg.launch.threads, calibration,
+                                progress, phase("go"), phase("ready"), check if wanted else None)
+        return TimedRun(plan, [one], cfg.launch.threads, [w.throughput for w in one.timing.windows],
+                        started, released[0] if released else None)
+    threads = cfg.launch.threads if cfg.launch.threads_explicit else layout.cores_per_instance
 
-        def tick(seconds: float) -> None:
-            if progress and plan.duration:
-                progress("window", min(int(seconds // plan.duration), plan.repeats))
-                progress("timed", seconds % plan.duration)
+    def tick(seconds: float) -> None:
+        if progress and plan.duration:
+            progress("window", min(int(seconds // plan.duration), plan.repeats))
+            progress("timed", seconds % plan.duration)
 
-        job = InstanceJob(task, cfg, model, plan, threads)
-        phase("ready")()
-        done = run_instances("visionbench.scenarios.measure:instance_main", [job] * layout.instances,
-                             layout, nodes, tick, phase("go"))
-        timed = [d.value for d in done]
-        timings = [t.timing for t in timed]
-        per_repeat = combined_throughput(timings)
-        cache_notes = list(dict.fromkeys(n for t in timed for n in t.cache.notes))
-        for d, t in zip(done, timings, strict=True):
-            instances.append(InstanceResult(
-                index=d.index, cores=list(d.cores), affinity=d.affinity,
-                throughput_ips=statistics.median(w.throughput for w in t.windows),
-                throughput_per_repeat=[w.throughput for w in t.windows],
-                latency=latency_summary(np.concatenate([w.latencies_ns for w in t.windows])),
-            ))
-        extra = {"instances": layout.instances, "cores_per_instance": layout.cores_per_instance,
-                 "layout": layout.name, "layout_reason": layout.reason,
-                 "pinning": pinning(nodes), "per_instance": instances}
-    ex = timed[0].execution
-    fid = None
-    if check is not None:
-        if layout is not None:  # the instances' sessions are gone: one made here if needed
-            outputs = None
+    job = InstanceJob(task, cfg, model, plan, threads)
+    phase("ready")()
+    done = run_instances("visionbench.scenarios.measure:instance_main", [job] * layout.instances,
+                         layout, nodes, tick, phase("go"))
+    timed: list[Timed] = [d.value for d in done]
+    instances = [InstanceResult(
+        index=d.index, cores=list(d.cores), affinity=d.affinity,
+        throughput_ips=statistics.median(w.throughput for w in t.timing.windows),
+        throughput_per_repeat=[w.throughput for w in t.timing.windows],
+        latency=latency_summary(np.concatenate([w.latencies_ns for w in t.timing.windows])),
+    ) for d, t in zip(done, timed, strict=True)]
+    return TimedRun(plan, timed, threads, combined_throughput([t.timing for t in timed]), started,
+                    released[0] if released else None, layout, instances)
 
-        def session(precision: str | None = None) -> Session:
-            return _prepare(task, engine, model, cfg, cfg.launch.threads, calibration, 1, precision)
 
-        if task.precision == "fp32":
-            if outputs is not None:
-                check.keep_reference(task.engine, outputs)
-        else:
-            fid = check.judge(engine, outputs, session, lambda: session("fp32"))
-    emulated = task.support.status == "emulated"
-    spread = cv(per_repeat)
+def _fidelity(run: TimedRun, task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig,
+              calibration: Calibration, check: FidelityCheck) -> Fidelity | None:
+    """FP32's outputs kept as the reference; a lower precision's judged against them (sessions
+    at batch 1 made here where the timed one's outputs are not at hand)."""
+    def session(precision: str | None = None) -> Session:
+        return _prepare(task, engine, model, cfg, cfg.launch.threads, calibration, 1, precision)
+
+    if task.precision == "fp32":
+        if run.outputs is not None:
+            check.keep_reference(task.engine, run.outputs)
+        return None
+    return check.judge(engine, run.outputs, session, lambda: session("fp32"))
+
+
+def record(run: TimedRun, task: Task, model: ModelSpec, store: RunStore,
+           fidelity: Fidelity | None = None) -> Measurement:
+    """The Measurement of a timed run (its raw latencies written beside the results)."""
+    ex, plan, timings = run.timed[0].execution, run.plan, run.timings
     pooled = pooled_latencies(timings)
-    windows = [w for t in timings for w in t.windows]
-    warnings: list[str] = cache_notes
-    if ex.executed_precision != task.precision:
-        warnings.append(f"asked for {task.precision}, {task.engine} executed "
-                        f"{ex.executed_precision} ({ex.layer_precisions})")
-    if task.support.reason:
-        warnings.append(task.support.reason)
-    if layout is not None:
-        warnings.append(f"{layout.describe()} (instances x cores, {layout.name} layout: "
-                        f"{layout.reason}); throughput is the instances' sum, latency pooled")
-    if spread is not None and spread > CV_WARN:
-        warnings.append(
-            f"unstable: throughput varies {spread:.1%} between repeats (over {CV_WARN:.0%}); "
-            "close other programs, raise --duration or --repeats"
-        )
-    raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in windows])
+    raw = store.write_raw(task.id, [w.latencies_ns.tolist() for w in run.windows])
+    extra: dict[str, Any] = {} if run.layout is None else {
+        "instances": run.layout.instances, "cores_per_instance": run.layout.cores_per_instance,
+        "layout": run.layout.name, "layout_reason": run.layout.reason,
+        "pinning": pinning(numa_cores()), "per_instance": run.instances}
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
         model=model.name, method=task.method, engine_method=task.same or None,
-        batch_size=plan.batch_size, threads=threads, status="ok",
+        batch_size=plan.batch_size, threads=run.threads, status="ok",
         support=task.support.status, executed_precision=ex.executed_precision,
-        emulated=emulated, layer_precisions=ex.layer_precisions, quantized_ops=ex.quantized_ops,
-        engine_details=ex.details, concurrency=Concurrency(**asdict(ex.concurrency)),
-        throughput_ips=statistics.median(per_repeat),
-        throughput_per_repeat=per_repeat,
-        cv=spread, latency=latency_summary(pooled), raw_latencies=raw,
+        emulated=task.support.status == "emulated", layer_precisions=ex.layer_precisions,
+        quantized_ops=ex.quantized_ops, engine_details=ex.details,
+        concurrency=Concurrency(**asdict(ex.concurrency)),
+        throughput_ips=statistics.median(run.per_repeat), throughput_per_repeat=run.per_repeat,
+        cv=cv(run.per_repeat), latency=latency_summary(pooled), raw_latencies=raw,
         repeats=plan.repeats, warmup_iterations=max(t.warmup_calls for t in timings),
         warmup_seconds=max(t.warmup_ns for t in timings) / 1e9, timed_iterations=len(pooled),
         timed_seconds=sum(w.wall_ns for w in timings[0].windows) / 1e9,
-        prepare_seconds=ex.prepare_seconds, memory=memory_record(timed),
-        energy=energy_record(timed[0], sum(w.images for t in timings for w in t.windows)),
-        cold_start=cold_record(timed[0]), warnings=warnings, fidelity=fid,
-        released_at=released[0] if released else None,
-        started_at=started, finished_at=now(), **extra,
+        prepare_seconds=ex.prepare_seconds, memory=memory_record(run.timed),
+        energy=energy_record(run.timed[0], sum(w.images for w in run.windows)),
+        cold_start=cold_record(run.timed[0]), warnings=run.warnings(task), fidelity=fidelity,
+        released_at=run.released_at, started_at=run.started_at, finished_at=now(), **extra,
     )
+
+
+def measure_task(
+    task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, store: RunStore,
+    reporter: Reporter, calibration: Calibration, start: StartHook | None = None,
+    check: FidelityCheck | None = None,
+) -> Measurement:
+    """Time ``task`` (``time_task``) and make its record; with ``check``, its outputs' fidelity
+    to FP32 (an FP32 task's outputs become the reference)."""
+    run = time_task(task, engine, model, cfg, reporter, calibration, start, check)
+    fid = _fidelity(run, task, engine, model, cfg, calibration, check) if check else None
+    return record(run, task, model, store, fid)
