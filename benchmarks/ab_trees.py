@@ -24,8 +24,10 @@ from pathlib import Path
 from _common import spread
 
 
-def run(tree: Path, args: list[str]) -> tuple[float, dict[str, float], list[str]]:
-    """Wall seconds of one run, its figure per measurement id, and its summary's section titles."""
+def run(tree: Path, args: list[str], save: Path | None = None
+        ) -> tuple[float, dict[str, float], list[str]]:
+    """Wall seconds of one run, its figure per measurement id, and its summary's section titles;
+    its console output written to ``save`` where given."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
@@ -33,6 +35,8 @@ def run(tree: Path, args: list[str]) -> tuple[float, dict[str, float], list[str]
         proc = subprocess.run([sys.executable, "-m", "visionbench", "run", *args, "--output",
                                str(out)], capture_output=True, text=True, env=env)
         wall = time.monotonic() - t0
+        if save is not None:
+            save.write_text(proc.stdout)
         if proc.returncode != 0:
             raise SystemExit(f"{tree}: visionbench failed: {proc.stderr.strip()[-500:]}")
         r = json.loads((out / "results.json").read_text())
@@ -52,6 +56,7 @@ def main() -> None:
     p.add_argument("a", type=Path, help="tree A (the baseline)")
     p.add_argument("b", type=Path, help="tree B")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--save", type=Path, help="where to write tree B's last console output")
     p.add_argument("args", nargs="*", help="visionbench run's arguments (after --)")
     opts = p.parse_args()
     trees = {"A": opts.a, "B": opts.b}
@@ -64,7 +69,8 @@ def main() -> None:
     for i in range(opts.rounds):
         order = ["A", "B"] if i % 2 == 0 else ["B", "A"]
         for name in order:
-            wall, figures, _ = run(trees[name], opts.args)
+            last = name == "B" and i == opts.rounds - 1
+            wall, figures, _ = run(trees[name], opts.args, opts.save if last else None)
             walls[name].append(wall)
             figs[name].append(figures)
         print(f"round {i + 1} ({' then '.join(order)}): A {walls['A'][-1]:.0f} s, "
