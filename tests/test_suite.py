@@ -117,6 +117,6 @@ def test_quick_runs_retinanet_at_512_and_says_so():
     names, notes = stand_ins(list(WORKLOADS))
     assert names == [("retinanet-512" if n == "retinanet" else n) for n in WORKLOADS]
     assert len(notes) == 1 and "retinanet is measured as retinanet-512" in notes[0]
-    suite_quick = RunConfig.of(engines=["openvino"], quick=True, suite=True).timing
-    assert suite_quick.plan("throughput", 2).duration == 0.5
+    suite_quick = RunConfig.of(engines=["openvino"], quick=True, suite=True)
+    assert suite_quick.plan("fp32", "throughput", 2).duration == 0.5
     assert RunConfig.of(engines=["openvino"], suite=True).plan("fp32", "latency").warmup == 5

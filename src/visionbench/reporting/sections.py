@@ -259,7 +259,7 @@ def accuracy(results: Results) -> list[Section]:
                         frozenset({5}) if a.mlperf_99 == "fail" else frozenset(), a.reason or ""))
     seconds = d.get("decode_and_preprocess_seconds")
     return [Section(
-        "accuracy", f"Accuracy ({d.get('images', '?')} images, {d.get('preprocessing', '')})",
+        "accuracy", f"Accuracy ({d.get('images', '?')} images)",
         columns("engine", "precision", "top-1", "top-5", "same top-1 as fp32", "MLPerf 99%", "ran",
                 numeric=("top-1", "top-5", "same top-1 as fp32")), tuple(rows),
         intro=f"{d.get('root')} ({d.get('layout')}), {d.get('preprocessing')}"

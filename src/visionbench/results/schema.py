@@ -463,12 +463,18 @@ class SystemFacts(BaseModel):
     python: str | None = None
 
 
+def _flat_options_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of the file as written: the engines' options flat beside the settings."""
+    options = schema["properties"].pop("engine_options")
+    schema["additionalProperties"] = options["additionalProperties"]
+
+
 class _StoredSettings(BaseModel):
     """What every settings record holds beside the sections' fields: the output and its policy,
     the reference batch sizes, and the engines' own options, written flat (as results.json has
     always had them: ``streams``, ``hint``, ...) and read back into ``engine_options``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_flat_options_schema)
 
     output: str | None = None
     existing: str = "refuse"
