@@ -6,17 +6,18 @@ name."""
 
 from __future__ import annotations
 
-from dataclasses import MISSING, Field, field
+from collections.abc import Callable
+from dataclasses import MISSING, field
 from typing import Any
 
 
 def flag(default: Any = None, *, help: str, name: str | None = None, group: str | None = None,
-         choices: tuple[str, ...] | None = None, cli_default: Any = MISSING) -> Any:
-    """A field declared as a flag: ``--field-name`` (or ``name``) with ``help``. ``default`` may
-    be a ``dataclasses.field(default_factory=...)``."""
+         choices: tuple[str, ...] | None = None, cli_default: Any = MISSING,
+         factory: Callable[[], Any] | None = None) -> Any:
+    """A field declared as a flag: ``--field-name`` (or ``name``) with ``help``; its default
+    made by ``factory`` where it is mutable."""
     meta = {"help": help, "flag": name, "group": group, "choices": choices,
             "cli_default": cli_default}
-    if isinstance(default, Field):
-        default.metadata = {**default.metadata, **meta}  # type: ignore[misc]
-        return default
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)

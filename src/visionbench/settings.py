@@ -89,18 +89,18 @@ class Study:
     engines' own options. List fields take a comma list on the command line."""
 
     engines: list[str] = flag(
-        field(default_factory=lambda: [DEFAULT_ENGINE]), group="study", name="--engine",
+        factory=lambda: [DEFAULT_ENGINE], group="study", name="--engine",
         cli_default=DEFAULT_ENGINE,
         help="Engine name, comma list, or 'all' (every installed engine).")
     precisions: list[Precision] = flag(
-        field(default_factory=lambda: list(PRECISIONS)), group="study", name="--precision",
+        factory=lambda: list(PRECISIONS), group="study", name="--precision",
         help=f"Comma list of {', '.join(PRECISIONS)} [default: all].")
     modes: list[Mode] = flag(
-        field(default_factory=lambda: list(MODES)), group="modes", name="--mode",
+        factory=lambda: list(MODES), group="modes", name="--mode",
         help=f"Comma list of {', '.join(MODES)} and cold (each engine and precision started in "
              f"fresh processes, timed to its first answer) [default: {','.join(MODES)}].")
     methods: list[str] = flag(
-        field(default_factory=lambda: list(METHODS)), group="method", name="--method",
+        factory=lambda: list(METHODS), group="method", name="--method",
         help="Comma list of reference (one process, one synchronous request, the reference "
              "batch) and engine (the engine's own throughput or latency configuration, as its "
              "benchmark tool runs it) [default: both; reference only when an engine option is "
@@ -110,7 +110,7 @@ class Study:
     #: Whether the user named the engines: then one that cannot run the model is an error.
     engines_explicit: bool = True
     model: str = flag(
-        "resnet50", group="study", cli_default="resnet50",
+        "resnet50", group="study",
         help="A built-in model (`visionbench models` lists them), or a path to an ONNX file or a "
              "TensorFlow model (.keras, .h5, .pb, SavedModel directory).")
     weights: Path | None = flag(
@@ -149,7 +149,7 @@ class Study:
     drop_caches: bool = flag(False, group="modes",
                              help="--mode cold: drop the OS file cache before each fresh process "
                                   "(root).")
-    seed: int = flag(0, group="study", cli_default=0, help="Seed of weights and inputs.")
+    seed: int = flag(0, group="study", help="Seed of weights and inputs.")
     #: The engines' own options given (``Engine.options``: OpenVINO's streams and hint, ONNX
     #: Runtime's inter-op threads...), by name; the configuration checks them.
     engine_options: dict[str, Any] = field(default_factory=dict)

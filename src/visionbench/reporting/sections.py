@@ -274,8 +274,8 @@ def tune(results: Results) -> list[Section]:
     if not results.tune:
         return []
     bound = next((t.max_latency_ms for t in results.tune if t.max_latency_ms), None)
-    rows, notes = [], []
-    for r in tune_rows(results):
+    rows, notes, found = [], [], tune_rows(results)
+    for r in found:
         rows.append(Row((r["engine"], r["precision"], r["setting"], r["ips"], r["p99"],
                          r["default"], r["vs"], f"{r['verdict']} (p {r['p']})", r["explored"]),
                         r["status"] != "ok"))
@@ -283,7 +283,7 @@ def tune(results: Results) -> list[Section]:
             notes.append(f"{r['engine']} {r['precision']}: the default was {r['default_setting']}"
                          + (f"; {r['verdict']}: {r['why']}" if r["why"] else "") + ".")
     notes += [f"Re-run {r['engine']} {r['precision']}: `{r['command']}`"
-              for r in tune_rows(results) if r["command"]]
+              for r in found if r["command"]]
     return [Section(
         "tune", "Tuned settings (confirmed round by round beside the default)"
         + (f", p99 per call within {bound:g} ms" if bound else ""),

@@ -157,8 +157,9 @@ class TimedRun:
     per_repeat: list[float]
     started_at: str
     released_at: float | None = None
-    #: Pinned instances: their layout and each one's figures; None and [] in this process.
+    #: Pinned instances: their layout, how they were pinned and each one's figures.
     layout: Layout | None = None
+    pinning: str | None = None
     instances: list[InstanceResult] = field(default_factory=list)
 
     @property
@@ -241,7 +242,7 @@ def time_task(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, repo
         latency=latency_summary(np.concatenate([w.latencies_ns for w in t.timing.windows])),
     ) for d, t in zip(done, timed, strict=True)]
     return TimedRun(plan, timed, threads, combined_throughput([t.timing for t in timed]), started,
-                    released[0] if released else None, layout, instances)
+                    released[0] if released else None, layout, pinning(nodes), instances)
 
 
 def _fidelity(run: TimedRun, task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig,
@@ -267,7 +268,7 @@ def record(run: TimedRun, task: Task, model: ModelSpec, store: RunStore,
     extra: dict[str, Any] = {} if run.layout is None else {
         "instances": run.layout.instances, "cores_per_instance": run.layout.cores_per_instance,
         "layout": run.layout.name, "layout_reason": run.layout.reason,
-        "pinning": pinning(numa_cores()), "per_instance": run.instances}
+        "pinning": run.pinning, "per_instance": run.instances}
     return Measurement(
         id=task.id, engine=task.engine, precision=task.precision, mode=task.mode,
         model=model.name, method=task.method, engine_method=task.same or None,
