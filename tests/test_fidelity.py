@@ -89,3 +89,28 @@ def test_a_run_records_fidelity_and_flags_what_is_under_its_threshold(tiny):
     assert good.task == {} and "seeded" in good.task_reason
     bad = check.compare(ref, [ref[0] * 1.5])
     assert bad.flags and "SNR" in bad.flags[0]
+
+
+def test_a_lower_precision_with_fp32s_outputs_is_a_contradiction(tmp_path, monkeypatch):
+    """The fake engine returns FP32's outputs for BF16 while recording BF16: the run says BF16
+    did not run, loudly, and the fidelity column does not call it clean."""
+    import json
+
+    import visionbench
+    from visionbench.reporting.format import fidelity_text
+
+    monkeypatch.setenv("VISIONBENCH_FAKE_ENGINE", json.dumps({"fp32_outputs_for": ["bf16"]}))
+    r = visionbench.run(model="resnet50-tiny", engines="fake", precisions="fp32,bf16,int8",
+                        modes="latency", duration=0.05, repeats=2, warmup=1,
+                        calibration_samples=8, isolation="none", output=tmp_path / "r")
+    by = {m.precision: m for m in r.measurements}
+    bf16, int8 = by["bf16"], by["int8"]
+    assert bf16.executed_precision == "bf16" and bf16.fidelity.contradiction
+    assert bf16.warnings[0].startswith("contradiction: asked bf16, fake recorded bf16, but the "
+                                       "outputs are FP32's bit for bit: BF16 did not run")
+    assert fidelity_text(bf16).endswith("FLAGGED")
+    assert not int8.fidelity.contradiction and not any(
+        w.startswith("contradiction") for w in int8.warnings)
+    from visionbench.reporting.notices import notices
+
+    assert any(n.level == "warning" and "BF16 did not run" in n.text for n in notices(r))

@@ -58,7 +58,7 @@ def test_packages_and_dram_are_read_and_a_wrap_is_corrected(powercap: Path):
 def test_energy_per_image_over_timed_windows_is_exact(powercap: Path):
     """Each batch of 4 images costs 1.5 J of package and 0.5 J of DRAM: 0.5 J per image, though
     the package counter wraps during the first window; the warm-up's energy is not counted."""
-    from visionbench.scenarios.measure import Timed, energy_record
+    from visionbench.scenarios.timed import Timed, energy_record
 
     pkg, dram = powercap / "intel-rapl:0", powercap / "intel-rapl:0" / "intel-rapl:0:1"
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from visionbench.config import RunConfig, parse_list
 from visionbench.engines import PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
+from visionbench.machine import TUNE_SAVED, Change, Check, MachineState
 from visionbench.reporter import Reporter
 from visionbench.results import Results
 from visionbench.results import load as _load
@@ -315,6 +316,26 @@ def system() -> dict[str, Any]:
     from visionbench.sysinfo import system_info
 
     return system_info().as_dict()
+
+
+def machine_state() -> tuple[MachineState, list[Check]]:
+    """The machine's state as a run records it at its start (governor, boost, SMT, huge pages,
+    isolated CPUs, hypervisor, steal, CPU pressure, load, busy processes), each fact judged with
+    advice."""
+    from visionbench.machine import Machine, checks
+
+    state = Machine().state()
+    return state, checks(state, available_cpus())
+
+
+def tune_machine(reset: bool = False) -> tuple[list[Change], list[str]]:
+    """Set the performance governor and visionbench's transparent huge pages setting where root
+    may (nothing of the user's is stopped), saving what was there in the cache; with ``reset``,
+    put it back. The changes made, and the knobs this machine does not offer (with why)."""
+    from visionbench.machine import Machine, Tuner
+
+    tuner = Tuner(Machine(), cache_dir() / TUNE_SAVED)
+    return (tuner.reset(), []) if reset else tuner.tune()
 
 
 def list_engines() -> list[EngineInfo]:

@@ -13,6 +13,7 @@ from visionbench.data.calibration import Calibration
 from visionbench.engines import Engine, SessionSpec, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import TimingPlan
+from visionbench.harness.watch import Thresholds
 from visionbench.models.shapes import parse_shape
 from visionbench.models.spec import ModelSpec
 from visionbench.settings import (
@@ -151,7 +152,16 @@ class RunConfig:
             repeats=t.repeats or d.repeats,
             duration=None if t.iterations is not None else (t.duration or d.duration),
             iterations=t.iterations,
+            extra=(t.repeats or d.repeats) if t.extra_windows is None else t.extra_windows,
+            until_stable=None if t.until_stable is None else t.until_stable / 100,
         )
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """When a timed window is disturbed."""
+        t = self.timing
+        return Thresholds(others=t.disturbed_others / 100, steal=t.disturbed_steal / 100,
+                          slowdown=t.disturbed_slowdown / 100)
 
     def options_for(self, engine: Engine) -> dict[str, Any]:
         """The given options that ``engine`` declares."""

@@ -46,6 +46,11 @@ LAYOUTS = ("throughput", "latency", "reference")
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: A fleet's node slower than its median by more than this many percent is an outlier.
 OUTLIER_PCT = 10.0
+#: When a timed window is disturbed (percent of the measured cores' time, or of their speed):
+#: other processes' CPU time, the hypervisor's steal, the cores' slowdown at both its edges.
+DISTURBED_OTHERS_PCT = 10.0
+DISTURBED_STEAL_PCT = 10.0
+DISTURBED_SLOWDOWN_PCT = 10.0
 
 
 @dataclass(frozen=True)
@@ -192,9 +197,37 @@ class Timing:
              "repeats.")
     #: The suite's shorter windows (``SUITE``, ``SUITE_QUICK``).
     suite: bool = False
+    extra_windows: int | None = flag(
+        group="timing", help="Windows that may be added to the repeats: in place of disturbed "
+                             "ones (another process, steal or a slower core took more than its "
+                             "threshold), or to reach --until-stable [default: as many as "
+                             "--repeats].")
+    until_stable: float | None = flag(
+        group="timing", help="Add windows until the throughput's 95% interval is within this "
+                             "many percent of the figure, or --extra-windows is spent.")
+    disturbed_others: float = flag(
+        DISTURBED_OTHERS_PCT, group="timing",
+        help="A window is disturbed when processes that are not visionbench's took more than "
+             "this percent of the measured cores' time.")
+    disturbed_steal: float = flag(
+        DISTURBED_STEAL_PCT, group="timing",
+        help="... or the hypervisor stole more than this percent of their time.")
+    disturbed_slowdown: float = flag(
+        DISTURBED_SLOWDOWN_PCT, group="timing",
+        help="... or a short probe found the cores this percent slower than the median of the "
+             "process's probes at both ends of the window.")
 
     def __post_init__(self) -> None:
         _positive({"--iterations": self.iterations, "--repeats": self.repeats})
+        if self.extra_windows is not None and self.extra_windows < 0:
+            raise VisionbenchError(f"--extra-windows must be 0 or more, got {self.extra_windows}")
+        if self.until_stable is not None and not 0 < self.until_stable < 100:
+            raise VisionbenchError(f"--until-stable must be a percent between 0 and 100, got "
+                                   f"{self.until_stable:g}")
+        for name in ("disturbed_others", "disturbed_steal", "disturbed_slowdown"):
+            if not 0 < (v := getattr(self, name)) <= 100:
+                raise VisionbenchError(f"--{name.replace('_', '-')} must be a percent above 0 "
+                                       f"and at most 100, got {v:g}")
         if self.duration is not None and not self.duration > 0:
             raise VisionbenchError(f"--duration must be positive seconds, got {self.duration}")
         if self.warmup is not None and self.warmup < 0:

@@ -197,9 +197,15 @@ def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | No
 
 
 @cli.command()
-def sysinfo() -> None:
-    """Print the system facts that every run records."""
+@click.option("--tune", "how", flag_value="tune", help="Set the performance governor and huge "
+              "pages madvise where root may (nothing of yours stopped), saving what was there.")
+@click.option("--reset", "how", flag_value="reset", help="Put back what --tune changed.")
+def sysinfo(how: str | None) -> None:
+    """Print the system facts and the machine's state each run records, judged with advice."""
+    if how is not None:
+        return tables.print_changes(console, *api.tune_machine(reset=how == "reset"), how == "reset")
     tables.print_system(console, api.system())
+    tables.print_state(console, *api.machine_state())
 
 
 @cli.command()
@@ -210,8 +216,7 @@ def engines() -> None:
 
 @cli.command()
 def models() -> None:
-    """List the built-in models: task, parameters, GFLOPs, input, weights, and which installed
-    engines can run each."""
+    """List the built-in models: task, parameters, GFLOPs, input, weights, engines that run each."""
     tables.print_models(console, api.list_models(), api.list_engines())
 
 

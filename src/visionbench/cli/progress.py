@@ -45,16 +45,18 @@ class ConsoleReporter(Reporter):
             if phase == "warmup":
                 self.progress.update(task, state=f"warm-up {int(value)}/{plan.warmup}")
             elif phase == "timed":
-                done = windows_done * per_window + min(value, per_window)
+                done = min(windows_done, plan.repeats - 1) * per_window + min(value, per_window)
+                more = " (extra)" if windows_done >= plan.repeats else ""
                 self.progress.update(
                     task, completed=done,
-                    state=f"repeat {windows_done + 1}/{plan.repeats}, {done:.0f}/{total:.0f}{unit}",
+                    state=f"window {windows_done + 1}/{plan.repeats}{more}, "
+                          f"{done:.0f}/{total:.0f}{unit}",
                 )
             else:
                 windows_done = int(value)
                 self.progress.update(
-                    task, completed=windows_done * per_window,
-                    state=f"repeat {windows_done}/{plan.repeats} done",
+                    task, completed=min(windows_done, plan.repeats) * per_window,
+                    state=f"window {windows_done}/{plan.repeats} done",
                 )
 
         return update
@@ -65,7 +67,7 @@ class ConsoleReporter(Reporter):
             self.progress.update(self._task, state=state)
         self._task = None
         for w in m.warnings:
-            loud = w.startswith("unstable")
+            loud = w.startswith(("unstable", "disturbed", "contradiction"))
             label = ("WARNING", "bold red") if loud else ("note", "yellow")
             self.progress.console.print(Text.assemble(label, f" {m.id}: {w}"))
 

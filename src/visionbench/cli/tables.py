@@ -12,6 +12,7 @@ from rich.text import Text
 
 from visionbench.cache import Entry as CacheEntry
 from visionbench.engines import PRECISIONS, EngineInfo
+from visionbench.machine import Change, Check, MachineState
 from visionbench.models.registry import Entry
 from visionbench.results import Results
 
@@ -43,6 +44,31 @@ def print_system(console: Console, facts: dict) -> None:
     for k, v in facts.items():
         t.add_row(k, Text(" ".join(v) if isinstance(v, list) else str(v)))
     console.print(t)
+
+
+_VERDICT_STYLE = {"ok": "green", "warn": "bold red", "note": "yellow", "hidden": "dim"}
+
+
+def print_state(console: Console, state: MachineState, checks: list[Check]) -> None:
+    """The machine's state, each fact with its verdict and advice."""
+    t = Table(title="Machine state (sampled for 0.5 s)")
+    for col in ("fact", "value", "verdict", "advice"):
+        t.add_column(col)
+    for c in checks:
+        t.add_row(c.name, Text(c.value), Text(c.verdict, style=_VERDICT_STYLE[c.verdict]),
+                  Text(c.advice))
+    console.print(t)
+
+
+def print_changes(console: Console, changes: list[Change], missing: list[str], reset: bool) -> None:
+    """What ``sysinfo --tune`` or ``--reset`` changed, and what this machine does not offer."""
+    for c in changes:
+        console.print(Text(f"{'reset' if reset else 'set'} {c.knob}: {c.path}: {c.before} -> "
+                           f"{c.after}"))
+    if not changes:
+        console.print(Text("nothing to change" if not reset else "nothing was changed"))
+    for m in missing:
+        console.print(Text(f"not offered here: {m}", style="yellow"))
 
 
 def print_engines(console: Console, engines: list[EngineInfo]) -> None:

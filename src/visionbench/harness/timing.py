@@ -1,6 +1,9 @@
 """Warm-up, then timed windows: each window runs inferences back to back (one synchronous call
 at a time, or several asynchronous requests kept in flight) and keeps every inference's latency
-raw. Throughput = images completed / wall time of the window."""
+raw. Throughput = images completed / wall time of the window. With a watch (``harness.watch``),
+each window is judged at its end, and one found disturbed is set aside and measured again, up to
+``plan.extra`` windows more; with ``plan.until_stable``, windows are added until the throughput's
+interval is that narrow, within the same allowance."""
 
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from visionbench.harness.watch import WindowWatch
+from visionbench.stats import relative_halfwidth
+
 
 @dataclass(frozen=True)
 class TimingPlan:
@@ -20,10 +26,29 @@ class TimingPlan:
     repeats: int  # independent timed windows
     duration: float | None = None  # seconds per window, or
     iterations: int | None = None  # inferences per window
+    #: Windows that may be added to the repeats, in place of disturbed ones or to narrow the
+    #: interval (``until_stable``).
+    extra: int = 0
+    #: Add windows until the throughput's 95% interval's half-width is within this share of its
+    #: mean (0.02: 2%); None: the repeats are enough.
+    until_stable: float | None = None
 
     def __post_init__(self) -> None:
         if (self.duration is None) == (self.iterations is None):
             raise ValueError("a timing plan needs exactly one of duration or iterations")
+
+    def more(self, windows: Sequence[Window]) -> bool:
+        """Whether another window is needed after ``windows``: fewer clean ones than the repeats,
+        or an interval wider than asked, while the allowance lasts."""
+        if len(windows) >= self.repeats + self.extra:
+            return False
+        clean = [w.throughput for w in windows if w.disturbed is None]
+        if len(clean) < self.repeats:
+            return True
+        if self.until_stable is None:
+            return False
+        half = relative_halfwidth(clean)
+        return half is None or half > self.until_stable
 
     @property
     def planned_seconds(self) -> float | None:
@@ -38,6 +63,14 @@ class Meter(Protocol):
     def joules(self, start: list[int], end: list[int]) -> dict[str, float]: ...
 
 
+class Watch(Protocol):
+    """What else ran over each window (``visionbench.harness.watch.Watcher``)."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> WindowWatch: ...
+
+
 @dataclass(frozen=True)
 class Window:
     """One timed window: every inference's latency in nanoseconds and the window's wall time
@@ -47,6 +80,12 @@ class Window:
     wall_ns: int
     batch_size: int
     energy_j: dict[str, float] | None = None
+    watch: WindowWatch | None = None
+
+    @property
+    def disturbed(self) -> str | None:
+        """Why the window was disturbed (it is left out of the figure); None: it is clean."""
+        return None if self.watch is None else self.watch.disturbed
 
     @property
     def images(self) -> int:
@@ -74,17 +113,22 @@ def _energy(meter: Meter | None, start: list[int] | None) -> dict[str, float] | 
     return None if end is None else meter.joules(start, end)
 
 
+def clean(windows: Sequence[Window]) -> list[Window]:
+    """The windows a figure is made of: the clean ones, or all where none is."""
+    return [w for w in windows if w.disturbed is None] or list(windows)
+
+
 Progress = Callable[[str, float], None]  # (phase, seconds or iterations done) -> None
 
 
 def measure(
     infer: Callable[[Any], Any], inputs: Sequence[Any], plan: TimingPlan,
     progress: Progress | None = None, go: Callable[[], None] | None = None,
-    meter: Meter | None = None,
+    meter: Meter | None = None, watch: Watch | None = None,
 ) -> Timing:
     """Run ``infer`` over ``inputs`` (cycled) per ``plan``; nothing but the call is timed.
     ``go`` is called between warm-up and the first window (the instances' barrier); ``meter``
-    is read at each window's edges."""
+    and ``watch`` are read at each window's edges."""
     clock = time.perf_counter_ns
     n_inputs = len(inputs)
     t0 = clock()
@@ -102,10 +146,12 @@ def measure(
     limit_it = plan.iterations
     windows: list[Window] = []
     report_every = 200_000_000  # ns between progress callbacks, kept off the per-call path
-    for _ in range(plan.repeats):
+    while plan.more(windows):
         lat: list[int] = []
         i = 0
         counters = meter.read() if meter is not None else None
+        if watch is not None:
+            watch.begin()
         start = clock()
         end = start
         next_report = start + report_every
@@ -126,7 +172,7 @@ def measure(
                 next_report = end + report_every
                 progress("timed", (end - start) / 1e9 if limit_ns else i)
         windows.append(Window(np.asarray(lat, dtype=np.int64), end - start, plan.batch_size,
-                              _energy(meter, counters)))
+                              _energy(meter, counters), watch.end() if watch else None))
         if progress:
             progress("window", len(windows))
     return Timing(warmup_ns, windows, plan.warmup, first_ns)
@@ -204,7 +250,7 @@ class _InFlight:
 def measure_async(
     start: Start, requests: int, inputs: Sequence[Any], plan: TimingPlan,
     progress: Progress | None = None, go: Callable[[], None] | None = None,
-    meter: Meter | None = None,
+    meter: Meter | None = None, watch: Watch | None = None,
 ) -> Timing:
     """Like ``measure``, with ``requests`` asynchronous requests kept in flight, as OpenVINO's
     benchmark_app runs its throughput hint: a new batch starts the moment a request is free.
@@ -217,14 +263,14 @@ def measure_async(
     before timing starts."""
     flight = _InFlight(start, requests)
     try:
-        return _timed_async(flight, inputs, plan, progress, go, meter)
+        return _timed_async(flight, inputs, plan, progress, go, meter, watch)
     finally:
         flight.close()
 
 
 def _timed_async(flight: _InFlight, inputs: Sequence[Any], plan: TimingPlan,
-                 progress: Progress | None, go: Callable[[], None] | None, meter: Meter | None
-                 ) -> Timing:
+                 progress: Progress | None, go: Callable[[], None] | None, meter: Meter | None,
+                 watch: Watch | None) -> Timing:
     requests = flight.requests
     n_inputs = len(inputs)
     clock = time.perf_counter_ns
@@ -245,9 +291,11 @@ def _timed_async(flight: _InFlight, inputs: Sequence[Any], plan: TimingPlan,
     limit_ns = None if plan.duration is None else int(plan.duration * 1e9)
     windows: list[Window] = []
     report_every = 200_000_000
-    for _ in range(plan.repeats):
+    while plan.more(windows):
         submitted = 0
         counters = meter.read() if meter is not None else None
+        if watch is not None:
+            watch.begin()
         begin = clock()
         next_report = begin + report_every
         while True:
@@ -270,7 +318,8 @@ def _timed_async(flight: _InFlight, inputs: Sequence[Any], plan: TimingPlan,
         flight.drain()
         lat = flight.take()
         windows.append(Window(np.asarray(lat, dtype=np.int64), flight.last_end - begin,
-                              plan.batch_size, _energy(meter, counters)))
+                              plan.batch_size, _energy(meter, counters),
+                              watch.end() if watch else None))
         if progress:
             progress("window", len(windows))
     return Timing(warmup_ns, windows, warmup, first_ns)

@@ -28,6 +28,20 @@ from visionbench.launch.protocol import Message
 
 #: Seconds a child is given to end by itself once its connection is closed, before it is killed.
 GRACE = 5.0
+#: The pid of the process that started the run, passed down to every child: the run's own
+#: processes are that one and those below it (the window watcher never counts them as others).
+ROOT_ENV = "VISIONBENCH_ROOT_PID"
+
+
+#: Set by a fleet's node on its visionbench processes: the same value marks another node's of the
+#: same fleet run, a known neighbour on a machine the nodes share, never a disturbance.
+FLEET_ENV = "VISIONBENCH_FLEET_RUN"
+
+
+def root_pid() -> int:
+    """The process that started this run (this one where no parent of visionbench's said)."""
+    given = os.environ.get(ROOT_ENV, "")
+    return int(given) if given.isdigit() else os.getpid()
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ class Child:
         mine, theirs = socket.socketpair()
         # The parent's import path, so that the child finds what the parent imports (a test's
         # module, a user's package) without running the parent's main module.
-        env = {**os.environ, **how.env,
+        env = {**os.environ, **how.env, ROOT_ENV: str(root_pid()),
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         args = [*how.command(), str(theirs.fileno())]
         if how.cpus:

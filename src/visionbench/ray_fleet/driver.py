@@ -160,11 +160,16 @@ def _planned(cfg: RunConfig) -> int:
     return len(st.engines) * sum(len(cfg.batches(p, m)) for p in st.precisions for m in st.modes)
 
 
+#: What this fleet run's node processes carry in their environment (``launch.process.FLEET_ENV``).
+_RUN_MARK = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
 def _launch(node: FleetNode, cfg: RunConfig, command: list[str], mode: str,
             barrier: Any | None, start_timeout: float, reporter: Reporter) -> _Stream:
     threads = cfg.launch.threads if cfg.launch.threads_explicit else max(1, int(node.cpus))
     info = {"name": node.name, "node_id": node.node_id, "hostname": node.hostname,
-            "address": node.address, "ray_cpus": node.cpus, "fleet_mode": mode}
+            "address": node.address, "ray_cpus": node.cpus, "fleet_mode": mode,
+            "fleet_run": _RUN_MARK}
     gen = node_study.options(num_cpus=node.cpus, scheduling_strategy=pinned(node)).remote(
         cfg.replace(threads=threads), command, info, barrier)
     submitted = time.monotonic()

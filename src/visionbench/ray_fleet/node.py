@@ -5,6 +5,7 @@ each measurement; and the barrier actor that releases each measurement on every 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import tempfile
@@ -16,6 +17,7 @@ from typing import Any
 import ray
 
 from visionbench.config import RunConfig
+from visionbench.launch.process import FLEET_ENV
 from visionbench.reporter import Reporter
 from visionbench.scenarios.scenario import Task
 from visionbench.scenarios.study import run_steps
@@ -103,6 +105,8 @@ def node_study(cfg: RunConfig, command: list[str], node: dict[str, Any],
     # Where the task really runs, as the node itself reports it (the driver asked for node_id).
     node = {**node, "ran_on_node_id": ray.get_runtime_context().get_node_id(),
             "ran_on_hostname": socket.gethostname()}
+    # This node's processes (its worker processes inherit it) are known to the other nodes'.
+    os.environ[FLEET_ENV] = node["fleet_run"]
     try:
         yield {}  # started: the driver knows the task was scheduled
         fresh = cfg.replace(output=directory, existing="refuse", replace_records=False)

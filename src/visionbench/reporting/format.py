@@ -34,6 +34,8 @@ def fidelity_text(m: Measurement) -> str:
     f = m.fidelity
     if f is None:
         return ""
+    if f.contradiction:
+        return "FP32's own outputs FLAGGED"
     snrs = [o.snr_db for o in f.outputs if o.snr_db is not None]
     parts = [f"{min(snrs):.1f} dB" if snrs else "identical"]
     for key, what in (("top1_agreement", "top-1"), ("boxes_kept", "boxes"),
@@ -148,11 +150,36 @@ def per_batch(results: Results) -> bool:
     return results.kind in ("sweep", "tune")
 
 
+def with_interval(value: float | None, ci: tuple[float, float] | None, spec: str = ".2f") -> str:
+    """``54.2 ± 0.8``: the figure and the farther bound of its 95% interval (the percentiles'
+    intervals are not symmetric: the wider side is shown)."""
+    if value is None or ci is None:
+        return fmt(value, spec)
+    return f"{format(value, spec)} ± {format(max(value - ci[0], ci[1] - value), spec)}"
+
+
+def throughput_text(m: Measurement) -> str:
+    """images/s with the 95% interval of its windows' mean."""
+    return with_interval(m.throughput_ips, m.throughput_ci95, ".1f")
+
+
+def windows_text(m: Measurement) -> str:
+    """How many windows the figure is made of: ``3``, ``3 (1 redone)``, ``1 of 3 DISTURBED``."""
+    if not m.windows or m.clean_windows is None:
+        return str(m.repeats or "—")
+    if m.disturbed:
+        return f"{m.clean_windows} of {m.repeats} DISTURBED"
+    redone = sum(w.disturbed is not None for w in m.windows)
+    return f"{m.clean_windows}" + (f" ({redone} redone)" if redone else "")
+
+
 def latency_values(m: Measurement) -> list[str]:
-    """p50, p90, p99, p99.9 and mean in ms."""
+    """p50, p90, p99 (each with its 95% interval), p99.9 and mean in ms."""
     lat = m.latency
-    vals = [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.mean_ms] if lat else [None] * 5
-    return [fmt(v) for v in vals]
+    if lat is None:
+        return ["—"] * 5
+    return [with_interval(lat.p50_ms, lat.p50_ci), with_interval(lat.p90_ms, lat.p90_ci),
+            with_interval(lat.p99_ms, lat.p99_ci), fmt(lat.p999_ms), fmt(lat.mean_ms)]
 
 
 def fp32_ratios(ms: list[Measurement]) -> dict[str, str]:

@@ -31,7 +31,7 @@ def notices(results: Results) -> list[Notice]:
                                                f"{m.precision}; the figure is not what a CPU with it "
                                                "would reach"))
         for w in m.warnings:
-            loud = w.startswith(("unstable", "asked for"))
+            loud = w.startswith(("unstable", "asked for", "disturbed", "contradiction"))
             out.append(Notice("warning" if loud else "note", m.id, w))
     for a in results.accuracy:
         subject = f"accuracy {a.engine} {a.precision}"

@@ -24,8 +24,10 @@ from visionbench.reporting.format import (
     ran_as,
     resource_notes,
     suite_note,
+    throughput_text,
     throughput_title,
     tune_rows,
+    windows_text,
 )
 from visionbench.results import Measurement, Results
 from visionbench.results.kinds import RecordKind
@@ -74,11 +76,12 @@ def columns(*names: str, numeric: tuple[str, ...] = ()) -> tuple[Column, ...]:
 
 
 def _flagged(*cells: str) -> frozenset[int]:
-    return frozenset(i for i, c in enumerate(cells) if c.endswith("FLAGGED"))
+    return frozenset(i for i, c in enumerate(cells) if c.endswith(("FLAGGED", "DISTURBED")))
 
 
 def _bad(m: Measurement) -> bool:
-    return m.status != "ok" or m.emulated or any(w.startswith("unstable") for w in m.warnings)
+    return m.status != "ok" or m.emulated or m.disturbed or any(
+        w.startswith("unstable") for w in m.warnings)
 
 
 BAR_THROUGHPUT = ("throughput", "Throughput per precision, grouped by engine; bars labelled with "
@@ -93,13 +96,13 @@ def throughput(results: Results) -> list[Section]:
     if not ms:
         return []
     sweep, tune = per_batch(results), results.kind == "tune"
-    names = ["engine", "precision", *(["phase"] if tune else []), "batch", "images/s", "repeats",
+    names = ["engine", "precision", *(["phase"] if tune else []), "batch", "images/s", "windows",
              "CV", "vs fp32", *(["p50 ms", "p99 ms"] if sweep else []), "ran", "fidelity to fp32"]
     ratios = fp32_ratios(results.measurements)
     rows = []
     for m in ms:
         cells = (engine_text(m), m.precision, *([m.phase or ""] if tune else []), batch_text(m),
-                 fmt(m.throughput_ips, ".1f"), str(m.repeats or "—"),
+                 throughput_text(m), windows_text(m),
                  "—" if m.cv is None else f"{100 * m.cv:.1f}%", ratios[m.id],
                  *(batch_latency(m) if sweep else []), ran_as(m), fidelity_text(m))
         rows.append(Row(cells, _bad(m), _flagged(*cells), m.reason or ""))
@@ -114,7 +117,7 @@ def throughput(results: Results) -> list[Section]:
     else:
         figures = (BAR_THROUGHPUT,)
     return [Section("throughput", throughput_title(results),
-                    columns(*names, numeric=("batch", "images/s", "repeats", "CV", "vs fp32",
+                    columns(*names, numeric=("batch", "images/s", "windows", "CV", "vs fp32",
                                              "p50 ms", "p99 ms")),
                     tuple(rows), figures=figures)]
 
@@ -126,13 +129,14 @@ def latency(results: Results) -> list[Section]:
     rows = []
     for m in ms:
         cells = (engine_text(m), m.precision, *latency_values(m),
-                 str(m.latency.count) if m.latency else "—", fmt(m.throughput_ips, ".1f"),
-                 ran_as(m), fidelity_text(m))
+                 str(m.latency.count) if m.latency else "—", windows_text(m),
+                 fmt(m.throughput_ips, ".1f"), ran_as(m), fidelity_text(m))
         rows.append(Row(cells, _bad(m), _flagged(*cells), m.reason or ""))
     return [Section("latency", "Latency (batch size 1, ms per image)",
                     columns("engine", "precision", "p50", "p90", "p99", "p99.9", "mean", "samples",
-                            "images/s", "ran", "fidelity to fp32",
-                            numeric=("p50", "p90", "p99", "p99.9", "mean", "samples", "images/s")),
+                            "windows", "images/s", "ran", "fidelity to fp32",
+                            numeric=("p50", "p90", "p99", "p99.9", "mean", "samples", "windows",
+                                     "images/s")),
                     tuple(rows), figures=(BAR_LATENCY,))]
 
 

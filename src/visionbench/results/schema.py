@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from visionbench.machine import MachineState
 from visionbench.results.rundir import ended_text
 from visionbench.settings import SECTIONS
 from visionbench.stats import LatencySummary
@@ -43,6 +44,46 @@ class CellKey(NamedTuple):
         """The engine, with the model (where several are shown) and any method but the reference."""
         return (f"{self.model} " if with_model else "") + self.engine + (
             "" if self.method == "reference" else f" ({self.method} method)")
+
+
+class Consumer(BaseModel):
+    """A process that ran on the measured cores during a window (pid 0: time of processes that
+    exited, interrupts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comm: str = Field(description="the process's name (never its command line)")
+    pid: int
+    cores: float = Field(description="cores' worth of CPU it used over the window (1.0: a core)")
+
+
+class WindowRecord(BaseModel):
+    """One timed window and what else happened on the measured cores meanwhile (shares of
+    their time, 0 to 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="1-based, in the order the windows ran")
+    instance: int | None = Field(None, description="the pinned instance that ran it")
+    throughput_ips: float
+    seconds: float
+    disturbed: str | None = Field(None, description="why it was left out of the figure")
+    others: float | None = Field(None, description="CPU time of processes not visionbench's")
+    steal: float | None = None
+    iowait: float | None = None
+    pressure: float | None = Field(None, description="share of the wall time some task waited "
+                                   "for a CPU (/proc/pressure/cpu some)")
+    speed: float | None = Field(None, description="the probe's speed at the window's end, "
+                                "relative to the median of the process's probes")
+    freq_mhz: float | None = None
+    throttled: int | None = None
+    top: list[Consumer] = Field(default_factory=list)
+    neighbours: float | None = Field(None, description="CPU time of a fleet's other nodes on a "
+                                     "machine they share (known neighbours, not a disturbance)")
+    watcher_cpu_s: float | None = Field(None, description="CPU seconds the watcher's reads of "
+                                        "/proc and /sys took at its edges")
+    probe_s: float | None = Field(None, description="seconds the speed probe ran after it (in "
+                                  "the measuring thread, outside the window)")
 
 
 class InstanceResult(BaseModel):
@@ -83,6 +124,8 @@ class Fidelity(BaseModel):
         "pixel_agreement, mean_iou")
     task_reason: str | None = Field(None, description="why no task fidelity was computed")
     flags: list[str] = Field(default_factory=list, description="figures under their threshold")
+    contradiction: bool = Field(False, description="a lower precision's outputs are FP32's bit "
+                                "for bit: it did not run, whatever the engine recorded")
 
 
 class Memory(BaseModel):
@@ -202,9 +245,19 @@ class Measurement(BaseModel):
     concurrency: Concurrency | None = Field(
         None, description="what the engine ran at once, read back (None: not told)")
     throughput_ips: float | None = Field(None, description="images/s, median of repeats")
-    throughput_per_repeat: list[float] = Field(default_factory=list)
+    throughput_per_repeat: list[float] = Field(
+        default_factory=list, description="images/s of each clean window (every window where "
+                                          "none was clean)")
+    throughput_ci95: tuple[float, float] | None = Field(
+        None, description="95% confidence interval of the windows' mean images/s (Student's t)")
     cv: float | None = Field(None, description="coefficient of variation of repeat throughputs")
-    latency: LatencySummary | None = Field(None, description="pooled over all timed windows")
+    latency: LatencySummary | None = Field(None, description="pooled over the clean windows")
+    windows: list[WindowRecord] = Field(
+        default_factory=list, description="every timed window, with what the watcher saw; "
+                                          "disturbed ones are left out of the figures")
+    clean_windows: int | None = Field(None, description="windows the figures are made of")
+    disturbed: bool = Field(False, description="fewer clean windows than the repeats asked "
+                                               "for: the allowance of extra windows ran out")
     raw_latencies: str | None = Field(None, description="JSON file of per-window latencies (ns)")
     repeats: int = 0
     warmup_iterations: int = 0
@@ -461,6 +514,9 @@ class SystemFacts(BaseModel):
     os: str | None = None
     kernel: str | None = None
     python: str | None = None
+    state: MachineState | None = Field(None, description="the machine's state at the run's "
+                                       "start (governor, boost, SMT, huge pages, steal, pressure, "
+                                       "load, busy processes; hidden: what it does not show)")
 
 
 def _flat_options_schema(schema: dict[str, Any]) -> None:

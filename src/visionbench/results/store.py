@@ -29,10 +29,14 @@ RAW_DIR = "raw"
 
 CSV_FIELDS = [
     "engine", "precision", "mode", "batch_size", "threads", "status", "executed_precision",
-    "emulated", "quantized_ops", "instances", "cores_per_instance", "throughput_ips", "cv", "repeats",
-    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms",
-    "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count", "memory_prepared_mib",
-    "memory_peak_mib", "first_inference_ms", "joules_per_image", "watts", "reason",
+    "emulated", "quantized_ops", "instances", "cores_per_instance", "throughput_ips",
+    "throughput_ci95_low", "throughput_ci95_high", "cv", "repeats", "windows", "clean_windows",
+    "disturbed", "latency_p50_ms", "latency_p50_ci_low", "latency_p50_ci_high", "latency_p90_ms",
+    "latency_p90_ci_low", "latency_p90_ci_high", "latency_p99_ms", "latency_p99_ci_low",
+    "latency_p99_ci_high", "latency_p999_ms", "latency_p999_ci_low", "latency_p999_ci_high",
+    "latency_mean_ms", "latency_min_ms", "latency_max_ms", "latency_stdev_ms", "latency_count",
+    "memory_prepared_mib", "memory_peak_mib", "first_inference_ms", "joules_per_image", "watts",
+    "reason",
 ]
 
 
@@ -42,9 +46,17 @@ def _csv(results: Results) -> str:
     w.writeheader()
     for m in results.measurements:
         row = {k: getattr(m, k) for k in CSV_FIELDS if hasattr(m, k)}
+        row["windows"] = len(m.windows) or None
+        if m.throughput_ci95 is not None:
+            row.update(throughput_ci95_low=m.throughput_ci95[0],
+                       throughput_ci95_high=m.throughput_ci95[1])
         if m.latency is not None:
             for k, v in asdict(m.latency).items():
-                row[f"latency_{k}"] = v
+                if k.endswith("_ci"):
+                    if v is not None:
+                        row[f"latency_{k}_low"], row[f"latency_{k}_high"] = v
+                else:
+                    row[f"latency_{k}"] = v
         if m.memory is not None:
             row.update(memory_prepared_mib=m.memory.prepared_mib, memory_peak_mib=m.memory.peak_mib)
         if m.cold_start is not None:

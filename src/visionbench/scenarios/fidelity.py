@@ -95,22 +95,29 @@ class FidelityCheck:
         self._references.setdefault(engine, outputs)
 
     def judge(self, engine: Engine, outputs: list[np.ndarray] | None,
-              session: Callable[[], Session], fp32: Callable[[], Session]) -> Fidelity:
-        """The fidelity of ``outputs`` (else those of a session ``session`` makes) to ``engine``'s
-        FP32 outputs (else those of a session ``fp32`` makes)."""
+              session: Callable[[], Session], fp32: Callable[[], Session], precision: str = ""
+              ) -> Fidelity:
+        """The fidelity of ``outputs`` of ``precision`` (else those of a session ``session``
+        makes) to ``engine``'s FP32 outputs (else those of a session ``fp32`` makes)."""
         ref = self._references.get(engine.name)
         if ref is None:
             ref = self._references[engine.name] = self.outputs_of(fp32)
         n = len(ref[0])
         if outputs is None or len(outputs[0]) < n:
             outputs = self.outputs_of(session, n)
-        return self.compare(ref, [o[:n] for o in outputs])
+        return self.compare(ref, [o[:n] for o in outputs], precision)
 
-    def compare(self, ref: list[np.ndarray], out: list[np.ndarray]) -> Fidelity:
+    def compare(self, ref: list[np.ndarray], out: list[np.ndarray], precision: str = ""
+                ) -> Fidelity:
+        """``out`` against FP32's ``ref``; outputs of a lower ``precision`` that are FP32's bit
+        for bit are a contradiction: that precision did not run."""
         names = self.model.outputs or (self.model.output_name,)
         numeric = [fidelity.numeric(name, r, o) for name, r, o in zip(names, ref, out, strict=True)]
         flags = [f"output {x.output}: SNR {x.snr_db:.1f} dB, under {fidelity.MIN_SNR_DB:.0f} dB"
                  for x in numeric if x.snr_db is not None and x.snr_db < fidelity.MIN_SNR_DB]
+        identical = all(np.array_equal(r, o) for r, o in zip(ref, out, strict=True))
+        if identical and precision not in ("", "fp32"):
+            flags.insert(0, f"the outputs are FP32's bit for bit: {precision.upper()} did not run")
         task: dict[str, float | None] = {}
         reason = self.task_reason
         if reason is None:
@@ -121,7 +128,8 @@ class FidelityCheck:
             outputs=[OutputFidelity(output=x.output, rel_error=x.rel_error,
                                     snr_db=None if x.snr_db == float("inf") else x.snr_db)
                      for x in numeric],
-            task=task, task_reason=reason, flags=flags)
+            task=task, task_reason=reason, flags=flags,
+            contradiction=identical and precision not in ("", "fp32"))
 
     def _task(self, ref: list[np.ndarray], out: list[np.ndarray]
               ) -> tuple[dict[str, float | None], str | None]:
