@@ -63,7 +63,10 @@ def tiny(model_cache: Path):
 
 @pytest.fixture(scope="session")
 def tiny_inputs(tiny) -> np.ndarray:
-    return np.random.default_rng(7).standard_normal(tiny.input_shape(32), dtype=np.float32)
+    """Images with content (what INT8 is calibrated on and fidelity judged on)."""
+    from visionbench.data.synthetic import model_images
+
+    return model_images(tiny, 32, seed=7)
 
 
 def small_onnx(path: Path, shape: list, layout: str = "NCHW", elem=None) -> Path:

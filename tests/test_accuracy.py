@@ -296,4 +296,4 @@ def test_default_calibration_is_a_seeded_sample_kept_apart_from_the_evaluated_im
     _, small = calibration(spec, 25, None, whole, evaluated)  # 20 fresh images cannot give 25
     assert "also evaluated" in small["how"]
     _, synthetic = calibration(spec, 8, None, None, set())
-    assert synthetic["source"] == "synthetic" and "not to judge its accuracy" in synthetic["how"]
+    assert synthetic["source"] == "synthetic" and "not its accuracy" in synthetic["how"]

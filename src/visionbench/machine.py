@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 from visionbench.errors import VisionbenchError
 
 #: Seconds the state at a run's start is sampled over (steal, pressure, top consumers).
-SAMPLE_S = 0.5
+SAMPLE_S = 0.25
 #: The transparent huge pages setting ``--tune`` applies: huge pages where a program asks for them
 #: (madvise). ``always`` adds khugepaged's background collapsing, CPU work and latency spikes
 #: that are not the engine's; ``never`` denies them to a runtime that asks.

@@ -51,7 +51,7 @@ _VERDICT_STYLE = {"ok": "green", "warn": "bold red", "note": "yellow", "hidden":
 
 def print_state(console: Console, state: MachineState, checks: list[Check]) -> None:
     """The machine's state, each fact with its verdict and advice."""
-    t = Table(title="Machine state (sampled for 0.5 s)")
+    t = Table(title="Machine state (sampled for 0.25 s)")
     for col in ("fact", "value", "verdict", "advice"):
         t.add_column(col)
     for c in checks:

@@ -13,6 +13,7 @@ import numpy as np
 
 from visionbench.data.images import Dataset, image_files, load_rgb, read_list_file
 from visionbench.data.prepared import image_array
+from visionbench.data.synthetic import model_images
 from visionbench.errors import VisionbenchError
 from visionbench.models.spec import ModelSpec
 
@@ -32,21 +33,21 @@ class Calibration:
 
 
 def synthetic_calibration(model: ModelSpec, count: int, seed: int = CALIBRATION_SEED) -> Calibration:
-    """``count`` single-image standard-normal samples, regenerated identically on each pass."""
+    """``count`` single-image synthetic images with content (``data.synthetic.images``), the
+    same on each pass."""
 
     def samples() -> Iterator[np.ndarray]:
-        rng = np.random.default_rng(seed)
-        for _ in range(count):
-            yield rng.standard_normal(model.input_shape(1), dtype=np.float32)
+        for i in range(count):
+            yield model_images(model, 1, seed + i)
 
-    return Calibration(key=f"synthetic-normal-s{seed}-n{count}", count=count, samples=samples)
+    return Calibration(key=f"synthetic-images-s{seed}-n{count}", count=count, samples=samples)
 
 
 def calibration(model: ModelSpec, count: int, source: Path | None, dataset: Dataset | None,
                 evaluated: set[Path]) -> tuple[Calibration, dict[str, Any]]:
     """INT8 calibration samples and what they are: the user's calibration images or list, else a
     fixed-seed sample of the data set (kept apart from the evaluated images where it is large
-    enough), else synthetic noise (enough to time INT8, says nothing of its accuracy)."""
+    enough), else synthetic images (enough to time INT8, says nothing of its accuracy)."""
     if source is not None:
         if source.is_dir():
             paths = image_files(source, recursive=True)[:count]
@@ -67,8 +68,9 @@ def calibration(model: ModelSpec, count: int, source: Path | None, dataset: Data
                   f"{overlap} of them also evaluated (the set is too small to keep them apart)"))
     else:
         cal = synthetic_calibration(model, count)
-        return cal, {"source": "synthetic", "count": count, "how": "seeded standard-normal tensors; "
-                     "enough to time INT8, not to judge its accuracy"}
+        return cal, {"source": "synthetic", "count": count, "how": "seeded synthetic images (smooth "
+                     "random fields, each its own colour and contrast); enough to time INT8 and "
+                     "judge its fidelity to FP32, not its accuracy"}
     if not paths:
         raise VisionbenchError("no calibration images")
     digest = hashlib.sha256("\n".join(str(p) for p in paths).encode()).hexdigest()[:12]

@@ -2,8 +2,10 @@
 
 Weights live in a dict keyed exactly as torchvision's ``resnet50().state_dict()``, so the same
 builder serves our seeded weights and a user's checkpoint. Batch-norm statistics are set from a
-forward pass over a few random inputs (data-dependent initialisation): without that, a random
+forward pass over a few synthetic images (data-dependent initialisation): without that, a random
 ResNet maps every input to the same class, and precision agreement tests would prove nothing.
+Residual branches start scaled down (``RESIDUAL_SCALE``), so that the seeded network is about as
+robust to rounding as a trained one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from visionbench.data.synthetic import images
+
 BN_EPS = 1e-5
+#: The scale of each bottleneck's residual branch at initialisation (its last batch norm's weight
+#: and shift), as Fixup and SkipInit start residual networks: a block begins near the identity,
+#: so rounding (BF16, INT8) is not amplified from block to block, as it is in a random network of
+#: full-scale branches and is not in a trained one.
+RESIDUAL_SCALE = 0.1
 
 
 @dataclass(frozen=True)
@@ -189,9 +198,11 @@ def forward(
         h = np.maximum(y + idn, 0)
     feats = h.mean(axis=(2, 3))
     if calibrate:
-        # Centre and scale the classifier on the batch's features, so that the logits respond
-        # to what differs between inputs rather than to the features' common mean.
-        mu, sdev = feats.mean(axis=0), feats.std(axis=0) + 1e-3
+        # Centre the classifier on the batch's features, so that the logits respond to what
+        # differs between inputs rather than to the features' common mean, and scale it by their
+        # spread as a whole: scaled feature by feature, the features that barely vary would
+        # amplify their rounding into the logits.
+        mu, sdev = feats.mean(axis=0), feats.std(axis=0).mean() + 1e-3
         w = sd["fc.weight"] / sdev
         sd["fc.weight"] = w.astype(np.float32)
         sd["fc.bias"] = (-(w @ mu)).astype(np.float32)
@@ -199,7 +210,8 @@ def forward(
 
 
 def seeded_weights(cfg: ResNetConfig, seed: int = 0, calib_batch: int = 8) -> dict[str, np.ndarray]:
-    """Deterministic weights: He-normal convolutions, batch norms set from random inputs."""
+    """Deterministic weights: He-normal convolutions, residual branches scaled by
+    ``RESIDUAL_SCALE``, batch norms set from synthetic images with content."""
     rng = np.random.default_rng(seed)
     sd: dict[str, np.ndarray] = {}
     for key, shape in weight_shapes(cfg).items():
@@ -211,15 +223,15 @@ def seeded_weights(cfg: ResNetConfig, seed: int = 0, calib_batch: int = 8) -> di
             fan_out = shape[0] * shape[2] * shape[3]
             w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_out)
         elif key.endswith(".weight"):
-            w = rng.uniform(0.5, 1.5, shape)
+            w = rng.uniform(0.5, 1.5, shape) * (RESIDUAL_SCALE if key.endswith("bn3.weight") else 1)
         elif key.endswith(".bias"):
-            w = rng.normal(0.0, 0.1, shape)
+            w = rng.normal(0.0, 0.1, shape) * (RESIDUAL_SCALE if key.endswith("bn3.bias") else 1)
         elif key.endswith("running_var"):
             w = np.ones(shape)
         else:
             w = np.zeros(shape)
         sd[key] = w.astype(np.float32)
-    x = rng.standard_normal((calib_batch, 3, cfg.image_size, cfg.image_size)).astype(np.float32)
+    x = images(calib_batch, 3, cfg.image_size, cfg.image_size, seed + 1)
     forward(sd, cfg, x, calibrate=True)
     return sd
 

@@ -13,6 +13,7 @@ import numpy as np
 from visionbench import fidelity
 from visionbench.data.images import Dataset, load_rgb
 from visionbench.data.prepared import image_array
+from visionbench.data.synthetic import model_images
 from visionbench.engines import Engine, Session
 from visionbench.models import registry
 from visionbench.models.spec import ModelSpec
@@ -47,9 +48,9 @@ class FidelityCheck:
         count = TASK_IMAGES if self.task_reason is None else IMAGES
         self.images = self._real(dataset, count) if dataset is not None else None
         if self.images is None or not len(self.images):
-            rng = np.random.default_rng(seed + SEED)
-            self.images = rng.standard_normal(model.input_shape(count), dtype=np.float32)
-            self.source = "synthetic (seeded standard-normal tensors)"
+            self.images = model_images(model, count, seed + SEED)
+            self.source = ("synthetic (seeded images: smooth random fields, each its own colour "
+                           "and contrast)")
         else:
             self.source = f"{len(self.images)} images of {dataset.root}"  # type: ignore[union-attr]
 
