@@ -146,6 +146,44 @@ def test_a_window_too_short_for_clock_ticks_is_recorded_not_judged(fake_proc: Fa
     assert seen.others > 0.5 and seen.disturbed is None
 
 
+def test_settle_waits_until_the_cores_are_quiet(fake_proc: FakeProc) -> None:
+    """pip holds a core, then stops: the wait ends at the second quiet reading; a machine that
+    stays busy is waited for up to the limit."""
+    import threading
+
+    w = watcher(fake_proc)
+
+    def pip_then_quiet() -> None:
+        for _ in range(4):
+            fake_proc.advance(0.25, busy={0: 1.0, 1: 0.0}, ticks={200: 25})
+            time.sleep(0.25)
+        for _ in range(8):
+            fake_proc.advance(0.25, busy={0: 0.0, 1: 0.0})
+            time.sleep(0.25)
+
+    busy = threading.Thread(target=pip_then_quiet)
+    busy.start()
+    waited = w.settle(window_s=10.0)
+    busy.join()
+    assert 1.0 <= waited <= 2.5, waited
+    t0 = time.perf_counter()
+    stop = threading.Event()
+
+    def pip_for_ever() -> None:
+        while not stop.is_set():
+            fake_proc.advance(0.1, busy={0: 1.0, 1: 0.0}, ticks={200: 10})
+            time.sleep(0.1)
+
+    busy = threading.Thread(target=pip_for_ever)
+    busy.start()
+    try:
+        waited = w.settle(window_s=0.1)  # the least wait: SETTLE_MIN_S
+    finally:
+        stop.set()
+        busy.join()
+    assert 4.9 <= waited <= 6.0 and time.perf_counter() - t0 < 7
+
+
 def test_a_reused_pid_counts_as_a_new_process(fake_proc: FakeProc) -> None:
     w = watcher(fake_proc)
     fake_proc.proc(500, "old", 1, ticks=10_000, started=5)
@@ -193,6 +231,11 @@ class Scripted:
 
     def __init__(self, disturbed: set[int]) -> None:
         self.disturbed, self.n = disturbed, 0
+        self.settled: list[int] = []
+
+    def settle(self, window_s: float) -> float:
+        self.settled.append(self.n)
+        return 0.5
 
     def begin(self) -> None:
         self.n += 1
@@ -209,10 +252,14 @@ def _windows(plan: TimingPlan, disturbed: set[int]) -> Timing:
 
 def test_disturbed_windows_are_measured_again_within_the_allowance() -> None:
     plan = TimingPlan(batch_size=1, warmup=0, repeats=3, iterations=5, extra=3)
-    t = _windows(plan, {2})
+    watch = Scripted({2})
+    t = measure(lambda x: None, [0], plan, watch=watch)
     assert len(t.windows) == 4 and [w.disturbed is None for w in t.windows] == [
         True, False, True, True]
     assert len(clean(t.windows)) == 3
+    # The cores were waited for once, after the disturbed window, and the wait recorded there.
+    assert watch.settled == [2] and t.windows[1].watch.waited_s == 0.5
+    assert t.windows[0].watch.waited_s is None
     # The allowance spent: the figure is left with the clean windows there are.
     t = _windows(replace(plan, extra=1), {1, 2, 3, 4})
     assert len(t.windows) == 4 and clean(t.windows) == t.windows  # none clean: all kept

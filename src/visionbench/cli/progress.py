@@ -44,6 +44,9 @@ class ConsoleReporter(Reporter):
             nonlocal windows_done
             if phase == "warmup":
                 self.progress.update(task, state=f"warm-up {int(value)}/{plan.warmup}")
+            elif phase == "settle":
+                self.progress.update(task, state=f"window {int(value)} disturbed: waiting for the "
+                                                 "cores to be quiet")
             elif phase == "timed":
                 done = min(windows_done, plan.repeats - 1) * per_window + min(value, per_window)
                 more = " (extra)" if windows_done >= plan.repeats else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,6 +69,21 @@ class Watch(Protocol):
     def begin(self) -> None: ...
 
     def end(self) -> WindowWatch: ...
+
+    def settle(self, window_s: float) -> float: ...
+
+
+def _judged(windows: list[Window], plan: TimingPlan, watch: Watch | None,
+            progress: Progress | None) -> None:
+    """After a window: where it was disturbed and another will be measured, wait for the cores
+    to be quiet first (the wait recorded on the disturbed window)."""
+    w = windows[-1]
+    if watch is None or w.watch is None or w.disturbed is None or not plan.more(windows):
+        return
+    if progress:
+        progress("settle", len(windows))
+    waited = watch.settle(w.wall_ns / 1e9)
+    windows[-1] = replace(w, watch=replace(w.watch, waited_s=waited))
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,7 @@ def measure(
                               _energy(meter, counters), watch.end() if watch else None))
         if progress:
             progress("window", len(windows))
+        _judged(windows, plan, watch, progress)
     return Timing(warmup_ns, windows, plan.warmup, first_ns)
 
 
@@ -322,4 +338,5 @@ def _timed_async(flight: _InFlight, inputs: Sequence[Any], plan: TimingPlan,
                               watch.end() if watch else None))
         if progress:
             progress("window", len(windows))
+        _judged(windows, plan, watch, progress)
     return Timing(warmup_ns, windows, warmup, first_ns)

@@ -35,6 +35,11 @@ NAME_FLOOR = 0.02
 #: Windows shorter than this are recorded, not judged: /proc counts CPU time in clock ticks
 #: (10 ms), too coarse to tell a share of a shorter window.
 MIN_JUDGED_S = 0.25
+#: After a disturbed window, the cores are read this often until they are quiet again.
+SETTLE_STEP_S = 0.25
+#: ... for at most this many times the disturbed window's length, and at least this long.
+SETTLE_WINDOWS = 2.0
+SETTLE_MIN_S = 5.0
 #: Spins of the probe at each window edge; the fastest is kept (a spin slowed by an interrupt
 #: says nothing of the core's speed).
 PROBE_SPINS = 5
@@ -95,6 +100,8 @@ class WindowWatch:
     probe_s: float | None = None
     #: Why the window is disturbed; None: it is clean.
     disturbed: str | None = None
+    #: Seconds waited after it for the cores to be quiet before the next window.
+    waited_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,33 @@ class Watcher:
         before, after = self._edge_speed, None if probe is None else self._speed(probe)
         self._edge_speed = after
         return replace(self._judge(a, b, before, after), watcher_cpu_s=cost, probe_s=probe)
+
+    def settle(self, window_s: float) -> float:
+        """After a disturbed window: wait, reading the measured cores every ``SETTLE_STEP_S``,
+        until other processes and steal are under their thresholds twice in a row, for at most
+        ``SETTLE_WINDOWS`` times ``window_s`` (and at least ``SETTLE_MIN_S``), so that the window
+        measured again does not meet the same disturbance; the seconds waited."""
+        limit = max(SETTLE_WINDOWS * window_s, SETTLE_MIN_S)
+        t0 = last_at = time.perf_counter()
+        last_cpu, last_own = cpu_times(self.proc, self.cpus), self._own_ticks()
+        quiet = 0
+        while quiet < 2 and time.perf_counter() - t0 < limit:
+            time.sleep(SETTLE_STEP_S)
+            at, cpu, own = time.perf_counter(), cpu_times(self.proc, self.cpus), self._own_ticks()
+            capacity = (at - last_at) * self._hz * max(len(self.cpus), 1)
+            busy = sum(cpu[c][i] - last_cpu[c][i] for c in cpu if c in last_cpu
+                       for i in (0, 1, 2, 5, 6))
+            steal = sum(cpu[c][7] - last_cpu[c][7] for c in cpu if c in last_cpu)
+            others = (busy - (own - last_own)) / capacity
+            quiet = quiet + 1 if (others <= self.thresholds.others
+                                  and steal / capacity <= self.thresholds.steal) else 0
+            last_at, last_cpu, last_own = at, cpu, own
+        self.forget()
+        return time.perf_counter() - t0
+
+    def _own_ticks(self) -> int:
+        procs = processes(self.proc)
+        return sum(procs[pid].ticks for pid in tree(procs, root_pid()) if pid in procs)
 
     def forget(self) -> None:
         """The next window does not follow the last one (another task, a pause between)."""

@@ -68,6 +68,8 @@ class WindowRecord(BaseModel):
     throughput_ips: float
     seconds: float
     disturbed: str | None = Field(None, description="why it was left out of the figure")
+    waited_s: float | None = Field(None, description="seconds waited after it, for the cores to "
+                                   "be quiet, before the window measured in its place")
     others: float | None = Field(None, description="CPU time of processes not visionbench's")
     steal: float | None = None
     iowait: float | None = None

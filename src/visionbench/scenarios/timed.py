@@ -142,9 +142,11 @@ class TimedRun:
             who = "" if self.layout is None else f" of instance {n}"
             for i, w in enumerate(t.windows, 1):
                 if w.disturbed is not None:
+                    waited = w.watch.waited_s if w.watch is not None else None
                     out.append(f"window {i}{who} of {task.id} disturbed: {w.disturbed}; left out "
-                               "of the figure" + (", measured again" if self.layout is None
-                                                  else ""))
+                               "of the figure" + ("" if waited is None else
+                                                  f", measured again after {waited:.1f} s "
+                                                  "waiting for the cores to be quiet"))
         if self.disturbed:
             how = ("pinned instances are not measured again (a window re-run alone would not "
                    "overlap its siblings'), so the figure includes them" if self.layout else
@@ -165,6 +167,7 @@ def window_records(run: TimedRun) -> list[WindowRecord]:
                 seen = {"others": x.others, "steal": x.steal, "iowait": x.iowait,
                         "pressure": x.pressure, "speed": x.speed, "freq_mhz": x.freq_mhz,
                         "throttled": x.throttled, "watcher_cpu_s": x.watcher_cpu_s, "probe_s": x.probe_s,
+                        "waited_s": x.waited_s,
                         "neighbours": x.neighbours,
                         "top": [Consumer(comm=c.comm, pid=c.pid, cores=c.cores) for c in x.top]}
             out.append(WindowRecord(index=i, instance=n if run.layout else None,
