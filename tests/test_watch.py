@@ -324,3 +324,23 @@ def test_a_run_beside_a_busy_loop_names_it_and_marks_the_figure_disturbed(
     assert row["disturbed"] == "True" and row["clean_windows"] == "0" and row["windows"] == "3"
     assert "DISTURBED" in (out / "summary.md").read_text()
     assert "DISTURBED" in (out / "report.html").read_text()
+
+
+def test_a_speedup_beyond_what_the_cpu_allows_is_called_implausible(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made-up timings: INT8 8x faster than FP32 on a CPU whose instructions allow 3x without
+    VNNI (5x with) is implausible, the likelier disturbed side named; 2x is not."""
+    from visionbench.reporting.notices import notices, speedup_ceiling
+
+    monkeypatch.setenv("VISIONBENCH_FAKE_ENGINE", json.dumps(
+        {"ms_per_batch": 2.0, "ms_per_image": 0.0, "speedup": {"fp32": 1, "bf16": 2, "int8": 40}}))
+    r = visionbench.run(model="resnet50-tiny", engines="fake", precisions="fp32,int8",
+                        modes="latency", duration=0.05, repeats=2, warmup=1, calibration_samples=8,
+                        isolation="none", output=tmp_path / "r")
+    ceiling = speedup_ceiling("int8", set(r.system.isa_flags))
+    assert ceiling in (3.0, 5.0, 10.0)
+    said = [n for n in notices(r) if n.text.startswith("implausible")]
+    assert len(said) == 1 and said[0].subject == "fake-int8-latency" and said[0].level == "warning"
+    assert f"above the {ceiling:g}x" in said[0].text and "likelier disturbed side" in said[0].text
+    assert speedup_ceiling("bf16", {"avx512_bf16"}) == 2.5
+    assert speedup_ceiling("bf16", {"avx512_bf16", "amx_bf16"}) == 8.0

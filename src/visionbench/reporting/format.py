@@ -234,8 +234,29 @@ def suite_note(results: Results) -> str:
             "compares only between runs of the same suite version")
 
 
+def machine_note(results: Results) -> list[str]:
+    """The machine's state at the run's start, in one line (where the run recorded it)."""
+    st = results.system.state
+    if st is None:
+        return []
+    parts = []
+    if st.steal is not None:
+        parts.append(f"steal {st.steal:.1%}")
+    if st.pressure is not None:
+        parts.append(f"CPU pressure {st.pressure:.1%}")
+    if st.load_1min is not None:
+        parts.append(f"load {st.load_1min:.2f}")
+    if st.governors:
+        parts.append("governor " + ", ".join(st.governors))
+    busy = "; busy: " + ", ".join(f"{b.comm} (pid {b.pid}) {b.cores:.0%} of a core"
+                                  for b in st.busy) if st.busy else ""
+    hidden = f"; not visible here: {', '.join(st.hidden)}" if st.hidden else ""
+    return [f"machine at the start: {', '.join(parts)}{busy}{hidden} (visionbench sysinfo "
+            "explains each)"]
+
+
 def run_notes(results: Results) -> list[str]:
     """What holds for the whole run, under its tables: the INT8 calibration, where one row stands
-    for both methods, and how to read fidelity to FP32 (and each flag)."""
+    for both methods, how to read fidelity to FP32 (and each flag), the machine's state."""
     cal = [f"INT8 calibration: {results.calibration['how']}."] if results.calibration else []
-    return [*cal, *method_notes(results), *fidelity_notes(results)]
+    return [*cal, *method_notes(results), *fidelity_notes(results), *machine_note(results)]

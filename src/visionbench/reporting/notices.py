@@ -1,12 +1,64 @@
 """What a reader must be told about a run beside its numbers: emulated or substituted precisions,
-unstable repeats, measurements that could not run, engines that are not installed."""
+unstable or disturbed repeats, what ran contradicted by its outputs or its speed, ratios between
+precisions beyond what the CPU's instructions allow, measurements that could not run, engines
+that are not installed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from visionbench.results import Results
+from visionbench.results import Measurement, Results
+
+#: A precision's native speed-up over FP32 below this, at the same batch and mode, contradicts
+#: the precision recorded (a BF16 or INT8 graph on a CPU with its instructions runs faster).
+SPEEDUP_FLOOR = 1.1
+
+
+def speedup_ceiling(precision: str, flags: set[str]) -> float:
+    """The largest speed-up over FP32 the CPU's instructions allow ``precision``, with a margin:
+    BF16 doubles FP32's multiply-adds per instruction with AVX512_BF16 (2.5 allowed), much more with
+    AMX (8); INT8 quadruples them with VNNI (5 allowed), more with AMX (10), and without VNNI
+    needs two instructions where VNNI needs one (3); a precision the CPU lacks is emulated (1.3)."""
+    if precision == "bf16":
+        return 8.0 if "amx_bf16" in flags else 2.5 if "avx512_bf16" in flags else 1.3
+    return 10.0 if "amx_int8" in flags else 5.0 if flags & {"avx512_vnni", "avx_vnni"} else 3.0
+
+
+def _speed(m: Measurement) -> float | None:
+    if m.mode == "throughput":
+        return m.throughput_ips
+    return 1.0 / m.latency.p50_ms if m.latency and m.latency.p50_ms else None
+
+
+def plausibility(results: Results) -> list[Notice]:
+    """Each lower precision's speed-up over FP32 (same model, engine, method and mode) checked
+    against what the CPU allows: above the ceiling is implausible, naming the side more likely
+    disturbed; natively under the floor at the same batch contradicts what was recorded."""
+    flags = set(results.system.isa_flags)
+    native = {"bf16": bool(results.system.bf16_native), "int8": bool(results.system.int8_vnni)}
+    ok = [m for m in results.measurements if m.status == "ok" and _speed(m)]
+    fp32 = {(m.model, m.engine, m.method, m.mode): m for m in ok if m.precision == "fp32"}
+    out: list[Notice] = []
+    for m in ok:
+        base = fp32.get((m.model, m.engine, m.method, m.mode))
+        if m.precision == "fp32" or base is None:
+            continue
+        ratio = _speed(m) / _speed(base)  # type: ignore[operator]
+        ceiling = speedup_ceiling(m.precision, flags)
+        if ratio > ceiling:
+            suspect = max((base, m), key=lambda x: (x.disturbed, x.cv or 0.0))
+            out.append(Notice("warning", m.id, (
+                f"implausible: {m.precision} ran {ratio:.2f}x FP32's speed, above the {ceiling:g}x "
+                f"this CPU's instructions allow; {suspect.id} is the likelier disturbed side "
+                f"(CV {100 * (suspect.cv or 0):.1f}%{', disturbed' if suspect.disturbed else ''})")))
+        elif (native[m.precision] and m.batch_size == base.batch_size
+              and m.executed_precision == m.precision and ratio < SPEEDUP_FLOOR):
+            out.append(Notice("note", m.id, (
+                f"{m.precision} ran {ratio:.2f}x FP32's speed at the same batch, on a CPU with "
+                f"native {m.precision.upper()}: it should be faster; check that the "
+                f"{m.precision} graph is what was timed")))
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,6 +99,7 @@ def notices(results: Results) -> list[Notice]:
             m.precision == "int8" and m.status == "ok" for m in results.measurements):
         out.append(Notice("note", "calibration", "INT8 was calibrated on synthetic inputs: its speed "
                                                  "is measured, its accuracy is not (give --data)"))
+    out += plausibility(results)
     for name, hint in results.engines_not_installed.items():
         out.append(Notice("note", name, f"engine not installed, not measured ({hint})"))
     return out
