@@ -93,6 +93,17 @@ def pressure_us(proc: Path) -> int | None:
     return None
 
 
+#: Fields of a /proc/stat CPU line that count as busy: user, nice, system, irq, softirq.
+BUSY = (0, 1, 2, 5, 6)
+STEAL, IOWAIT = 7, 4
+
+
+def delta(a: dict[int, list[int]], b: dict[int, list[int]], fields: tuple[int, ...]) -> int:
+    """Ticks of ``fields`` from ``cpu_times`` reading ``a`` to reading ``b``, over the CPUs in
+    both."""
+    return sum(b[c][i] - a[c][i] for c in b if c in a for i in fields)
+
+
 def tree(procs: dict[int, Proc], root: int) -> set[int]:
     """``root`` and every process below it."""
     children: dict[int, list[int]] = {}
@@ -210,10 +221,10 @@ class Machine:
         hz = os.sysconf("SC_CLK_TCK")
         steal = since_boot = None
         if cpu0 and cpu1:
-            stolen = sum(cpu1[c][7] - cpu0[c][7] for c in cpu1 if c in cpu0)
+            stolen = delta(cpu0, cpu1, (STEAL,))
             steal = max(stolen, 0) / (wall * hz * len(cpu1))
             totals = [sum(v) for v in cpu1.values()]
-            since_boot = sum(v[7] for v in cpu1.values()) / max(sum(totals), 1)
+            since_boot = sum(v[STEAL] for v in cpu1.values()) / max(sum(totals), 1)
         mine = tree(procs1, own)
         busy = []
         for pid, p in procs1.items():

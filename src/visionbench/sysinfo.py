@@ -109,7 +109,7 @@ def _numa_nodes() -> int:
     return max(len(nodes), 1)
 
 
-def _cpu_list(text: str) -> list[int]:
+def cpu_list(text: str) -> list[int]:
     """Linux's CPU list format ("0-3,8,10-11") as CPU numbers."""
     cpus: list[int] = []
     for part in text.strip().split(","):
@@ -127,7 +127,7 @@ def numa_cores() -> list[list[int]]:
         return [list(range(os.cpu_count() or 1))]
     nodes = sorted(Path("/sys/devices/system/node").glob("node[0-9]*"),
                    key=lambda p: int(p.name[4:]))
-    node_cpus = [set(_cpu_list((n / "cpulist").read_text())) for n in nodes] or [set(allowed)]
+    node_cpus = [set(cpu_list((n / "cpulist").read_text())) for n in nodes] or [set(allowed)]
     out: list[list[int]] = []
     for cpus in node_cpus:
         seen: set[tuple[str, str]] = set()

@@ -26,7 +26,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from visionbench.launch.process import FLEET_ENV, root_pid
-from visionbench.machine import Proc, cpu_times, pressure_us, processes, tree
+from visionbench.machine import (
+    BUSY,
+    IOWAIT,
+    STEAL,
+    Proc,
+    cpu_times,
+    delta,
+    pressure_us,
+    processes,
+    tree,
+)
+from visionbench.sysinfo import cpu_list
 
 #: Consumers named per window.
 TOP = 3
@@ -120,15 +131,6 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _cpu_list(text: str) -> set[int]:
-    out: set[int] = set()
-    for part in text.strip().split(","):
-        if part:
-            lo, _, hi = part.partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
 def _spin(n: int) -> int:
     x = 0
     for i in range(n):
@@ -220,7 +222,7 @@ class Watcher:
     def _allowed(self, pid: int) -> set[int] | None:
         for line in (_read(self.proc / str(pid) / "status") or "").splitlines():
             if line.startswith("Cpus_allowed_list:"):
-                return _cpu_list(line.split(":", 1)[1])
+                return set(cpu_list(line.split(":", 1)[1]))
         return None
 
     def _snapshot(self) -> _Snapshot:
@@ -264,9 +266,7 @@ class Watcher:
             time.sleep(SETTLE_STEP_S)
             at, cpu, own = time.perf_counter(), cpu_times(self.proc, self.cpus), self._own_ticks()
             capacity = (at - last_at) * self._hz * max(len(self.cpus), 1)
-            busy = sum(cpu[c][i] - last_cpu[c][i] for c in cpu if c in last_cpu
-                       for i in (0, 1, 2, 5, 6))
-            steal = sum(cpu[c][7] - last_cpu[c][7] for c in cpu if c in last_cpu)
+            busy, steal = delta(last_cpu, cpu, BUSY), delta(last_cpu, cpu, (STEAL,))
             others = (busy - (own - last_own)) / capacity
             quiet = quiet + 1 if (others <= self.thresholds.others
                                   and steal / capacity <= self.thresholds.steal) else 0
@@ -294,12 +294,8 @@ class Watcher:
                ) -> WindowWatch:
         wall = max(b.at - a.at, 1e-9)
         capacity = wall * self._hz * max(len(self.cpus), 1)  # ticks the cores had
-
-        def delta(i: int) -> int:
-            return sum(b.cpu[c][i] - a.cpu[c][i] for c in b.cpu if c in a.cpu)
-
-        busy = sum(delta(i) for i in (0, 1, 2, 5, 6))
-        steal, iowait = delta(7), delta(4)
+        busy = delta(a.cpu, b.cpu, BUSY)
+        steal, iowait = delta(a.cpu, b.cpu, (STEAL,)), delta(a.cpu, b.cpu, (IOWAIT,))
         root = root_pid()
         own = tree(b.procs, root) | tree(a.procs, root)
         own_ticks = 0
