@@ -67,7 +67,12 @@ def test_run_end_to_end(quick_run):
         assert m["executed_precision"] == m["precision"]
         lat = m["latency"]
         assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
-        assert len(m["throughput_per_repeat"]) == m["repeats"] == 2
+        # Windows another process or the host disturbed (CI's machine is shared) are set aside
+        # and measured again; a figure left with fewer clean windows than asked says so.
+        assert m["repeats"] == 2 and len(m["windows"]) >= 2
+        assert m["clean_windows"] == sum(w["disturbed"] is None for w in m["windows"])
+        assert m["clean_windows"] == 2 or m["disturbed"]
+        assert len(m["throughput_per_repeat"]) == (m["clean_windows"] or len(m["windows"]))
         raw = json.loads((out / m["raw_latencies"]).read_text())
         assert sum(len(w) for w in raw["windows"]) == m["timed_iterations"] == lat["count"]
         assert m["batch_size"] == (1 if m["mode"] == "latency" else 16)

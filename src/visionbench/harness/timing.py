@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from visionbench.harness.watch import WindowWatch
+from visionbench.harness.watch import Thresholds, WindowWatch
 from visionbench.stats import relative_halfwidth
 
 
@@ -66,6 +66,8 @@ class Meter(Protocol):
 class Watch(Protocol):
     """What else ran over each window (``visionbench.harness.watch.Watcher``)."""
 
+    thresholds: Thresholds
+
     def begin(self) -> None: ...
 
     def end(self) -> WindowWatch: ...
@@ -75,15 +77,40 @@ class Watch(Protocol):
 
 def _judged(windows: list[Window], plan: TimingPlan, watch: Watch | None,
             progress: Progress | None) -> None:
-    """After a window: where it was disturbed and another will be measured, wait for the cores
-    to be quiet first (the wait recorded on the disturbed window)."""
+    """After a window: where only the speed probe found it disturbed and it ran as fast as the
+    clean windows before it, it is clean (the probe, read at its edges, saw a moment the window
+    did not); where it was disturbed and another will be measured, wait for the cores to be
+    quiet first (the wait recorded on the disturbed window)."""
     w = windows[-1]
-    if watch is None or w.watch is None or w.disturbed is None or not plan.more(windows):
+    if watch is None or w.watch is None or w.disturbed is None:
+        return
+    if _overruled(w, windows[:-1], watch.thresholds.slowdown):
+        windows[-1] = replace(w, watch=replace(w.watch, disturbed=None, cause=None))
+        return
+    if not plan.more(windows):
         return
     if progress:
         progress("settle", len(windows))
     waited = watch.settle(w.wall_ns / 1e9)
     windows[-1] = replace(w, watch=replace(w.watch, waited_s=waited))
+
+
+def _overruled(w: Window, others: Sequence[Window], slowdown: float) -> bool:
+    """Whether only the probe called ``w`` disturbed and it ran as fast as the clean windows
+    among ``others`` (at most ``slowdown`` below their median)."""
+    rates = [x.throughput for x in others if x.disturbed is None]
+    return (w.watch is not None and w.watch.cause == "slowdown" and bool(rates)
+            and w.throughput >= (1 - slowdown) * float(np.median(rates)))
+
+
+def _reviewed(windows: list[Window], watch: Watch | None) -> list[Window]:
+    """At the end: a window the probe alone set aside before any clean one had run (the first,
+    say) is clean where it ran as fast as the clean windows measured after it."""
+    if watch is None:
+        return windows
+    return [replace(w, watch=replace(w.watch, disturbed=None, cause=None))
+            if w.watch is not None and _overruled(w, windows, watch.thresholds.slowdown) else w
+            for w in windows]
 
 
 @dataclass(frozen=True)
@@ -191,7 +218,7 @@ def measure(
         if progress:
             progress("window", len(windows))
         _judged(windows, plan, watch, progress)
-    return Timing(warmup_ns, windows, plan.warmup, first_ns)
+    return Timing(warmup_ns, _reviewed(windows, watch), plan.warmup, first_ns)
 
 
 #: Starts a batch on request ``slot`` without waiting and calls ``done`` (from any thread) once it
@@ -339,4 +366,4 @@ def _timed_async(flight: _InFlight, inputs: Sequence[Any], plan: TimingPlan,
         if progress:
             progress("window", len(windows))
         _judged(windows, plan, watch, progress)
-    return Timing(warmup_ns, windows, warmup, first_ns)
+    return Timing(warmup_ns, _reviewed(windows, watch), warmup, first_ns)

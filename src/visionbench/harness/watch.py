@@ -111,6 +111,8 @@ class WindowWatch:
     probe_s: float | None = None
     #: Why the window is disturbed; None: it is clean.
     disturbed: str | None = None
+    #: What disturbed it: "others", "steal" or "slowdown" (the probe's alone).
+    cause: str | None = None
     #: Seconds waited after it for the cores to be quiet before the next window.
     waited_s: float | None = None
 
@@ -337,9 +339,11 @@ class Watcher:
             steal=max(steal, 0) / capacity, iowait=max(iowait, 0) / capacity, pressure=pressure,
             speed=after, freq_mhz=self._freq_mhz(), throttled=throttled, top=tuple(named),
             neighbours=neighbour_ticks / capacity)
-        return replace(w, disturbed=self._why(w, before, after))
+        cause, why = self._why(w, before, after) or (None, None)
+        return replace(w, disturbed=why, cause=cause)
 
-    def _why(self, w: WindowWatch, before: float | None, after: float | None) -> str | None:
+    def _why(self, w: WindowWatch, before: float | None, after: float | None
+             ) -> tuple[str, str] | None:
         if w.seconds < MIN_JUDGED_S:
             return None
         t = self.thresholds
@@ -347,15 +351,15 @@ class Watcher:
         cores = "core" if n == 1 else f"{n} cores"
         if w.others > t.others:
             who = "; ".join(c.describe() for c in w.top) or "processes not named"
-            return (f"other processes took {w.others:.0%} of the measured {cores} (over "
-                    f"{t.others:.0%}): {who}")
+            return "others", (f"other processes took {w.others:.0%} of the measured {cores} "
+                              f"(over {t.others:.0%}): {who}")
         if w.steal > t.steal:
-            return (f"the hypervisor stole {w.steal:.0%} of the measured {cores}' time (over "
-                    f"{t.steal:.0%})")
+            return "steal", (f"the hypervisor stole {w.steal:.0%} of the measured {cores}' time "
+                             f"(over {t.steal:.0%})")
         if before is not None and after is not None and max(before, after) < 1 - t.slowdown:
-            return (f"the cores ran {1 - max(before, after):.0%} slower than usual in this "
-                    f"process at both ends of the window (over {t.slowdown:.0%}: a busy host, "
-                    "a lower clock)")
+            return "slowdown", (f"the cores ran {1 - max(before, after):.0%} slower than usual in "
+                                f"this process at both ends of the window (over "
+                                f"{t.slowdown:.0%}: a busy host, a lower clock)")
         return None
 
 
