@@ -81,6 +81,21 @@ def test_noise_is_not_called_a_difference(runs):
     assert not any(d.startswith("--threads") for d in cmp.differences["same"])
 
 
+def test_a_verdict_on_disturbed_figures_says_so(runs, tmp_path):
+    hit = tmp_path / "hit"
+    shutil.copytree(runs["fast"], hit)
+    results = load(hit)
+    for m in results.measurements:
+        m.disturbed = m.status == "ok"
+    RunStore(hit, results).save()
+    cmp = compare([runs["base"], hit])
+    cells = [c for c in cmp.cells.values() if c.run == "hit" and c.speedup is not None]
+    assert cells and all(c.why.endswith("rests on disturbed figures (hit: fewer clean windows "
+                                        "than asked)") for c in cells)
+    clean = compare([runs["base"], runs["fast"]])
+    assert not any("disturbed" in c.why for c in clean.cells.values())
+
+
 def test_one_repeat_cannot_be_judged(runs):
     cmp = compare([runs["once"]], baseline=runs["base"])
     assert cmp.baseline == "base"

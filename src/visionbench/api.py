@@ -32,6 +32,7 @@ from visionbench.sysinfo import available_cpus
 if TYPE_CHECKING:
     from visionbench.cache import Entry as CacheEntry
     from visionbench.engines import EngineInfo
+    from visionbench.harness.peak import Peak
     from visionbench.models.registry import Entry
     from visionbench.results.compare import Comparison
     from visionbench.results.fleet import FleetSummary
@@ -326,6 +327,14 @@ def machine_state() -> tuple[MachineState, list[Check]]:
 
     state = Machine().state()
     return state, checks(state, available_cpus())
+
+
+def machine_peak(refresh: bool = False) -> Peak:
+    """This machine's peak arithmetic rate per precision (FP32 FMA, BF16 and INT8 dot products,
+    every core at once), from the cache or measured (and cached); ``refresh`` measures again."""
+    from visionbench.harness.peak import machine_peak as peak
+
+    return peak(refresh=refresh)
 
 
 def tune_machine(reset: bool = False) -> tuple[list[Change], list[str]]:

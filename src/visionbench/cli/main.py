@@ -60,9 +60,8 @@ def suite(workloads: str, **kw: Any) -> None:
     geometric means and suite scores."""
     for flag, name, default in (("--model", "model", "resnet50"), ("--weights", "weights", None),
                                 ("--input-shape", "input_shape", None), ("--task", "task", None),
-                                ("--input-name", "input_name", None),
-                                ("--output-name", "output_name", None),
-                                ("--accuracy", "accuracy", False)):
+                                ("--input-name", "input_name", None), ("--accuracy", "accuracy", False),
+                                ("--output-name", "output_name", None)):
         if kw.pop(name, default) not in (default, None, False):
             raise VisionbenchError(f"{flag} is for visionbench run; the suite's models are its "
                                    "--workloads")
@@ -123,8 +122,7 @@ def fleet(nodes: str | None, runtime_env: Path | None, **kw: Any) -> None:
     summary = measure(lambda **k: api.fleet(**k, **kw), kw["output"], kw.get("threads"),
                        "every node's measurements so far are kept")
     _report_fleet(summary)
-    bad = [f"{n.name} ({n.status})" for n in summary.fleet.nodes if n.status != "complete"]
-    if bad:
+    if bad := [f"{n.name} ({n.status})" for n in summary.fleet.nodes if n.status != "complete"]:
         raise VisionbenchError(f"some nodes failed: {', '.join(bad)}; every node's results are "
                                f"kept in {summary.dir}")
 
@@ -200,12 +198,14 @@ def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | No
 @click.option("--tune", "how", flag_value="tune", help="Set the performance governor and huge "
               "pages madvise where root may (nothing of yours stopped), saving what was there.")
 @click.option("--reset", "how", flag_value="reset", help="Put back what --tune changed.")
+@click.option("--peak", "how", flag_value="peak", help="Measure the peak per precision again.")
 def sysinfo(how: str | None) -> None:
-    """Print the system facts and the machine's state each run records, judged with advice."""
-    if how is not None:
+    """Print the system facts, the machine's state (judged, with advice) and its peak per precision."""
+    if how in ("tune", "reset"):
         return tables.print_changes(console, *api.tune_machine(reset=how == "reset"), how == "reset")
     tables.print_system(console, api.system())
     tables.print_state(console, *api.machine_state())
+    tables.print_peak(console, api.machine_peak(refresh=how == "peak"))
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from visionbench.cache import Entry as CacheEntry
 from visionbench.engines import PRECISIONS, EngineInfo
+from visionbench.harness.peak import Peak
 from visionbench.machine import Change, Check, MachineState
 from visionbench.models.registry import Entry
 from visionbench.results import Results
@@ -58,6 +59,20 @@ def print_state(console: Console, state: MachineState, checks: list[Check]) -> N
         t.add_row(c.name, Text(c.value), Text(c.verdict, style=_VERDICT_STYLE[c.verdict]),
                   Text(c.advice))
     console.print(t)
+
+
+def print_peak(console: Console, peak: Peak) -> None:
+    """The peak per precision that figures' "of peak" divides by, and what was not measured."""
+    t = Table(title="Peak arithmetic rate (every core at once; " + (
+        f"cached, measured {peak.measured_at})" if peak.cached else "measured now)"))
+    for col in ("precision", "GOP/s", "instructions", "cores", "clean windows", "set aside"):
+        t.add_column(col)
+    for precision, r in peak.rates.items():
+        t.add_row(precision, f"{r.gops:.1f}", r.isa, str(r.threads),
+                  " ".join(f"{w:.1f}" for w in r.windows), str(r.disturbed))
+    console.print(t)
+    for n in peak.notes:
+        console.print(Text(n, style="yellow"))
 
 
 def print_changes(console: Console, changes: list[Change], missing: list[str], reset: bool) -> None:

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from visionbench.reporting.format import run_notes, subject
-from visionbench.reporting.notices import plausibility
+from visionbench.reporting.notices import impossible, plausibility
 from visionbench.reporting.sections import Section, sections
 from visionbench.results import Results
 
@@ -44,7 +44,7 @@ def print_summary(console: Console, results: Results) -> None:
         print_section(console, section)
     for text in run_notes(results):
         console.print(text, markup=False, highlight=False)
-    for n in plausibility(results):
+    for n in plausibility(results) + impossible(results):
         console.print(Text.assemble(("WARNING" if n.level == "warning" else "note",
                                      "bold red" if n.level == "warning" else "yellow"),
                                     f" {n.subject}: {n.text}"))

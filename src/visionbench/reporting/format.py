@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from visionbench.results import Accuracy, Measurement, Results
+from visionbench.results.schema import PeakRate
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
@@ -255,8 +256,49 @@ def machine_note(results: Results) -> list[str]:
             "explains each)"]
 
 
+def peak_for(results: Results, precision: str) -> PeakRate | None:
+    """The machine's peak a figure at ``precision`` is held to: its own, or FP32's for a BF16
+    the CPU has no instructions for (emulated on FP32's units); None where not measured."""
+    peak = results.system.peak
+    if peak is None:
+        return None
+    if precision == "bf16" and not results.system.bf16_native:
+        return peak.rates.get("fp32")
+    return peak.rates.get(precision)
+
+
+def peak_share(results: Results, m: Measurement) -> float | None:
+    """The figure's arithmetic rate (the model's GFLOP per image x images/s) as a share of the
+    machine's peak for its precision."""
+    info = {i.name: i for i in results.models}.get(m.model or "", results.model)
+    peak = peak_for(results, m.precision)
+    if not (m.throughput_ips and info.gflop_per_image and peak and peak.gops):
+        return None
+    return m.throughput_ips * info.gflop_per_image / peak.gops
+
+
+def share_text(results: Results, m: Measurement) -> str:
+    share = peak_share(results, m)
+    return "—" if share is None else f"{share:.0%}"
+
+
+def peak_note(results: Results) -> list[str]:
+    """The peaks the "of peak" column divides by, and what was not measured."""
+    peak = results.system.peak
+    if peak is None:
+        return []
+    rates = [f"{p.upper()} {r.gops:.0f} GOP/s ({r.isa}, {r.threads} cores)"
+             for p, r in peak.rates.items()]
+    how = "cached from an earlier run" if peak.cached else "measured by this run"
+    return ["of peak: the model's GFLOP per image x images/s, as a share of this machine's peak "
+            f"arithmetic rate for the precision ({'; '.join(rates) or 'none measured'}; {how}, "
+            f"{peak.measured_at})" + "".join(f"; {n}" for n in peak.notes)]
+
+
 def run_notes(results: Results) -> list[str]:
     """What holds for the whole run, under its tables: the INT8 calibration, where one row stands
-    for both methods, how to read fidelity to FP32 (and each flag), the machine's state."""
+    for both methods, how to read fidelity to FP32 (and each flag), the machine's state and
+    peak."""
     cal = [f"INT8 calibration: {results.calibration['how']}."] if results.calibration else []
-    return [*cal, *method_notes(results), *fidelity_notes(results), *machine_note(results)]
+    return [*cal, *method_notes(results), *fidelity_notes(results), *machine_note(results),
+            *peak_note(results)]

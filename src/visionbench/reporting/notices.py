@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from visionbench.reporting.format import peak_for, peak_share
 from visionbench.results import Measurement, Results
 
 #: A precision's native speed-up over FP32 below this, at the same batch and mode, contradicts
@@ -23,6 +24,33 @@ def speedup_ceiling(precision: str, flags: set[str]) -> float:
     if precision == "bf16":
         return 8.0 if "amx_bf16" in flags else 2.5 if "avx512_bf16" in flags else 1.3
     return 10.0 if "amx_int8" in flags else 5.0 if flags & {"avx512_vnni", "avx_vnni"} else 3.0
+
+
+#: A figure above its precision's measured peak by more than this share is impossible (the
+#: peak is the best of a few windows; an engine's best window may pass it by a little).
+PEAK_MARGIN = 0.10
+
+
+def impossible(results: Results) -> list[Notice]:
+    """Each figure whose arithmetic rate is above what this machine's instructions can do (its
+    precision's measured peak plus ``PEAK_MARGIN``): a timing error or a disturbed clock, or a
+    model doing less work than its FLOPs say. Not judged where AMX could run the precision (its
+    tiles outrun the measured AVX-512 peak)."""
+    flags = set(results.system.isa_flags)
+    out = []
+    for m in results.measurements:
+        share = peak_share(results, m) if m.status == "ok" else None
+        amx = m.precision != "fp32" and any(f.startswith("amx") for f in flags)
+        if share is None or amx or share <= 1 + PEAK_MARGIN:
+            continue
+        peak = peak_for(results, m.precision)
+        assert peak is not None
+        out.append(Notice("warning", m.id, (
+            f"impossible: {m.throughput_ips:.1f} images/s is {share:.0%} of this machine's "
+            f"{m.precision.upper()} peak ({peak.gops:.0f} GOP/s, {peak.isa}); the timing or the "
+            "model's FLOP count is wrong, or the peak was measured on slower cores "
+            "(visionbench sysinfo --peak measures it again)")))
+    return out
 
 
 def _speed(m: Measurement) -> float | None:
@@ -99,7 +127,7 @@ def notices(results: Results) -> list[Notice]:
             m.precision == "int8" and m.status == "ok" for m in results.measurements):
         out.append(Notice("note", "calibration", "INT8 was calibrated on synthetic inputs: its speed "
                                                  "is measured, its accuracy is not (give --data)"))
-    out += plausibility(results)
+    out += plausibility(results) + impossible(results)
     for name, hint in results.engines_not_installed.items():
         out.append(Notice("note", name, f"engine not installed, not measured ({hint})"))
     return out

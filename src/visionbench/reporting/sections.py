@@ -23,6 +23,7 @@ from visionbench.reporting.format import (
     per_batch,
     ran_as,
     resource_notes,
+    share_text,
     suite_note,
     throughput_text,
     throughput_title,
@@ -97,14 +98,16 @@ def throughput(results: Results) -> list[Section]:
         return []
     sweep, tune = per_batch(results), results.kind == "tune"
     names = ["engine", "precision", *(["phase"] if tune else []), "batch", "images/s", "windows",
-             "CV", "vs fp32", *(["p50 ms", "p99 ms"] if sweep else []), "ran", "fidelity to fp32"]
+             "CV", "vs fp32", "of peak", *(["p50 ms", "p99 ms"] if sweep else []), "ran",
+             "fidelity to fp32"]
     ratios = fp32_ratios(results.measurements)
     rows = []
     for m in ms:
         cells = (engine_text(m), m.precision, *([m.phase or ""] if tune else []), batch_text(m),
                  throughput_text(m), windows_text(m),
                  "—" if m.cv is None else f"{100 * m.cv:.1f}%", ratios[m.id],
-                 *(batch_latency(m) if sweep else []), ran_as(m), fidelity_text(m))
+                 share_text(results, m), *(batch_latency(m) if sweep else []), ran_as(m),
+                 fidelity_text(m))
         rows.append(Row(cells, _bad(m), _flagged(*cells), m.reason or ""))
     if sweep:
         figures = (("throughput", "Throughput by batch size, one line per engine and precision"
@@ -118,7 +121,7 @@ def throughput(results: Results) -> list[Section]:
         figures = (BAR_THROUGHPUT,)
     return [Section("throughput", throughput_title(results),
                     columns(*names, numeric=("batch", "images/s", "windows", "CV", "vs fp32",
-                                             "p50 ms", "p99 ms")),
+                                             "of peak", "p50 ms", "p99 ms")),
                     tuple(rows), figures=figures)]
 
 

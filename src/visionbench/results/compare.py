@@ -189,6 +189,9 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
         why = ""
     cell.p_value = p
     cell.verdict, cell.why = verdict(p, cell.speedup, _noise(base, m), why)
+    if hit := [r.label for r, x in ((base_run, base), (run, m)) if x.disturbed]:
+        cell.why += (f"{'; ' if cell.why else ''}rests on disturbed figures ({', '.join(hit)}: "
+                     "fewer clean windows than asked)")
     return cell
 
 

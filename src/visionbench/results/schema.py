@@ -493,6 +493,27 @@ class MlperfResult(BaseModel):
     log_dir: str | None = Field(None, description="LoadGen's logs, relative to the run directory")
 
 
+class PeakRate(BaseModel):
+    """One precision's peak on this machine (``harness.peak``)."""
+
+    gops: float = Field(description="billions of arithmetic operations a second (a multiply and "
+                        "an add count two), every available core at once: the best clean window")
+    isa: str = Field(description="the instructions that reached it")
+    threads: int
+    windows: list[float] = Field(default_factory=list, description="each clean window's rate")
+    disturbed: int = Field(0, description="windows set aside as disturbed and measured again")
+
+
+class MachinePeak(BaseModel):
+    """The machine's peak arithmetic rate per precision, measured once and cached."""
+
+    rates: dict[str, PeakRate] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list, description="what was not measured, and why")
+    key: str = ""
+    measured_at: str = ""
+    cached: bool = Field(False, description="measured by an earlier run on this machine")
+
+
 class SystemFacts(BaseModel):
     """The machine a run measured on (``sysinfo.system_info``). Every field has a default, as any
     object was accepted here before it was typed; facts added later are kept."""
@@ -519,6 +540,8 @@ class SystemFacts(BaseModel):
     state: MachineState | None = Field(None, description="the machine's state at the run's "
                                        "start (governor, boost, SMT, huge pages, steal, pressure, "
                                        "load, busy processes; hidden: what it does not show)")
+    peak: MachinePeak | None = Field(None, description="the peak arithmetic rate per precision "
+                                     "that figures are compared with")
 
 
 def _flat_options_schema(schema: dict[str, Any]) -> None:

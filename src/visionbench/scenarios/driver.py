@@ -14,6 +14,7 @@ from typing import Any
 from visionbench.cache import tidy
 from visionbench.config import RunConfig
 from visionbench.engines import all_engines, get_engine
+from visionbench.harness.peak import machine_peak
 from visionbench.machine import Machine
 from visionbench.models import registry
 from visionbench.models.spec import ModelSpec
@@ -65,7 +66,8 @@ def open_runs(cfg: RunConfig, parts: Sequence[RunConfig], reporter: Reporter, co
             if layout is not None and layout.name != "custom":
                 reporter.note(f"{mode}: {layout.name} layout, {layout.describe()} "
                               f"(instances x cores): {layout.reason}")
-    system = {**system_info().as_dict(), "state": Machine().state().as_dict()}
+    system = {**system_info().as_dict(), "state": Machine().state().as_dict(),
+              "peak": machine_peak(reporter.note).as_dict()}
     lock, prior, aside = claim(cfg.output, cfg.existing, command)
     try:
         software = {"visionbench": __version__}

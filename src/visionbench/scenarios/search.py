@@ -287,6 +287,12 @@ class Search:
             elif ratios:
                 out.speedup_vs_default = statistics.median(ratios[w])
                 out.p_value, out.verdict, out.verdict_reason = paired_verdict(ratios[w])
+                hit = sum(a.disturbed or b.disturbed
+                          for a, b in zip(done[w], done[default], strict=True))
+                if hit:
+                    out.verdict_reason += (f"; rests on disturbed figures: {hit} of "
+                                           f"{len(done[w])} rounds had a window other processes or "
+                                           "the host disturbed")
             else:
                 out.verdict, out.verdict_reason = "cannot tell", "the default failed"
         out.seconds_used = round(time.monotonic() - t0, 1)
