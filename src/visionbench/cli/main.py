@@ -12,6 +12,7 @@ import click
 from visionbench import api
 from visionbench.cli import running, tables
 from visionbench.cli.options import (
+    COMPARE,
     ENGINE,
     FLEET,
     INSTANCES,
@@ -181,14 +182,11 @@ def report(run_dir: Path, outlier_pct: float | None) -> None:
 
 @cli.command("compare")
 @click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--baseline", type=click.Path(path_type=Path),
-              help="The run the others are compared with [default: the first RUN].")
-@click.option("--output", type=click.Path(path_type=Path),
-              help="Directory for compare.html/.md/.json and the figures "
-                   "[default: results/compare-<timestamp>].")
-def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | None) -> None:
+@options(COMPARE)
+def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | None,
+                run_noise: float) -> None:
     """Compare runs (machines, engines, versions) with a baseline: ratios and their significance."""
-    cmp = api.compare(list(runs), baseline)
+    cmp = api.compare(list(runs), baseline, run_noise / 100)
     tables.print_comparison(console, cmp)
     out = output or Path("results") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     console.print("comparison: " + ", ".join(str(p) for p in api.write_comparison(cmp, out)))

@@ -13,7 +13,17 @@ import click
 
 from visionbench.engines import all_options
 from visionbench.errors import VisionbenchError
-from visionbench.settings import LADDER, REFERENCE_BATCH, Fleet, Inputs, Launch, Study, Timing, Tune
+from visionbench.settings import (
+    LADDER,
+    REFERENCE_BATCH,
+    RUN_NOISE,
+    Fleet,
+    Inputs,
+    Launch,
+    Study,
+    Timing,
+    Tune,
+)
 
 
 def flags_of(*classes: type, group: str | None = None) -> list[Callable]:
@@ -135,4 +145,18 @@ FLEET = [
     *flags_of(Fleet),
     click.option("--runtime-env", type=click.Path(path_type=Path),
                  help="A JSON file with Ray's runtime_env for every node's task (e.g. pip packages)."),
+]
+
+
+#: compare's options.
+COMPARE = [
+    click.option("--baseline", type=click.Path(path_type=Path),
+                 help="The run the others are compared with [default: the first RUN]."),
+    click.option("--output", type=click.Path(path_type=Path),
+                 help="Directory for compare.html/.md/.json and the figures "
+                      "[default: results/compare-<timestamp>]."),
+    click.option("--run-noise", type=click.FloatRange(0, 100, max_open=True),
+                 default=RUN_NOISE * 100, show_default=True,
+                 help="How much (%) a throughput figure varies from run to run beyond its "
+                      "windows' spread on these machines (0: trust the windows alone)."),
 ]

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from visionbench.reporting.figures import HATCHES, SHADES, render, write_outputs
 from visionbench.reporting.html import TEMPLATES, data_uri
-from visionbench.results.compare import ALPHA, Cell, Comparison, Key
+from visionbench.results.compare import ALPHA, CI_LEVEL, Cell, Comparison, Key
 
 MODES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
 MARK = {"faster": "faster", "slower": "slower", "within noise": "~", "cannot tell": "?"}
@@ -116,8 +116,10 @@ def print_comparison(console: Console, cmp: Comparison) -> None:
                       + ("; ".join(diffs) if diffs else "nothing recorded"), highlight=False)
     for t in tables(cmp):
         console.print(t)
-    console.print(f"faster/slower: significant (p < {ALPHA}) and beyond the spread between repeats; "
-                  "~: within noise; ?: cannot tell (too few repeats)", highlight=False)
+    console.print(f"faster/slower: significant (p < {ALPHA}): throughput with "
+                  f"{cmp.run_noise:.0%} run-to-run noise (--run-noise), latency also beyond the "
+                  "spread between repeats; ~: within noise; ?: cannot tell (too few repeats)",
+                  highlight=False)
 
 
 def _figure(cmp: Comparison, mode: str) -> Figure:
@@ -167,7 +169,8 @@ def compare_markdown(cmp: Comparison) -> str:
         if not keys:
             continue
         lines += ["", f"## {title}", "",
-                  "| engine | precision | run | value | speed vs baseline | 95% CI | p | verdict |",
+                  f"| engine | precision | run | value | speed vs baseline | {CI_LEVEL:.0%} CI | p "
+                  "| verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for k in keys:
             for r in cmp.runs:
@@ -190,7 +193,8 @@ def compare_html(cmp: Comparison, figures: dict[str, dict[str, bytes]]) -> str:
         for mode in MODES
     }
     return TEMPLATES.get_template("compare.html.j2").render(
-        cmp=cmp, rows=rows, titles=MODES, alpha=ALPHA, value=_value, p=_p, ci=_ci,
+        cmp=cmp, rows=rows, titles=MODES, alpha=ALPHA, level=f"{CI_LEVEL:.0%}", value=_value,
+        p=_p, ci=_ci,
         resource_rows=resource_rows(cmp),
         several_models=_models(cmp),
         figures={name: data_uri(f["png"]) for name, f in figures.items()},

@@ -304,7 +304,7 @@ def tune(results: Results) -> list[Section]:
               "in flight), pinned instances and the reference method around the best. The default "
               "and the best few were then measured round by round, every setting once per round "
               "in an order that changes between rounds, and each judged against the default on "
-              "its per-round ratios (a sign test), so that load drifting over the search cannot "
+              "its per-round ratios (a paired t-test), so that load drifting over the search cannot "
               "pass for a difference; the setting with the highest median ratio is named, and the "
               "verdict says whether the rounds show it faster."
               + (f" Only settings whose p99 per call stayed within {bound:g} ms count."

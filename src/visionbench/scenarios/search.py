@@ -29,7 +29,7 @@ MIN_BATCHES = 3
 EXPLORE_WINDOW = 1.0  # seconds at least
 CONFIRM_WINDOW = 2.0
 MIN_ROUNDS = 3
-MAX_ROUNDS = 6  # six rounds that agree give a sign test p of 0.03
+MAX_ROUNDS = 6
 #: Least share of each engine x precision's budget kept for the confirmation (more when
 #: confirming the contenders as they stand is estimated to need more).
 CONFIRM_SHARE = 0.4

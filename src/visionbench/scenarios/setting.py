@@ -74,7 +74,7 @@ class Setting:
             threads=self.cores_per_instance or cfg.launch.threads,
             threads_explicit=cfg.launch.threads_explicit and not self.cores_per_instance,
             # One window per measurement, not measured again when disturbed (it is marked): the
-            # budget holds, and the rounds' sign test is the search's defence against load.
+            # budget holds, and the rounds' paired test is the search's defence against load.
             duration=window, iterations=iterations, repeats=1, extra_windows=0, warmup=warmup,
         ).for_method(engine, self.method, "throughput", precision)
 

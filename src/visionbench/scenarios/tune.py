@@ -13,7 +13,7 @@ within the time left is left out and reported.
 
 It then confirms: the default and the best few are measured round by round, every setting once
 per round, the order rotated between rounds, at least MIN_ROUNDS rounds, and each is judged
-against the default on its per-round ratios (a sign test): load that drifts over the minutes of a
+against the default on its per-round ratios (a paired t-test): load that drifts over the minutes of a
 search moves both sides of a round alike, where measuring one setting after another reads the
 drift as a difference. The winner is the setting with the highest median ratio; the verdict says
 whether the rounds show it faster. Each setting's cost is estimated from what was measured so far

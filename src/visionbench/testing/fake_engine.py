@@ -53,6 +53,13 @@ class Settings:
     noise: float = 0.0
     #: Slowdown per second of a session's life (0.01: 1% slower each second).
     drift: float = 0.0
+    #: Coefficients of variation of a speed factor drawn once per session (run-to-run noise) and
+    #: of one drawn again every ``slow_noise_s`` seconds of its life (window-to-window noise): a
+    #: host's noise as benchmarks/verdicts.py measures it. Drawn from the clock, so that two runs
+    #: of the same settings differ.
+    session_noise: float = 0.0
+    slow_noise: float = 0.0
+    slow_noise_s: float = 1.0
     #: A call's cost with ``sessions`` concurrent sessions is multiplied by sessions ** this
     #: (1: no gain from concurrency; under 1: throughput grows with sessions).
     session_cost: float = 1.0
@@ -90,6 +97,14 @@ def _to_int8(x: np.ndarray) -> np.ndarray:
     return (np.round(x / scale).clip(-127, 127) * scale).astype(np.float32)
 
 
+def _factor(rng: np.random.Generator, cv: float) -> float:
+    """A lognormal factor of mean 1 and coefficient of variation ``cv`` (1.0 where cv is 0)."""
+    if not cv:
+        return 1.0
+    sigma = float(np.sqrt(np.log1p(cv ** 2)))
+    return float(rng.lognormal(-sigma ** 2 / 2, sigma))
+
+
 class FakeSession(Session):
     def __init__(self, model: ModelSpec, precision: Precision, settings: Settings,
                  cost: float) -> None:
@@ -97,6 +112,9 @@ class FakeSession(Session):
         self.calls = 0
         self.born = time.perf_counter()
         self.rng = np.random.default_rng(settings.seed)
+        self.noise_rng = np.random.default_rng(time.perf_counter_ns())
+        self.factor = _factor(self.noise_rng, settings.session_noise)
+        self.slow: dict[int, float] = {}
         per_image = model.channels * model.height * model.width
         self.stride = max(per_image // 64, 1)
         features = len(range(0, per_image, self.stride))
@@ -110,10 +128,15 @@ class FakeSession(Session):
     def _wait(self, batch: int) -> None:
         s = self.settings
         ms = (s.ms_per_batch + s.ms_per_image * batch) / s.speedup.get(self.precision, 1.0) * self.cost
-        ms *= 1 + s.drift * (time.perf_counter() - self.born)
+        age = time.perf_counter() - self.born
+        ms *= (1 + s.drift * age) * self.factor
+        if s.slow_noise:
+            period = int(age / s.slow_noise_s)
+            if period not in self.slow:
+                self.slow[period] = _factor(self.noise_rng, s.slow_noise)
+            ms *= self.slow[period]
         if s.noise:
-            sigma = float(np.sqrt(np.log1p(s.noise ** 2)))
-            ms *= float(self.rng.lognormal(-sigma ** 2 / 2, sigma))
+            ms *= _factor(self.rng, s.noise)
         end = time.perf_counter() + ms / 1e3
         if s.busy:
             while time.perf_counter() < end:
