@@ -132,6 +132,12 @@ def test_compare_cli_writes_tables_figures_and_json(runs, tmp_path):
     assert fast and all(c["verdict"] == "faster" for c in fast)
     assert "## Throughput" in (out / "compare.md").read_text()
     assert "How differences are judged" in (out / "compare.html").read_text()
+    assert data["run_noise"] is None and data["alpha"] == 0.01
+    assert "run-to-run noise 2x the windows' spread" in proc.stdout
+    given = vb("compare", str(runs["base"]), str(runs["fast"]), "--run-noise", "5",
+               "--output", str(tmp_path / "given"))
+    assert given.returncode == 0 and "5.0% run-to-run noise" in given.stdout
+    assert json.loads((tmp_path / "given" / "compare.json").read_text())["run_noise"] == 0.05
 
 
 def test_compare_bad_input_is_one_line(runs, tmp_path):
@@ -149,6 +155,8 @@ def test_compare_bad_input_is_one_line(runs, tmp_path):
         ([str(runs["base"]), str(newer)], "schema version 99"),
         ([str(runs["base"]), str(garbage)], "not readable JSON"),
         ([str(runs["base"])], "at least two runs"),
+        ([str(runs["base"]), str(runs["same"]), "--run-noise", "100"], "--run-noise"),
+        ([str(runs["base"]), str(runs["same"]), "--run-noise", "nan"], "--run-noise"),
     ]
     procs = vb_many([["compare", *args, "--output", str(tmp_path / "out")] for args, _ in cases])
     for (args, message), proc in zip(cases, procs, strict=True):

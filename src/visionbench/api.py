@@ -261,14 +261,12 @@ def load(path: str | Path) -> Results:
 def compare(runs: Sequence[str | Path], baseline: str | Path | None = None,
             run_noise: float | None = None) -> Comparison:
     """Every run against the baseline (default: the first): ratios and their significance.
-    ``run_noise``: how much a throughput figure varies from run to run beyond its windows' spread
-    (a fraction; default ``settings.RUN_NOISE``, measured on a shared VM; 0 trusts the
-    windows alone)."""
+    ``run_noise``: how much a throughput figure moves from run to run beyond its windows' spread
+    (a fraction; default ``settings.RUN_NOISE_RATIO`` times that spread; 0 trusts the windows)."""
     from visionbench.results.compare import compare as compare_runs
-    from visionbench.settings import RUN_NOISE
 
     return compare_runs([Path(r) for r in runs], Path(baseline) if baseline is not None else None,
-                        RUN_NOISE if run_noise is None else run_noise)
+                        run_noise)
 
 
 def report(run: str | Path | Results) -> list[Path]:

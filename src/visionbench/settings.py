@@ -46,10 +46,13 @@ LAYOUTS = ("throughput", "latency", "reference")
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: A fleet's node slower than its median by more than this many percent is an outlier.
 OUTLIER_PCT = 10.0
-#: compare's run-to-run noise of a throughput figure beyond its windows' spread, as a fraction
-#: (``compare --run-noise``): ten runs of the same measurement on the shared 2-core VM these
-#: defaults were set on varied by 11% (docs/method.md, "Verdicts validated").
-RUN_NOISE = 0.11
+#: compare's run-to-run noise of a throughput figure beyond its windows' spread, as a multiple of
+#: that spread (``compare --run-noise`` gives it as a fixed percentage instead): a run samples the
+#: host's state once, so its own windows cannot show how far its whole level moved. Measured on
+#: the shared 2-core VM these defaults were set on: 0.7-0.8 on average, but runs there can sit in
+#: one of two speed modes for all their windows, and 2 is the least that called none of 45 A/A
+#: pairs of real runs a difference (docs/method.md, "Verdicts validated").
+RUN_NOISE_RATIO = 2.0
 #: When a timed window is disturbed (percent of the measured cores' time, or of their speed):
 #: other processes' CPU time, the hypervisor's steal, the cores' slowdown at both its edges.
 DISTURBED_OTHERS_PCT = 10.0

@@ -184,9 +184,9 @@ def report(run_dir: Path, outlier_pct: float | None) -> None:
 @click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
 @options(COMPARE)
 def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | None,
-                run_noise: float) -> None:
+                run_noise: float | None) -> None:
     """Compare runs (machines, engines, versions) with a baseline: ratios and their significance."""
-    cmp = api.compare(list(runs), baseline, run_noise / 100)
+    cmp = api.compare(list(runs), baseline, None if run_noise is None else run_noise / 100)
     tables.print_comparison(console, cmp)
     out = output or Path("results") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     console.print("comparison: " + ", ".join(str(p) for p in api.write_comparison(cmp, out)))

@@ -16,7 +16,7 @@ from visionbench.errors import VisionbenchError
 from visionbench.settings import (
     LADDER,
     REFERENCE_BATCH,
-    RUN_NOISE,
+    RUN_NOISE_RATIO,
     Fleet,
     Inputs,
     Launch,
@@ -156,7 +156,7 @@ COMPARE = [
                  help="Directory for compare.html/.md/.json and the figures "
                       "[default: results/compare-<timestamp>]."),
     click.option("--run-noise", type=click.FloatRange(0, 100, max_open=True),
-                 default=RUN_NOISE * 100, show_default=True,
-                 help="How much (%) a throughput figure varies from run to run beyond its "
-                      "windows' spread on these machines (0: trust the windows alone)."),
+                 help="How much (%) a throughput figure moves from run to run beyond its "
+                      "windows' spread on these machines (0: trust the windows alone) "
+                      f"[default: {RUN_NOISE_RATIO:g}x the windows' spread]."),
 ]

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from visionbench.reporting.figures import HATCHES, SHADES, render, write_outputs
 from visionbench.reporting.html import TEMPLATES, data_uri
-from visionbench.results.compare import ALPHA, CI_LEVEL, Cell, Comparison, Key
+from visionbench.results.compare import ALPHA, CI_LEVEL, Cell, Comparison, Key, noise_text
 
 MODES = {"throughput": "Throughput (images/s, large batch)", "latency": "Latency (batch 1, p50 ms)"}
 MARK = {"faster": "faster", "slower": "slower", "within noise": "~", "cannot tell": "?"}
@@ -117,8 +117,8 @@ def print_comparison(console: Console, cmp: Comparison) -> None:
     for t in tables(cmp):
         console.print(t)
     console.print(f"faster/slower: significant (p < {ALPHA}): throughput with "
-                  f"{cmp.run_noise:.0%} run-to-run noise (--run-noise), latency also beyond the "
-                  "spread between repeats; ~: within noise; ?: cannot tell (too few repeats)",
+                  f"{noise_text(cmp.run_noise)} (--run-noise), latency also beyond the spread "
+                  "between repeats; ~: within noise; ?: cannot tell (too few repeats)",
                   highlight=False)
 
 
@@ -193,7 +193,8 @@ def compare_html(cmp: Comparison, figures: dict[str, dict[str, bytes]]) -> str:
         for mode in MODES
     }
     return TEMPLATES.get_template("compare.html.j2").render(
-        cmp=cmp, rows=rows, titles=MODES, alpha=ALPHA, level=f"{CI_LEVEL:.0%}", value=_value,
+        cmp=cmp, rows=rows, titles=MODES, alpha=ALPHA, level=f"{CI_LEVEL:.0%}",
+        noise=noise_text(cmp.run_noise), value=_value,
         p=_p, ci=_ci,
         resource_rows=resource_rows(cmp),
         several_models=_models(cmp),

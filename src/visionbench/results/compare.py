@@ -3,12 +3,13 @@ measurement both runs made, and whether the difference is beyond the noise.
 
 Like pyperf's compare_to, a difference is called only when a test says it is unlikely to be chance,
 at ALPHA = 0.01 (so that 200 A/A trials bound the false-positive rate under 5%:
-benchmarks/verdicts.py). Throughput compares the windows' images/s on a log scale, with the run's
-level varying from run to run by ``run_noise`` beyond what its windows show: two runs each sample
-the host's state once, and on a shared VM that state moves whole runs (docs/method.md, "Verdicts
-validated"). Latency compares every timed inference (Mann-Whitney U): thousands of samples make
-tiny shifts "significant", and samples within one run are not independent, so a difference must
-also exceed the spread between repeats of either run."""
+benchmarks/verdicts.py). Throughput compares the windows' images/s on a log scale, with each run's
+level moving from run to run beyond what its windows show (RUN_NOISE_RATIO times their spread,
+or a fixed ``run_noise``): a run samples the host's state once, and on a shared VM that state
+moves whole runs (docs/method.md, "Verdicts validated"). Latency compares every timed inference
+(Mann-Whitney U): thousands of samples make tiny shifts "significant", and samples within one
+run are not independent, so a difference must also exceed the spread between repeats of either
+run."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from scipy import stats
 from visionbench.errors import VisionbenchError
 from visionbench.results import CellKey, Measurement, Results, load, load_raw
 from visionbench.results.fleet import NODES_DIR, is_fleet, node_runs
-from visionbench.settings import RUN_NOISE
+from visionbench.settings import RUN_NOISE_RATIO
 
 ALPHA = 0.01
 #: Confidence of the intervals compare shows: one that leaves out 1 goes with a called difference.
@@ -72,7 +73,7 @@ class Comparison:
     keys: list[Key]
     cells: dict[tuple[Key, str], Cell]
     differences: dict[str, list[str]]  # run label -> how its setting differs from the baseline's
-    run_noise: float = RUN_NOISE
+    run_noise: float | None = None  # None: RUN_NOISE_RATIO x the windows' spread
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -140,11 +141,12 @@ def setting_differences(base: Results, other: Results) -> list[str]:
             if a.get(k) != b.get(k)]
 
 
-def throughput_stats(base: Sequence[float], other: Sequence[float], run_noise: float = RUN_NOISE
+def throughput_stats(base: Sequence[float], other: Sequence[float], run_noise: float | None = None
                      ) -> tuple[float | None, tuple[float, float] | None, str]:
     """p-value and CI_LEVEL interval of the ratio other / base from the two runs' window figures:
-    a t-test on their logs whose variance is the windows' pooled spread plus each run's level
-    (``run_noise``), which no run's own windows can show."""
+    a t-test on their logs whose variance is the windows' pooled spread plus each run's level,
+    which no run's own windows can show: ``run_noise`` (a coefficient of variation) where given,
+    else RUN_NOISE_RATIO times the windows' spread."""
     x, y = np.log(np.asarray(base, dtype=float)), np.log(np.asarray(other, dtype=float))
     n, m = len(x), len(y)
     if n < 2 or m < 2:
@@ -152,11 +154,16 @@ def throughput_stats(base: Sequence[float], other: Sequence[float], run_noise: f
     if np.ptp(x) == 0 and np.ptp(y) == 0 and not run_noise:
         return None, None, "repeats identical: no spread to judge"
     df = n + m - 2
-    windows = ((n - 1) * np.var(x, ddof=1) + (m - 1) * np.var(y, ddof=1)) / df * (1 / n + 1 / m)
-    runs = 2 * np.log1p(run_noise ** 2)
+    spread = ((n - 1) * np.var(x, ddof=1) + (m - 1) * np.var(y, ddof=1)) / df
+    windows = spread * (1 / n + 1 / m)
+    if run_noise is None:
+        runs = 2 * RUN_NOISE_RATIO ** 2 * spread
+    else:
+        runs = 2 * np.log1p(run_noise ** 2)
+        # Satterthwaite: a given run term is not estimated, so only the windows' share costs
+        # degrees of freedom.
+        df = float((windows + runs) ** 2 / (windows ** 2 / df)) if windows else np.inf
     se = float(np.sqrt(windows + runs))
-    # Satterthwaite: the run term is given, not estimated, so only the windows' share costs freedom.
-    df = float((windows + runs) ** 2 / (windows ** 2 / df)) if windows else np.inf
     d = float(np.mean(y) - np.mean(x))
     p = float(2 * stats.t.sf(abs(d) / se, df))
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
@@ -182,7 +189,7 @@ def _noise(a: Measurement, b: Measurement) -> float:
 
 
 def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measurement,
-                 run_noise: float = RUN_NOISE) -> Cell:
+                 run_noise: float | None = None) -> Cell:
     mode = key.mode
     # Threads come from the run's settings (listed per run); the batch may differ per cell.
     diffs = [f"batch {base.batch_size} → {m.batch_size}"] if base.batch_size != m.batch_size else []
@@ -201,7 +208,7 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
         cell.speedup = m.throughput_ips / base.throughput_ips
         p, cell.ci, why = throughput_stats(base.throughput_per_repeat,
                                            m.throughput_per_repeat, run_noise)
-        cell.test = f"t-test over the windows' logs, with {run_noise:.0%} run-to-run noise"
+        cell.test = f"t-test over the windows' logs, with {noise_text(run_noise)}"
     else:
         x, y = load_raw(base_run.path, base), load_raw(run.path, m)
         cell.speedup = base.latency.p50_ms / m.latency.p50_ms
@@ -270,12 +277,19 @@ def _expand(paths: list[Path]) -> list[Path]:
     return out
 
 
-def compare(paths: list[Path], baseline: Path | None = None, run_noise: float = RUN_NOISE
+def noise_text(run_noise: float | None) -> str:
+    """How compare took the runs' own movement: for its notes and tables."""
+    return (f"{run_noise:.1%} run-to-run noise" if run_noise is not None else
+            f"run-to-run noise {RUN_NOISE_RATIO:g}x the windows' spread")
+
+
+def compare(paths: list[Path], baseline: Path | None = None, run_noise: float | None = None
             ) -> Comparison:
     """Every run against the baseline (``baseline``, else the first run); a fleet run counts as
-    its nodes' runs (a fleet baseline: its first node). ``run_noise``: RUN_NOISE."""
-    if not 0 <= run_noise < 1:
-        raise VisionbenchError(f"run noise must be at least 0% and under 100%, not {run_noise:.0%}")
+    its nodes' runs (a fleet baseline: its first node). ``run_noise``: ``throughput_stats``."""
+    if run_noise is not None and not 0 <= run_noise < 1:
+        raise VisionbenchError(f"run noise (--run-noise) must be at least 0% and under 100%, not "
+                               f"{run_noise:.0%}")
     paths = _expand(paths)
     if baseline is not None:
         baseline = _expand([baseline])[0]

@@ -14,7 +14,6 @@ import numpy as np
 from scipy import stats
 
 from visionbench.results.compare import paired_verdict, throughput_stats, verdict
-from visionbench.settings import RUN_NOISE
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,17 @@ def _tally(calls: list[str], change: float) -> Tally:
     return Tally(len(calls), hits, len(called) - hits)
 
 
-def compare_verdict(base: list[float], other: list[float], run_noise: float = RUN_NOISE) -> str:
+def compare_verdict(base: list[float], other: list[float], run_noise: float | None = None
+                    ) -> str:
     """compare's throughput verdict on two runs' window figures (``compare.compare_cell``)."""
     p, _, why = throughput_stats(base, other, run_noise)
     return verdict(p, statistics.median(other) / statistics.median(base), None, why)[0]
 
 
 def compare_trials(noise: Noise, repeats: int, change: float, trials: int, seed: int = 0,
-                   run_noise: float = RUN_NOISE) -> Tally:
+                   run_noise: float | None = None) -> Tally:
     """Two runs of ``repeats`` windows each, the second ``change`` faster (-0.03: 3% slower),
-    judged with ``run_noise`` (compare --run-noise)."""
+    judged with ``run_noise`` (compare --run-noise; None: its default)."""
     rng = np.random.default_rng(seed)
     return _tally([compare_verdict(_windows(rng, noise, repeats, 1.0),
                                    _windows(rng, noise, repeats, 1.0 + change), run_noise)
