@@ -8,6 +8,8 @@ import pytest
 
 from visionbench import fidelity
 
+from conftest import ONNX_ENGINES
+
 
 def test_snr_and_relative_error_are_exact():
     rng = np.random.default_rng(0)
@@ -114,3 +116,31 @@ def test_a_lower_precision_with_fp32s_outputs_is_a_contradiction(tmp_path, monke
     from visionbench.reporting.notices import notices
 
     assert any(n.level == "warning" and "BF16 did not run" in n.text for n in notices(r))
+
+
+@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
+def test_int8_calibrated_on_a_constant_image_is_flagged(engine_name, tiny):
+    """A deliberately broken INT8 (every activation range taken from one constant image) is
+    flagged; the same engine's INT8 calibrated on images with content is far closer to FP32 (on
+    the tiny model, Zen 4: broken -4 dB on both; calibrated 24.1 dB ONNX Runtime, 13.2 dB
+    OpenVINO, whose tiny-model INT8 is flagged too: item 8 of the numbers-that-hold issue)."""
+    from visionbench.data.calibration import Calibration, synthetic_calibration
+    from visionbench.engines import SessionSpec, get_engine
+    from visionbench.scenarios.fidelity import FidelityCheck
+
+    check = FidelityCheck(tiny, None, 0)
+    engine = get_engine(engine_name)
+    shape = (1, tiny.channels, tiny.height, tiny.width)
+    constant = Calibration(key="constant-grey-n16", count=16,
+                           samples=lambda: (np.zeros(shape, np.float32) for _ in range(16)))
+
+    def outputs(precision: str, calibration: Calibration) -> list[np.ndarray]:
+        return check.outputs_of(lambda: engine.prepare(
+            SessionSpec(tiny, precision, 2, calibration, 1)))
+
+    images = synthetic_calibration(tiny, 16)
+    ref = outputs("fp32", images)
+    good = check.compare(ref, outputs("int8", images), "int8")
+    broken = check.compare(ref, outputs("int8", constant), "int8")
+    assert broken.flags and "SNR" in broken.flags[0], broken
+    assert good.outputs[0].snr_db > broken.outputs[0].snr_db + 10, (good, broken)

@@ -94,6 +94,7 @@ def test_sysinfo_shows_the_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path))
     proc = vb("sysinfo")
     assert proc.returncode == 0, proc.stderr
-    assert "Peak arithmetic rate" in proc.stdout and "AVX2 FMA" in proc.stdout
+    assert "Peak arithmetic rate" in proc.stdout
+    assert "AVX2 FMA" in proc.stdout or "AVX-512 FMA" in proc.stdout  # the widest this CPU has
     assert "cached, measured" in vb("sysinfo").stdout
     assert "measured now" in vb("sysinfo", "--peak").stdout
