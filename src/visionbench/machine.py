@@ -118,7 +118,8 @@ def tree(procs: dict[int, Proc], root: int) -> set[int]:
     return out
 
 
-def _read(path: Path) -> str | None:
+def read_or_none(path: Path) -> str | None:
+    """A /proc or /sys file's text, stripped; None where it cannot be read (absent, or hidden)."""
     try:
         return path.read_text().strip()
     except OSError:
@@ -192,20 +193,20 @@ class Machine:
         return [f for c in self._cpus() if (f := c / "cpufreq/scaling_governor").exists()]
 
     def _hypervisor(self) -> str | None:
-        kind = _read(self.root / "sys/hypervisor/type")
+        kind = read_or_none(self.root / "sys/hypervisor/type")
         if kind:
             return kind
-        info = _read(self.proc / "cpuinfo") or ""
+        info = read_or_none(self.proc / "cpuinfo") or ""
         flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
         if " hypervisor" not in flags:
             return "" if flags else None
-        dmi = _read(self.root / "sys/class/dmi/id/sys_vendor") or ""
+        dmi = read_or_none(self.root / "sys/class/dmi/id/sys_vendor") or ""
         return dmi or "unnamed (the CPU's hypervisor flag)"
 
     def _boost(self) -> bool | None:
-        if (b := _read(self.cpu / "cpufreq/boost")) is not None:
+        if (b := read_or_none(self.cpu / "cpufreq/boost")) is not None:
             return b == "1"
-        if (t := _read(self.cpu / "intel_pstate/no_turbo")) is not None:
+        if (t := read_or_none(self.cpu / "intel_pstate/no_turbo")) is not None:
             return t == "0"
         return None
 
@@ -235,11 +236,11 @@ class Machine:
         busy.sort(key=lambda b: -b.cores)
         governors: dict[str, int] = {}
         for f in self.governor_files():
-            if (g := _read(f)) is not None:
+            if (g := read_or_none(f)) is not None:
                 governors[g] = governors.get(g, 0) + 1
         first = self._cpus()[0] if self._cpus() else self.cpu / "cpu0"
-        loadavg = (_read(self.proc / "loadavg") or "").split()
-        cpuinfo = _read(self.proc / "cpuinfo") or ""
+        loadavg = (read_or_none(self.proc / "loadavg") or "").split()
+        cpuinfo = read_or_none(self.proc / "cpuinfo") or ""
         microcode = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
                           if line.startswith("microcode")), None)
         hidden = {}
@@ -257,11 +258,11 @@ class Machine:
             hidden["throttling"] = "no thermal_throttle counters" + in_vm
         return MachineState(
             governors=governors or None,
-            cpufreq_driver=_read(first / "cpufreq/scaling_driver"),
-            boost=boost, smt=_read(self.cpu / "smt/control"),
-            thp=_selected(_read(self.thp_dir / "enabled")),
-            thp_defrag=_selected(_read(self.thp_dir / "defrag")),
-            isolated_cpus=_read(self.cpu / "isolated"), hypervisor=hypervisor,
+            cpufreq_driver=read_or_none(first / "cpufreq/scaling_driver"),
+            boost=boost, smt=read_or_none(self.cpu / "smt/control"),
+            thp=_selected(read_or_none(self.thp_dir / "enabled")),
+            thp_defrag=_selected(read_or_none(self.thp_dir / "defrag")),
+            isolated_cpus=read_or_none(self.cpu / "isolated"), hypervisor=hypervisor,
             steal=steal, steal_since_boot=since_boot,
             pressure=None if psi0 is None or psi1 is None else (psi1 - psi0) / 1e6 / wall,
             load_1min=float(loadavg[0]) if loadavg else None,
@@ -354,15 +355,15 @@ class Tuner:
             missing.append("governor: no cpufreq driver (in a virtual machine the host sets the "
                            "clock)")
         for f in files:
-            available = (_read(f.parent / "scaling_available_governors") or "").split()
-            before = _read(f) or ""
+            available = (read_or_none(f.parent / "scaling_available_governors") or "").split()
+            before = read_or_none(f) or ""
             if GOVERNOR_TUNED not in available:
                 missing.append(f"governor of {f.parent.parent.name}: {GOVERNOR_TUNED} not offered "
                                f"({' '.join(available) or 'none listed'})")
             elif before != GOVERNOR_TUNED:
                 changes.append(Change("governor", str(f), before, GOVERNOR_TUNED))
         thp = m.thp_dir / "enabled"
-        if (now := _selected(_read(thp))) is None:
+        if (now := _selected(read_or_none(thp))) is None:
             missing.append("transparent huge pages: not offered by this kernel")
         elif now != THP_TUNED:
             changes.append(Change("transparent huge pages", str(thp), now, THP_TUNED))
@@ -389,7 +390,7 @@ class Tuner:
                                    f"changed this machine (no {self.saved})")
         done = []
         for path, before in self._load().items():
-            now = _selected(_read(Path(path))) or ""
+            now = _selected(read_or_none(Path(path))) or ""
             _write(Path(path), before)
             done.append(Change(Path(path).name, path, now, before))
         self.saved.unlink()

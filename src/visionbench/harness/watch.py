@@ -35,6 +35,7 @@ from visionbench.machine import (
     delta,
     pressure_us,
     processes,
+    read_or_none,
     tree,
 )
 from visionbench.sysinfo import cpu_list
@@ -126,13 +127,6 @@ class _Snapshot:
     throttle: int | None
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
-
-
 def _spin(n: int) -> int:
     x = 0
     for i in range(n):
@@ -202,11 +196,11 @@ class Watcher:
 
     # -- reading /proc and /sys -----------------------------------------------------------------
     def _freq_mhz(self) -> float | None:
-        khz = [int(t) for f in self._freq_files if (t := _read(f)) and t.strip().isdigit()]
+        khz = [int(t) for f in self._freq_files if (t := read_or_none(f)) and t.strip().isdigit()]
         return sum(khz) / len(khz) / 1000 if khz else None
 
     def _throttle(self) -> int | None:
-        counts = [int(t) for f in self._throttle_files if (t := _read(f)) and t.strip().isdigit()]
+        counts = [int(t) for f in self._throttle_files if (t := read_or_none(f)) and t.strip().isdigit()]
         return sum(counts) if counts else None
 
     def _neighbour(self, pid: int) -> bool:
@@ -222,7 +216,7 @@ class Watcher:
         return f"{FLEET_ENV}={mark}".encode() in environ.split(b"\0")
 
     def _allowed(self, pid: int) -> set[int] | None:
-        for line in (_read(self.proc / str(pid) / "status") or "").splitlines():
+        for line in (read_or_none(self.proc / str(pid) / "status") or "").splitlines():
             if line.startswith("Cpus_allowed_list:"):
                 return set(cpu_list(line.split(":", 1)[1]))
         return None
