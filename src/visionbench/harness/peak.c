@@ -8,6 +8,14 @@
 
 #define CHAINS 12
 
+/* Each kernel's loop: the CHAINS accumulators acc[j] start at INIT (an expression of j), then
+ * every one of `iters` iterations sets each acc[j] = STEP, unrolled so the chains interleave. */
+#define RUN_CHAINS(INIT, STEP)                          \
+    for (int j = 0; j < CHAINS; j++) acc[j] = INIT;     \
+    for (long i = 0; i < iters; i++)                    \
+        _Pragma("GCC unroll 16")                        \
+        for (int j = 0; j < CHAINS; j++) acc[j] = STEP;
+
 #define SUM_PS(STORE, LANES)                         \
     float out = 0.0f;                                   \
     for (int j = 0; j < CHAINS; j++) {                  \
@@ -30,10 +38,7 @@
 __attribute__((target("avx2,fma"))) double vb_fp32_avx2(long iters) {
     __m256 acc[CHAINS];
     const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-6f);
-    for (int j = 0; j < CHAINS; j++) acc[j] = _mm256_set1_ps((float)j);
-    for (long i = 0; i < iters; i++)
-#pragma GCC unroll 16
-        for (int j = 0; j < CHAINS; j++) acc[j] = _mm256_fmadd_ps(acc[j], x, y);
+    RUN_CHAINS(_mm256_set1_ps((float)j), _mm256_fmadd_ps(acc[j], x, y))
     SUM_PS(_mm256_storeu_ps, 8)
 }
 long vb_ops_fp32_avx2(void) { return CHAINS * 8 * 2; }
@@ -42,10 +47,7 @@ long vb_ops_fp32_avx2(void) { return CHAINS * 8 * 2; }
 __attribute__((target("avx512f"))) double vb_fp32_avx512(long iters) {
     __m512 acc[CHAINS];
     const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-6f);
-    for (int j = 0; j < CHAINS; j++) acc[j] = _mm512_set1_ps((float)j);
-    for (long i = 0; i < iters; i++)
-#pragma GCC unroll 16
-        for (int j = 0; j < CHAINS; j++) acc[j] = _mm512_fmadd_ps(acc[j], x, y);
+    RUN_CHAINS(_mm512_set1_ps((float)j), _mm512_fmadd_ps(acc[j], x, y))
     SUM_PS(_mm512_storeu_ps, 16)
 }
 long vb_ops_fp32_avx512(void) { return CHAINS * 16 * 2; }
@@ -55,10 +57,7 @@ __attribute__((target("avx512f,avx512bf16"))) double vb_bf16_avx512(long iters) 
     __m512 acc[CHAINS];
     const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f));
     const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
-    for (int j = 0; j < CHAINS; j++) acc[j] = _mm512_set1_ps((float)j);
-    for (long i = 0; i < iters; i++)
-#pragma GCC unroll 16
-        for (int j = 0; j < CHAINS; j++) acc[j] = _mm512_dpbf16_ps(acc[j], a, b);
+    RUN_CHAINS(_mm512_set1_ps((float)j), _mm512_dpbf16_ps(acc[j], a, b))
     SUM_PS(_mm512_storeu_ps, 16)
 }
 long vb_ops_bf16_avx512(void) { return CHAINS * 16 * 2 * 2; }
@@ -67,10 +66,7 @@ long vb_ops_bf16_avx512(void) { return CHAINS * 16 * 2 * 2; }
 __attribute__((target("avx512f,avx512vnni"))) double vb_int8_avx512vnni(long iters) {
     __m512i acc[CHAINS];
     const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
-    for (int j = 0; j < CHAINS; j++) acc[j] = _mm512_set1_epi32(j);
-    for (long i = 0; i < iters; i++)
-#pragma GCC unroll 16
-        for (int j = 0; j < CHAINS; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], u, s);
+    RUN_CHAINS(_mm512_set1_epi32(j), _mm512_dpbusd_epi32(acc[j], u, s))
     SUM_EPI32(_mm512_storeu_si512, 16)
 }
 long vb_ops_int8_avx512vnni(void) { return CHAINS * 16 * 4 * 2; }
@@ -79,10 +75,7 @@ long vb_ops_int8_avx512vnni(void) { return CHAINS * 16 * 4 * 2; }
 __attribute__((target("avx2,avxvnni"))) double vb_int8_avxvnni(long iters) {
     __m256i acc[CHAINS];
     const __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2);
-    for (int j = 0; j < CHAINS; j++) acc[j] = _mm256_set1_epi32(j);
-    for (long i = 0; i < iters; i++)
-#pragma GCC unroll 16
-        for (int j = 0; j < CHAINS; j++) acc[j] = _mm256_dpbusd_avx_epi32(acc[j], u, s);
+    RUN_CHAINS(_mm256_set1_epi32(j), _mm256_dpbusd_avx_epi32(acc[j], u, s))
     SUM_EPI32(_mm256_storeu_si256, 8)
 }
 long vb_ops_int8_avxvnni(void) { return CHAINS * 8 * 4 * 2; }
@@ -93,12 +86,8 @@ long vb_ops_int8_avxvnni(void) { return CHAINS * 8 * 4 * 2; }
 __attribute__((target("avx2"))) double vb_int8_avx2(long iters) {
     __m256i acc[CHAINS];
     const __m256i s = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
-    for (int j = 0; j < CHAINS; j++) acc[j] = _mm256_set1_epi32(j);
-    for (long i = 0; i < iters; i++)
-#pragma GCC unroll 16
-        for (int j = 0; j < CHAINS; j++)
-            acc[j] = _mm256_add_epi32(acc[j],
-                                      _mm256_madd_epi16(_mm256_maddubs_epi16(acc[j], s), ones));
+    RUN_CHAINS(_mm256_set1_epi32(j),
+               _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[j], s), ones)))
     SUM_EPI32(_mm256_storeu_si256, 8)
 }
 long vb_ops_int8_avx2(void) { return CHAINS * 32 * 2; }

@@ -196,11 +196,11 @@ class Watcher:
 
     # -- reading /proc and /sys -----------------------------------------------------------------
     def _freq_mhz(self) -> float | None:
-        khz = [int(t) for f in self._freq_files if (t := read_or_none(f)) and t.strip().isdigit()]
+        khz = [int(t) for f in self._freq_files if (t := read_or_none(f)) and t.isdigit()]
         return sum(khz) / len(khz) / 1000 if khz else None
 
     def _throttle(self) -> int | None:
-        counts = [int(t) for f in self._throttle_files if (t := read_or_none(f)) and t.strip().isdigit()]
+        counts = [int(t) for f in self._throttle_files if (t := read_or_none(f)) and t.isdigit()]
         return sum(counts) if counts else None
 
     def _neighbour(self, pid: int) -> bool:

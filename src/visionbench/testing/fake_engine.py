@@ -97,12 +97,12 @@ def _to_int8(x: np.ndarray) -> np.ndarray:
     return (np.round(x / scale).clip(-127, 127) * scale).astype(np.float32)
 
 
-def _factor(rng: np.random.Generator, cv: float) -> float:
-    """A lognormal factor of mean 1 and coefficient of variation ``cv`` (1.0 where cv is 0)."""
-    if not cv:
-        return 1.0
+def speed_factor(rng: np.random.Generator, cv: float, size: int | None = None) -> Any:
+    """Lognormal speed factors of mean 1 and coefficient of variation ``cv`` (exactly 1.0 where
+    cv is 0): one, or an array of ``size``. The fake engine's noise and the verdicts' noise model
+    (``testing.verdicts``) draw them alike."""
     sigma = float(np.sqrt(np.log1p(cv ** 2)))
-    return float(rng.lognormal(-sigma ** 2 / 2, sigma))
+    return rng.lognormal(-sigma ** 2 / 2, sigma, size)
 
 
 class FakeSession(Session):
@@ -113,7 +113,7 @@ class FakeSession(Session):
         self.born = time.perf_counter()
         self.rng = np.random.default_rng(settings.seed)
         self.noise_rng = np.random.default_rng(time.perf_counter_ns())
-        self.factor = _factor(self.noise_rng, settings.session_noise)
+        self.factor = float(speed_factor(self.noise_rng, settings.session_noise))
         self.slow: dict[int, float] = {}
         per_image = model.channels * model.height * model.width
         self.stride = max(per_image // 64, 1)
@@ -133,10 +133,10 @@ class FakeSession(Session):
         if s.slow_noise:
             period = int(age / s.slow_noise_s)
             if period not in self.slow:
-                self.slow[period] = _factor(self.noise_rng, s.slow_noise)
+                self.slow[period] = float(speed_factor(self.noise_rng, s.slow_noise))
             ms *= self.slow[period]
         if s.noise:
-            ms *= _factor(self.rng, s.noise)
+            ms *= float(speed_factor(self.rng, s.noise))
         end = time.perf_counter() + ms / 1e3
         if s.busy:
             while time.perf_counter() < end:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from visionbench.results.compare import paired_verdict, throughput_stats, verdict
+from visionbench.testing.fake_engine import speed_factor
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,9 @@ class Tally:
         return float(stats.binomtest(k, self.trials).proportion_ci(0.95, "exact").high)
 
 
-def _factor(rng: np.random.Generator, cv_: float, size: int | None = None) -> np.ndarray:
-    sigma = np.sqrt(np.log1p(cv_ ** 2))
-    return rng.lognormal(-sigma ** 2 / 2, sigma, size)
-
-
 def _windows(rng: np.random.Generator, noise: Noise, n: int, speed: float) -> list[float]:
-    return list(100.0 * speed * _factor(rng, noise.run_cv) * _factor(rng, noise.window_cv, n))
+    return list(100.0 * speed * speed_factor(rng, noise.run_cv)
+                * speed_factor(rng, noise.window_cv, n))
 
 
 def _tally(calls: list[str], change: float) -> Tally:
