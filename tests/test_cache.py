@@ -83,6 +83,25 @@ def test_a_watch_keeps_its_own_and_a_failing_block_passes_its_notes_on(private_c
     assert len(outer.notes) == 1 and "damaged" in outer.notes[0]
 
 
+def test_an_earlier_revision_is_removed_once_its_successor_is_built(private_cache):
+    """A build revision bump rebuilds the entry and removes the recorded earlier one, said once;
+    a file of that name the cache has no record of is not the cache's to delete."""
+    folder = private_cache / "models"
+    old, older, new = folder / "m-r2.onnx", folder / "m-r1.onnx", folder / "m-r3.onnx"
+    cache.cached(old, "m model", _build([], ("m-r2.npz",)), ["m-r2.npz"])
+    folder.joinpath("m-r1.onnx").write_bytes(b"the user's own file")
+    with cache.watch() as log:
+        cache.cached(new, "m model", _build([]), supersedes=[older, old])
+    assert new.exists() and not old.exists() and not (folder / "m-r2.npz").exists()
+    assert not (folder / "m-r2.onnx.record.json").exists()
+    assert older.read_bytes() == b"the user's own file"
+    assert log.notes == ["the cached m model (m-r2.onnx) was of an earlier revision of its build: "
+                         "rebuilt, and the old entry removed"]
+    with cache.watch() as again:
+        cache.cached(new, "m model", _build([]), supersedes=[older, old])
+    assert again.notes == [] and [e[1] for e in again.events] == ["hit"]
+
+
 def test_stale_temporary_files_are_removed_and_fresh_ones_kept(private_cache):
     folder = private_cache / "int8"
     folder.mkdir(parents=True)

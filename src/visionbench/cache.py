@@ -124,9 +124,11 @@ def record(path: Path, what: str, parts: Sequence[str] = ()) -> None:
          "files": files}, indent=1))
 
 
-def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence[str] = ()) -> Path:
+def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence[str] = (),
+           supersedes: Sequence[Path] = ()) -> Path:
     """``path``, built by ``build(path)`` (which writes it, and its ``parts`` beside it, whole)
-    where it is missing; a damaged entry is set aside and rebuilt once, with a note."""
+    where it is missing; a damaged entry is set aside and rebuilt once, with a note. Once built,
+    the recorded entries of ``supersedes`` (earlier revisions of it) are removed, with a note."""
     t0 = time.perf_counter()
     how = "built"
     if path.exists() or _record_path(path).exists():
@@ -144,8 +146,27 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
     if not path.exists():
         raise VisionbenchError(f"building the {what} wrote nothing to {path}")
     record(path, what, parts)
+    for old in supersedes:
+        if _remove(old):
+            _note(f"the cached {what} ({old.name}) was of an earlier revision of its build: "
+                  "rebuilt, and the old entry removed")
     _event(what, how, time.perf_counter() - t0)
     return path
+
+
+def _remove(path: Path) -> bool:
+    """Remove a recorded entry (the files its record names, and the record); False where it has
+    no readable record: what the cache did not write, it does not delete."""
+    record_file = _record_path(path)
+    try:
+        names = list(json.loads(record_file.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (path.parent / Path(name).name).unlink()
+    record_file.unlink(missing_ok=True)
+    return True
 
 
 def _stale(p: Path, now: float) -> bool:

@@ -121,18 +121,35 @@ def graph_input(tf: Any, batch: np.ndarray, nchw: bool) -> Any:
     return tf.constant(batch)
 
 
-class GraphSession(Session):
-    """A frozen graph as a compiled function; NCHW inputs are transposed when fed."""
+#: Grappler's BF16 auto mixed precision, as ``set_amp`` last set it (None: not yet).
+_amp: list[bool | None] = [None]
+AMP_OPTION = "auto_mixed_precision_onednn_bfloat16"
 
-    def __init__(self, tf: Any, fn: Any, nchw_input: bool) -> None:
+
+def set_amp(tf: Any, on: bool) -> None:
+    """Turn grappler's BF16 auto mixed precision on or off for the calls that follow. TensorFlow
+    optimizes a function's graph for the options in force at each call (one graph per setting,
+    kept): a BF16 function called with the option off runs its FP32 graph."""
+    if _amp[0] is not on:
+        tf.config.optimizer.set_experimental_options({AMP_OPTION: on})
+        _amp[0] = on
+
+
+class GraphSession(Session):
+    """A frozen graph as a compiled function, every call under its own precision's grappler
+    options; NCHW inputs are transposed when fed."""
+
+    def __init__(self, tf: Any, fn: Any, nchw_input: bool, bf16: bool) -> None:
         self._tf = tf
         self._fn = fn
         self._nchw = nchw_input
+        self._bf16 = bf16
 
     def feed(self, batch: np.ndarray) -> Any:
         return graph_input(self._tf, batch, self._nchw)
 
     def run(self, batch: Any) -> np.ndarray:
+        set_amp(self._tf, self._bf16)
         return self._fn(batch).numpy()
 
 
@@ -163,8 +180,6 @@ class TensorFlowEngine(Engine):
     formats = ("onnx", "tensorflow")
     definition = "keras"
     _frozen_cache: ClassVar[dict[str, Any]] = {}
-    #: The BF16 function of each frozen graph (see ``_graph``).
-    _bf16_cache: ClassVar[dict[int, tuple[Any, Counter[str]]]] = {}
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -223,27 +238,12 @@ class TensorFlowEngine(Engine):
 
     def _graph(self, tf: Any, frozen: Any, bf16: bool, example: Any) -> tuple[Any, Counter[str]]:
         """A compiled function over the frozen graph, optimized (with BF16 auto mixed precision
-        when asked) at its first call, on the fed ``example``; the compute ops it really ran.
-
-        The BF16 function is made once per graph and kept: a second one over the same graph in
-        the same process is left all FP32 by grappler (seen with TensorFlow 2.21)."""
-        if bf16 and id(frozen) in self._bf16_cache:
-            return self._bf16_cache[id(frozen)]
+        when asked: ``set_amp``) at its first call, on the fed ``example``; the compute ops it
+        really ran. The session calls it under the same options (``GraphSession``)."""
         spec = tf.TensorSpec(frozen.input_shape, tf.float32)
-        option = {"auto_mixed_precision_onednn_bfloat16": bf16}
-        previous = tf.config.optimizer.get_experimental_options()
-        tf.config.optimizer.set_experimental_options(option)
-        try:
-            # A new function for every session: grappler's options apply when it is first run.
-            fn = tf.function(lambda x: frozen.fn(x)[0]).get_concrete_function(spec)
-            ops = executed_ops(tf, fn, example)
-        finally:
-            tf.config.optimizer.set_experimental_options(
-                {"auto_mixed_precision_onednn_bfloat16":
-                 previous.get("auto_mixed_precision_onednn_bfloat16", False)})
-        if bf16:
-            self._bf16_cache[id(frozen)] = (fn, ops)
-        return fn, ops
+        set_amp(tf, bf16)
+        fn = tf.function(lambda x: frozen.fn(x)[0]).get_concrete_function(spec)
+        return fn, executed_ops(tf, fn, example)
 
     def _nhwc_samples(self, model: ModelSpec, calibration: Calibration) -> list[np.ndarray]:
         nchw = model.format == "onnx" and model.layout == "NCHW"
@@ -392,7 +392,7 @@ class TensorFlowEngine(Engine):
             elif precision == "bf16":
                 details["bf16"] = "grappler auto_mixed_precision_onednn_bfloat16"
             fn, ops = self._graph(tf, frozen, precision == "bf16", graph_input(tf, example, nchw))
-            session = GraphSession(tf, fn, nchw)
+            session = GraphSession(tf, fn, nchw, precision == "bf16")
             counts = _precision_counts(ops)
             quantized = counts["int8"] if precision == "int8" else None
         details["compute_ops"] = dict(ops)

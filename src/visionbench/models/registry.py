@@ -88,7 +88,7 @@ class Entry:
     def onnx_path(self, seed: int = 0) -> Path:
         """The model's ONNX file, built on first use and cached (seeded weights: per seed)."""
         card = self.card
-        path = cache_dir() / "models" / f"{card.name}-seed{seed}-r{card.revision}.onnx"
+        path = revision_path(card.name, seed, card.revision)
         if card.built_with != "numpy":  # the builder caches its own file
             built = self.build(seed)
             if isinstance(built, Path):
@@ -101,7 +101,18 @@ class Entry:
             data = built.read_bytes() if isinstance(built, Path) else built.SerializeToString()
             atomic_write_bytes(path, data)
 
-        return cached(path, f"{card.name} model (seed {seed})", write)
+        return cached(path, f"{card.name} model (seed {seed})", write,
+                      supersedes=superseded(card.name, seed, card.revision))
+
+
+def revision_path(name: str, seed: int, revision: int) -> Path:
+    """Where a built-in model's file of this seed and build revision is cached."""
+    return cache_dir() / "models" / f"{name}-seed{seed}-r{revision}.onnx"
+
+
+def superseded(name: str, seed: int, revision: int) -> list[Path]:
+    """The cached files of a built-in model's earlier build revisions."""
+    return [revision_path(name, seed, r) for r in range(1, revision)]
 
 
 _REGISTRY: dict[str, Entry] = {}

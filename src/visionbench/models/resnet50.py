@@ -4,7 +4,8 @@ Weights live in a dict keyed exactly as torchvision's ``resnet50().state_dict()`
 builder serves our seeded weights and a user's checkpoint. Batch-norm statistics are set from a
 forward pass over a few synthetic images (data-dependent initialisation): without that, a random
 ResNet maps every input to the same class, and precision agreement tests would prove nothing.
-Residual branches start scaled down (``RESIDUAL_SCALE``), so that the seeded network is about as
+Residual branches start scaled down (each bottleneck's last batch norm) and the classifier reads the
+directions in which the features differ between images (``seeding``), so that the seeded network is about as
 robust to rounding as a trained one.
 """
 
@@ -16,13 +17,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from visionbench.data.synthetic import images
+from visionbench.models import seeding
 
 BN_EPS = 1e-5
-#: The scale of each bottleneck's residual branch at initialisation (its last batch norm's weight
-#: and shift), as Fixup and SkipInit start residual networks: a block begins near the identity,
-#: so rounding (BF16, INT8) is not amplified from block to block, as it is in a random network of
-#: full-scale branches and is not in a trained one.
-RESIDUAL_SCALE = 0.1
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,7 @@ def macs(cfg: ResNetConfig) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# A small numpy forward pass, used once to set batch-norm statistics from data.
+# A small numpy forward pass, used once to set batch-norm statistics and the classifier from data.
 
 
 def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
@@ -174,11 +171,11 @@ def _bn(x: np.ndarray, sd: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     ].reshape(shape)
 
 
-def forward(
+def features(
     sd: dict[str, np.ndarray], cfg: ResNetConfig, x: np.ndarray, calibrate: bool = False
 ) -> np.ndarray:
-    """Logits for NCHW float32 input. With ``calibrate`` each batch norm first takes its
-    running statistics from the batch it sees, and the classifier is centred on the batch."""
+    """Pooled features [N, channels] for NCHW float32 input. With ``calibrate`` each batch norm
+    first takes its running statistics from the batch it sees."""
 
     def conv_bn(h: np.ndarray, c: Conv) -> np.ndarray:
         y = _conv(h, sd[f"{c.key}.weight"], c.stride, c.pad)
@@ -196,43 +193,40 @@ def forward(
         y = conv_bn(y, c3)
         idn = conv_bn(h, b.downsample) if b.downsample is not None else h
         h = np.maximum(y + idn, 0)
-    feats = h.mean(axis=(2, 3))
-    if calibrate:
-        # Centre the classifier on the batch's features, so that the logits respond to what
-        # differs between inputs rather than to the features' common mean, and scale it by their
-        # spread as a whole: scaled feature by feature, the features that barely vary would
-        # amplify their rounding into the logits.
-        mu, sdev = feats.mean(axis=0), feats.std(axis=0).mean() + 1e-3
-        w = sd["fc.weight"] / sdev
-        sd["fc.weight"] = w.astype(np.float32)
-        sd["fc.bias"] = (-(w @ mu)).astype(np.float32)
-    return feats @ sd["fc.weight"].T + sd["fc.bias"]
+    return h.mean(axis=(2, 3))
 
 
-def seeded_weights(cfg: ResNetConfig, seed: int = 0, calib_batch: int = 8) -> dict[str, np.ndarray]:
+def forward(sd: dict[str, np.ndarray], cfg: ResNetConfig, x: np.ndarray) -> np.ndarray:
+    """Logits for NCHW float32 input."""
+    return features(sd, cfg, x) @ sd["fc.weight"].T + sd["fc.bias"]
+
+
+def seeded_weights(cfg: ResNetConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic weights: He-normal convolutions, residual branches scaled by
-    ``RESIDUAL_SCALE``, batch norms set from synthetic images with content."""
+    ``seeding.RESIDUAL_SCALE``; batch norms set from synthetic images with content, and a classifier
+    that reads the directions in which those images' features differ
+    (``seeding.principal_classifier``)."""
     rng = np.random.default_rng(seed)
     sd: dict[str, np.ndarray] = {}
+    branch = seeding.RESIDUAL_SCALE
     for key, shape in weight_shapes(cfg).items():
-        if key == "fc.weight":
-            w = rng.standard_normal(shape) / np.sqrt(shape[1])
-        elif key == "fc.bias":
-            w = np.zeros(shape)
-        elif len(shape) == 4:
+        if len(shape) == 4:
             fan_out = shape[0] * shape[2] * shape[3]
             w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_out)
+        elif key.startswith("fc."):
+            continue
         elif key.endswith(".weight"):
-            w = rng.uniform(0.5, 1.5, shape) * (RESIDUAL_SCALE if key.endswith("bn3.weight") else 1)
+            w = rng.uniform(0.5, 1.5, shape) * (branch if key.endswith("bn3.weight") else 1)
         elif key.endswith(".bias"):
-            w = rng.normal(0.0, 0.1, shape) * (RESIDUAL_SCALE if key.endswith("bn3.bias") else 1)
+            w = rng.normal(0.0, 0.1, shape) * (branch if key.endswith("bn3.bias") else 1)
         elif key.endswith("running_var"):
             w = np.ones(shape)
         else:
             w = np.zeros(shape)
         sd[key] = w.astype(np.float32)
-    x = images(calib_batch, 3, cfg.image_size, cfg.image_size, seed + 1)
-    forward(sd, cfg, x, calibrate=True)
+    x = images(seeding.IMAGES, 3, cfg.image_size, cfg.image_size, seed + 1)
+    sd["fc.weight"], sd["fc.bias"] = seeding.principal_classifier(
+        features(sd, cfg, x, calibrate=True), cfg.num_classes, rng)
     return sd
 
 

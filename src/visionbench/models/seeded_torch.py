@@ -17,9 +17,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visionbench.cache import cached
+from visionbench.data.synthetic import images
 from visionbench.errors import VisionbenchError, describe
-from visionbench.fsutil import atomic_write_bytes, cache_dir
-from visionbench.models.registry import SEEDED, ModelCard, ModelTask, register
+from visionbench.fsutil import atomic_write_bytes
+from visionbench.models import seeding
+from visionbench.models.registry import (
+    SEEDED,
+    ModelCard,
+    ModelTask,
+    register,
+    revision_path,
+    superseded,
+)
 
 if TYPE_CHECKING:
     from visionbench.models.spec import ModelSpec
@@ -93,22 +102,64 @@ def calibrate_batch_norms(module: Any, shape: Sequence[int], seed: int) -> None:
     module.eval()
 
 
+def condition_classifier(module: Any, shape: Sequence[int], seed: int, num_classes: int) -> None:
+    """The classifier (the last linear layer with ``num_classes`` outputs) reads the principal
+    directions of its input over ``seeding.IMAGES`` synthetic images with content
+    (``seeding.principal_classifier``)."""
+    torch = import_torch()
+    heads = [m for m in module.modules()
+             if isinstance(m, torch.nn.Linear) and m.out_features == num_classes]
+    if not heads:
+        raise VisionbenchError(f"no classifier of {num_classes} outputs to condition")
+    seen: list[np.ndarray] = []
+    hook = heads[-1].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().numpy()))
+    x = images(seeding.IMAGES, shape[0], shape[1], shape[2], seed + 1)
+    try:
+        with torch.no_grad():
+            module(torch.from_numpy(x))
+    finally:
+        hook.remove()
+    weight, bias = seeding.principal_classifier(seen[0], num_classes,
+                                                np.random.default_rng(seed + 2))
+    with torch.no_grad():
+        heads[-1].weight.copy_(torch.from_numpy(weight))
+        heads[-1].bias.copy_(torch.from_numpy(bias))
+
+
+#: (module) -> the layers whose outputs end its residual branches, no normalisation after them.
+Branches = Callable[[Any], Sequence[Any]]
+
+
+def scale_branches(module: Any, branches: Branches) -> None:
+    """Scale the last layer of each residual branch by ``seeding.RESIDUAL_SCALE``."""
+    torch = import_torch()
+    with torch.no_grad():
+        for layer in branches(module):
+            layer.weight.mul_(seeding.RESIDUAL_SCALE)
+            layer.bias.mul_(seeding.RESIDUAL_SCALE)
+
+
 def build(
     name: str, make: Callable[[], Any], input_shape: tuple[int, int, int], outputs: Sequence[str],
-    seed: int, revision: int,
+    seed: int, revision: int, classes: int | None = None, branches: Branches | None = None,
 ) -> Path:
     """The ONNX file of ``make()`` with seeded, calibrated weights (input ``input`` [N, C, H, W],
     the named outputs, the batch dynamic), its state dict beside it (``.npz``); built once per
-    seed and cached."""
-    path = cache_dir() / "models" / f"{name}-seed{seed}-r{revision}.onnx"
+    seed and cached. ``classes``: a classifier's class count, its head then conditioned
+    (``condition_classifier``); ``branches``: its residual branches, scaled down."""
+    path = revision_path(name, seed, revision)
     npz = path.with_suffix(".npz")
 
     def write(path: Path) -> None:
         torch = import_torch()
         module = make()
         load_state(module, seeded_state(module, seed))
+        if branches is not None:
+            scale_branches(module, branches)
         c, h, w = input_shape
         calibrate_batch_norms(module, (CALIBRATION_BATCH, c, h, w), seed)
+        if classes is not None:
+            condition_classifier(module, input_shape, seed, classes)
         state = {k: v.detach().numpy() for k, v in module.state_dict().items()}
         buf = io.BytesIO()
         np.savez(buf, **state)
@@ -125,7 +176,8 @@ def build(
             raise VisionbenchError(f"cannot export {name} to ONNX: {describe(e)}") from e
         atomic_write_bytes(path, buf.getvalue())
 
-    return cached(path, f"{name} model (seed {seed})", write, [npz.name])
+    return cached(path, f"{name} model (seed {seed})", write, [npz.name],
+                  superseded(name, seed, revision))
 
 
 def module_from_file(make: Callable[[], Any], onnx_path: Path) -> Any:
@@ -145,11 +197,13 @@ MAKERS: dict[str, Callable[[], Any]] = {}
 
 def register_seeded(name: str, task: ModelTask, summary: str, make: Callable[[], Any],
                     outputs: Sequence[str], size: int, num_classes: int,
-                    params: int | None = None, gflop: float | None = None, **card: Any) -> None:
+                    params: int | None = None, gflop: float | None = None,
+                    branches: Branches | None = None, **card: Any) -> None:
     """Register a seeded torch-defined model (input 3 x size x size): its card, its ONNX file
     built by ``build``, its PyTorch definition rebuilt from the state dict beside that file.
     ``params`` and ``gflop`` (per image) are checked against the definition by the tests; a
-    test variant leaves them out. ``card``: the card's other fields."""
+    test variant leaves them out. ``branches``: the model's residual branches, to scale down at
+    initialisation (``scale_branches``). ``card``: the card's other fields."""
     MAKERS[name] = make
 
     def torch_module(spec: ModelSpec) -> tuple[Any, str]:
@@ -157,7 +211,8 @@ def register_seeded(name: str, task: ModelTask, summary: str, make: Callable[[],
                 f"visionbench's {name} with the weights of its ONNX file")
 
     def onnx_file(seed: int) -> Path:
-        return build(name, make, (3, size, size), outputs, seed, entry.revision)
+        return build(name, make, (3, size, size), outputs, seed, entry.revision,
+                     num_classes if task == "classification" else None, branches)
 
     entry = ModelCard(name=name, task=task, summary=summary, params=params, gflop_per_image=gflop,
                       num_classes=num_classes, height=size, width=size, weights_source=SEEDED,

@@ -28,6 +28,8 @@ class MobileNetConfig:
 
 MOBILENET = MobileNetConfig()
 MOBILENET_TINY = MobileNetConfig(width=0.25, image_size=64, num_classes=10)
+#: 2: the classifier reads its features' principal directions (``seeded_torch.condition_classifier``).
+REVISION = 2
 
 #: MobileNet V2's inverted residual settings: expansion, channels, repeats, first stride.
 V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -161,11 +163,13 @@ def mobilenet_v3_large(cfg: MobileNetConfig) -> Any:
 
 register_seeded("mobilenet-v2", "classification", "MobileNet V2 (torchvision layout), 224x224, 1000 "
                 "classes", lambda: mobilenet_v2(MOBILENET), ["logits"], 224, 1000, 3_504_872, 0.6015,
-                suite_batch=64)
+                suite_batch=64, revision=REVISION)
 register_seeded("mobilenet-v2-tiny", "classification", "MobileNet V2 blocks at width 0.25, 64x64, 10 "
-                "classes (tests)", lambda: mobilenet_v2(MOBILENET_TINY), ["logits"], 64, 10)
+                "classes (tests)", lambda: mobilenet_v2(MOBILENET_TINY), ["logits"], 64, 10,
+                revision=REVISION)
 register_seeded("mobilenet-v3-large", "classification", "MobileNet V3-Large (torchvision layout), "
                 "224x224, 1000 classes", lambda: mobilenet_v3_large(MOBILENET), ["logits"], 224, 1000,
-                5_483_032, 0.4332, suite_batch=64)
+                5_483_032, 0.4332, suite_batch=64, revision=REVISION)
 register_seeded("mobilenet-v3-tiny", "classification", "MobileNet V3-Large blocks at width 0.25, 64x64, "
-                "10 classes (tests)", lambda: mobilenet_v3_large(MOBILENET_TINY), ["logits"], 64, 10)
+                "10 classes (tests)", lambda: mobilenet_v3_large(MOBILENET_TINY), ["logits"], 64, 10,
+                revision=REVISION)

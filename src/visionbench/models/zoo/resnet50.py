@@ -24,7 +24,9 @@ def _card(name: str, cfg: ResNetConfig, summary: str) -> ModelCard:
         gflop_per_image=2 * macs(cfg) / 1e9, num_classes=cfg.num_classes,
         height=cfg.image_size, width=cfg.image_size, weights_source=SEEDED,
         torch_module=resnet_weights.torch_module, keras_model=resnet_weights.keras_model,
-        revision=2,  # 2: residual branches scaled down, batch norms set from synthetic images
+        # 2: residual branches scaled down, batch norms set from synthetic images; 3: from 32 of
+        # them, and a classifier that reads their features' principal directions
+        revision=3,
     )
 
 

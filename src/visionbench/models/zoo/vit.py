@@ -25,6 +25,9 @@ class ViTConfig:
 
 VIT_B16 = ViTConfig()
 VIT_TINY = ViTConfig(image_size=64, patch=16, layers=2, width=64, heads=2, mlp=128, num_classes=10)
+#: 2: residual branches scaled down at initialisation, and the classifier reads its features'
+#: principal directions (``seeded_torch``).
+REVISION = 2
 
 
 def vit(cfg: ViTConfig) -> Any:
@@ -78,8 +81,15 @@ def vit(cfg: ViTConfig) -> Any:
     return VisionTransformer()
 
 
+def residual_branches(module: Any) -> list[Any]:
+    """The last linear layer of each block's attention and MLP branches."""
+    return [layer for block in module.layers for layer in (block.attn.proj, block.mlp[2])]
+
+
 register_seeded("vit-b16", "classification", "ViT-Base/16, 224x224, 1000 classes (the transformer)",
                 lambda: vit(VIT_B16), ["logits"], 224, 1000, 86_567_656, 35.128, transformer=True,
-                suite_batch=16, calibration_samples=128)
+                suite_batch=16, calibration_samples=128, branches=residual_branches,
+                revision=REVISION)
 register_seeded("vit-tiny", "classification", "ViT blocks: 2 layers of width 64, 2 heads, 64x64, 10 "
-                "classes (tests)", lambda: vit(VIT_TINY), ["logits"], 64, 10, transformer=True)
+                "classes (tests)", lambda: vit(VIT_TINY), ["logits"], 64, 10, transformer=True,
+                branches=residual_branches, revision=REVISION)
