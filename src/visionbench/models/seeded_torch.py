@@ -126,12 +126,14 @@ def condition_classifier(module: Any, shape: Sequence[int], seed: int, num_class
         heads[-1].bias.copy_(torch.from_numpy(bias))
 
 
-#: (module) -> the layers whose outputs end its residual branches, no normalisation after them.
+#: (module) -> the last layer of each residual branch: a linear layer with no normalisation after
+#: it, or a batch norm (calibration sets its statistics and keeps its scale and shift).
 Branches = Callable[[Any], Sequence[Any]]
 
 
 def scale_branches(module: Any, branches: Branches) -> None:
-    """Scale the last layer of each residual branch by ``seeding.RESIDUAL_SCALE``."""
+    """Scale the last layer of each residual branch (weight and bias) by
+    ``seeding.RESIDUAL_SCALE``."""
     torch = import_torch()
     with torch.no_grad():
         for layer in branches(module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from visionbench.fidelity import MIN_SNR_DB
 from visionbench.results import Accuracy, Measurement, Results
 from visionbench.results.schema import PeakRate
 
@@ -52,9 +53,13 @@ def fidelity_notes(results: Results) -> list[str]:
     if not ms:
         return []
     f = ms[0].fidelity
+    own = sorted({m.fidelity.min_snr_db for m in ms} - {MIN_SNR_DB})  # type: ignore[union-attr]
     out = [f"fidelity to fp32: the same engine's FP32 outputs on the same {f.images} inputs "
            f"({f.inputs}); the lowest signal-to-noise ratio of the outputs (flagged under "
-           "20 dB), and the task's agreement where the outputs mean something"
+           f"{MIN_SNR_DB:.0f} dB"
+           + "".join(f"; the INT8 of a depthwise network under {x:.0f} dB, which a trained one "
+                     "reads more than" for x in own)
+           + "), and the task's agreement where the outputs mean something"
            + (f" (here: {f.task_reason})" if f.task_reason else "")]
     out += [f"FLAGGED {m.id}: {'; '.join(m.fidelity.flags)}" for m in ms if m.fidelity.flags]
     return out

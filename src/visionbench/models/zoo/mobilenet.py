@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from visionbench.fidelity import DEPTHWISE_INT8_MIN_SNR_DB
 from visionbench.models import seeded_torch
 from visionbench.models.seeded_torch import register_seeded
 
@@ -28,7 +29,8 @@ class MobileNetConfig:
 
 MOBILENET = MobileNetConfig()
 MOBILENET_TINY = MobileNetConfig(width=0.25, image_size=64, num_classes=10)
-#: 2: the classifier reads its features' principal directions (``seeded_torch.condition_classifier``).
+#: 2: residual branches scaled down at initialisation, and the classifier reads its features'
+#: principal directions (``seeded_torch``).
 REVISION = 2
 
 #: MobileNet V2's inverted residual settings: expansion, channels, repeats, first stride.
@@ -153,6 +155,17 @@ def modules() -> Any:
     return ConvBNAct, MobileNetV2, MobileNetV3Large
 
 
+def residual_branches(module: Any) -> list[Any]:
+    """The last batch norm of each inverted residual block that adds its input back."""
+    torch = seeded_torch.import_torch()
+    out = []
+    for block in module.features:
+        if getattr(block, "use_res", False):
+            norms = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            out.append(norms[-1])
+    return out
+
+
 def mobilenet_v2(cfg: MobileNetConfig) -> Any:
     return modules()[1](cfg)
 
@@ -163,13 +176,17 @@ def mobilenet_v3_large(cfg: MobileNetConfig) -> Any:
 
 register_seeded("mobilenet-v2", "classification", "MobileNet V2 (torchvision layout), 224x224, 1000 "
                 "classes", lambda: mobilenet_v2(MOBILENET), ["logits"], 224, 1000, 3_504_872, 0.6015,
-                suite_batch=64, revision=REVISION)
+                suite_batch=64, branches=residual_branches,
+                revision=REVISION, int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)
 register_seeded("mobilenet-v2-tiny", "classification", "MobileNet V2 blocks at width 0.25, 64x64, 10 "
                 "classes (tests)", lambda: mobilenet_v2(MOBILENET_TINY), ["logits"], 64, 10,
-                revision=REVISION)
+                branches=residual_branches, revision=REVISION,
+                int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)
 register_seeded("mobilenet-v3-large", "classification", "MobileNet V3-Large (torchvision layout), "
                 "224x224, 1000 classes", lambda: mobilenet_v3_large(MOBILENET), ["logits"], 224, 1000,
-                5_483_032, 0.4332, suite_batch=64, revision=REVISION)
+                5_483_032, 0.4332, suite_batch=64, branches=residual_branches,
+                revision=REVISION, int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)
 register_seeded("mobilenet-v3-tiny", "classification", "MobileNet V3-Large blocks at width 0.25, 64x64, "
                 "10 classes (tests)", lambda: mobilenet_v3_large(MOBILENET_TINY), ["logits"], 64, 10,
-                revision=REVISION)
+                branches=residual_branches, revision=REVISION,
+                int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from visionbench.fidelity import DEPTHWISE_INT8_MIN_SNR_DB
 from visionbench.models import seeded_torch
 from visionbench.models.seeded_torch import register_seeded
 
@@ -134,6 +135,8 @@ def ssd_mobilenet(cfg: SSDConfig) -> Any:
 
 register_seeded("ssd-mobilenet", "detection", "SSD-MobileNet v1, 300x300, 91 COCO classes, 1917 "
                 "anchors (AIXPRT's and MLPerf v0.5's detector)", lambda: ssd_mobilenet(SSD),
-                ["boxes", "scores"], 300, 91, 6_819_839, 2.4743, suite_batch=32)
+                ["boxes", "scores"], 300, 91, 6_819_839, 2.4743, suite_batch=32,
+                int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)
 register_seeded("ssd-mobilenet-tiny", "detection", "SSD-MobileNet v1 layout at width 0.25, 96x96, 5 "
-                "classes (tests)", lambda: ssd_mobilenet(SSD_TINY), ["boxes", "scores"], 96, 5)
+                "classes (tests)", lambda: ssd_mobilenet(SSD_TINY), ["boxes", "scores"], 96, 5,
+                int8_min_snr_db=DEPTHWISE_INT8_MIN_SNR_DB)
