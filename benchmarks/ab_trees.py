@@ -4,11 +4,13 @@ alternating rounds, one after the other, never at once: each run's wall time and
 one tree made and the other did not. Ratios within a round share the machine's state of the
 moment; the spread over the rounds says what a difference must exceed to mean something.
 
-    python benchmarks/ab_trees.py /tmp/ab/old /tmp/ab/new --rounds 5 [-- RUN ARGS...]
+    python benchmarks/ab_trees.py --rounds 5 /tmp/ab/old /tmp/ab/new [-- RUN ARGS...]
 
 Each tree runs as ``python -m visionbench run ARGS --output DIR`` with its ``src`` first on the
 import path (this interpreter's packages otherwise). A warm-up run of each tree first fills the
-caches (model export, INT8 quantization) so that no timed round pays for them."""
+caches (model export, INT8 quantization) so that no timed round pays for them.
+``--separate-caches`` gives each tree a cache folder of its own (``VISIONBENCH_CACHE``): trees
+that build different revisions of a model would otherwise replace each other's cached files."""
 
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ from pathlib import Path
 from _common import spread
 
 
-def run(tree: Path, args: list[str], save: Path | None = None
+def run(tree: Path, args: list[str], save: Path | None = None, cache: Path | None = None
         ) -> tuple[float, dict[str, float], list[str]]:
     """Wall seconds of one run, its figure per measurement id, and its summary's section titles;
     its console output written to ``save`` where given."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        if cache is not None:
+            env["VISIONBENCH_CACHE"] = str(cache)
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "visionbench", "run", *args, "--output",
                                str(out)], capture_output=True, text=True, env=env)
@@ -51,18 +55,35 @@ def run(tree: Path, args: list[str], save: Path | None = None
     return wall, figures, titles
 
 
+def without_duration(args: list[str]) -> list[str]:
+    """``args`` less any ``--duration`` (the warm-up counts iterations, which excludes it)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--duration":
+            skip = True
+        elif not a.startswith("--duration="):
+            out.append(a)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", type=Path, help="tree A (the baseline)")
     p.add_argument("b", type=Path, help="tree B")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--save", type=Path, help="where to write tree B's last console output")
+    p.add_argument("--separate-caches", action="store_true",
+                   help="a cache folder of each tree's own, kept for the session")
     p.add_argument("args", nargs="*", help="visionbench run's arguments (after --)")
     opts = p.parse_args()
     trees = {"A": opts.a, "B": opts.b}
+    root = Path(tempfile.mkdtemp(prefix="ab-caches-")) if opts.separate_caches else None
+    caches = {name: root / name if root else None for name in trees}
     for name, tree in trees.items():  # one batch per measurement: the caches filled, little else
-        wall, _, titles = run(tree, [*opts.args, "--iterations", "1", "--repeats", "1",
-                                     "--warmup", "0"])
+        wall, _, titles = run(tree, [*without_duration(opts.args), "--iterations", "1",
+                                     "--repeats", "1", "--warmup", "0"], cache=caches[name])
         print(f"warm-up {name}: {wall:.0f} s; summary.md sections: {'; '.join(titles)}", flush=True)
     walls: dict[str, list[float]] = {"A": [], "B": []}
     figs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
@@ -70,7 +91,8 @@ def main() -> None:
         order = ["A", "B"] if i % 2 == 0 else ["B", "A"]
         for name in order:
             last = name == "B" and i == opts.rounds - 1
-            wall, figures, _ = run(trees[name], opts.args, opts.save if last else None)
+            wall, figures, _ = run(trees[name], opts.args, opts.save if last else None,
+                                   caches[name])
             walls[name].append(wall)
             figs[name].append(figures)
         print(f"round {i + 1} ({' then '.join(order)}): A {walls['A'][-1]:.0f} s, "
