@@ -129,10 +129,75 @@ def test_cache_command_lists_and_clears(private_cache):
     assert "legacy.onnx" in listed.stdout and "unrecorded" in listed.stdout
     path.write_bytes(b"x")
     assert "damaged: a.onnx has 1 bytes" in vb("cache").stdout
-    cleared = vb("cache", "--clear")
+    (private_cache / "machine-tune.json").write_text("{}")
+    unconfirmed = vb("cache", "--clear")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert "no terminal" in unconfirmed.stderr and path.exists()
+    cleared = vb("cache", "--clear", "--yes")
     assert cleared.returncode == 0 and "MiB freed" in cleared.stdout
-    assert list(private_cache.iterdir()) == []
+    assert [p.name for p in private_cache.iterdir()] == ["machine-tune.json"]
     assert "0 entries" in vb("cache").stdout
+
+
+def test_clear_refuses_a_folder_holding_the_users_files(private_cache):
+    """VISIONBENCH_CACHE set to a folder of the user's by mistake: nothing in it is deleted."""
+    cache.cached(private_cache / "models" / "a.onnx", "test model", _build([]))
+    (private_cache / "thesis.tex").write_text("years of work")
+    (private_cache / "photos").mkdir()
+    (private_cache / "photos" / "a.jpg").write_bytes(b"jpeg")
+    listed = vb("cache")
+    assert "thesis.tex" in listed.stdout and "not visionbench's" in listed.stdout
+    proc = vb("cache", "--clear", "--yes")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "2 thing(s) visionbench did not put there (photos, thesis.tex)" in proc.stderr
+    assert "nothing deleted" in proc.stderr
+    assert (private_cache / "thesis.tex").exists() and (private_cache / "photos" / "a.jpg").exists()
+    assert (private_cache / "models" / "a.onnx").exists()
+
+
+def test_the_api_clears_only_when_told_yes(private_cache):
+    from visionbench import api
+    from visionbench.errors import Unconfirmed
+
+    cache.cached(private_cache / "int8" / "a.xml", "test model", _build([]))
+    with pytest.raises(Unconfirmed):
+        api.clear_cache()
+    assert (private_cache / "int8" / "a.xml").exists()
+    assert api.clear_cache(yes=True) > 0 and list(private_cache.iterdir()) == []
+
+
+def test_every_name_the_cache_holds_is_declared_its_own():
+    """What other modules keep in the cache's root is in cache.OWN or cache.KEPT, so that clear
+    deletes it (or keeps it on purpose) rather than refusing it as the user's."""
+    from visionbench import machine
+    from visionbench.harness import peak
+
+    declared = set(cache.OWN) | set(cache.KEPT)
+    assert {peak.CACHE_NAME, peak.KERNELS_DIR, machine.TUNE_SAVED} <= declared
+
+
+def test_the_cache_root_is_private_and_a_shared_one_refused(private_cache):
+    from visionbench.errors import VisionbenchError
+    from visionbench.fsutil import cache_dir
+
+    assert cache_dir() == private_cache and private_cache.stat().st_mode & 0o777 == 0o700
+    private_cache.chmod(0o775)
+    with pytest.raises(VisionbenchError, match="writable by its group: a model planted"):
+        cache_dir()
+    proc = vb("cache")
+    assert proc.returncode == 2 and "chmod go-w" in proc.stderr and "Traceback" not in proc.stderr
+    private_cache.chmod(0o757)
+    with pytest.raises(VisionbenchError, match="writable by others"):
+        cache_dir()
+    private_cache.chmod(0o700)
+    if os.geteuid() != 0:
+        pytest.skip("giving the folder to another user needs root")
+    os.chown(private_cache, 65534, -1)
+    try:
+        with pytest.raises(VisionbenchError, match=r"belongs to another user \(uid 65534\)"):
+            cache_dir()
+    finally:
+        os.chown(private_cache, 0, -1)
 
 
 @pytest.mark.slow
@@ -152,3 +217,35 @@ def test_a_corrupt_cached_int8_model_is_rebuilt_with_a_note(private_cache, tmp_p
     assert any(w.startswith("the cached ") and "was damaged" in w and w.endswith("rebuilt")
                for w in m["warnings"]), m["warnings"]
     assert cache.problem(model) is None
+
+
+def test_two_processes_share_one_cache_without_a_rebuild(private_cache, tmp_path):
+    """Two processes ask for the same 50 entries at once, each built slowly (the file renamed
+    into place, then a pause before its record): each entry is built once, none is set aside."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "builds.log"
+    code = f"""
+import os, sys, time
+from pathlib import Path
+from visionbench import cache
+def build(path):
+    with open({str(log)!r}, "a") as f:
+        f.write(path.name + "\\n")
+    path.write_bytes(b"model " * 1000)
+    time.sleep(0.01)
+with cache.watch() as seen:
+    for i in range(50):
+        p = Path({str(private_cache)!r}) / "models" / f"e{{i}}.onnx"
+        assert cache.cached(p, "slow model", build) == p
+print(len(seen.notes), flush=True)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert [o[0].strip() for o in outs] == ["0", "0"]
+    built = log.read_text().split()
+    assert sorted(built) == sorted(f"e{i}.onnx" for i in range(50))
+    assert not (private_cache / cache.SET_ASIDE).exists()

@@ -270,6 +270,8 @@ def test_a_node_past_its_timeout_is_stopped_and_reported(cluster, tmp_path: Path
     (["--node-timeout", "-1"], "--node-timeout must be positive"),
     (["--concurrent", "--iterations", "5"], "give --duration, not --iterations"),
     (["--runtime-env", "/no/such/env.json"], "--runtime-env /no/such/env.json is not a readable"),
+    (["--address", "local"], "--address local would start a Ray cluster of its own, listening on "
+                             "every network interface"),
 ])
 def test_bad_fleet_input_is_one_line(cluster, tmp_path: Path, args: list[str], message: str):
     proc = vb("fleet", "--address", "auto", *STUDY, "--output", str(tmp_path / "f"), *args)

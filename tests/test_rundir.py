@@ -293,3 +293,25 @@ def test_the_lock_file_is_released_when_its_holder_dies(tmp_path):
     proc.kill()
     proc.wait()
     assert holder(tmp_path) is None and (tmp_path / LOCK_FILE).exists()
+
+
+def test_an_append_into_an_interrupted_run_leaves_it_interrupted_until_resumed(tmp_path):
+    """Also: the report of a run still being written is refused."""
+    out = tmp_path / "r"
+    proc = _start(out)
+    _after_first_measurement(out)
+    _one_line(vb("report", str(out)), "is being written by another visionbench")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert _results(out)["status"] == "interrupted"
+    appended = vb("run", *QUICK, "--precision", "fp32", "--mode", "throughput", "--batch-size",
+                  "2", "--output", str(out), "--append")
+    assert appended.returncode == 0, appended.stderr
+    assert "1 record(s) an earlier command planned are still missing (onnxruntime-int8-latency)" \
+        in _text(appended)
+    data = _results(out)
+    assert data["status"] == "interrupted"
+    assert data["invocations"][0]["planned"] == ["onnxruntime-fp32-latency",
+                                                 "onnxruntime-int8-latency"]
+    assert vb("resume", str(out)).returncode == 0
+    assert _results(out)["status"] == "complete"

@@ -13,6 +13,7 @@ run. Bad input raises ``VisionbenchError`` with the one line the command line pr
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime
@@ -232,6 +233,9 @@ def resume(run: str | Path, *, reporter: Reporter | None = None,
     from visionbench.scenarios.suite import run as run_suite
 
     path = Path(run)
+    reporter = reporter or Reporter()
+    for note in recover(path):
+        reporter.note(note)
     if is_fleet(path):
         raise VisionbenchError(f"{path} is a fleet run, which is not resumed: its nodes were "
                                "chosen and timed together; run the fleet again with --overwrite")
@@ -240,7 +244,6 @@ def resume(run: str | Path, *, reporter: Reporter | None = None,
         raise VisionbenchError(f"{path} is a {prior.kind} run, which is not resumed: "
                                f"{NOT_RESUMED[prior.kind]}")
     invocations = [i for i in prior.history() if i.how != "resume"]
-    reporter = reporter or Reporter()
     results = prior
     for inv in invocations:
         if inv.kind in NOT_RESUMED:
@@ -272,14 +275,27 @@ def compare(runs: Sequence[str | Path], baseline: str | Path | None = None,
 def report(run: str | Path | Results) -> list[Path]:
     """Write a run's figures (PNG, SVG), summary.md and report.html into its directory."""
     from visionbench.reporting import write_report
+    from visionbench.results.rundir import RunLock, describe_holder, holder
 
     results = run if isinstance(run, Results) else load(run)
-    if results.directory is None:
+    where = results.directory
+    if where is None:
         raise VisionbenchError("these results have no run directory to write the report into")
+    if (info := holder(where)) is not None:
+        raise VisionbenchError(f"{where} is being written by another visionbench "
+                               f"({describe_holder(info)}): report it once that has finished")
+    # Written under the run's lock, and only into the run it was made from: a run that
+    # replaced it meanwhile (--overwrite) keeps its own report.
+    lock = RunLock.acquire(where, ["visionbench", "report", str(where)])
     try:
-        return write_report(results, results.directory)
+        if (there := _load(where).created_at) != results.created_at:
+            raise VisionbenchError(f"{where} now holds another run (made {there}): this one's "
+                                   "report is not written there")
+        return write_report(results, where)
     except OSError as e:
-        raise VisionbenchError(f"cannot write the report in {results.directory}: {e.strerror}") from e
+        raise VisionbenchError(f"cannot write the report in {where}: {e.strerror}") from e
+    finally:
+        lock.release()
 
 
 def report_fleet(summary: FleetSummary) -> list[Path]:
@@ -298,6 +314,15 @@ def is_fleet(path: str | Path) -> bool:
     return fleet_dir(Path(path))
 
 
+def recover(path: str | Path) -> list[str]:
+    """Put back the run ``--overwrite`` moved aside from ``path`` where the run that replaced it
+    stopped before its first measurement (``run``, ``resume`` and ``show`` do it first); name any
+    other left there. One line per thing done."""
+    from visionbench.results.policy import recover as put_back
+
+    return put_back(Path(path))
+
+
 def fleet_summary(path: str | Path, outlier_pct: float | None = None) -> FleetSummary:
     """A fleet run's summary: every node against the fleet median, outliers (threshold: the
     run's own unless given)."""
@@ -306,14 +331,36 @@ def fleet_summary(path: str | Path, outlier_pct: float | None = None) -> FleetSu
     return summarise(Path(path), outlier_pct)
 
 
-def write_comparison(cmp: Comparison, directory: str | Path) -> list[Path]:
-    """compare.md, compare.html, compare.json and the figures into ``directory``."""
+def write_comparison(cmp: Comparison, directory: str | Path, *, overwrite: bool = False
+                     ) -> list[Path]:
+    """compare.md, compare.html, compare.json and the figures into ``directory``: a new or empty
+    folder, or with ``overwrite`` one whose contents are replaced whole (moved aside, deleted
+    once the comparison is written, put back if it is not)."""
     from visionbench.reporting.comparison import write_comparison as write
+    from visionbench.results.rundir import move_aside
 
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise VisionbenchError(f"--output exists and is not a directory: {out}")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        raise VisionbenchError(
+            f"{out} already holds {len(held)} thing(s) ({', '.join(held[:4])}"
+            f"{', ...' if len(held) > 4 else ''}); give another --output, or --overwrite to "
+            "replace them")
+    aside = move_aside(out) if held else None
     try:
-        return write(cmp, Path(directory))
-    except OSError as e:
-        raise VisionbenchError(f"cannot write the comparison in {directory}: {e.strerror}") from e
+        written = write(cmp, out)
+    except BaseException as e:
+        if aside is not None:
+            aside.restore()
+        if isinstance(e, OSError):
+            raise VisionbenchError(f"cannot write the comparison in {directory}: {e.strerror}"
+                                   ) from e
+        raise
+    if aside is not None:
+        aside.drop()
+    return written
 
 
 def system() -> dict[str, Any]:
@@ -379,26 +426,33 @@ def cache_entries() -> list[CacheEntry]:
     return entries()
 
 
-def clear_cache() -> int:
-    """Empty the cache; the bytes freed."""
+def clear_cache(*, yes: bool = False) -> int:
+    """Delete the cache's built and quantized models (never what else its folder holds: then
+    nothing is deleted); the bytes freed. ``yes`` confirms it."""
     from visionbench.cache import clear
 
     try:
-        return clear()
+        return clear(yes=yes)
     except OSError as e:
         raise VisionbenchError(f"cannot clear the cache {cache_dir()}: {e.strerror}") from e
 
 
 def export(model: str, output: str | Path, *, weights: str | Path | None = None,
-           seed: int = 0) -> Path:
-    """Write a registered model (or ResNet-50 with a torchvision checkpoint) as ONNX."""
+           seed: int = 0, overwrite: bool = False) -> Path:
+    """Write a registered model (or ResNet-50 with a torchvision checkpoint) as ONNX; an existing
+    ``output`` is replaced only with ``overwrite``."""
     from visionbench.fsutil import atomic_write_bytes
     from visionbench.models import build_builtin, from_checkpoint
 
     if weights is not None and model != "resnet50":
         raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it with --model resnet50")
-    src = from_checkpoint(Path(weights)) if weights is not None else build_builtin(model, seed)
     out = Path(output)
+    if os.path.lexists(out) and not overwrite:
+        raise VisionbenchError(f"{out} already exists; give another --output, or --overwrite to "
+                               "replace it")
+    if out.is_dir():
+        raise VisionbenchError(f"--output is a directory: {out}; give the ONNX file's path")
+    src = from_checkpoint(Path(weights)) if weights is not None else build_builtin(model, seed)
     try:
         atomic_write_bytes(out, src.read_bytes())
     except OSError as e:
@@ -408,5 +462,5 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
 
 __all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
            "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
-           "mlperf", "report", "report_fleet", "resume", "run", "study_config", "suite", "sweep",
-           "system", "tune", "write_comparison"]
+           "mlperf", "recover", "report", "report_fleet", "resume", "run", "study_config", "suite",
+           "sweep", "system", "tune", "write_comparison"]

@@ -7,6 +7,7 @@ once a day old."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -19,17 +20,31 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_text, cache_dir, file_sha256
+from visionbench.errors import Unconfirmed, VisionbenchError
+from visionbench.fsutil import atomic_write_text, cache_dir, file_sha256, open_regular
 
 RECORD_SUFFIX = ".record.json"
 #: Where damaged entries are moved, for a look before ``visionbench cache --clear``.
 SET_ASIDE = "set-aside"
+LOCKS = "locks"
 #: A temporary file or folder of a build (a leading dot or tmp, e.g. OpenVINO's ``.NAME.PID.xml``,
 #: ``atomic_write_bytes``' ``.NAME.X.tmp``) this old is left over from a build that never finished.
 STALE_SECONDS = 24 * 3600
 
 NO_RECORD = "it has no record of its contents"
+
+#: Everything the cache's root may hold, by name: what ``clear`` deletes (whatever lies under
+#: them, recorded or not). A module that keeps something new in the cache names it here.
+OWN = {
+    "models": "built models and exports",
+    "int8": "quantized models",
+    SET_ASIDE: "damaged entries, set aside",
+    LOCKS: "a lock file per entry, held while one process checks, builds and records it",
+    "peak": "the machine's compiled peak kernels (harness/peak.py)",
+    "machine-peak.json": "the machine's measured peak (harness/peak.py)",
+}
+#: The cache's own that ``clear`` keeps: what ``sysinfo --tune`` changed, for ``--reset``.
+KEPT = {"machine-tune.json": "the machine's settings before sysinfo --tune (machine.py)"}
 
 @dataclass
 class CacheLog:
@@ -130,6 +145,27 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
     where it is missing; a damaged entry is set aside and rebuilt once, with a note. Once built,
     the recorded entries of ``supersedes`` (earlier revisions of it) are removed, with a note."""
     t0 = time.perf_counter()
+    with _entry_lock(path):
+        return _cached(path, what, build, parts, supersedes, t0)
+
+
+@contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """One process at a time checks, builds and records an entry: another waits, then finds it
+    whole, instead of taking an entry half-written for a damaged one."""
+    folder = cache_dir() / LOCKS
+    folder.mkdir(exist_ok=True)
+    fd = open_regular(folder / f"{path.parent.name}-{path.name}.lock", os.O_RDWR | os.O_CREAT,
+                      0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence[str],
+            supersedes: Sequence[Path], t0: float) -> Path:
     how = "built"
     if path.exists() or _record_path(path).exists():
         why = problem(path)
@@ -234,18 +270,42 @@ def entries() -> list[Entry]:
             temporary = p.name.startswith((".", "tmp"))
             out.append(Entry(p, "temporary (a build in progress or stopped)" if temporary
                              else "unrecorded (rebuilt at its next use)", size, made, None))
+    for p in foreign():
+        st = p.lstat()
+        out.append(Entry(p, "not visionbench's: cache --clear refuses while it is here",
+                         0 if p.is_dir() else st.st_size,
+                         datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(
+                             timespec="seconds"), None))
     return out
 
 
-def clear() -> int:
-    """Empty the cache; the bytes freed."""
+def foreign() -> list[Path]:
+    """What the cache's root holds that visionbench did not put there."""
     root = cache_dir()
-    if not root.is_dir():
-        return 0
-    freed = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
-    for p in root.iterdir():
+    return sorted(p for p in root.iterdir() if p.name not in OWN and p.name not in KEPT)
+
+
+def clear(*, yes: bool = False) -> int:
+    """Delete the cache's own (``OWN``; not ``KEPT``); the bytes freed. Refused without ``yes``,
+    and where the root holds anything else: a root set to a folder of the user's by mistake
+    keeps every file."""
+    root = cache_dir()
+    if others := foreign():
+        names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        raise VisionbenchError(f"the cache folder {root} holds {len(others)} thing(s) visionbench "
+                               f"did not put there ({names}): nothing deleted; is "
+                               "VISIONBENCH_CACHE set to the right folder?")
+    if not yes:
+        raise Unconfirmed(f"clearing the cache {root} deletes every built and quantized model "
+                          "in it: confirm it (--yes, or yes=True)")
+    own = [root / name for name in OWN if os.path.lexists(root / name)]
+    freed = 0
+    for p in own:
         if p.is_dir() and not p.is_symlink():
+            freed += sum(f.lstat().st_size for f in p.rglob("*") if f.is_file()
+                         and not f.is_symlink())
             shutil.rmtree(p)
         else:
+            freed += p.lstat().st_size
             p.unlink()
     return freed

@@ -7,6 +7,11 @@ class VisionbenchError(Exception):
     """A problem with the user's input or machine, stated in one line; never a bug."""
 
 
+class Unconfirmed(VisionbenchError):
+    """Something that deletes the user's files, asked for without their confirmation: the
+    command line asks on a terminal and says how to confirm elsewhere."""
+
+
 def describe(e: BaseException) -> str:
     """One line for an exception: our own message as is, anything else with its type."""
     if isinstance(e, VisionbenchError):

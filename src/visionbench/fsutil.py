@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from visionbench.errors import VisionbenchError
 
 
 def _umask() -> int:
@@ -34,16 +38,58 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """A file descriptor on ``path`` opened in place (``os.O_*`` ``flags``), never through a link
+    (O_NOFOLLOW) and never blocking on a FIFO or device (O_NONBLOCK, then checked): a file planted
+    in a shared folder cannot make visionbench truncate, write or wait on another. OSError with
+    ELOOP for a link, EINVAL for what is not a regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def own_dir(path: Path) -> Path:
+    """``path`` as a real folder, made where missing; a link or file planted in its place is
+    refused, so that what is written under it lands there and nowhere else."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise VisionbenchError(f"{path} is a link or a file, not a folder: nothing is "
+                                   "written through it") from None
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
 def cache_dir() -> Path:
-    """``$VISIONBENCH_CACHE``, else ``$XDG_CACHE_HOME/visionbench``, else ``~/.cache/visionbench``."""
+    """``$VISIONBENCH_CACHE``, else ``$XDG_CACHE_HOME/visionbench``, else ``~/.cache/visionbench``;
+    created private (0700) where missing. One owned by another user, or that others may write,
+    is refused, as ssh refuses such a key folder: a model planted there would run as this user."""
     if env := os.environ.get("VISIONBENCH_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "visionbench"
+        root = Path(env)
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionbench"
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = root.stat()
+    except OSError as e:
+        raise VisionbenchError(f"cannot use the cache folder {root}: {e.strerror}") from e
+    fix = "set VISIONBENCH_CACHE to a folder of your own"
+    if st.st_uid != os.geteuid():
+        raise VisionbenchError(f"the cache folder {root} belongs to another user (uid "
+                               f"{st.st_uid}): a model planted there would run as you; {fix}")
+    if st.st_mode & 0o022:
+        who = "its group and others" if st.st_mode & 0o022 == 0o022 else (
+            "its group" if st.st_mode & 0o020 else "others")
+        raise VisionbenchError(f"the cache folder {root} is writable by {who}: a model planted "
+                               f"there would run as you; chmod go-w {root}, or {fix}")
+    return root
 
 
 def file_sha256(path: Path) -> str:

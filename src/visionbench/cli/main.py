@@ -14,6 +14,7 @@ from visionbench.cli import running, tables
 from visionbench.cli.options import (
     COMPARE,
     ENGINE,
+    EXPORT,
     FLEET,
     INSTANCES,
     METHOD,
@@ -26,7 +27,7 @@ from visionbench.cli.options import (
     options,
     study,
 )
-from visionbench.cli.running import console, execute, measure, report_run
+from visionbench.cli.running import confirmed, console, execute, measure, report_run
 from visionbench.errors import VisionbenchError
 from visionbench.scenarios.mlperf.settings import Options as LoadgenOptions
 from visionbench.version import __version__
@@ -162,6 +163,8 @@ def resume(run_dir: Path) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def show(run_dir: Path) -> None:
     """Print the tables of a finished (or interrupted) run again."""
+    for note in api.recover(run_dir):
+        console.print(note, markup=False)
     tables.print_results(console, api.load(run_dir))
 
 
@@ -184,12 +187,13 @@ def report(run_dir: Path, outlier_pct: float | None) -> None:
 @click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
 @options(COMPARE)
 def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | None,
-                run_noise: float | None) -> None:
+                run_noise: float | None, overwrite: bool) -> None:
     """Compare runs (machines, engines, versions) with a baseline: ratios and their significance."""
     cmp = api.compare(list(runs), baseline, None if run_noise is None else run_noise / 100)
     tables.print_comparison(console, cmp)
     out = output or Path("results") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    console.print("comparison: " + ", ".join(str(p) for p in api.write_comparison(cmp, out)))
+    written = api.write_comparison(cmp, out, overwrite=overwrite)
+    console.print("comparison: " + ", ".join(str(p) for p in written))
 
 
 @cli.command()
@@ -219,28 +223,25 @@ def models() -> None:
 
 
 @cli.command()
-@click.option("--clear", is_flag=True, help="Empty the cache (models are built again on next use).")
-def cache(clear: bool) -> None:
+@click.option("--clear", is_flag=True, help="Delete the cached models (built again on next use); "
+              "asks first on a terminal.")
+@click.option("--yes", is_flag=True, help="Confirm --clear without asking.")
+def cache(clear: bool, yes: bool) -> None:
     """List the cached models, INT8 models and exports (size, what, when made, whole or damaged),
-    or empty the cache."""
+    or delete them."""
     if clear:
-        console.print(f"cleared {api.cache_dir()}: {api.clear_cache() / 2**20:.1f} MiB freed",
-                      markup=False)
+        freed = confirmed(lambda ok: api.clear_cache(yes=yes or ok), lambda: tables.cache_question(
+            str(api.cache_dir()), api.cache_entries()))
+        console.print(f"cleared {api.cache_dir()}: {freed / 2**20:.1f} MiB freed", markup=False)
         return
     tables.print_cache(console, str(api.cache_dir()), api.cache_entries())
 
 
 @cli.command()
-@click.option("--output", required=True, type=click.Path(path_type=Path),
-              help="Where to write the ONNX file.")
-@click.option("--model", default="resnet50", show_default=True,
-              help="Built-in model name (`visionbench models` lists them).")
-@click.option("--weights", type=click.Path(path_type=Path),
-              help="A torchvision ResNet-50 checkpoint to export with (instead of seeded weights).")
-@click.option("--seed", type=int, default=0, show_default=True)
-def export(output: Path, model: str, weights: Path | None, seed: int) -> None:
+@options(EXPORT)
+def export(output: Path, model: str, weights: Path | None, seed: int, overwrite: bool) -> None:
     """Write a built-in model as ONNX, so other tools and engines run the very same file."""
-    path = api.export(model, output, weights=weights, seed=seed)
+    path = api.export(model, output, weights=weights, seed=seed, overwrite=overwrite)
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", markup=False)
 
 

@@ -154,9 +154,24 @@ COMPARE = [
                  help="The run the others are compared with [default: the first RUN]."),
     click.option("--output", type=click.Path(path_type=Path),
                  help="Directory for compare.html/.md/.json and the figures "
-                      "[default: results/compare-<timestamp>]."),
+                      "[default: results/compare-<timestamp>]; refused where it holds "
+                      "anything, unless --overwrite."),
+    click.option("--overwrite", is_flag=True,
+                 help="Replace what --output holds (moved aside, deleted once written)."),
     click.option("--run-noise", type=click.FloatRange(0, 100, max_open=True),
                  help="How much (%) a throughput figure moves from run to run beyond its "
                       "windows' spread on these machines (0: trust the windows alone) "
                       f"[default: {RUN_NOISE_RATIO:g}x the windows' spread]."),
+]
+
+EXPORT = [
+    click.option("--output", required=True, type=click.Path(path_type=Path),
+                 help="Where to write the ONNX file."),
+    click.option("--model", default="resnet50", show_default=True,
+                 help="Built-in model name (`visionbench models` lists them)."),
+    click.option("--weights", type=click.Path(path_type=Path),
+                 help="A torchvision ResNet-50 checkpoint to export with (instead of seeded "
+                      "weights)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--overwrite", is_flag=True, help="Replace --output where it exists."),
 ]

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -16,9 +16,11 @@ from rich.console import Console
 from visionbench import api
 from visionbench.cli import tables
 from visionbench.cli.progress import ConsoleReporter
-from visionbench.errors import Terminated, VisionbenchError
+from visionbench.errors import Terminated, Unconfirmed, VisionbenchError
 from visionbench.results import Results
 from visionbench.sysinfo import available_cpus
+
+T = TypeVar("T")
 
 console = Console()
 if not console.is_terminal:  # logs and pipes: wide enough that the tables never wrap
@@ -63,6 +65,18 @@ def execute(call: Callable[..., Results], kw: dict[str, Any]) -> None:
     report_run(results)
     if results.status == "failed":
         raise VisionbenchError("some measurements failed; see the table above")
+
+
+def confirmed(call: Callable[[bool], T], question: Callable[[], str]) -> T:
+    """``call(False)``; where the API asks for a confirmation, the user's on a terminal (then
+    ``call(True)``), one line saying how to give it elsewhere."""
+    try:
+        return call(False)
+    except Unconfirmed as e:
+        if not sys.stdin.isatty():
+            raise VisionbenchError(f"{e} (no terminal here to ask on)") from e
+        click.confirm(question(), abort=True)
+        return call(True)
 
 
 def report_run(results: Results) -> None:

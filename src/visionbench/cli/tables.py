@@ -128,6 +128,10 @@ def print_models(console: Console, models: dict[str, Entry], engines: list[Engin
                       markup=False, highlight=False)
 
 
+def cache_question(root: str, entries: list[CacheEntry]) -> str:
+    return f"delete {len(entries)} entries, {sum(e.size for e in entries) / 2**20:.1f} MiB, in {root}?"
+
+
 def print_cache(console: Console, root: str, entries: list[CacheEntry]) -> None:
     table = Table(title=f"cache: {root}", title_justify="left")
     for col in ("entry", "what", "MiB", "made", "state"):

@@ -8,6 +8,8 @@ import io
 import logging
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,6 +36,7 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
 )
+from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import cache_dir
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
@@ -62,11 +65,19 @@ def _quantize(model: ModelSpec, calibration: Calibration) -> Path:
                 ov_model, nncf.Dataset(list(calibration)), subset_size=calibration.count,
                 model_type=nncf.ModelType.TRANSFORMER if model.transformer else None,
             )
-        # Save under a temporary name, then rename: the .xml appearing means both files are whole.
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
-        ov.save_model(quantized, str(tmp), compress_to_fp16=False)
-        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-        os.replace(tmp, path)
+        # OpenVINO writes with its own code (following links): into a folder made for it now,
+        # then renamed into place, the .xml last: its appearing means both files are whole.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent)) / path.name
+        try:
+            ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+            os.replace(tmp, path)
+        except RuntimeError as e:  # a full disk reads "basic_ios::clear: iostream error"
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise VisionbenchError(f"OpenVINO could not write the INT8 model into {path.parent} "
+                                   f"({free:.0f} MiB free there): {describe(e)}") from e
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
 
     return cached(path, "OpenVINO INT8 model (NNCF)", build, [path.with_suffix(".bin").name])
 

@@ -47,6 +47,8 @@ KERNELS: dict[str, tuple[tuple[str, frozenset[str], str], ...]] = {
 WINDOW_S = 0.3
 REPEATS = 3
 CACHE_NAME = "machine-peak.json"
+#: The compiled kernels' folder in the cache.
+KERNELS_DIR = "peak"
 
 Note = Callable[[str], None]
 
@@ -194,7 +196,7 @@ def measure_peak(key: str = "", note: Note | None = None) -> Peak:
     """Measure every precision's peak this CPU has instructions for (not cached)."""
     flags = cpu_features().flags
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lib_path, why = compile_kernels(cache_dir() / "peak")
+    lib_path, why = compile_kernels(cache_dir() / KERNELS_DIR)
     if lib_path is None:
         return Peak({}, (f"peak not measured: {why}",), key, at)
     lib = ctypes.CDLL(str(lib_path))

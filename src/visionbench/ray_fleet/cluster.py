@@ -65,7 +65,14 @@ def _bootstrap(address: str) -> tuple[str, int] | None:
 
 def connect(address: str, runtime_env: dict[str, Any] | None) -> None:
     """Connect to the cluster; a head that does not answer is one line within seconds (ray.init
-    itself retries for minutes)."""
+    itself retries for minutes). Never starts a cluster: Ray's own listens on every network
+    interface, unauthenticated."""
+    if address.strip().lower() in ("", "local"):
+        raise VisionbenchError(
+            f"--address {address or 'with no address'} would start a Ray cluster of its own, "
+            "listening on every network interface without authentication: start one bound to "
+            "loopback (ray start --head --node-ip-address 127.0.0.1 --include-dashboard false) "
+            "and give --address auto")
     target = _bootstrap(address)
     if target is not None:
         try:

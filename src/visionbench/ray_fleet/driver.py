@@ -44,7 +44,7 @@ from visionbench.results.fleet import (
     FleetStore,
     NodeStatus,
 )
-from visionbench.results.policy import claim
+from visionbench.results.policy import check_output, claim, recover
 from visionbench.settings import Fleet
 
 #: Seconds a node's task may wait to be scheduled and start (a --runtime-env is installed then).
@@ -201,9 +201,9 @@ def run_fleet(cfg: RunConfig, opts: Fleet, reporter: Reporter,
     if cfg.existing == "append":
         raise VisionbenchError("a fleet run is not appended to: its nodes are chosen and timed as "
                                "one; give another --output, or --overwrite")
-    if cfg.existing == "refuse" and any((cfg.output / m).exists() for m in MARKS):
-        # refuses, naming the run there, before connecting
-        claim(cfg.output, cfg.existing, command, MARKS, appendable=False)
+    for note in recover(cfg.output):
+        reporter.note(note)
+    check_output(cfg.output, cfg.existing, MARKS, appendable=False)  # before connecting
     cfg = _absolute(cfg)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     connect(opts.address, opts.runtime_env)

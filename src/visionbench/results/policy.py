@@ -5,13 +5,15 @@ machine facts and model files must match for measurements to join a run (``check
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from visionbench.errors import VisionbenchError
 from visionbench.results.kinds import Results
-from visionbench.results.rundir import Aside, RunLock, move_aside
+from visionbench.results.rundir import LOCK_FILE, Aside, RunLock, holder, move_aside, moved_aside
 from visionbench.results.schema import Invocation
 from visionbench.results.store import RESULTS_JSON, load
 
@@ -25,12 +27,34 @@ def output_dir(path: Path) -> Path:
         raise VisionbenchError(f"output path exists and is not a directory: {path}")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=path):  # a new file of no name: nothing planted is touched
+            pass
     except OSError as e:
         raise VisionbenchError(f"output directory is not writable: {path} ({e.strerror})") from e
     return path
+
+
+def recover(out: Path) -> list[str]:
+    """Put back the run ``--overwrite`` moved aside from ``out`` where the run that replaced it
+    stopped with no record (killed, failed, a full disk) and nobody writes it now; name any
+    other left there. What was done, one line each."""
+    moved = moved_aside(out)
+    if not moved or holder(out) is not None:
+        return []
+    notes = []
+    try:
+        records = len(load(out).records()) if (out / RESULTS_JSON).exists() else 0
+    except VisionbenchError:
+        records = 0
+    if records == 0:
+        Aside(out, moved[0]).restore()
+        notes.append(f"{out}: put back the run that --overwrite had moved aside "
+                     f"({moved[0].name}): the run that replaced it stopped before its first "
+                     "measurement")
+        moved = moved[1:]
+    notes += [f"{out}: an earlier run that --overwrite moved aside is still at {p}; delete it "
+              "if it is not needed" for p in moved]
+    return notes
 
 
 def _summary(prior: Results) -> str:
@@ -65,27 +89,67 @@ def _fact(value: Any) -> str:
     return str(value)
 
 
+def _others(out: Path, marks: Sequence[str]) -> list[str]:
+    """What a folder holds besides a run's marks and the run lock: the user's, unless a run."""
+    return sorted(p.name for p in out.iterdir() if p.name not in (LOCK_FILE, *marks))
+
+
+def _few_names(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def check_output(output: Path, existing: str, marks: Sequence[str] = (RESULTS_JSON,),
+                 appendable: bool = True) -> bool:
+    """Refuse, creating nothing, an ``output`` this command may not write: a run without
+    ``--append``/``--overwrite``, a folder of anything else without ``--overwrite`` (a folder is
+    visionbench's only if it says so), no run to ``resume``. Whether it holds a run."""
+    try:
+        return _check_output(output, existing, marks, appendable)
+    except OSError as e:  # a name too long, a folder not ours to read
+        raise VisionbenchError(f"cannot use --output {output}: {e.strerror}") from e
+
+
+def _check_output(output: Path, existing: str, marks: Sequence[str], appendable: bool) -> bool:
+    if not output.exists():
+        if existing == "resume":
+            raise VisionbenchError(f"{output} holds no run to resume (no {RESULTS_JSON})")
+        return False
+    if not output.is_dir():
+        raise VisionbenchError(f"output path exists and is not a directory: {output}")
+    is_run = any((output / m).exists() for m in marks)
+    if is_run and existing == "refuse":
+        what = f" ({_summary(load(output))})" if (output / RESULTS_JSON).exists() else ""
+        raise VisionbenchError(
+            f"{output} already holds a run{what}; give another --output, "
+            + ("--append to add to it, " if appendable else "")
+            + "or --overwrite to replace it")
+    if not is_run:
+        if existing == "resume":
+            raise VisionbenchError(f"{output} holds no run to resume (no {RESULTS_JSON})")
+        if existing != "overwrite" and (others := _others(output, marks)):
+            raise VisionbenchError(
+                f"{output} is not a visionbench run and holds {len(others)} thing(s) "
+                f"({_few_names(others)}); give another --output, or --overwrite to move them "
+                "aside (deleted once the new run has a measurement)")
+    return is_run
+
+
 def claim(output: Path, existing: str, command: list[str],
           marks: Sequence[str] = (RESULTS_JSON,), appendable: bool = True,
           ) -> tuple[RunLock, Results | None, Aside | None]:
     """The output directory, locked for this process: with the run it already holds (append,
-    resume), or empty (a new run; ``--overwrite`` moves an old one aside). ``marks``: the
-    files that say a directory holds a run."""
+    resume), or empty (a new run; ``--overwrite`` moves what it holds aside). ``marks``: the
+    files that say a directory holds a run. A refused output is left as it was found."""
+    check_output(output, existing, marks, appendable)
     out = output_dir(output)
+    had_lock = os.path.lexists(out / LOCK_FILE)
     lock = RunLock.acquire(out, command)
-    try:
-        if not any((out / m).exists() for m in marks):
-            if existing == "resume":
-                raise VisionbenchError(f"{out} holds no run to resume (no {RESULTS_JSON})")
+    try:  # checked again under the lock: another process may have written there meanwhile
+        is_run = check_output(out, existing, marks, appendable)
+        if not is_run and not _others(out, marks):
             return lock, None, None
-        if existing in ("append", "resume"):
+        if is_run and existing in ("append", "resume"):
             return lock, load(out), None
-        if existing == "refuse":
-            what = f" ({_summary(load(out))})" if (out / RESULTS_JSON).exists() else ""
-            raise VisionbenchError(
-                f"{out} already holds a run{what}; give another --output, "
-                + ("--append to add to it, " if appendable else "")
-                + "or --overwrite to replace it")
         aside = move_aside(out)
         try:
             fresh = RunLock.acquire(output_dir(out), command)
@@ -96,6 +160,8 @@ def claim(output: Path, existing: str, command: list[str],
         return fresh, None, aside
     except BaseException:
         lock.release()
+        if not had_lock:
+            (out / LOCK_FILE).unlink(missing_ok=True)
         raise
 
 

@@ -4,7 +4,9 @@ run whose writer has gone is told apart from one still going."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from visionbench.errors import VisionbenchError
+from visionbench.fsutil import open_regular
 
 LOCK_FILE = ".visionbench.lock"
 
@@ -28,8 +31,8 @@ def holder(directory: Path) -> dict[str, Any] | None:
     """Who holds ``directory``'s lock now (pid, host, since, command), or None when nobody does:
     a holder that died (Ctrl-C, SIGKILL, a crash, a reboot) has released it with its process."""
     path = directory / LOCK_FILE
-    try:
-        with open(path) as f:  # reading only: looking at a run never writes into it
+    try:  # reading only: looking at a run never writes into it
+        with os.fdopen(open_regular(path, os.O_RDONLY)) as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -60,10 +63,14 @@ class RunLock:
     @classmethod
     def acquire(cls, directory: Path, command: list[str]) -> RunLock:
         """Take ``directory``'s lock, or fail with one line naming the process that holds it."""
-        try:
-            f = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the whole run)
+        path = directory / LOCK_FILE
+        try:  # held open for the whole run
+            f = os.fdopen(open_regular(path, os.O_RDWR | os.O_CREAT), "r+")
         except OSError as e:
-            raise VisionbenchError(f"cannot lock {directory}: {e.strerror}") from e
+            why = ("it is a link" if e.errno == errno.ELOOP else
+                   "it is not a regular file" if e.errno == errno.EINVAL else e.strerror)
+            raise VisionbenchError(f"cannot lock {directory} through {path.name}: {why}; "
+                                   "nothing written") from e
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -116,9 +123,19 @@ class Aside:
         os.replace(self.moved, self.original)
 
 
+ASIDE_TAG = ".overwritten-"
+
+
+def moved_aside(directory: Path) -> list[Path]:
+    """The runs ``--overwrite`` moved aside from ``directory`` and left there, newest first."""
+    found = directory.parent.glob(f".{glob.escape(directory.name)}{ASIDE_TAG}*")
+    return sorted((p for p in found if p.is_dir() and not p.is_symlink()),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def move_aside(directory: Path) -> Aside:
     """Rename ``directory`` to a hidden sibling, so the new run starts in an empty one."""
-    moved = directory.with_name(f".{directory.name}.overwritten-{os.getpid()}-{int(time.time())}")
+    moved = directory.with_name(f".{directory.name}{ASIDE_TAG}{os.getpid()}-{int(time.time())}")
     try:
         os.replace(directory, moved)
     except OSError as e:

@@ -645,6 +645,9 @@ class Invocation(BaseModel):
     status: str = "running"
     #: ``resume``: the planned records it found missing or failed, by key.
     resumed: list[str] = Field(default_factory=list)
+    #: Every record this command planned, by key: the run is complete only once each
+    #: invocation's are there (empty in files written before they were recorded).
+    planned: list[str] = Field(default_factory=list)
 
 
 class ResultsBase(BaseModel):

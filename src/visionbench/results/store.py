@@ -109,13 +109,15 @@ class Store:
     def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
         self.document.status = status
         self.document.finished_at = now()
-        self.save()
-        if self.aside is not None:  # nothing new was stored: the old run stays where it was
-            self.aside.restore()
-            self.aside = None
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        try:
+            self.save()
+        finally:
+            if self.aside is not None:  # nothing new was stored: the old run is put back
+                self.aside.restore()
+                self.aside = None
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
 
 class RunStore(Store):
@@ -148,7 +150,12 @@ class RunStore(Store):
 
     def write_raw(self, measurement_id: str, windows: list[list[int]]) -> str:
         rel = f"{RAW_DIR}/{measurement_id}.json"
-        atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
+        try:
+            atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
+        except OSError as e:
+            raise VisionbenchError(f"cannot write the raw latencies {self.dir / rel}: "
+                                   f"{e.strerror}; the measurements stored before it are kept in "
+                                   f"{self.dir / RESULTS_JSON}") from e
         return rel
 
     def _put(self, records: list[Any], record: Any) -> None:

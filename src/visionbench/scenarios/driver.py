@@ -19,8 +19,8 @@ from visionbench.machine import Machine
 from visionbench.models import registry
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
-from visionbench.results import RESULTS_JSON, ModelInfo, Results, RunStore, now
-from visionbench.results.policy import claim, join, to_measure
+from visionbench.results import ModelInfo, Results, RunStore, now
+from visionbench.results.policy import check_output, claim, join, recover, to_measure
 from visionbench.results.schema import Invocation
 from visionbench.scenarios.plan import layout_for, plan_workload
 from visionbench.scenarios.scenario import Kind, R, Scenario, Setup, Task, measure_one, not_run
@@ -54,8 +54,9 @@ def open_runs(cfg: RunConfig, parts: Sequence[RunConfig], reporter: Reporter, co
               ) -> list[Setup]:
     """``open_run`` for a run of one model per config of ``parts`` (a suite: several), every one
     checked and planned before the directory is claimed; one Setup per part, sharing the store."""
-    if cfg.existing == "refuse" and (cfg.output / RESULTS_JSON).exists():
-        claim(cfg.output, cfg.existing, command)  # refuses, naming the run there, before anything is prepared
+    for note in recover(cfg.output):
+        reporter.note(note)
+    check_output(cfg.output, cfg.existing)  # refused before anything is prepared or created
     engines = {name: get_engine(name) for name in cfg.study.engines}
     tidy()
     suite = kind == "suite"
@@ -94,8 +95,9 @@ def open_runs(cfg: RunConfig, parts: Sequence[RunConfig], reporter: Reporter, co
                            [(w.model.name, w.model.sha256) for w in work], system, software,
                            invocation)
         todo = None
+        planned = [k for w in work for sc in scenarios for k in sc.keys(w.cfg, w.tasks)]
+        invocation.planned = planned
         if prior is not None:
-            planned = [k for w in work for sc in scenarios for k in sc.keys(w.cfg, w.tasks)]
             todo = to_measure(prior, planned, cfg.existing, cfg.replace_records, cfg.output,
                               lambda todo: _widen(scenarios, todo, planned), reporter.note)
             invocation.resumed = sorted(todo) if cfg.existing == "resume" else []
@@ -195,9 +197,16 @@ def drive(setup: Setup | Sequence[Setup], scenarios: Sequence[Scenario[Any]], re
                             yield store
             finally:
                 scenario.close()
-    # A run joined (--append, resume) is failed while any of its records is, whoever made it.
-    failed = failed or "failed" in store.results.records().values()
-    store.finish("failed" if failed else "complete")
+    # A run joined (--append, resume) is failed while any of its records is, whoever made it,
+    # and interrupted while a record any of its commands planned is missing.
+    records = store.results.records()
+    failed = failed or "failed" in records.values()
+    missing = {k for inv in store.results.history() for k in inv.planned} - set(records)
+    if missing and not failed:
+        reporter.note(f"{store.dir}: {len(missing)} record(s) an earlier command planned are still "
+                      f"missing ({', '.join(sorted(missing)[:3])}{', ...' if len(missing) > 3 else ''}"
+                      f"): the run stays interrupted; visionbench resume {store.dir} measures them")
+    store.finish("failed" if failed else "interrupted" if missing else "complete")
     yield store
 
 

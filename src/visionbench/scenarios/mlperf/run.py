@@ -11,6 +11,8 @@ verdict back."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,7 @@ from visionbench.data.prepared import Prepared, prepare_images
 from visionbench.engines import Engine, SessionSpec
 from visionbench.engines.base import Session
 from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_text
+from visionbench.fsutil import atomic_write_text, own_dir
 from visionbench.reporter import Reporter
 from visionbench.results import MlperfResult, RunStore
 from visionbench.results.schema import mlperf_key
@@ -107,9 +109,11 @@ def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray]
     qsl = SampleLibrary(total_samples, make)
     sut = SystemUnderTest(lg, prep.sessions, qsl, max(prep.sizes), keep_top1=opts.accuracy)
     requests = sut.requests(prep.sessions[max(prep.sizes)])
-    log_dir.mkdir(parents=True, exist_ok=True)
+    # LoadGen opens its logs with its own code, following links: it writes into a folder made
+    # for it now, whose files are then renamed into place (a link planted there is replaced).
+    fresh = Path(tempfile.mkdtemp(prefix=".loadgen-", dir=own_dir(log_dir)))
     log = lg.LogSettings()
-    log.log_output.outdir = str(log_dir)
+    log.log_output.outdir = str(fresh)
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = False
     handles = (lg.ConstructSUT(sut.issue_queries, sut.flush_queries),
@@ -121,6 +125,9 @@ def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray]
         sut.stop()
         lg.DestroyQSL(handles[1])
         lg.DestroySUT(handles[0])
+        for f in fresh.iterdir():
+            os.replace(f, log_dir / f.name)
+        fresh.rmdir()
     seconds = time.perf_counter() - t0
     if sut.error is not None:
         raise VisionbenchError(f"the engine failed during the run: {sut.error}")
@@ -285,11 +292,12 @@ class Mlperf(Scenario[MlperfResult]):
                        opts, self.make)
         details = dict(prep.sessions[max(prep.sizes)].execution.details)
         try:
+            log_dir = own_dir(own_dir(store.dir / "mlperf") / rel.split("/", 1)[1])
             if opts.find_peak:
-                peak, steps, out = find_peak(prep, opts, self.make, self.total, store.dir / rel,
+                peak, steps, out = find_peak(prep, opts, self.make, self.total, log_dir,
                                              reporter.note)
             else:
-                out = run_loadgen(prep, opts, self.make, self.total, store.dir / rel)
+                out = run_loadgen(prep, opts, self.make, self.total, log_dir)
         finally:
             prep.close()
         if opts.find_peak and out is None:
