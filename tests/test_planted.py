@@ -85,6 +85,8 @@ def test_a_link_planted_for_a_folder_of_the_run_is_refused(tmp_path):
 @pytest.mark.slow
 def test_loadgen_logs_replace_a_planted_link_instead_of_writing_through_it(tmp_path):
     run, victim = tmp_path / "run", _victim(tmp_path)
+    assert vb("run", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--mode", "latency",
+              "--iterations", "2", "--repeats", "1", "--output", str(run)).returncode == 0
     logs = run / "mlperf" / "onnxruntime-fp32-SingleStream"
     logs.mkdir(parents=True)
     (logs / "mlperf_log_summary.txt").symlink_to(victim)

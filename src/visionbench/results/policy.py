@@ -13,7 +13,15 @@ from typing import Any
 
 from visionbench.errors import VisionbenchError
 from visionbench.results.kinds import Results
-from visionbench.results.rundir import LOCK_FILE, Aside, RunLock, holder, move_aside, moved_aside
+from visionbench.results.rundir import (
+    LOCK_FILE,
+    Aside,
+    RunLock,
+    busy,
+    holder,
+    move_aside,
+    moved_aside,
+)
 from visionbench.results.schema import Invocation
 from visionbench.results.store import RESULTS_JSON, load
 
@@ -99,23 +107,27 @@ def _few_names(names: list[str], n: int = 4) -> str:
 
 
 def check_output(output: Path, existing: str, marks: Sequence[str] = (RESULTS_JSON,),
-                 appendable: bool = True) -> bool:
+                 appendable: bool = True, locked: bool = False) -> bool:
     """Refuse, creating nothing, an ``output`` this command may not write: a run without
     ``--append``/``--overwrite``, a folder of anything else without ``--overwrite`` (a folder is
-    visionbench's only if it says so), no run to ``resume``. Whether it holds a run."""
+    visionbench's only if it says so), no run to ``resume``, a run another process writes (but
+    where this one holds the lock: ``locked``). Whether it holds a run."""
     try:
-        return _check_output(output, existing, marks, appendable)
+        return _check_output(output, existing, marks, appendable, locked)
     except OSError as e:  # a name too long, a folder not ours to read
         raise VisionbenchError(f"cannot use --output {output}: {e.strerror}") from e
 
 
-def _check_output(output: Path, existing: str, marks: Sequence[str], appendable: bool) -> bool:
+def _check_output(output: Path, existing: str, marks: Sequence[str], appendable: bool,
+                  locked: bool) -> bool:
     if not output.exists():
         if existing == "resume":
             raise VisionbenchError(f"{output} holds no run to resume (no {RESULTS_JSON})")
         return False
     if not output.is_dir():
         raise VisionbenchError(f"output path exists and is not a directory: {output}")
+    if not locked and (info := holder(output)) is not None:
+        raise busy(output, info)
     is_run = any((output / m).exists() for m in marks)
     if is_run and existing == "refuse":
         what = f" ({_summary(load(output))})" if (output / RESULTS_JSON).exists() else ""
@@ -145,7 +157,7 @@ def claim(output: Path, existing: str, command: list[str],
     had_lock = os.path.lexists(out / LOCK_FILE)
     lock = RunLock.acquire(out, command)
     try:  # checked again under the lock: another process may have written there meanwhile
-        is_run = check_output(out, existing, marks, appendable)
+        is_run = check_output(out, existing, marks, appendable, locked=True)
         if not is_run and not _others(out, marks):
             return lock, None, None
         if is_run and existing in ("append", "resume"):

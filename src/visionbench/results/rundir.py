@@ -53,6 +53,12 @@ def describe_holder(info: dict[str, Any]) -> str:
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')}{since}{command}"
 
 
+def busy(directory: Path, info: dict[str, Any]) -> VisionbenchError:
+    return VisionbenchError(f"{directory} is being written by another visionbench "
+                            f"({describe_holder(info)}); wait for it to finish or give another "
+                            "--output")
+
+
 @dataclass
 class RunLock:
     """The lock of a run directory, held from ``acquire`` until ``release`` or the process ends."""
@@ -75,10 +81,7 @@ class RunLock:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            info = holder(directory) or {}
-            raise VisionbenchError(
-                f"{directory} is being written by another visionbench ({describe_holder(info)}); "
-                "wait for it to finish or give another --output") from None
+            raise busy(directory, holder(directory) or {}) from None
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
