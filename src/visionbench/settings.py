@@ -8,6 +8,7 @@ own sections here, MLPerf's LoadGen options theirs beside its scenario
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -89,10 +90,25 @@ SUITE_QUICK: dict[Mode, ModeDefaults] = {
 }
 
 
+#: Counts no run could reach (a billion inferences, a thousand windows, a day-long window):
+#: refused as typing errors rather than left to run for ever.
+MAX_INFERENCES = 10**9
+MAX_WINDOWS = 1000
+MAX_SECONDS = 86400.0
+#: Threads per CPU beyond which --threads is refused (an engine would spawn them all at once).
+MAX_THREADS_PER_CPU = 16
+
+
 def _positive(values: dict[str, int | None]) -> None:
     for name, v in values.items():
         if v is not None and v <= 0:
             raise VisionbenchError(f"{name} must be a positive integer, got {v}")
+
+
+def _at_most(values: dict[str, tuple[float | None, float]]) -> None:
+    for name, (v, most) in values.items():
+        if v is not None and v > most:
+            raise VisionbenchError(f"{name} {v:g} is more than any run could do; at most {most:g}")
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,8 @@ class Study:
 
     def __post_init__(self) -> None:
         _positive({"--batch-size": self.batch_size})
+        if not 0 <= self.seed < 2**32:
+            raise VisionbenchError(f"--seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if self.task is not None and self.task not in TASKS:
             raise VisionbenchError(f"unknown --task '{self.task}'; choose from {', '.join(TASKS)}")
         if not self.methods or any(m not in METHODS for m in self.methods):
@@ -239,6 +257,11 @@ class Timing:
             raise VisionbenchError(f"--duration must be positive seconds, got {self.duration}")
         if self.warmup is not None and self.warmup < 0:
             raise VisionbenchError(f"--warmup must be 0 or more, got {self.warmup}")
+        _at_most({"--duration": (self.duration, MAX_SECONDS),
+                  "--iterations": (self.iterations, MAX_INFERENCES),
+                  "--warmup": (self.warmup, MAX_INFERENCES),
+                  "--repeats": (self.repeats, MAX_WINDOWS),
+                  "--extra-windows": (self.extra_windows, MAX_WINDOWS)})
         if self.duration is not None and self.iterations is not None:
             raise VisionbenchError("give --duration or --iterations, not both")
 
@@ -276,6 +299,9 @@ class Launch:
                                    f"{', '.join(ISOLATION)}")
         _positive({"--threads": self.threads, "--instances": self.instances,
                    "--cores-per-instance": self.cores_per_instance})
+        most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+        _at_most({"--threads": (self.threads, most), "--instances": (self.instances, most),
+                  "--cores-per-instance": (self.cores_per_instance, most)})
         if self.layout is not None and (self.instances or self.cores_per_instance):
             raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
         if self.layout is not None and self.layout not in LAYOUTS:

@@ -89,6 +89,13 @@ def run(cli: click.Group) -> None:
     # handled as Ctrl-C is, so that a run stopped this way is marked so and keeps its results.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    for arg in sys.argv[1:]:  # results.json records the command, in UTF-8
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            print(f"visionbench: error: {arg!a} is not UTF-8 text: rename it, or give it "
+                  "as a path of UTF-8 names", file=sys.stderr)
+            sys.exit(2)
     try:
         rv = cli.main(standalone_mode=False)
     except click.exceptions.Abort as e:

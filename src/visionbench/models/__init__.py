@@ -66,6 +66,15 @@ def resolve(
     ``input_name``/``output_name`` pick tensors of a TensorFlow model; ``threads`` are the run's
     (TensorFlow fixes its thread pools when it first reads a model). ``input_shape`` sets an ONNX
     file's dynamic input dimensions, ``task`` says what it does (else inferred from its outputs)."""
+    try:
+        return _resolve(model, seed, weights, input_name, output_name, threads, input_shape, task)
+    except OSError as e:  # a name too long, a folder not readable: before any file is opened
+        raise VisionbenchError(f"cannot read the model {weights or model}: {e.strerror}") from e
+
+
+def _resolve(model: str | None, seed: int, weights: Path | None, input_name: str | None,
+             output_name: str | None, threads: int | None, input_shape: list[int] | None,
+             task: str | None) -> ModelSpec:
     from visionbench.models.tensorflow_files import is_tensorflow_path, read_tensorflow
 
     entry = registry.find(model) if model is not None and weights is None else None

@@ -177,11 +177,45 @@ class RunStore(Store):
         self._put(getattr(self.results, kind_of(record).field), record)
 
 
+#: No number visionbench writes comes near this (byte counts, Unix times, nanoseconds); a file
+#: holding one was not written by it as it stands.
+LARGEST = 1e15
+#: Keys whose numbers are times or rates, never negative.
+_NON_NEGATIVE = ("_ms", "_ips", "_s", "_seconds")
+
+
+def _non_finite(token: str) -> float:
+    raise ValueError(f"a non-finite number ({token}), which visionbench never writes")
+
+
+def _check_numbers(data: Any, where: str = "") -> str | None:
+    """Where ``data`` holds a number out of what visionbench writes, and what; else None."""
+    if isinstance(data, dict):
+        items: Any = data.items()
+    elif isinstance(data, list):
+        items = ((str(i), v) for i, v in enumerate(data))
+    else:
+        return None
+    for key, v in items:
+        at = f"{where}.{key}" if where else str(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if abs(v) > LARGEST or (v < 0 and str(key).endswith(_NON_NEGATIVE)):
+                return f"{at}: {v!r} is out of range"
+        elif (found := _check_numbers(v, at)) is not None:
+            return found
+    return None
+
+
 def read_json(path: Path) -> Any:
+    """A results file's JSON; one line where it is unreadable, holds NaN or Infinity, or a number
+    no visionbench writes (a negative time, a value beyond ``LARGEST``)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_text(), parse_constant=_non_finite)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
+    if (found := _check_numbers(data)) is not None:
+        raise VisionbenchError(f"{path} is not a valid visionbench results file: {found}")
+    return data
 
 
 def invalid(path: Path, what: str, e: ValidationError) -> VisionbenchError:
