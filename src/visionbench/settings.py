@@ -300,8 +300,7 @@ class Launch:
         _positive({"--threads": self.threads, "--instances": self.instances,
                    "--cores-per-instance": self.cores_per_instance})
         most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
-        _at_most({"--threads": (self.threads, most), "--instances": (self.instances, most),
-                  "--cores-per-instance": (self.cores_per_instance, most)})
+        _at_most({"--threads": (self.threads, most)})
         if self.layout is not None and (self.instances or self.cores_per_instance):
             raise VisionbenchError("give --layout or --instances/--cores-per-instance, not both")
         if self.layout is not None and self.layout not in LAYOUTS:

@@ -102,10 +102,6 @@ def _others(out: Path, marks: Sequence[str]) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name not in (LOCK_FILE, *marks))
 
 
-def _few_names(names: list[str], n: int = 4) -> str:
-    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
-
-
 def check_output(output: Path, existing: str, marks: Sequence[str] = (RESULTS_JSON,),
                  appendable: bool = True, locked: bool = False) -> bool:
     """Refuse, creating nothing, an ``output`` this command may not write: a run without
@@ -141,7 +137,7 @@ def _check_output(output: Path, existing: str, marks: Sequence[str], appendable:
         if existing != "overwrite" and (others := _others(output, marks)):
             raise VisionbenchError(
                 f"{output} is not a visionbench run and holds {len(others)} thing(s) "
-                f"({_few_names(others)}); give another --output, or --overwrite to move them "
+                f"({_few(others, 4)}); give another --output, or --overwrite to move them "
                 "aside (deleted once the new run has a measurement)")
     return is_run
 
