@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -162,9 +163,11 @@ def test_concurrent_fleet_times_the_nodes_together(cluster, tmp_path: Path):
     # three 1 s windows, each ending within half a batch of its second
     assert all(m["timed_seconds"] >= 3 * 0.5 for m in ms)
     per_repeat = [m["throughput_per_repeat"] for m in ms]
-    sums = sorted(a + b for a, b in zip(*per_repeat, strict=True))
+    # the median of the summed windows (more than 3 where a disturbed window was measured again;
+    # the windows both nodes timed)
+    sums = [a + b for a, b in zip(*per_repeat, strict=False)]
     md = (out / "fleet.md").read_text()
-    assert f"| onnxruntime | fp32 @16 | cluster aggregate | {sums[1]:.1f} |" in md
+    assert f"| onnxruntime | fp32 @16 | cluster aggregate | {statistics.median(sums):.1f} |" in md
     assert "sum of 2 nodes timed together" in md
 
 

@@ -58,6 +58,13 @@ START_TIMEOUT_RUNTIME_ENV = 1800.0
 POLL_SECONDS = 0.5
 
 
+#: How often the driver asks Ray which nodes it has marked dead. Ray fails a task on a node cut
+#: off the network only when the driver's own connection to that node's worker gives up (6.5
+#: minutes after the cut in docs/fleet.md's test), although its health check marks the node dead
+#: within about a minute: the driver ends such a node's stream itself as soon as Ray says so.
+ALIVE_SECONDS = 2.0
+
+
 @dataclass
 class _Stream:
     node: FleetNode
@@ -103,11 +110,18 @@ def _end(store: FleetStore, s: _Stream, status: NodeStatus, reason: str | None,
                   + f" ({n.measurements} measurements, {n.seconds:.0f} s)")
 
 
+def _dead(node_ids: set[str]) -> dict[str, str]:
+    """Those of ``node_ids`` that Ray has marked dead, with its reason."""
+    return {n["NodeID"]: n.get("DeathReasonMessage") or "no reason given" for n in ray.nodes()
+            if n["NodeID"] in node_ids and not n.get("Alive")}
+
+
 def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
            barrier: Any | None) -> None:
-    """Write what each node sends as it comes; a node that fails or passes its deadline ends
-    with its reason, the others go on."""
+    """Write what each node sends as it comes; a node that fails, that Ray marks dead or that
+    passes its deadline ends with its reason, the others go on."""
     live = list(streams)
+    checked = time.monotonic()
     try:
         while live:
             ready, _ = ray.wait([s.gen for s in live], num_returns=1, timeout=POLL_SECONDS)
@@ -127,6 +141,14 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
                 _write(store, s, files, reporter)
                 store.save()
             t = time.monotonic()
+            if live and t - checked >= ALIVE_SECONDS:
+                checked = t
+                dead = _dead({s.node.node_id for s in live})
+                for s in [s for s in live if s.node.node_id in dead]:
+                    live.remove(s)
+                    ray.cancel(s.gen, force=True)
+                    _end(store, s, "failed", "the node died or left the cluster (Ray marked it "
+                         f"dead: {dead[s.node.node_id]})", reporter, barrier)
             for s in [s for s in live if not s.started and t > s.start_by]:
                 live.remove(s)
                 ray.cancel(s.gen, force=True)
