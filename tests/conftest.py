@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +31,50 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY = ["--model", "resnet50-tiny", "--calibration-samples", "32"]
 
 
-def vb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it, in a fresh process."""
+def vb(*args: str, timeout: float = 300, wrap: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in a fresh process (under the command ``wrap``, if given)."""
     return subprocess.run(
-        [sys.executable, "-m", "visionbench", *args], capture_output=True, text=True,
+        [*wrap, sys.executable, "-m", "visionbench", *args], capture_output=True, text=True,
         timeout=timeout, env=os.environ.copy(),
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A tmpfs of ``request.param`` bytes (default 128 KiB)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    size = getattr(request, "param", 128 * 1024)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                           str(where)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path, spare: int = 0) -> None:
+    """Fill ``disk`` to its last byte, then free ``spare`` 4 KiB pages."""
+    page = b"\0" * 4096
+    with open(disk / "spare", "wb") as f:
+        f.write(page * spare)
+    fd = os.open(disk / "fill", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, page)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    (disk / "spare").unlink()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files of visionbench's under ``folder``."""
+    return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(
+        (".loadgen-", ".openvino-", ".tmp-"))]
 
 
 def vb_many(cases: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:

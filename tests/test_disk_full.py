@@ -5,34 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import TINY, vb
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A tmpfs of ``request.param`` bytes (default 128 KiB)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    size = getattr(request, "param", 128 * 1024)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                           str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a size-limited tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _leftovers(folder: Path) -> list[str]:
-    return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(
-        (".loadgen-", ".openvino-", ".tmp-"))]
+from conftest import TINY, leftovers, vb
 
 
 def test_a_disk_full_of_raw_latencies_is_one_line_and_keeps_the_run(small_disk):
@@ -45,7 +21,7 @@ def test_a_disk_full_of_raw_latencies_is_one_line_and_keeps_the_run(small_disk):
     assert str(out) in err[0]
     data = json.loads((out / "results.json").read_text())
     assert data["status"] == "failed"
-    assert not _leftovers(out)
+    assert not leftovers(out)
 
 
 @pytest.mark.parametrize("small_disk", [64 * 1024], indirect=True)
@@ -64,7 +40,7 @@ def test_a_cache_disk_full_during_openvino_int8_is_one_line_and_leaves_nothing(
     [m] = json.loads((out / "results.json").read_text())["measurements"]
     assert m["status"] == "failed"
     assert "OpenVINO could not write the INT8 model into" in m["reason"] and "MiB free" in m["reason"]
-    assert not _leftovers(cache)
+    assert not leftovers(cache)
 
 
 def test_an_output_name_too_long_is_one_line(tmp_path):

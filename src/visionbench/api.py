@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from visionbench.config import RunConfig, parse_list
 from visionbench.engines import PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
+from visionbench.fsutil import failure
 from visionbench.machine import TUNE_SAVED, Change, Check, MachineState
 from visionbench.reporter import Reporter
 from visionbench.results import Results
@@ -293,7 +294,9 @@ def report(run: str | Path | Results) -> list[Path]:
                                    "report is not written there")
         return write_report(results, where)
     except OSError as e:
-        raise VisionbenchError(f"cannot write the report in {where}: {e.strerror}") from e
+        raise VisionbenchError(f"cannot write the report {failure(e, where)}; no report file "
+                               f"was changed, and the measurements are kept in "
+                               f"{where / 'results.json'}") from e
     finally:
         lock.release()
 
@@ -305,7 +308,9 @@ def report_fleet(summary: FleetSummary) -> list[Path]:
     try:
         return write_fleet_report(summary, summary.dir)
     except OSError as e:
-        raise VisionbenchError(f"cannot write the fleet report in {summary.dir}: {e.strerror}") from e
+        raise VisionbenchError(f"cannot write the fleet report {failure(e, summary.dir)}; no "
+                               "report file was changed, and the measurements are kept in "
+                               f"{summary.dir}") from e
 
 
 def is_fleet(path: str | Path) -> bool:
@@ -355,8 +360,9 @@ def write_comparison(cmp: Comparison, directory: str | Path, *, overwrite: bool 
         if aside is not None:
             aside.restore()
         if isinstance(e, OSError):
-            raise VisionbenchError(f"cannot write the comparison in {directory}: {e.strerror}"
-                                   ) from e
+            raise VisionbenchError(f"cannot write the comparison {failure(e, out)}; "
+                                   + ("what --output held is put back" if aside else
+                                      "none of its files written")) from e
         raise
     if aside is not None:
         aside.drop()
@@ -434,7 +440,8 @@ def clear_cache(*, yes: bool = False) -> int:
     try:
         return clear(yes=yes)
     except OSError as e:
-        raise VisionbenchError(f"cannot clear the cache {cache_dir()}: {e.strerror}") from e
+        raise VisionbenchError(f"cannot clear the cache: {failure(e, cache_dir())}; "
+                               "what was not deleted is kept") from e
 
 
 def export(model: str, output: str | Path, *, weights: str | Path | None = None,

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from visionbench.errors import Unconfirmed, VisionbenchError
-from visionbench.fsutil import atomic_write_text, cache_dir, file_sha256, open_regular
+from visionbench.fsutil import atomic_write_text, cache_dir, failure, file_sha256, open_regular
 
 RECORD_SUFFIX = ".record.json"
 #: Where damaged entries are moved, for a look before ``visionbench cache --clear``.
@@ -145,8 +145,12 @@ def cached(path: Path, what: str, build: Callable[[Path], None], parts: Sequence
     where it is missing; a damaged entry is set aside and rebuilt once, with a note. Once built,
     the recorded entries of ``supersedes`` (earlier revisions of it) are removed, with a note."""
     t0 = time.perf_counter()
-    with _entry_lock(path):
-        return _cached(path, what, build, parts, supersedes, t0)
+    try:
+        with _entry_lock(path):
+            return _cached(path, what, build, parts, supersedes, t0)
+    except OSError as e:  # a cache folder not writable, a full disk: its temporaries removed
+        raise VisionbenchError(f"cannot build the {what} in the cache: {failure(e, path)}; "
+                               "what the cache held is kept") from e
 
 
 @contextmanager
@@ -225,8 +229,10 @@ def tidy() -> list[Path]:
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
-                    p.unlink(missing_ok=True)
-                gone.append(p)
+                    with contextlib.suppress(OSError):  # not ours to remove: `cache` lists it
+                        p.unlink(missing_ok=True)
+                if not os.path.lexists(p):
+                    gone.append(p)
     return gone
 
 
@@ -304,7 +310,10 @@ def clear(*, yes: bool = False) -> int:
         if p.is_dir() and not p.is_symlink():
             freed += sum(f.lstat().st_size for f in p.rglob("*") if f.is_file()
                          and not f.is_symlink())
-            shutil.rmtree(p)
+            try:
+                shutil.rmtree(p)
+            except OSError as e:  # rmtree names what it could not remove relative to its folder
+                raise OSError(e.errno, e.strerror, str(p)) from e
         else:
             freed += p.lstat().st_size
             p.unlink()

@@ -23,19 +23,43 @@ _UMASK = _umask()
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_all({path: data})
+
+
+def atomic_write_all(files: dict[Path, bytes]) -> None:
+    """Write every file of ``files`` to a temporary beside it, then rename them all into place:
+    where one cannot be written (a full disk, a folder not writable), none is replaced and no
+    temporary is left. The OSError names the file, not its temporary."""
+    temps: list[str] = []
     try:
-        # mkstemp makes the file private (0600); results and reports are meant to be shared.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                           suffix=".tmp")
+                temps.append(tmp)
+                with os.fdopen(fd, "wb") as f:
+                    # mkstemp makes the file private (0600); results and reports are shared.
+                    os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(path)) from e
+        for path, tmp in zip(files, temps, strict=True):
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(path)) from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def failure(e: OSError, where: Path) -> str:
+    """``path: cause`` for an OSError: the file it names, else ``where``."""
+    return f"{e.filename or where}: {e.strerror or e}"
 
 
 def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:

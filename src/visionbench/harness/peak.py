@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from visionbench.fsutil import atomic_write_bytes, atomic_write_text, cache_dir
+from visionbench.fsutil import atomic_write_bytes, atomic_write_text, cache_dir, failure
 from visionbench.harness.watch import Watcher
 from visionbench.sysinfo import available_cpus, cpu_features, system_info
 
@@ -113,20 +113,23 @@ def compile_kernels(where: Path) -> tuple[Path | None, str | None]:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         return None, f"no C compiler ({cc} not found; set CC) to build the peak kernels"
-    where.mkdir(parents=True, exist_ok=True)
     c_file = where / f".peak-{os.getpid()}.c"
     out = where / f".peak-{os.getpid()}.so"
     try:
-        c_file.write_bytes(src)
-        proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(c_file)],
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            return None, f"{cc} could not build the peak kernels: {last}"
-        atomic_write_bytes(lib, out.read_bytes())
-    finally:
-        c_file.unlink(missing_ok=True)
-        out.unlink(missing_ok=True)
+        where.mkdir(parents=True, exist_ok=True)
+        try:
+            c_file.write_bytes(src)
+            proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(c_file)],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+                return None, f"{cc} could not build the peak kernels: {last}"
+            atomic_write_bytes(lib, out.read_bytes())
+        finally:
+            c_file.unlink(missing_ok=True)
+            out.unlink(missing_ok=True)
+    except OSError as e:  # the cache not writable, or full
+        return None, f"cannot build the peak kernels in the cache: {failure(e, where)}"
     return lib, None
 
 
@@ -236,5 +239,9 @@ def machine_peak(note: Note | None = None, refresh: bool = False) -> Peak:
         note("measuring this machine's peak arithmetic rate per precision (once; cached)")
     peak = measure_peak(key, note)
     if peak.rates:
-        atomic_write_text(path, json.dumps(peak.as_dict(), indent=1))
+        try:
+            atomic_write_text(path, json.dumps(peak.as_dict(), indent=1))
+        except OSError as e:  # measured, just not kept: measured again next time
+            if note:
+                note(f"the peak is not cached: {failure(e, path)}")
     return peak

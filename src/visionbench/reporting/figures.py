@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
 
-from visionbench.fsutil import atomic_write_bytes, atomic_write_text
+from visionbench.fsutil import atomic_write_all
 from visionbench.results import Measurement, Results
 from visionbench.results.suite import workload_names
 
@@ -238,22 +238,12 @@ def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
             if any(m.mode == name for m in results.measurements)}
 
 
-def write_figures(figures: dict[str, dict[str, bytes]], directory: Path) -> list[Path]:
-    """Each figure's PNG and SVG in ``directory``; the paths written."""
-    written = []
-    for name, files in figures.items():
-        for ext, data in files.items():
-            path = directory / f"{name}.{ext}"
-            atomic_write_bytes(path, data)
-            written.append(path)
-    return written
-
-
 def write_outputs(figures: dict[str, dict[str, bytes]], pages: dict[str, str],
                   directory: Path) -> list[Path]:
-    """The figures, then each page (file name: text), in ``directory``; the paths written."""
-    written = write_figures(figures, directory)
-    for name, text in pages.items():
-        atomic_write_text(directory / name, text)
-        written.append(directory / name)
-    return written
+    """The figures (PNG, SVG) and each page (file name: text) in ``directory``, all or none (a
+    report that cannot be written whole leaves the one there as it was); the paths written."""
+    files = {directory / f"{name}.{ext}": data for name, made in figures.items()
+             for ext, data in made.items()}
+    files.update({directory / name: text.encode() for name, text in pages.items()})
+    atomic_write_all(files)
+    return list(files)

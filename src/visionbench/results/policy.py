@@ -5,6 +5,7 @@ machine facts and model files must match for measurements to join a run (``check
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -38,7 +39,8 @@ def output_dir(path: Path) -> Path:
         with tempfile.TemporaryFile(dir=path):  # a new file of no name: nothing planted is touched
             pass
     except OSError as e:
-        raise VisionbenchError(f"output directory is not writable: {path} ({e.strerror})") from e
+        raise VisionbenchError(f"output directory is not writable: {path}: {e.strerror}; "
+                               "nothing written") from e
     return path
 
 
@@ -149,10 +151,12 @@ def claim(output: Path, existing: str, command: list[str],
     resume), or empty (a new run; ``--overwrite`` moves what it holds aside). ``marks``: the
     files that say a directory holds a run. A refused output is left as it was found."""
     check_output(output, existing, marks, appendable)
-    out = output_dir(output)
-    had_lock = os.path.lexists(out / LOCK_FILE)
-    lock = RunLock.acquire(out, command)
-    try:  # checked again under the lock: another process may have written there meanwhile
+    made = not os.path.lexists(output)
+    lock: RunLock | None = None
+    try:
+        out = output_dir(output)
+        lock = RunLock.acquire(out, command)
+        # checked again under the lock: another process may have written there meanwhile
         is_run = check_output(out, existing, marks, appendable, locked=True)
         if not is_run and not _others(out, marks):
             return lock, None, None
@@ -161,15 +165,17 @@ def claim(output: Path, existing: str, command: list[str],
         aside = move_aside(out)
         try:
             fresh = RunLock.acquire(output_dir(out), command)
-        except BaseException:
-            aside.restore()
+        except BaseException as e:
+            aside.undo(e)
             raise
         lock.release()
         return fresh, None, aside
     except BaseException:
-        lock.release()
-        if not had_lock:
-            (out / LOCK_FILE).unlink(missing_ok=True)
+        if lock is not None:
+            lock.abandon()
+        if made:  # a folder made here for a refused claim: removed again (where still empty)
+            with contextlib.suppress(OSError):
+                output.rmdir()
         raise
 
 

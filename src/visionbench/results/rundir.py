@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import open_regular
@@ -64,35 +64,54 @@ class RunLock:
     """The lock of a run directory, held from ``acquire`` until ``release`` or the process ends."""
 
     directory: Path
-    _file: IO[str] | None = field(default=None, repr=False)
+    _fd: int | None = field(default=None, repr=False)
+    #: Whether ``acquire`` made the lock file (``abandon`` removes it then).
+    created: bool = False
 
     @classmethod
     def acquire(cls, directory: Path, command: list[str]) -> RunLock:
-        """Take ``directory``'s lock, or fail with one line naming the process that holds it."""
+        """Take ``directory``'s lock, or fail with one line naming the process that holds it, or
+        why the lock file cannot be written (then a lock file made here is removed)."""
         path = directory / LOCK_FILE
         try:  # held open for the whole run
-            f = os.fdopen(open_regular(path, os.O_RDWR | os.O_CREAT), "r+")
+            try:
+                lock = cls(directory, open_regular(path, os.O_RDWR | os.O_CREAT | os.O_EXCL), True)
+            except FileExistsError:  # there already (a link planted there: refused)
+                lock = cls(directory, open_regular(path, os.O_RDWR))
         except OSError as e:
-            why = ("it is a link" if e.errno == errno.ELOOP else
-                   "it is not a regular file" if e.errno == errno.EINVAL else e.strerror)
-            raise VisionbenchError(f"cannot lock {directory} through {path.name}: {why}; "
-                                   "nothing written") from e
+            raise cls._failed(path, e) from e
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.close()
+            lock.release()
             raise busy(directory, holder(directory) or {}) from None
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                            "since": time.time(), "command": " ".join(command)[:500]}))
-        f.flush()
-        return cls(directory, f)
+        try:  # who holds it, for the one line of a writer refused (a full disk fails here)
+            os.ftruncate(lock._fd, 0)
+            os.write(lock._fd, json.dumps({
+                "pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                "command": " ".join(command)[:500]}).encode())
+        except OSError as e:
+            lock.abandon()
+            raise cls._failed(path, e) from e
+        return lock
+
+    @staticmethod
+    def _failed(path: Path, e: OSError) -> VisionbenchError:
+        why = ("it is a link" if e.errno == errno.ELOOP else
+               "it is not a regular file" if e.errno == errno.EINVAL else e.strerror)
+        return VisionbenchError(f"cannot lock {path.parent} through {path.name}: {why}; "
+                                "nothing written")
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing the file releases the flock
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file releases the flock
+            self._fd = None
+
+    def abandon(self) -> None:
+        """Release the lock of a claim given up, removing the lock file where this one made it."""
+        self.release()
+        if self.created:
+            (self.directory / LOCK_FILE).unlink(missing_ok=True)
 
 
 def stopped_at(directory: Path, status: str) -> float | None:
@@ -123,7 +142,18 @@ class Aside:
 
     def restore(self) -> None:
         shutil.rmtree(self.original, ignore_errors=True)
-        os.replace(self.moved, self.original)
+        try:
+            os.replace(self.moved, self.original)
+        except OSError as e:
+            raise VisionbenchError(f"cannot put the old run back in {self.original}: "
+                                   f"{e.strerror}; it is kept whole in {self.moved}") from e
+
+    def undo(self, e: BaseException) -> None:
+        """Put the old run back after ``e`` stopped the new one before it began; the one line
+        of a VisionbenchError says so."""
+        self.restore()
+        if isinstance(e, VisionbenchError):
+            raise VisionbenchError(f"{e}; the old run is put back in {self.original}") from e
 
 
 ASIDE_TAG = ".overwritten-"
@@ -142,5 +172,6 @@ def move_aside(directory: Path) -> Aside:
     try:
         os.replace(directory, moved)
     except OSError as e:
-        raise VisionbenchError(f"cannot move the old run {directory} aside: {e.strerror}") from e
+        raise VisionbenchError(f"cannot move the old run {directory} aside: {e.strerror}; it "
+                               "is left as it was") from e
     return Aside(directory, moved)

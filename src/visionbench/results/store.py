@@ -3,6 +3,7 @@ each rewritten atomically the moment a measurement completes."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_text
+from visionbench.fsutil import atomic_write_all, atomic_write_text, failure
 from visionbench.results.kinds import Results, kind_of
 from visionbench.results.rundir import Aside, RunLock, stopped_at
 from visionbench.results.schema import SCHEMA_VERSION, Measurement, now
@@ -129,18 +130,30 @@ class RunStore(Store):
         super().__init__(directory, results, lock, aside)
         self.results = results
         results.directory = directory
+        raw = directory / RAW_DIR
+        made = not raw.exists()
         try:
-            (directory / RAW_DIR).mkdir(parents=True, exist_ok=True)
+            raw.mkdir(parents=True, exist_ok=True)
+            self._write()
         except OSError as e:
-            raise VisionbenchError(f"cannot create output directory {directory}: {e.strerror}") from e
-        self.save()
+            if made:  # nothing of this run is left behind
+                with contextlib.suppress(OSError):
+                    raw.rmdir()
+            raise VisionbenchError(f"cannot start the run: {failure(e, directory)}; nothing "
+                                   "measured") from e
 
     def save(self) -> None:
         try:
-            atomic_write_text(self.dir / RESULTS_JSON, self.results.model_dump_json(indent=2))
-            atomic_write_text(self.dir / RESULTS_CSV, _csv(self.results))
+            self._write()
         except OSError as e:
-            raise VisionbenchError(f"cannot write results in {self.dir}: {e.strerror}") from e
+            raise VisionbenchError(f"cannot write the results {failure(e, self.dir)}; the "
+                                   "measurements stored before are kept in "
+                                   f"{self.dir / RESULTS_JSON}") from e
+
+    def _write(self) -> None:
+        """results.json and results.csv, both or neither."""
+        atomic_write_all({self.dir / RESULTS_JSON: self.results.model_dump_json(indent=2).encode(),
+                          self.dir / RESULTS_CSV: _csv(self.results).encode()})
 
     def finish(self, status: Literal["complete", "interrupted", "failed"]) -> None:
         if self.results.invocations:

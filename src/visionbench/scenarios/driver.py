@@ -103,10 +103,10 @@ def open_runs(cfg: RunConfig, parts: Sequence[RunConfig], reporter: Reporter, co
             invocation.resumed = sorted(todo) if cfg.existing == "resume" else []
         store = RunStore(cfg.output, results, lock, aside)
         return [Setup(w.cfg, engines, w.model, w.dataset, w.cal, w.tasks, store, todo) for w in work]
-    except BaseException:
-        lock.release()
+    except BaseException as e:
+        lock.abandon()
         if aside is not None:
-            aside.restore()
+            aside.undo(e)
         raise
 
 
