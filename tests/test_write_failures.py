@@ -234,3 +234,29 @@ def test_a_peak_that_cannot_be_cached_is_a_note(tmp_path, monkeypatch):
     notes: list[str] = []
     assert peak.machine_peak(notes.append).rates == {"fp32": rate}
     assert notes[-1] == f"the peak is not cached: {cache / peak.CACHE_NAME}: Is a directory"
+
+
+@pytest.mark.parametrize("small_disk", [64 * 1024], indirect=True)
+def test_a_fleet_record_that_cannot_be_written_is_one_line(small_disk: Path):
+    from visionbench.errors import VisionbenchError
+    from visionbench.results.fleet import FleetResults, FleetStore
+    from visionbench.results.schema import now
+
+    fleet = FleetResults(created_at=now(), command=["fleet"], address="auto", mode="sequential")
+    out = small_disk / "fleet"
+    out.mkdir()
+    fill(small_disk)
+    with pytest.raises(VisionbenchError) as e:
+        FleetStore(out, fleet)
+    assert str(e.value) == (f"cannot start the fleet run: {out / 'fleet.json'}: No space left on "
+                            "device; nothing measured")
+    assert not (out / "fleet.json").exists() and not leftovers(small_disk)
+    (small_disk / "fill").unlink()
+    store = FleetStore(out, fleet)
+    fill(small_disk)
+    fleet.status = "failed"
+    with pytest.raises(VisionbenchError) as e:
+        store.save()
+    assert "cannot write the fleet's record" in str(e.value) and "No space left" in str(e.value)
+    assert '"status": "running"' in (out / "fleet.json").read_text()  # the last good record
+    assert not leftovers(small_disk)

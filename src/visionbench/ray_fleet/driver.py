@@ -256,7 +256,13 @@ def run_fleet(cfg: RunConfig, opts: Fleet, reporter: Reporter,
                              versions=found[name]["versions"], dir=f"{NODES_DIR}/{name}")
                    for n, name in zip(nodes, names, strict=True)],
         )
-        store = FleetStore(cfg.output, fleet, lock, aside)
+        try:
+            store = FleetStore(cfg.output, fleet, lock, aside)
+        except BaseException as e:  # fleet.json cannot be written: nothing of this run is kept
+            lock.abandon()
+            if aside is not None:
+                aside.undo(e)
+            raise
         reporter.note(f"{len(nodes)} nodes, {fleet.mode}: "
                       + ", ".join(f"{n.name} ({n.address}, {n.cpus:g} CPUs)" for n in fleet.nodes))
         with store.recording():

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_text
+from visionbench.fsutil import atomic_write_text, failure
 from visionbench.results import (
     RESULTS_JSON,
     CellKey,
@@ -83,13 +83,22 @@ class FleetStore(Store):
                  aside: Aside | None = None) -> None:
         super().__init__(directory, fleet, lock, aside)
         self.fleet = fleet
-        self.save()
+        try:
+            self._write()
+        except OSError as e:
+            raise VisionbenchError(f"cannot start the fleet run: {failure(e, directory)}; "
+                                   "nothing measured") from e
+
+    def _write(self) -> None:
+        atomic_write_text(self.dir / FLEET_JSON, self.fleet.model_dump_json(indent=2))
 
     def save(self) -> None:
         try:
-            atomic_write_text(self.dir / FLEET_JSON, self.fleet.model_dump_json(indent=2))
+            self._write()
         except OSError as e:
-            raise VisionbenchError(f"cannot write {self.dir / FLEET_JSON}: {e.strerror}") from e
+            raise VisionbenchError(f"cannot write the fleet's record {failure(e, self.dir)}; the "
+                                   "nodes' results stored before are kept in "
+                                   f"{self.dir / NODES_DIR}") from e
 
     def node_dir(self, node: FleetNode) -> Path:
         return self.dir / node.dir
