@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,15 @@ def test_the_peak_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pytes
         assert len(r.windows) == peak_mod.REPEATS and r.gops == max(r.windows)
     if "bf16" not in first.rates:
         assert any("FP32's peak applies" in n for n in first.notes)
+    bw = first.bandwidth
+    assert bw is not None and bw.threads == first.rates["fp32"].threads
+    # GB/s on every core: more than a 2010 laptop's DDR3, less than any 2026 socket's DDR5/HBM.
+    assert math.isfinite(bw.gbs) and 5 <= bw.gbs <= 5000 and bw.gbs == max(bw.windows)
+    assert len(bw.windows) == peak_mod.REPEATS and bw.array_mib == 256
     cached = peak_mod.machine_peak(said.append)
     assert cached.cached and cached.rates == first.rates and len(said) == 1
+    assert cached.bandwidth == first.bandwidth
+    assert MachinePeak.model_validate(cached.as_dict()).bandwidth.gbs == bw.gbs
     # Another CPU's (or kernels') cache is not this machine's: measured again.
     data = json.loads((tmp_path / peak_mod.CACHE_NAME).read_text())
     (tmp_path / peak_mod.CACHE_NAME).write_text(json.dumps({**data, "key": "another"}))
@@ -95,6 +103,7 @@ def test_sysinfo_shows_the_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     proc = vb("sysinfo")
     assert proc.returncode == 0, proc.stderr
     assert "Peak arithmetic rate" in proc.stdout
+    assert re.search(r"Memory bandwidth: \d+\.\d GB/s on \d+ cores \(STREAM triad", proc.stdout)
     assert "AVX2 FMA" in proc.stdout or "AVX-512 FMA" in proc.stdout  # the widest this CPU has
     assert "cached, measured" in vb("sysinfo").stdout
     assert "measured now" in vb("sysinfo", "--peak").stdout

@@ -71,6 +71,10 @@ def print_peak(console: Console, peak: Peak) -> None:
         t.add_row(precision, f"{r.gops:.1f}", r.isa, str(r.threads),
                   " ".join(f"{w:.1f}" for w in r.windows), str(r.disturbed))
     console.print(t)
+    if (bw := peak.bandwidth) is not None:
+        console.print(Text(f"Memory bandwidth: {bw.gbs:.1f} GB/s on {bw.threads} cores ({bw.method}; "
+                           f"3 arrays of {bw.array_mib} MiB; clean windows "
+                           f"{' '.join(f'{w:.1f}' for w in bw.windows)}, {bw.disturbed} set aside)"))
     for n in peak.notes:
         console.print(Text(n, style="yellow"))
 

@@ -91,3 +91,15 @@ __attribute__((target("avx2"))) double vb_int8_avx2(long iters) {
     SUM_EPI32(_mm256_storeu_si256, 8)
 }
 long vb_ops_int8_avx2(void) { return CHAINS * 32 * 2; }
+
+/* Memory bandwidth, STREAM's triad: a[i] = b[i] + s * c[i] over n floats, `reps` times (each
+ * thread on its own slice of arrays far larger than the caches). 12 bytes per element: two
+ * reads and a write; the read a write-allocate adds is not counted, as STREAM does not. */
+double vb_triad(float *restrict a, const float *restrict b, const float *restrict c, long n,
+                long reps) {
+    for (long r = 0; r < reps; r++) {
+        const float s = 1.0f + (float)(r & 7) * 1e-3f;
+        for (long i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+    }
+    return (double)a[n / 2];
+}

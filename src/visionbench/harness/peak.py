@@ -1,7 +1,8 @@
-"""This machine's peak arithmetic rate per precision, measured once and cached: FP32 fused
-multiply-add, BF16 dot product (AVX512_BF16) and INT8 dot product (AVX512_VNNI, AVX-VNNI, or
-AVX2's vpmaddubsw where there is no VNNI), each run by one thread per available core through a
-small C kernel (``peak.c``) compiled on this machine with its C compiler (``$CC``, else ``cc``).
+"""This machine's peak arithmetic rate per precision and its memory bandwidth, measured once and
+cached: FP32 fused multiply-add, BF16 dot product (AVX512_BF16) and INT8 dot product
+(AVX512_VNNI, AVX-VNNI, or AVX2's vpmaddubsw where there is no VNNI), and STREAM's triad over
+arrays far larger than the caches, each run by one thread per available core through a small C
+kernel (``peak.c``) compiled on this machine with its C compiler (``$CC``, else ``cc``).
 A figure is compared with it: share of peak, and impossible above it (``reporting.notices``).
 
 Each kernel is timed in windows of ``WINDOW_S``; the best of ``REPEATS`` clean windows is kept
@@ -28,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from visionbench.fsutil import atomic_write_bytes, atomic_write_text, cache_dir, failure
 from visionbench.harness.watch import Watcher
 from visionbench.sysinfo import available_cpus, cpu_features, system_info
@@ -47,6 +50,10 @@ KERNELS: dict[str, tuple[tuple[str, frozenset[str], str], ...]] = {
 WINDOW_S = 0.3
 REPEATS = 3
 CACHE_NAME = "machine-peak.json"
+#: Bytes of each of the triad's three arrays (split between the threads): far beyond any CPU's
+#: last-level cache (256 MiB x 3; EPYC's largest L3s are 1.1 GiB across a socket's CCDs, but
+#: each core reaches only its own CCD's 32-96 MiB).
+TRIAD_ARRAY_BYTES = 256 * 2**20
 #: The compiled kernels' folder in the cache.
 KERNELS_DIR = "peak"
 
@@ -67,8 +74,21 @@ class PeakRate:
 
 
 @dataclass(frozen=True)
+class Bandwidth:
+    """The memory bandwidth every core reaches at once: GB/s (10^9 bytes) of STREAM's triad."""
+
+    gbs: float
+    threads: int
+    array_mib: int
+    windows: tuple[float, ...] = ()
+    disturbed: int = 0
+    method: str = "STREAM triad a = b + s*c, 12 bytes per element (write-allocate not counted)"
+
+
+@dataclass(frozen=True)
 class Peak:
-    """The machine's peaks (precision -> rate); ``notes`` say what was not measured and why."""
+    """The machine's peaks (precision -> rate) and memory bandwidth; ``notes`` say what was not
+    measured and why."""
 
     rates: dict[str, PeakRate]
     notes: tuple[str, ...] = ()
@@ -76,6 +96,7 @@ class Peak:
     measured_at: str = ""
     #: Whether it came from the cache (measured by an earlier run on this machine).
     cached: bool = False
+    bandwidth: Bandwidth | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,9 +104,11 @@ class Peak:
 
 @dataclass
 class _Kernel:
-    run: Any  # the ctypes function
-    ops: int
+    run: Callable[[int, int], Any]  # (iterations, thread index)
+    ops: int  # per iteration and thread
     iters: int = field(default=0)
+    #: Iterations of the first calibration try.
+    start: int = 1000
 
 
 def _source() -> bytes:
@@ -138,15 +161,26 @@ def _kernel(lib: ctypes.CDLL, name: str) -> _Kernel:
     run.restype, run.argtypes = ctypes.c_double, [ctypes.c_long]
     ops = getattr(lib, f"vb_ops_{name}")
     ops.restype = ctypes.c_long
-    return _Kernel(run, int(ops()))
+    return _Kernel(lambda iters, _: run(iters), int(ops()))
+
+
+def _triad(lib: ctypes.CDLL, threads: int, arrays: list[np.ndarray]) -> _Kernel:
+    """The triad over ``arrays`` (a, b, c), thread i on the i-th of ``threads`` equal slices;
+    an iteration moves 12 bytes per element of a slice."""
+    run = lib.vb_triad
+    ptr = ctypes.POINTER(ctypes.c_float)
+    run.restype, run.argtypes = ctypes.c_double, [ptr, ptr, ptr, ctypes.c_long, ctypes.c_long]
+    n = arrays[0].size // threads
+    slices = [[x[i * n:(i + 1) * n].ctypes.data_as(ptr) for x in arrays] for i in range(threads)]
+    return _Kernel(lambda iters, i: run(*slices[i], n, iters), 12 * n, start=1)
 
 
 def _calibrate(k: _Kernel) -> None:
     """Iterations for one window (one thread, timed alone)."""
-    iters = 1000
+    iters = k.start
     while True:
         t = time.perf_counter()
-        k.run(iters)
+        k.run(iters, 0)
         if (dt := time.perf_counter() - t) >= 0.02 or iters > 10**11:
             break
         iters *= 4
@@ -158,11 +192,11 @@ def _window(k: _Kernel, threads: int) -> float:
     GOP/s over the wall time from the release to the last one's end."""
     go = threading.Barrier(threads + 1)
 
-    def work() -> None:
+    def work(i: int) -> None:
         go.wait()
-        k.run(k.iters)
+        k.run(k.iters, i)
 
-    pool = [threading.Thread(target=work) for _ in range(threads)]
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     for t in pool:
         t.start()
     go.wait()
@@ -219,7 +253,22 @@ def measure_peak(key: str = "", note: Note | None = None) -> Peak:
                          "units, and FP32's peak applies")
         else:
             notes.append(f"no {precision} kernel for this CPU's instructions")
-    return Peak(rates, tuple(notes), key, at)
+    bandwidth = measure_bandwidth(lib, threads, watcher, note)
+    if bandwidth is None:
+        notes.append("memory bandwidth not measured: every window was disturbed")
+    return Peak(rates, tuple(notes), key, at, bandwidth=bandwidth)
+
+
+def measure_bandwidth(lib: ctypes.CDLL, threads: int, watcher: Watcher, note: Note | None,
+                      array_bytes: int = TRIAD_ARRAY_BYTES) -> Bandwidth | None:
+    """STREAM's triad on every core at once over three arrays of ``array_bytes`` (touched
+    first, so no page fault is timed); None where every window was disturbed."""
+    n = array_bytes // 4 // threads * threads
+    arrays = [np.full(n, v, dtype=np.float32) for v in (0.0, 1.0, 2.0)]
+    rate = _rate(_triad(lib, threads, arrays), threads, "triad", watcher, note)
+    if not rate.windows:
+        return None
+    return Bandwidth(rate.gops, threads, array_bytes // 2**20, rate.windows, rate.disturbed)
 
 
 def machine_peak(note: Note | None = None, refresh: bool = False) -> Peak:
@@ -232,7 +281,9 @@ def machine_peak(note: Note | None = None, refresh: bool = False) -> Peak:
             if data.get("key") == key:
                 rates = {p: PeakRate(**{**r, "windows": tuple(r["windows"])})
                          for p, r in data["rates"].items()}
-                return Peak(rates, tuple(data["notes"]), key, data["measured_at"], cached=True)
+                bw = data.get("bandwidth")
+                return Peak(rates, tuple(data["notes"]), key, data["measured_at"], cached=True,
+                            bandwidth=bw and Bandwidth(**{**bw, "windows": tuple(bw["windows"])}))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # none, another machine's or unreadable: measured again
     if note:

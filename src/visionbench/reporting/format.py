@@ -295,9 +295,11 @@ def peak_note(results: Results) -> list[str]:
     rates = [f"{p.upper()} {r.gops:.0f} GOP/s ({r.isa}, {r.threads} cores)"
              for p, r in peak.rates.items()]
     how = "cached from an earlier run" if peak.cached else "measured by this run"
+    bw = (f"; memory bandwidth {peak.bandwidth.gbs:.1f} GB/s (STREAM triad, "
+          f"{peak.bandwidth.threads} cores)" if peak.bandwidth else "")
     return ["of peak: the model's GFLOP per image x images/s, as a share of this machine's peak "
             f"arithmetic rate for the precision ({'; '.join(rates) or 'none measured'}; {how}, "
-            f"{peak.measured_at})" + "".join(f"; {n}" for n in peak.notes)]
+            f"{peak.measured_at}){bw}" + "".join(f"; {n}" for n in peak.notes)]
 
 
 def run_notes(results: Results) -> list[str]:

@@ -506,10 +506,24 @@ class PeakRate(BaseModel):
     disturbed: int = Field(0, description="windows set aside as disturbed and measured again")
 
 
+class Bandwidth(BaseModel):
+    """The machine's memory bandwidth (``harness.peak``)."""
+
+    gbs: float = Field(description="GB/s (10^9 bytes) every available core reaches at once: the "
+                       "best clean window")
+    threads: int
+    array_mib: int = Field(description="MiB of each of the three arrays, split between the threads")
+    windows: list[float] = Field(default_factory=list, description="each clean window's GB/s")
+    disturbed: int = Field(0, description="windows set aside as disturbed and measured again")
+    method: str = ""
+
+
 class MachinePeak(BaseModel):
-    """The machine's peak arithmetic rate per precision, measured once and cached."""
+    """The machine's peak arithmetic rate per precision and its memory bandwidth, measured once
+    and cached."""
 
     rates: dict[str, PeakRate] = Field(default_factory=dict)
+    bandwidth: Bandwidth | None = Field(None, description="absent in files before 2026-12-05")
     notes: list[str] = Field(default_factory=list, description="what was not measured, and why")
     key: str = ""
     measured_at: str = ""
