@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from visionbench import api
+from visionbench.errors import VisionbenchError
 
 from conftest import TINY, vb
 
@@ -82,3 +86,47 @@ def test_a_results_file_with_numbers_visionbench_never_writes_is_one_line(a_run,
             command, proc.stderr)
         assert message in err[0], (command, err[0])
     assert (bad / "results.json").read_bytes() == before
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1.0"
+
+
+def _run_with(tmp_path: Path, where: tuple, value: object) -> Path:
+    """A copy of the fixture run with ``value`` at ``where`` in its results.json."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    data = json.loads((run / "results.json").read_text())
+    node = data
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    (run / "results.json").write_text(json.dumps(data))
+    return run
+
+
+@pytest.mark.parametrize(("value", "found"), [("NaN", "nan"), ("-Infinity", "-inf"),
+                                              ("1e999", "inf")])
+def test_a_number_a_results_file_holds_as_a_string_is_checked_too(tmp_path, value, found):
+    run = _run_with(tmp_path, ("measurements", 1, "latency", "p50_ms"), value)
+    with pytest.raises(VisionbenchError, match=f"measurements.1.latency.p50_ms: {found} is out"):
+        api.load(run)
+
+
+def test_a_results_file_nested_too_deeply_is_one_line(tmp_path):
+    (tmp_path / "results.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(VisionbenchError, match="nested too deeply"):
+        api.load(tmp_path)
+
+
+def test_a_figure_of_zero_gives_no_ratio(tmp_path):
+    run = _run_with(tmp_path, ("measurements", 0, "throughput_ips"), 0.0)
+    cmp = api.compare([run, FIXTURE])  # the baseline says 0
+    cell = next(c for (k, label), c in cmp.cells.items() if label == cmp.runs[1].label
+                and k.mode == "throughput" and k.precision == "fp32")
+    assert cell.speedup is None and cell.why == "no figure above 0 to compare"
+
+
+def test_what_an_error_line_quotes_stays_one_line():
+    proc = vb("run", "--dry-run", "--engine", "a\nb\x1b[31m\u202e", timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "unknown engine 'a\\nb\\x1b[31m\\u202e'" in proc.stderr

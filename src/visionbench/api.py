@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from visionbench.models.registry import Entry
     from visionbench.results.compare import Comparison
     from visionbench.results.fleet import FleetSummary
+    from visionbench.scenarios.plan import DryRun
 
 Names = str | Sequence[str] | None
 
@@ -122,6 +123,16 @@ def run(*, reporter: Reporter | None = None, command: Sequence[str] | None = Non
 
     cfg = study_config(**options)
     return run_study(cfg, reporter or Reporter(), _command(command, "run", options)).results
+
+
+def dry_run(**options: Any) -> DryRun:
+    """What ``run`` with these options would measure and where, doing none of it: the options
+    and the output folder checked (nothing created, moved aside or put back), each engine's
+    verdict on each precision here, the planned measurements. The model is neither built nor
+    read: its own checks come when the run starts."""
+    from visionbench.scenarios.plan import dry_run as plan
+
+    return plan(study_config(**options))
 
 
 def sweep(batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128), *,
@@ -454,10 +465,14 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
     if weights is not None and model != "resnet50":
         raise VisionbenchError("--weights is a ResNet-50 checkpoint: use it with --model resnet50")
     out = Path(output)
-    if os.path.lexists(out) and not overwrite:
+    try:
+        exists, is_dir = os.path.lexists(out), out.is_dir()
+    except OSError as e:  # a name too long
+        raise VisionbenchError(f"cannot write {out}: {e.strerror}") from e
+    if exists and not overwrite:
         raise VisionbenchError(f"{out} already exists; give another --output, or --overwrite to "
                                "replace it")
-    if out.is_dir():
+    if is_dir:
         raise VisionbenchError(f"--output is a directory: {out}; give the ONNX file's path")
     src = from_checkpoint(Path(weights)) if weights is not None else build_builtin(model, seed)
     try:
@@ -468,6 +483,6 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
 
 
 __all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
-           "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
+           "dry_run", "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
            "mlperf", "recover", "report", "report_fleet", "resume", "run", "study_config", "suite",
            "sweep", "system", "tune", "write_comparison"]

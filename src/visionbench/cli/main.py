@@ -18,6 +18,7 @@ from visionbench.cli.options import (
     FLEET,
     INSTANCES,
     METHOD,
+    RUN_MODES,
     STUDY,
     STUDY_MODES,
     TIMING,
@@ -43,7 +44,7 @@ def cli() -> None:
 @options(STUDY)
 @options(INSTANCES)
 @options(TIMING)
-@options(STUDY_MODES)
+@options(RUN_MODES)
 def run(**kw: Any) -> None:
     """Measure throughput and batch-1 latency per engine and precision."""
     execute(api.run, study(**kw))

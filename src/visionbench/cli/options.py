@@ -115,6 +115,12 @@ TIMING = flags_of(Timing, group="timing")
 #: The study's own options: shared by run, suite and fleet.
 STUDY_MODES = [*flags_of(Study, group="modes"), METHOD]
 
+#: run's own: the study's, and a plan-only dry run.
+RUN_MODES = [*STUDY_MODES, click.option(
+    "--dry-run", is_flag=True,
+    help="Check the options and --output, print the planned measurements and where they would "
+         "go, and exit: nothing is measured, built or created.")]
+
 
 def study(append: bool = False, overwrite: bool = False, **kw: Any) -> dict[str, Any]:
     """The command line's options as ``api.study_config`` takes them: the output policy from its

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,8 +38,17 @@ def measure(call: Callable[..., Any], output: Path, threads: int | None,
         with ConsoleReporter(console) as reporter:
             return call(reporter=reporter, command=sys.argv)
     except KeyboardInterrupt as e:
-        print(f"visionbench: {_stopped(e)}; {kept} in {output}", file=sys.stderr)
+        _say(f"{_stopped(e)}; {kept} in {output}")
         sys.exit(_exit_code(e))
+
+
+def _say(message: str) -> None:
+    """``visionbench: MESSAGE`` on stderr as one line: the control, format and line-separator
+    characters a message quotes from the user's input (a newline, a terminal escape, a
+    right-to-left override) are written as escapes."""
+    line = "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) in
+                   ("Cc", "Cf", "Zl", "Zp") else c for c in message)
+    print(f"visionbench: {line}", file=sys.stderr)
 
 
 def _stopped(e: KeyboardInterrupt) -> str:
@@ -57,7 +67,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def execute(call: Callable[..., Results], kw: dict[str, Any]) -> None:
-    """Measure, print the tables, write the report; a failed measurement fails the command."""
+    """Measure, print the tables, write the report; a failed measurement fails the command.
+    With ``dry_run`` (run's), only print what would be measured and where."""
+    if kw.pop("dry_run", False):
+        return tables.print_dry_run(console, api.dry_run(**kw))
     kw["output"] = kw.get("output") or api.default_output()
     results = measure(lambda **k: call(**k, **kw), kw["output"], kw.get("threads"))
     tables.print_results(console, results)
@@ -93,23 +106,23 @@ def run(cli: click.Group) -> None:
         try:
             arg.encode()
         except UnicodeEncodeError:
-            print(f"visionbench: error: {arg!a} is not UTF-8 text: rename it, or give it "
-                  "as a path of UTF-8 names", file=sys.stderr)
+            _say(f"error: {arg!a} is not UTF-8 text: rename it, or give it as a path of UTF-8 "
+                "names")
             sys.exit(2)
     try:
         rv = cli.main(standalone_mode=False)
     except click.exceptions.Abort as e:
         # click turns a KeyboardInterrupt (ours: SIGTERM, SIGHUP) outside a measurement into Abort
         cause = e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else KeyboardInterrupt()
-        print(f"visionbench: {_stopped(cause) if e.__cause__ else 'aborted'}", file=sys.stderr)
+        _say(_stopped(cause) if e.__cause__ else "aborted")
         sys.exit(_exit_code(cause))
     except KeyboardInterrupt as e:
-        print(f"visionbench: {_stopped(e)}; measurements already made are kept", file=sys.stderr)
+        _say(f"{_stopped(e)}; measurements already made are kept")
         sys.exit(_exit_code(e))
     except click.ClickException as e:
-        print(f"visionbench: error: {e.format_message()}", file=sys.stderr)
+        _say(f"error: {e.format_message()}")
         sys.exit(e.exit_code)
     except VisionbenchError as e:
-        print(f"visionbench: error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

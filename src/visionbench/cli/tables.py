@@ -20,6 +20,7 @@ from visionbench.results import Results
 if TYPE_CHECKING:  # the statistics behind them (scipy) load when a comparison is made
     from visionbench.results.compare import Comparison
     from visionbench.results.fleet import FleetSummary
+    from visionbench.scenarios.plan import DryRun
 
 
 def print_results(console: Console, results: Results) -> None:
@@ -146,3 +147,20 @@ def print_cache(console: Console, root: str, entries: list[CacheEntry]) -> None:
     console.print(table)
     console.print(f"{len(entries)} entries, {sum(e.size for e in entries) / 2**20:.1f} MiB",
                   markup=False)
+
+
+def print_dry_run(console: Console, plan: DryRun) -> None:
+    """The planned measurements, one row each, the instance layouts and the output folder."""
+    table = Table(title=f"planned (dry run, nothing measured): {plan.cfg.study.model}, "
+                        f"{plan.cfg.launch.threads} threads", title_justify="left")
+    for col in ("measurement", "batch", "here"):
+        table.add_column(col, justify="right" if col == "batch" else "left")
+    for t in plan.tasks:
+        table.add_row(Text(t.id), str(t.batch), Text(t.support.status + (
+            f": {t.support.reason}" if t.support.reason and t.support.status != "native" else "")))
+    console.print(table)
+    for mode, layout in plan.layouts.items():
+        console.print(f"{mode}: " + (f"{layout.name} layout, {layout.describe()} (instances x "
+                                     "cores)" if layout is not None else "one process, unpinned"),
+                      markup=False)
+    console.print(f"output: {plan.cfg.output} ({plan.output_note})", markup=False)

@@ -14,7 +14,7 @@ def read_runtime_env(path: Path | None) -> dict[str, Any] | None:
         return None
     try:
         env = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # unreadable, not UTF-8, not JSON, too deep
         raise VisionbenchError(f"--runtime-env {path} is not a readable JSON file: {e}") from None
     if not isinstance(env, dict):
         raise VisionbenchError(f"--runtime-env {path} must hold a JSON object (Ray's runtime_env)")

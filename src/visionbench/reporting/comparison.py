@@ -135,7 +135,7 @@ def _figure(cmp: Comparison, mode: str) -> Figure:
                 continue
             xs.append(j - 0.4 + width * (i + 0.5))
             ys.append(c.value)
-            errs.append((c.p99_ms - c.value) if mode == "latency" and c.p99_ms else 0.0)
+            errs.append(max(c.p99_ms - c.value, 0.0) if mode == "latency" and c.p99_ms else 0.0)
         ax.bar(xs, ys, width, yerr=[[0] * len(errs), errs] if any(errs) else None, capsize=3,
                color=SHADES[i % len(SHADES)], hatch=HATCHES[i % len(HATCHES)], edgecolor="black",
                linewidth=0.6, label=r.label + (" (baseline)" if r.label == cmp.baseline else ""))

@@ -85,7 +85,8 @@ def throughput_figure(results: Results) -> Figure:
 def latency_figure(results: Results) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     _bars(ax, results, "latency", lambda m: m.latency.p50_ms,
-          lambda m: m.latency.p99_ms - m.latency.p50_ms, lambda m: f"{m.latency.p50_ms:.3g}")
+          lambda m: max(m.latency.p99_ms - m.latency.p50_ms, 0.0),
+          lambda m: f"{m.latency.p50_ms:.3g}")
     ax.set_ylabel("milliseconds, p50 bar, p99 whisker (lower is better)")
     ax.set_title(_system_title(results, "latency at batch size 1"), fontsize=9)
     fig.tight_layout()

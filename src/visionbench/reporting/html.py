@@ -57,7 +57,7 @@ def headline(results: Results) -> list[str]:
             bits = []
             if t is not None:
                 speedup = (f", {t.throughput_ips / fp32.throughput_ips:.2f}x FP32"
-                           if fp32 is not None and p != "fp32" else "")
+                           if fp32 is not None and fp32.throughput_ips and p != "fp32" else "")
                 bits.append(f"{t.throughput_ips:.1f} images/s at batch {t.batch_size}{speedup}")
             if lat is not None and lat.latency is not None:
                 bits.append(f"{lat.latency.p50_ms:.1f} ms per image at batch 1 (p50)")

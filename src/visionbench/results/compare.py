@@ -188,6 +188,11 @@ def _noise(a: Measurement, b: Measurement) -> float:
     return max(a.cv or 0.0, b.cv or 0.0)
 
 
+def _figure(m: Measurement, mode: str) -> float | None:
+    """A measurement's figure: its throughput, or its median latency."""
+    return m.throughput_ips if mode == "throughput" else m.latency.p50_ms if m.latency else None
+
+
 def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measurement,
                  run_noise: float | None = None) -> Cell:
     mode = key.mode
@@ -195,7 +200,7 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
     diffs = [f"batch {base.batch_size} → {m.batch_size}"] if base.batch_size != m.batch_size else []
     if m.status != "ok":
         return Cell(key, run.label, None, why=f"{m.status}: {m.reason}", differences=diffs)
-    value = m.throughput_ips if mode == "throughput" else m.latency.p50_ms
+    value = _figure(m, mode)
     cell = Cell(key, run.label, value, p99_ms=m.latency.p99_ms if m.latency else None,
                 differences=diffs, peak_mib=m.memory.peak_mib if m.memory else None,
                 joules_per_image=m.energy.joules_per_image if m.energy else None)
@@ -204,14 +209,17 @@ def compare_cell(key: Key, base_run: Run, base: Measurement, run: Run, m: Measur
     if base.status != "ok":
         cell.why = f"baseline {base.status}"
         return cell
+    if not value or not (base_value := _figure(base, mode)):  # a file without it, or of 0
+        cell.why = "no figure above 0 to compare"
+        return cell
     if mode == "throughput":
-        cell.speedup = m.throughput_ips / base.throughput_ips
+        cell.speedup = value / base_value
         p, cell.ci, why = throughput_stats(base.throughput_per_repeat,
                                            m.throughput_per_repeat, run_noise)
         cell.test = f"t-test over the windows' logs, with {noise_text(run_noise)}"
     else:
         x, y = load_raw(base_run.path, base), load_raw(run.path, m)
-        cell.speedup = base.latency.p50_ms / m.latency.p50_ms
+        cell.speedup = base_value / value
         p = float(stats.mannwhitneyu(y, x, alternative="two-sided").pvalue)
         cell.test = "Mann-Whitney U over inferences"
         cell.ci = _ratio_of_medians_ci(x, y, seed=len(x) + len(y))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_text, failure
@@ -19,13 +19,12 @@ from visionbench.results import (
     CellKey,
     Measurement,
     Results,
-    invalid,
     load,
     now,
     read_json,
 )
 from visionbench.results.rundir import Aside, RunLock
-from visionbench.results.store import Store
+from visionbench.results.store import Store, validated
 from visionbench.settings import OUTLIER_PCT
 
 FLEET_JSON = "fleet.json"
@@ -124,7 +123,10 @@ class FleetStore(Store):
 
 
 def is_fleet(path: Path) -> bool:
-    return (path / FLEET_JSON).is_file()
+    try:
+        return (path / FLEET_JSON).is_file()
+    except OSError:  # a name too long: no fleet there (reading it as a run says why)
+        return False
 
 
 def load_fleet(directory: Path) -> FleetResults:
@@ -135,10 +137,7 @@ def load_fleet(directory: Path) -> FleetResults:
     if data.get("schema_version") != FLEET_SCHEMA_VERSION:
         raise VisionbenchError(f"{path} has fleet schema version {data.get('schema_version')!r}; "
                                f"this visionbench reads version {FLEET_SCHEMA_VERSION}")
-    try:
-        return FleetResults.model_validate(data)
-    except ValidationError as e:
-        raise invalid(path, "fleet file", e) from e
+    return validated(FleetResults, data, path, "fleet file")
 
 
 def node_runs(directory: Path) -> list[Path]:

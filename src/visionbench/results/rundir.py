@@ -38,7 +38,7 @@ def holder(directory: Path) -> dict[str, Any] | None:
             except BlockingIOError:
                 try:
                     info = json.loads(f.read() or "{}")
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
                     info = {}
                 return info if isinstance(info, dict) else {}
             fcntl.flock(f, fcntl.LOCK_UN)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -22,6 +22,8 @@ from visionbench.results.kinds import Results, kind_of
 from visionbench.results.rundir import Aside, RunLock, stopped_at
 from visionbench.results.schema import SCHEMA_VERSION, Measurement, now
 from visionbench.version import __version__
+
+M = TypeVar("M", bound=BaseModel)
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -202,7 +204,8 @@ def _non_finite(token: str) -> float:
 
 
 def _check_numbers(data: Any, where: str = "") -> str | None:
-    """Where ``data`` holds a number out of what visionbench writes, and what; else None."""
+    """Where ``data`` holds a number out of what visionbench writes (non-finite, negative where a
+    time, beyond ``LARGEST``), and what; else None."""
     if isinstance(data, dict):
         items: Any = data.items()
     elif isinstance(data, list):
@@ -212,7 +215,7 @@ def _check_numbers(data: Any, where: str = "") -> str | None:
     for key, v in items:
         at = f"{where}.{key}" if where else str(key)
         if isinstance(v, int | float) and not isinstance(v, bool):
-            if abs(v) > LARGEST or (v < 0 and str(key).endswith(_NON_NEGATIVE)):
+            if v != v or abs(v) > LARGEST or (v < 0 and str(key).endswith(_NON_NEGATIVE)):
                 return f"{at}: {v!r} is out of range"
         elif (found := _check_numbers(v, at)) is not None:
             return found
@@ -224,11 +227,27 @@ def read_json(path: Path) -> Any:
     no visionbench writes (a negative time, a value beyond ``LARGEST``)."""
     try:
         data = json.loads(path.read_text(), parse_constant=_non_finite)
+        found = _check_numbers(data)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise VisionbenchError(f"{path} is not readable JSON: {e}") from e
-    if (found := _check_numbers(data)) is not None:
+    except RecursionError:  # lists or objects nested deeper than Python's recursion limit
+        raise VisionbenchError(f"{path} is not a valid visionbench results file: nested too "
+                               "deeply") from None
+    if found is not None:
         raise VisionbenchError(f"{path} is not a valid visionbench results file: {found}")
     return data
+
+
+def validated(model: type[M], data: Any, path: Path, what: str) -> M:
+    """``data`` as ``model``; one line where it does not fit, or where a number read from a
+    string ("NaN", "Infinity", "1e999") is one no visionbench writes."""
+    try:
+        document = model.model_validate(data)
+    except ValidationError as e:
+        raise invalid(path, what, e) from e
+    if (found := _check_numbers(document.model_dump())) is not None:
+        raise VisionbenchError(f"{path} is not a valid {what}: {found}")
+    return document
 
 
 def invalid(path: Path, what: str, e: ValidationError) -> VisionbenchError:
@@ -240,9 +259,14 @@ def invalid(path: Path, what: str, e: ValidationError) -> VisionbenchError:
 
 def load(run_dir: Path) -> Results:
     """A run directory's results (or a results.json path), checked against this schema version."""
-    path = run_dir / RESULTS_JSON if run_dir.is_dir() else run_dir
-    if not path.exists():
-        what = "is not a visionbench run directory" if run_dir.is_dir() else "does not exist"
+    try:
+        is_dir = run_dir.is_dir()
+        path = run_dir / RESULTS_JSON if is_dir else run_dir
+        exists = path.exists()
+    except OSError as e:  # a name too long
+        raise VisionbenchError(f"cannot read {run_dir}: {e.strerror}") from e
+    if not exists:
+        what = "is not a visionbench run directory" if is_dir else "does not exist"
         raise VisionbenchError(f"{run_dir} {what} (no {RESULTS_JSON})")
     data = read_json(path)
     if not isinstance(data, dict) or data.get("tool") != "visionbench":
@@ -253,10 +277,7 @@ def load(run_dir: Path) -> Results:
             f"{path} has results schema version {version!r}; this visionbench ({__version__}) "
             f"reads version {SCHEMA_VERSION}"
         )
-    try:
-        results = Results.model_validate(data)
-    except ValidationError as e:
-        raise invalid(path, "visionbench results file", e) from e
+    results = validated(Results, data, path, "visionbench results file")
     results.directory = path.parent
     results._stopped_at = stopped_at(path.parent, results.status)
     return results
@@ -270,5 +291,5 @@ def load_raw(run_dir: Path, m: Measurement) -> np.ndarray:
     try:
         windows = json.loads(path.read_text())["windows"]
         return np.concatenate([np.asarray(w, dtype=np.float64) for w in windows]) / 1e6
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise VisionbenchError(f"cannot read the raw latencies {path}: {e}") from e

@@ -14,12 +14,13 @@ from visionbench.config import RunConfig
 from visionbench.data.calibration import Calibration, calibration
 from visionbench.data.images import Dataset, open_dataset
 from visionbench.data.preprocess import get_preprocess
-from visionbench.engines import Engine, Precision, Support
+from visionbench.engines import Engine, Precision, Support, get_engine
 from visionbench.errors import VisionbenchError
 from visionbench.harness.instances import Layout, custom_layout, reference_layout
 from visionbench.models import resolve
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
+from visionbench.results.policy import check_output
 from visionbench.scenarios.scenario import Task
 from visionbench.settings import Mode
 from visionbench.sysinfo import cpu_features, numa_cores
@@ -44,15 +45,17 @@ def check_memory(model: ModelSpec, batch: int, instances: int = 1) -> None:
         )
 
 
-def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec,
+def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec | None,
                in_suite: bool = False) -> list[Task]:
     """Every measurement to make, with each engine's verdict on each precision on this CPU.
 
     A precision the user named that cannot run natively is an error (unless ``allow_emulated``
     and the engine can emulate it); a default precision that cannot is recorded as skipped.
     Likewise an engine the user named that cannot run the model's format is an error; one that
-    ``--engine all`` brought in is recorded as unsupported."""
+    ``--engine all`` brought in is recorded as unsupported. Without ``model`` (a dry run: not
+    built or read), the model's format is not checked."""
     cpu = cpu_features()
+    model_name = model.name if model is not None else cfg.study.model
     tasks: list[Task] = []
     swept = bool(cfg.study.batch_sizes)
 
@@ -63,13 +66,13 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec,
             # An engine whose own configuration is the reference's has one row standing for both.
             methods = cfg.study.methods if own is not None else ["reference"]
             same = why if own is None and "engine" in cfg.study.methods else ""
-            out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model.name, method, same,
+            out += [Task(name, p, m, s, b, f"b{b}" if swept else "", model_name, method, same,
                          in_suite) for method in methods for b in cfg.batches(p, m)]
         return out
 
     for name, engine in engines.items():
         lacks = cfg.options_lacking(engine)
-        cannot = engine.cannot_run(model)
+        cannot = engine.cannot_run(model) if model is not None else None
         if cannot or lacks:
             reason = cannot or f"{name} has no {' or '.join(lacks)}"
             if cfg.study.engines_explicit:
@@ -158,3 +161,31 @@ def plan_workload(cfg: RunConfig, engines: dict[str, Engine], reporter: Reporter
                     raise VisionbenchError(f"{problem} ({mode})" + (
                         "; measure --mode throughput only" if mode == "latency" else ""))
     return Workload(cfg, model, dataset, cal, cal_info, plan_tasks(cfg, engines, model, in_suite))
+
+
+@dataclass
+class DryRun:
+    """What ``visionbench run`` would measure and where, nothing of it done (``dry_run``)."""
+
+    cfg: RunConfig
+    #: What the run would do with its output folder.
+    output_note: str
+    #: Per mode, its instance layout (None: this process, unpinned).
+    layouts: dict[Mode, Layout | None]
+    tasks: list[Task]
+
+
+def dry_run(cfg: RunConfig) -> DryRun:
+    """``cfg`` planned as a run would plan it, creating, moving and measuring nothing: the output
+    folder checked against its policy, each engine's verdict on each precision here, the
+    instance layouts and the tasks. The model is neither built nor read, so its own checks (its
+    file, the batch sizes against it and the memory they need) come when the run starts."""
+    holds_run = check_output(cfg.output, cfg.existing)
+    note = ("joins the run there" if holds_run and cfg.existing == "append"
+            else "replaces the run there" if holds_run
+            else "what it holds is moved aside" if cfg.output.is_dir() and any(cfg.output.iterdir())
+            else "a new run")
+    engines = {name: get_engine(name) for name in cfg.study.engines}
+    nodes = numa_cores()
+    layouts = {mode: layout_for(cfg, mode, nodes) for mode in cfg.study.modes}
+    return DryRun(cfg, note, layouts, plan_tasks(cfg, engines, None))
