@@ -125,8 +125,7 @@ def fleet(nodes: str | None, runtime_env: Path | None, **kw: Any) -> None:
     summary = measure(lambda **k: api.fleet(**k, **kw), kw["output"], kw.get("threads"),
                        "every node's measurements so far are kept")
     _report_fleet(summary)
-    if bad := [f"{n.name} ({n.status}: {n.reason})" for n in summary.fleet.nodes
-               if n.status != "complete"]:
+    if bad := [f"{n.name} ({n.status}: {n.reason})" for n in summary.fleet.nodes if n.reason]:
         raise VisionbenchError(f"some nodes failed: {', '.join(bad)}; every node's results are "
                                f"kept in {summary.dir}")
 

@@ -48,7 +48,7 @@ class FleetNode(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict, description="as reported by the node")
     status: NodeStatus = "pending"
-    reason: str | None = None
+    reason: str | None = Field(None, description="why the node did not complete (None: it did)")
     dir: str = Field(description="the node's run directory, relative to the fleet directory")
     measurements: int = 0
     started_at: str | None = None
