@@ -24,6 +24,7 @@ def test_a_disk_full_of_raw_latencies_is_one_line_and_keeps_the_run(small_disk):
     assert not leftovers(out)
 
 
+@pytest.mark.slow  # OpenVINO's INT8 quantization, end to end (15 s)
 @pytest.mark.parametrize("small_disk", [64 * 1024], indirect=True)
 def test_a_cache_disk_full_during_openvino_int8_is_one_line_and_leaves_nothing(
         small_disk, tmp_path, monkeypatch):

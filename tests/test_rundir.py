@@ -295,6 +295,7 @@ def test_the_lock_file_is_released_when_its_holder_dies(tmp_path):
     assert holder(tmp_path) is None and (tmp_path / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # three runs and a resume, end to end (28 s)
 def test_an_append_into_an_interrupted_run_leaves_it_interrupted_until_resumed(tmp_path):
     """Also: the report of a run still being written is refused."""
     out = tmp_path / "r"
