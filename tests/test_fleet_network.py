@@ -39,7 +39,9 @@ HEAD = f"{NET}.1"
 RAY_PORT = 6379
 OBJECT_STORE = 100 * 1000 * 1000  # bytes per node (Ray's minimum is 75 MB)
 NODE_TIMEOUT = 300  # s: far above Ray's death detection (about 65 s), so that detection ends it
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+# Multi-node clusters allowed: test_fleet.py (collected first) turns them off in this process's
+# environment for its one-machine cluster.
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

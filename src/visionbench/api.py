@@ -91,13 +91,15 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
     for key in ("weights", "data", "labels", "calibration_data"):
         if isinstance(options.get(key), str):
             options[key] = Path(options[key])
-    chosen = _names(modes, (*MODES, "cold"), "mode") if modes is not None else list(MODES)
+    chosen = (_names(modes, (*MODES, "cold", "profile"), "mode") if modes is not None
+              else list(MODES))
     try:
         return RunConfig.of(
             engines=names, engines_explicit=explicit,
             precisions=_names(precisions, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
             precisions_explicit=precisions is not None,
-            modes=[m for m in chosen if m != "cold"], cold="cold" in chosen,  # type: ignore[arg-type]
+            modes=[m for m in chosen if m in MODES], cold="cold" in chosen,  # type: ignore[arg-type]
+            profile="profile" in chosen,
             methods=_names(methods, METHODS, "method") if methods is not None
             else ["reference"] if engine_options else list(METHODS),
             threads=threads or available_cpus(), threads_explicit=threads is not None,
@@ -123,6 +125,14 @@ def run(*, reporter: Reporter | None = None, command: Sequence[str] | None = Non
 
     cfg = study_config(**options)
     return run_study(cfg, reporter or Reporter(), _command(command, "run", options)).results
+
+
+def profile(*, reporter: Reporter | None = None, command: Sequence[str] | None = None,
+            **options: Any) -> Results:
+    """Where each engine and precision's batch-1 time goes, per operation, from the engine's own
+    profiler: ``run`` with ``modes="profile"`` (the records under ``Results.profiles``)."""
+    return run(reporter=reporter, command=command or _command(None, "profile", options),
+               **{**options, "modes": "profile"})
 
 
 def dry_run(**options: Any) -> DryRun:
@@ -484,5 +494,5 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
 
 __all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
            "dry_run", "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
-           "mlperf", "recover", "report", "report_fleet", "resume", "run", "study_config", "suite",
+           "mlperf", "profile", "recover", "report", "report_fleet", "resume", "run", "study_config", "suite",
            "sweep", "system", "tune", "write_comparison"]

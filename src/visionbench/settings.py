@@ -125,8 +125,9 @@ class Study:
         help=f"Comma list of {', '.join(PRECISIONS)} [default: all].")
     modes: list[Mode] = flag(
         factory=lambda: list(MODES), group="modes", name="--mode",
-        help=f"Comma list of {', '.join(MODES)} and cold (each engine and precision started in "
-             f"fresh processes, timed to its first answer) [default: {','.join(MODES)}].")
+        help=f"Comma list of {', '.join(MODES)}, cold (each engine and precision started in "
+             "fresh processes, timed to its first answer) and profile (where its batch-1 time "
+             f"goes, per operation) [default: {','.join(MODES)}].")
     methods: list[str] = flag(
         factory=lambda: list(METHODS), group="method", name="--method",
         help="Comma list of reference (one process, one synchronous request, the reference "
@@ -171,6 +172,8 @@ class Study:
                           help="Also measure accuracy on --data at every precision.")
     #: ``--mode cold``: each engine and precision started in fresh processes.
     cold: bool = False
+    #: ``--mode profile``: each engine and precision profiled per operation at batch 1.
+    profile: bool = False
     no_cache: bool = flag(False, group="modes",
                           help="--mode cold: re-run INT8 quantization in each fresh process "
                                "instead of reading visionbench's cache.")
@@ -194,8 +197,9 @@ class Study:
         if (self.no_cache or self.drop_caches) and not self.cold:
             raise VisionbenchError("--no-cache and --drop-caches apply to cold starts: give "
                                    "--mode cold")
-        if not self.modes and not self.cold and not self.accuracy:
-            raise VisionbenchError("no mode to measure: give --mode throughput, latency or cold")
+        if not self.modes and not self.cold and not self.profile and not self.accuracy:
+            raise VisionbenchError("no mode to measure: give --mode throughput, latency, cold or "
+                                   "profile")
         for b in self.batch_sizes or []:
             if b <= 0:
                 raise VisionbenchError(f"--batch-sizes must be positive integers, got {b}")

@@ -140,6 +140,16 @@ def _report_fleet(summary: Any) -> None:
 @cli.command()
 @options(STUDY)
 @options(ENGINE)
+@options(TIMING)
+def profile(**kw: Any) -> None:
+    """Where each engine and precision's batch-1 time goes, per operation, from the engine's own
+    profiler (run --mode profile): every executed operation, its kernel and precision."""
+    execute(api.profile, study(**kw))
+
+
+@cli.command()
+@options(STUDY)
+@options(ENGINE)
 @click.option("--batch-size", type=int, help="Images per inference call [default: 32].")
 def accuracy(data: Path | None, **kw: Any) -> None:
     """Top-1/top-5 per engine and precision on labelled images, agreement with FP32, MLPerf's rule."""

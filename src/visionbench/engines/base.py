@@ -6,6 +6,7 @@ An engine never prints, plots, times or writes results; the harness never import
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -71,6 +72,9 @@ class SessionSpec:
     batch: int
     #: The values of the engine's own ``options`` the user gave (the others keep its defaults).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Prepared with the engine's profiler on, for ``Session.profile`` (never for timed calls:
+    #: a profiler costs time of its own).
+    profiling: bool = False
 
     def option(self, name: str) -> Any:
         return self.options.get(name)
@@ -114,6 +118,36 @@ class Execution:
     read_seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class OpTime:
+    """One operation of the graph the engine executed, as its profiler names it."""
+
+    name: str
+    op_type: str
+    #: Median milliseconds over the profiled calls (robust to a call the OS preempted).
+    ms: float
+    #: fp32, bf16 or int8 where the engine says what it computed in, else "".
+    precision: str = ""
+    #: The engine's kernel or primitive (OpenVINO: brgconv_avx512_1x1_I8; ONNX Runtime: its
+    #: execution provider).
+    kernel: str = ""
+
+
+@dataclass
+class OpProfile:
+    """Per-operation times of ``calls`` synchronous calls, from the engine's own profiler, and the
+    files it gives (a trace, an executed graph: name -> bytes, for the run directory)."""
+
+    ops: list[OpTime]
+    #: Each profiled call's latency in ms, timed around the call as the unprofiled ones are.
+    call_ms: list[float]
+    source: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: How finely the profiler reports one operation's time (ms): each may be that much off.
+    resolution_ms: float = 0.0
+
+
 class Session(ABC):
     """A model prepared for one precision, ready to run batches: one synchronous call at a time
     (``run``), or, where the engine was asked for several requests, ``requests`` asynchronous
@@ -146,6 +180,11 @@ class Session(ABC):
         """Every output of the model for a numpy batch, in the model's order (outside the timed
         loop: fidelity to FP32 compares them all)."""
         return [self.predict(batch)]
+
+    def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
+        """``calls`` synchronous calls of a fed batch after ``warmup`` untimed ones, with the
+        engine's per-operation times (a session prepared with ``SessionSpec.profiling``)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no per-operation profile")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine's resources."""
@@ -221,6 +260,26 @@ def by_precision(kernels: Mapping[str, int]) -> Counter[str]:
         dtype = key.split(":")[1]
         out[DTYPE_PRECISION.get(dtype, dtype)] += n
     return out
+
+
+def per_call(times: Mapping[str, list[float]], calls: int) -> dict[str, float]:
+    """Each operation's median over ``calls`` calls (one that ran in fewer counted 0 in the
+    others)."""
+    return {name: float(np.median(t + [0.0] * (calls - len(t)))) for name, t in times.items()}
+
+
+def laid_end_to_end(ops: list[OpTime], source: str) -> bytes:
+    """A Chrome/Perfetto trace (JSON) of ``ops``' median times laid end to end in their order,
+    for a profiler that gives durations but no start times."""
+    events, t = [], 0.0
+    for op in ops:
+        events.append({"name": op.name, "cat": op.op_type, "ph": "X", "pid": 0, "tid": 0,
+                       "ts": round(t, 3), "dur": round(op.ms * 1e3, 3),
+                       "args": {"kernel": op.kernel, "precision": op.precision}})
+        t += op.ms * 1e3
+    return json.dumps({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {
+        "source": f"{source}: each operation's median per call, laid end to end in execution "
+                  "order (no start times given)"}}).encode()
 
 
 def dominant_precision(counts: Counter[str]) -> str:

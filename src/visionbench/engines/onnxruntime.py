@@ -5,7 +5,9 @@ reported unsupported rather than measured as FP32 under a BF16 label."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -22,6 +24,8 @@ from visionbench.engines.base import (
     Engine,
     EngineOption,
     Execution,
+    OpProfile,
+    OpTime,
     Precision,
     Session,
     SessionSpec,
@@ -29,6 +33,7 @@ from visionbench.engines.base import (
     Variant,
     concurrently,
     cpu_support,
+    per_call,
     session_variants,
 )
 from visionbench.fsutil import cache_dir
@@ -41,6 +46,9 @@ QUANTIZED_OPS = {
     "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat",
     "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearLeakyRelu", "QLinearSigmoid",
 }
+#: Operators that convert (precision, layout) rather than compute.
+CONVERSIONS = {"QuantizeLinear", "DequantizeLinear", "ReorderInput", "ReorderOutput", "Cast",
+               "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 QUANT_SETTINGS = "QDQ, per-channel, int8 symmetric weights, uint8 activations, MinMax calibration"
 
 
@@ -89,8 +97,11 @@ def _quantize(model: ModelSpec, calibration: Calibration, reduce_range: bool) ->
 
 
 class OnnxRuntimeSession(Session):
-    def __init__(self, session: object, input_name: str, output_name: str, execution: Execution) -> None:
+    def __init__(self, session: object, input_name: str, output_name: str, execution: Execution,
+                 profiling: bool = False) -> None:
         self._session = session
+        #: Whether ORT still writes a trace (prepared with profiling, not yet profiled).
+        self._tracing = profiling
         self._input = input_name
         names = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
         self._primary = names.index(output_name) if output_name in names else 0
@@ -102,6 +113,56 @@ class OnnxRuntimeSession(Session):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[self._primary]
+
+    def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
+        """ONNX Runtime's session profiling (on since the session was made): its trace of the
+        last ``calls`` runs, each node's kernel time summed; the trace saved as it wrote it."""
+        for _ in range(warmup):
+            self.outputs(batch)
+        call_ms = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            self.outputs(batch)
+            call_ms.append((time.perf_counter() - t) * 1e3)
+        if not self._tracing:
+            raise NotImplementedError("this ONNX Runtime session was not prepared for profiling")
+        self._tracing = False
+        path = Path(self._session.end_profiling())  # type: ignore[attr-defined]
+        try:
+            raw = path.read_bytes()
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        events = json.loads(raw)
+        runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+        start = runs[-calls]["ts"] if len(runs) >= calls else 0  # the warm-up's runs left out
+        times: dict[str, list[float]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        for e in events:
+            if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
+                continue
+            name, args = e["name"].removesuffix("_kernel_time"), e.get("args", {})
+            kinds.setdefault(name, (args.get("op_name", "?"), args.get("provider", "")))
+            times.setdefault(name, []).append(e["dur"] / 1e3)
+        ms = per_call(times, calls)
+        ops = [OpTime(name, kind, ms[name], _precision(kind), provider)
+               for name, (kind, provider) in kinds.items()]
+        return OpProfile(ops, call_ms, "ONNX Runtime session profiling (kernel time per node)",
+                         {"onnxruntime-trace.json": raw}, resolution_ms=0.001)  # whole µs
+
+
+    def close(self) -> None:
+        if self._tracing:  # prepared for profiling, never profiled: its trace folder removed
+            self._tracing = False
+            path = Path(self._session.end_profiling())  # type: ignore[attr-defined]
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _precision(op_type: str) -> str:
+    """What an executed operator computes in: integer arithmetic for the quantized ones; the
+    conversions and layout changes in between compute nothing."""
+    if op_type in QUANTIZED_OPS:
+        return "int8"
+    return "" if op_type in CONVERSIONS else "fp32"
 
 
 def _executed_ops(options: object, source: Path, providers: list[str]) -> Counter[str]:
@@ -156,7 +217,7 @@ class OnnxRuntimeEngine(Engine):
         inter_op = spec.option("inter_op_threads") or 1
 
         def make(threads: int) -> Session:
-            def session_options() -> ort.SessionOptions:
+            def session_options(profiling: bool = False) -> ort.SessionOptions:
                 o = ort.SessionOptions()
                 o.intra_op_num_threads = threads
                 o.inter_op_num_threads = inter_op
@@ -164,12 +225,17 @@ class OnnxRuntimeEngine(Engine):
                 o.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if inter_op > 1
                                     else ort.ExecutionMode.ORT_SEQUENTIAL)
                 o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                if profiling:  # its trace written in a folder of its own, read at the end
+                    o.enable_profiling = True
+                    o.profile_file_prefix = str(
+                        Path(tempfile.mkdtemp(prefix="visionbench-ort-profile-")) / "trace")
                 return o
 
             ops: Counter[str] = Counter()
             if precision == "int8":
                 ops = _executed_ops(session_options(), source, self.providers)
-            session = ort.InferenceSession(str(source), session_options(), providers=self.providers)
+            session = ort.InferenceSession(str(source), session_options(spec.profiling),
+                                           providers=self.providers)
             quantized = sum(n for op, n in ops.items() if op in QUANTIZED_OPS)
             executed = "fp32" if precision == "fp32" or quantized == 0 else "int8"
             execution = Execution(
@@ -193,7 +259,8 @@ class OnnxRuntimeEngine(Engine):
                 },
                 prepare_seconds=time.perf_counter() - t0,
             )
-            return OnnxRuntimeSession(session, model.input_name, model.output_name, execution)
+            return OnnxRuntimeSession(session, model.input_name, model.output_name, execution,
+                                      spec.profiling)
 
         session = concurrently(spec, make)
         session.execution.prepare_seconds = time.perf_counter() - t0

@@ -23,10 +23,13 @@ import numpy as np
 from visionbench.cache import cached
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
+    DTYPE_PRECISION,
     Concurrency,
     Engine,
     EngineOption,
     Execution,
+    OpProfile,
+    OpTime,
     Precision,
     Session,
     SessionSpec,
@@ -35,6 +38,8 @@ from visionbench.engines.base import (
     by_precision,
     cpu_support,
     dominant_precision,
+    laid_end_to_end,
+    per_call,
 )
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import cache_dir
@@ -125,6 +130,7 @@ class OpenVINOSession(Session):
         self._waiters: list[_Waiter] = []
         self._output = next((o for o in compiled.outputs if output_name in o.get_names()),
                             compiled.output(0))
+        self._compiled = compiled
         self.execution = execution
         self.requests = requests
 
@@ -140,6 +146,47 @@ class OpenVINOSession(Session):
         self._raise_error()
         self._requests[slot].start_async({0: batch}, share_inputs=True)
         self._waiters[slot].started(done)
+
+    def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
+        """The CPU plugin's performance counters (compiled with ``enable_profiling``), summed
+        over ``calls``; the executed graph as OpenVINO serializes it, and the counters as a trace
+        (each operation's mean laid end to end in execution order: the counters carry no start
+        times)."""
+        import openvino as ov
+        import openvino.properties as props
+
+        if str(self._compiled.get_property(props.enable_profiling)) not in ("YES", "True"):
+            raise NotImplementedError("this OpenVINO model was not compiled for profiling")
+        request = self._requests[0]
+        for _ in range(warmup):
+            request.infer({0: batch}, share_inputs=True)
+        times: dict[str, list[float]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        call_ms = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            request.infer({0: batch}, share_inputs=True)
+            call_ms.append((time.perf_counter() - t) * 1e3)
+            for info in request.get_profiling_info():
+                if info.status != ov.ProfilingInfo.Status.EXECUTED:
+                    continue  # fused into another operation, or a constant
+                kinds.setdefault(info.node_name, (info.node_type, info.exec_type))
+                times.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e3)
+        ms = per_call(times, calls)
+        graph = self._compiled.get_runtime_model()
+        precisions = {}
+        for op in graph.get_ordered_ops():
+            dtype = op.get_rt_info()["runtimePrecision"].astype(str)
+            precisions[op.get_friendly_name()] = DTYPE_PRECISION.get(dtype, "")
+        ops = [OpTime(name, kind, ms[name], precisions.get(name, ""), kernel)
+               for name, (kind, kernel) in kinds.items()]
+        with tempfile.TemporaryDirectory(prefix="visionbench-exec-graph-") as tmp:
+            xml = Path(tmp) / "graph.xml"
+            ov.serialize(graph, str(xml), str(Path(tmp) / "graph.bin"))
+            files = {"openvino-exec-graph.xml": xml.read_bytes()}
+        files["openvino-trace.json"] = laid_end_to_end(ops, "OpenVINO performance counters")
+        return OpProfile(ops, call_ms, "OpenVINO CPU plugin performance counters (real time)",
+                         files, resolution_ms=0.001)  # whole microseconds per operation
 
     def _raise_error(self) -> None:
         error = next((w.error for w in self._waiters if w.error is not None), None)
@@ -222,6 +269,7 @@ class OpenVINOEngine(Engine):
             props.inference_num_threads: threads,
             hints.performance_mode: hints.PerformanceMode.THROUGHPUT
             if hint == "throughput" else hints.PerformanceMode.LATENCY,
+            props.enable_profiling: spec.profiling,
         }
         if streams is not None or hint is None:
             config[props.num_streams] = streams or 1

@@ -385,10 +385,67 @@ def cold(results: Results) -> list[Section]:
               "start to first answer.")]
 
 
+#: Operations shown per profile; the rest summed in one row.
+TOP_OPS = 10
+
+
+def profiles(results: Results) -> list[Section]:
+    """``--mode profile``: per engine and precision, the batch-1 latency unprofiled and profiled,
+    how much of the profiled call the operations account for and the slowest operation types;
+    then per profile its slowest operations, the rest summed."""
+    if not results.profiles:
+        return []
+    rows = []
+    for r in results.profiles:
+        name = (f"{r.model}: " if r.model else "") + r.engine
+        if r.status != "ok":
+            rows.append(Row((name, r.precision, r.status, *["—"] * 5), True, note=r.reason or ""))
+            continue
+        total = r.ops_ms or 0.0
+        types = "; ".join(f"{t} {ms / total:.0%}" for t, ms in list(r.by_type.items())[:4]) \
+            if total > 0 else "—"
+        precisions = "; ".join(f"{p or 'none'} {ms / total:.0%}" for p, ms in r.by_precision.items()
+                               ) if total > 0 else "—"
+        bad = r.consistent is not True
+        rows.append(Row((name, r.precision, str(r.calls), fmt(r.p50_ms, ".3f"),
+                         fmt(r.profiled_p50_ms, ".3f"), fmt(r.coverage, ".0%"), types, precisions),
+                        bad, alerts=frozenset({5}) if bad else frozenset()))
+    out = [Section(
+        "profiles", "Where the batch-1 time goes (--mode profile)",
+        columns("engine", "precision", "calls", "p50 ms", "profiled p50 ms", "ops / call",
+                "slowest operation types", "time by precision",
+                numeric=("calls", "p50 ms", "profiled p50 ms", "ops / call")),
+        tuple(rows),
+        notes=tuple(dict.fromkeys(f"{r.key}: {n}" for r in results.profiles for n in r.notes)),
+        intro="Each engine and precision at batch 1, one synchronous request, in a fresh process: "
+              "unprofiled calls first (p50 ms), then as many with the engine's own profiler on "
+              "(OpenVINO's performance counters, ONNX Runtime's session profiling), never inside "
+              "a timed window. `ops / call` is the operations' summed time over the profiled "
+              "call's (medians): below 100%, the engine spends time between operations the profiler "
+              "does not place (marked when more than 10% off, beyond what the profiler's "
+              "microsecond resolution allows). The profiler's files (a Chrome/Perfetto trace, "
+              "OpenVINO's executed graph) are in the run directory's profiles/ folder.")]
+    for r in results.profiles:
+        if r.status != "ok" or not r.ops:
+            continue
+        top, rest = r.ops[:TOP_OPS], r.ops[TOP_OPS:]
+        op_rows = [Row((op.name, op.op_type, op.precision or "—", op.kernel or "—",
+                        f"{op.ms:.4f}", f"{op.share:.1%}")) for op in top]
+        if rest:
+            op_rows.append(Row((f"{len(rest)} others", "", "", "", f"{sum(o.ms for o in rest):.4f}",
+                                f"{sum(o.share for o in rest):.1%}")))
+        out.append(Section(
+            f"profile-{r.key}", f"Slowest operations: {r.key}",
+            columns("operation", "type", "precision", "kernel", "ms per call", "share",
+                    numeric=("ms per call", "share")),
+            tuple(op_rows), notes=(f"{r.source}; files: {', '.join(r.files) or 'none'}",)))
+    return out
+
+
 #: The sections built here for a kind, by its field; any other kind gets ``declared``'s.
 BUILDERS: dict[str, Callable[[Results], list[Section]]] = {
     "measurements": measurements, "accuracy": accuracy, "tune": tune, "mlperf": mlperf,
-    "cold": cold,
+    "cold": cold, "profiles": profiles,
 }
 
 

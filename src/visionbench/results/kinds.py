@@ -18,6 +18,7 @@ from visionbench.results.schema import (
     ColdStartRun,
     Measurement,
     MlperfResult,
+    ProfileRun,
     ResultsBase,
     TuneOutcome,
 )
@@ -44,6 +45,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("mlperf", MlperfResult, "each LoadGen run: an engine and precision under one "
                                        "MLPerf scenario"),
     RecordKind("cold", ColdStartRun, "--mode cold: time to the first answer in fresh processes"),
+    RecordKind("profiles", ProfileRun, "--mode profile: where each engine and precision's "
+                                       "batch-1 time goes, per operation"),
 )
 
 

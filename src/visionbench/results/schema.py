@@ -355,9 +355,8 @@ class Spread(BaseModel):
     max: float
 
 
-class ColdStartRun(BaseModel):
-    """``--mode cold``: one engine and precision started in several fresh processes, each timed
-    from its start to its first answer."""
+class EngineRecord(BaseModel):
+    """A record per engine and precision (and a suite's workload), whatever the modes."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -366,6 +365,12 @@ class ColdStartRun(BaseModel):
     model: str | None = Field(None, description="a suite's workload")
     status: Literal["ok", "skipped", "unsupported", "failed"]
     reason: str | None = None
+
+
+class ColdStartRun(EngineRecord):
+    """``--mode cold``: one engine and precision started in several fresh processes, each timed
+    from its start to its first answer."""
+
     processes: int = 0
     file_cache: str | None = Field(None, description="the OS file cache: warm, or dropped before "
                                    "each process")
@@ -386,6 +391,51 @@ class ColdStartRun(BaseModel):
     @property
     def key(self) -> str:
         return cold_key(self.engine, self.precision, self.model)
+
+
+def profile_key(engine: str, precision: str, model: str | None = None) -> str:
+    return f"profile-{model + '-' if model else ''}{engine}-{precision}"
+
+
+class OpRow(BaseModel):
+    """One executed operation of a profile."""
+
+    name: str
+    op_type: str
+    ms: float = Field(description="median milliseconds over the profiled calls")
+    share: float = Field(description="of the operations' summed time")
+    precision: str = Field("", description="what it computed in, where the engine says")
+    kernel: str = Field("", description="the engine's kernel or primitive")
+
+
+class ProfileRun(EngineRecord):
+    """``--mode profile``: one engine and precision at batch 1, one synchronous request, profiled
+    by the engine's own profiler in calls of their own after unprofiled ones."""
+
+    batch_size: int = 1
+    calls: int = 0
+    source: str = Field("", description="the profiler")
+    p50_ms: float | None = Field(None, description="median latency of the unprofiled calls")
+    profiled_p50_ms: float | None = Field(None, description="median latency of the profiled calls")
+    ops_ms: float | None = Field(None, description="the operations' median times summed")
+    coverage: float | None = Field(None, description="ops_ms over profiled_p50_ms: how much of "
+                                   "the call the operations account for")
+    consistent: bool | None = Field(None, description="ops_ms within 10% of profiled_p50_ms, "
+                                    "allowing each operation the profiler's resolution")
+    ops: list[OpRow] = Field(default_factory=list, description="slowest first")
+    by_type: dict[str, float] = Field(default_factory=dict, description="ms per operation type, "
+                                      "slowest first")
+    by_precision: dict[str, float] = Field(default_factory=dict, description="ms per executed "
+                                           "precision ('' where the engine says none)")
+    files: list[str] = Field(default_factory=list, description="the profiler's files (a trace, "
+                             "an executed graph), relative to the run directory")
+    notes: list[str] = Field(default_factory=list)
+    started_at: str
+    finished_at: str
+
+    @property
+    def key(self) -> str:
+        return profile_key(self.engine, self.precision, self.model)
 
 
 class TuneOutcome(BaseModel):

@@ -173,6 +173,19 @@ class RunStore(Store):
                                    f"{self.dir / RESULTS_JSON}") from e
         return rel
 
+    def write_files(self, folder: str, files: dict[str, bytes]) -> list[str]:
+        """A record's own files (an engine's trace, its executed graph) in ``folder`` of the run,
+        all or none; their paths relative to the run."""
+        rels = [f"{folder}/{name}" for name in files]
+        try:
+            atomic_write_all({self.dir / rel: data for rel, data in zip(rels, files.values(),
+                                                                        strict=True)})
+        except OSError as e:
+            raise VisionbenchError(f"cannot write {failure(e, self.dir / folder)}; the "
+                                   "measurements stored before are kept in "
+                                   f"{self.dir / RESULTS_JSON}") from e
+        return rels
+
     def _put(self, records: list[Any], record: Any) -> None:
         at = next((i for i, r in enumerate(records) if r.key == record.key), None)
         if at is None:

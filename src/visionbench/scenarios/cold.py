@@ -13,7 +13,6 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -27,14 +26,14 @@ from visionbench.engines import Precision, get_engine
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import cache_dir
 from visionbench.harness.memory import process_peak_mib
-from visionbench.launch.process import Child, Launch
-from visionbench.launch.protocol import Failed, Result
+from visionbench.launch.protocol import Result
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import now
 from visionbench.results.schema import ColdStartRun, Spread, cold_key
-from visionbench.scenarios.plan import plan_tasks, study_calibration
-from visionbench.scenarios.scenario import Scenario, Setup, Task
+from visionbench.scenarios.fresh import PerEngine, in_fresh_process
+from visionbench.scenarios.plan import study_calibration
+from visionbench.scenarios.scenario import Setup, Task
 
 #: Fresh processes per engine and precision (``--repeats`` overrides; ``--quick``: 2).
 PROCESSES = 5
@@ -98,47 +97,15 @@ def one_process(job: Job, cache: str | None) -> dict[str, Any]:
     """One fresh process's phases; ``cache``: its VISIONBENCH_CACHE (--no-cache: a fresh INT8
     folder), else the parent's."""
     job.started = time.time()
-    child = Child("visionbench.scenarios.cold:first_answer", job,
-                  Launch(f"a fresh {job.engine} process",
-                         env={"VISIONBENCH_CACHE": cache} if cache is not None else {}))
-    finished = False
-    try:
-        msg = child.recv(TIMEOUT)
-        finished = True
-    finally:
-        child.close(finished)
-    if isinstance(msg, Failed):
-        raise VisionbenchError(msg.error)
-    if not isinstance(msg, Result):
-        raise VisionbenchError(f"a fresh {job.engine} process ended without answering")
-    return msg.value
+    return in_fresh_process("visionbench.scenarios.cold:first_answer", job, job.engine, TIMEOUT,
+                            {"VISIONBENCH_CACHE": cache} if cache is not None else None)
 
 
-class ColdScenario(Scenario[ColdStartRun]):
+class ColdScenario(PerEngine[ColdStartRun]):
     """Each engine x precision, started ``processes`` times in fresh processes."""
 
-    def __init__(self, in_suite: bool = False) -> None:
-        self.in_suite = in_suite
-
-    def tasks(self, setup: Setup, reporter: Reporter) -> Sequence[Task]:
-        return plan_tasks(setup.cfg.replace(modes=["latency"], methods=["reference"]),
-                          setup.engines, setup.model, self.in_suite)
-
-    def key(self, task: Task) -> str:
-        return cold_key(task.engine, task.precision, task.model if self.in_suite else None)
-
-    def describe(self, task: Task) -> str:
-        return self.key(task)
-
-    def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
-        return list(dict.fromkeys(self.key(t) for t in tasks if t.mode == "latency"
-                                  and t.method == "reference"))
-
-    def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> ColdStartRun:
-        t = now()
-        return ColdStartRun(engine=task.engine, precision=task.precision,
-                            model=task.model if self.in_suite else None, status=status,  # type: ignore[arg-type]
-                            reason=reason, started_at=t, finished_at=t)
+    record = ColdStartRun
+    record_key = staticmethod(cold_key)
 
     def measure(self, task: Task, setup: Setup, reporter: Reporter) -> ColdStartRun:
         cfg, started = setup.cfg, now()

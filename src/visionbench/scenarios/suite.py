@@ -13,6 +13,7 @@ from visionbench.reporter import Reporter
 from visionbench.results import RunStore
 from visionbench.scenarios.cold import ColdScenario
 from visionbench.scenarios.driver import open_runs, run_scenarios
+from visionbench.scenarios.profile import ProfileScenario
 from visionbench.scenarios.scenario import Scenario
 from visionbench.scenarios.study import Study
 
@@ -76,6 +77,8 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
     scenarios: list[Scenario[Any]] = [Study()] if cfg.study.modes else []
     if cfg.study.cold:
         scenarios.append(ColdScenario(in_suite=True))
+    if cfg.study.profile:
+        scenarios.append(ProfileScenario(in_suite=True))
     if cfg.timing.quick:
         names, notes = stand_ins(names)
         for note in notes:

@@ -1,0 +1,153 @@
+"""``--mode profile``: where the batch-1 time goes. Each engine and precision runs in a fresh
+process of its own: first ``calls`` unprofiled synchronous calls at batch 1 (their median is the
+latency the profile explains), then the same calls on a session prepared with the engine's own
+profiler on (OpenVINO's performance counters, ONNX Runtime's session profiling), never mixed with
+timed ones. The record holds every executed operation (type, kernel, precision, median time), the
+sums per type and precision, how much of the profiled call they account for, and the profiler's
+files (a trace, an executed graph), which the store writes into the run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from visionbench.config import RunConfig
+from visionbench.data.images import Dataset
+from visionbench.data.synthetic import input_pool
+from visionbench.engines import Precision, get_engine
+from visionbench.engines.base import OpProfile
+from visionbench.launch.protocol import Result
+from visionbench.models.spec import ModelSpec
+from visionbench.reporter import Reporter
+from visionbench.results import now
+from visionbench.results.schema import OpRow, ProfileRun, profile_key
+from visionbench.scenarios.fresh import PerEngine, in_fresh_process
+from visionbench.scenarios.plan import study_calibration
+from visionbench.scenarios.scenario import Setup, Task
+
+#: Calls profiled (and timed unprofiled before) per engine and precision (``--iterations``
+#: overrides; ``--quick``: ``QUICK_CALLS``), after ``WARMUP`` untimed ones (``--warmup``).
+CALLS = 100
+QUICK_CALLS = 10
+WARMUP = 5
+#: Seconds one process may take (INT8 quantization included).
+TIMEOUT = 1800.0
+#: The operations' sum within this share of the profiled call: OpenVINO and ONNX Runtime time
+#: every operation of a synchronous call, so a larger gap means time the profile cannot place.
+CONSISTENT = 0.10
+
+
+@dataclass
+class Job:
+    cfg: RunConfig
+    model: ModelSpec
+    dataset: Dataset | None
+    engine: str
+    precision: Precision
+    calls: int
+    warmup: int
+
+
+def profile_one(conn: Connection, job: Job) -> None:
+    """The fresh process (``launch.child``'s target): unprofiled calls, then profiled ones."""
+    engine = get_engine(job.engine)
+    cal, _ = study_calibration(job.cfg, job.model, job.dataset)
+    spec = job.cfg.spec(engine, job.model, job.precision, 1, cal)
+    x = input_pool(job.model, 1, seed=job.cfg.study.seed, pool=1)[0]
+    session = engine.prepare(spec)
+    try:
+        fed = session.feed(x)
+        for _ in range(job.warmup):
+            session.run(fed)
+        times = []
+        for _ in range(job.calls):
+            t = time.perf_counter()
+            session.run(fed)
+            times.append((time.perf_counter() - t) * 1e3)
+    finally:
+        session.close()
+    profiled = engine.prepare(dataclasses.replace(spec, profiling=True))
+    try:
+        prof = profiled.profile(profiled.feed(x), job.calls, job.warmup)
+    except NotImplementedError as e:
+        prof = e
+    finally:
+        profiled.close()
+    conn.send(Result({"p50_ms": statistics.median(times), "profile": prof}))
+
+
+def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list[str],
+            started: str) -> ProfileRun:
+    ops_ms = sum(op.ms for op in prof.ops)
+    ops = sorted(prof.ops, key=lambda op: op.ms, reverse=True)
+
+    def summed(key: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for op in ops:
+            out[getattr(op, key)] = out.get(getattr(op, key), 0.0) + op.ms
+        return dict(sorted(out.items(), key=lambda kv: kv[1], reverse=True))
+
+    call = statistics.median(prof.call_ms)  # the operations' times are medians too
+    coverage = ops_ms / call if call > 0 else None
+    notes = list(prof.notes)
+    # Each operation's time may be off by the profiler's resolution (whole microseconds: on a
+    # model of a few dozen operations of a few microseconds each, a share of its own).
+    slack = len(ops) * prof.resolution_ms
+    consistent = None if coverage is None else abs(ops_ms - call) <= CONSISTENT * call + slack
+    if consistent is False:
+        notes.append(f"the operations account for {coverage:.0%} of the profiled call "
+                     f"({ops_ms:.3f} of {call:.3f} ms, medians; {len(ops)} operations timed to "
+                     f"{prof.resolution_ms * 1e3:g} µs): " + (
+                         "the rest is time the profiler does not place (the engine between "
+                         "operations, the call itself)" if ops_ms < call else
+                         "more than the call: operations that overlap, or a profiler's clock "
+                         "coarser than stated"))
+    return ProfileRun(
+        engine=task.engine, precision=task.precision, model=task.model if in_suite else None,
+        status="ok", calls=len(prof.call_ms), source=prof.source, p50_ms=p50,
+        profiled_p50_ms=statistics.median(prof.call_ms), ops_ms=ops_ms, coverage=coverage,
+        consistent=consistent,
+        ops=[OpRow(name=op.name, op_type=op.op_type, ms=op.ms,
+                   share=op.ms / ops_ms if ops_ms > 0 else 0.0, precision=op.precision,
+                   kernel=op.kernel) for op in ops],
+        by_type=summed("op_type"), by_precision=summed("precision"), files=files, notes=notes,
+        started_at=started, finished_at=now())
+
+
+class ProfileScenario(PerEngine[ProfileRun]):
+    """Each engine x precision profiled at batch 1 in a fresh process."""
+
+    record = ProfileRun
+    record_key = staticmethod(profile_key)
+
+    def measure(self, task: Task, setup: Setup, reporter: Reporter) -> ProfileRun:
+        cfg, started = setup.cfg, now()
+        calls = cfg.timing.iterations or (QUICK_CALLS if cfg.timing.quick else CALLS)
+        warmup = WARMUP if cfg.timing.warmup is None else cfg.timing.warmup
+        step = reporter.steps(self.key(task), 1)
+        if step:
+            step(0, f"{calls} calls, then {calls} profiled, in a fresh process")
+        job = Job(cfg, setup.model, setup.dataset, task.engine, task.precision, calls, warmup)
+        value = in_fresh_process("visionbench.scenarios.profile:profile_one", job, task.engine,
+                                 TIMEOUT)
+        if step:
+            step(1, "done")
+        prof = value["profile"]
+        if isinstance(prof, NotImplementedError):
+            return self.unmeasured(task, setup, "unsupported", f"{task.engine}: {prof}")
+        files = setup.store.write_files(f"profiles/{self.key(task)}", prof.files)
+        return _record(task, self.in_suite, value["p50_ms"], prof, files, started)
+
+    def add(self, setup: Setup, record: ProfileRun, reporter: Reporter) -> None:
+        setup.store.add(record)
+        if record.status != "ok":
+            reporter.note(f"{record.key}: {record.status}: {record.reason}")
+            return
+        top = ", ".join(f"{t} {ms / (record.ops_ms or 1):.0%}"
+                        for t, ms in list(record.by_type.items())[:3])
+        reporter.note(f"{record.key}: p50 {record.p50_ms:.3f} ms unprofiled, "
+                      f"{record.profiled_p50_ms:.3f} ms profiled, the operations "
+                      f"{record.coverage:.0%} of it; {top}")
