@@ -43,6 +43,7 @@ def _ways(code: str, where: Path) -> dict[str, tuple[list[str], str | None]]:
             "notebook": ([py, "-c", NOTEBOOK], None)}
 
 
+@pytest.mark.slow  # the README's example in three ways, end to end (10 s)
 def test_readme_api_example_runs_as_printed_every_way(tmp_path: Path) -> None:
     """Each way runs the example once: one run, complete, with its report, and the worker (a
     fresh process per engine) never ran the example again."""

@@ -77,10 +77,10 @@ def test_a_session_not_prepared_for_it_gives_no_profile(engine_name, tiny):
         session.close()
 
 
-def test_the_profile_command_records_and_reports_where_the_time_goes(tmp_path):
+def test_the_profile_command_records_and_reports_where_the_time_goes(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    engines = ["onnxruntime", *(["torch"] if get_engine("torch").installed() else [])]
-    proc = vb("profile", *TINY, "--engine", ",".join(engines), "--precision", "fp32",
+    monkeypatch.setenv("VISIONBENCH_FAKE_ENGINE", "{}")  # an engine with no profiler
+    proc = vb("profile", *TINY, "--engine", "onnxruntime,fake", "--precision", "fp32",
               "--iterations", "5", "--warmup", "1", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
@@ -96,9 +96,9 @@ def test_the_profile_command_records_and_reports_where_the_time_goes(tmp_path):
     [trace] = ort["files"]
     assert trace == "profiles/profile-onnxruntime-fp32/onnxruntime-trace.json"
     assert any(e.get("cat") == "Node" for e in json.loads((out / trace).read_text()))
-    if "torch" in recs:  # no profiler wired in yet: said so, not a made-up profile
-        assert recs["torch"]["status"] == "unsupported"
-        assert "no per-operation profile" in recs["torch"]["reason"]
+    # An engine without a profiler: said so, never a made-up profile.
+    assert recs["fake"]["status"] == "unsupported" and recs["fake"]["ops"] == []
+    assert recs["fake"]["reason"] == "fake: FakeSession gives no per-operation profile"
     md = (out / "summary.md").read_text()
     assert "## Where the batch-1 time goes (--mode profile)" in md
     assert "## Slowest operations: profile-onnxruntime-fp32" in md

@@ -93,6 +93,7 @@ def test_append_adds_records_and_replace_measures_one_again(tmp_path):
                  "--replace"), "--replace replaces measurements of the run it appends to")
 
 
+@pytest.mark.slow  # four runs end to end (12 s)
 def test_append_refuses_another_machine_model_or_kind(tmp_path):
     out = tmp_path / "r"
     assert vb("run", *QUICK, "--precision", "fp32", "--output", str(out)).returncode == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from visionbench.results.rundir import LOCK_FILE
 
 from conftest import TINY, vb
@@ -51,6 +53,7 @@ def test_a_refused_run_output_keeps_no_lock(tmp_path):
     assert _snapshot(out) == before and not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # compare and export end to end (10 s)
 def test_compare_and_export_replace_nothing_unless_told(tmp_path):
     run = tmp_path / "run"
     assert vb("run", *QUICK, "--output", str(run)).returncode == 0
