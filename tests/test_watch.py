@@ -55,20 +55,28 @@ class FakeProc:
         self.write()
 
     def write(self) -> None:
+        """Every file replaced whole, as the kernel's are read: a watcher reading while a test's
+        thread writes never sees one empty (zero counters would read as a quiet machine)."""
         lines = ["cpu  " + " ".join(str(sum(c[i] for c in self.cpu.values())) for i in range(8))]
         lines += [f"cpu{n} " + " ".join(map(str, c)) for n, c in self.cpu.items()]
-        (self.root / "stat").write_text("\n".join(lines) + "\n")
+        _put(self.root / "stat", "\n".join(lines) + "\n")
         (self.root / "pressure").mkdir(exist_ok=True)
-        (self.root / "pressure" / "cpu").write_text(
-            f"some avg10=0.00 avg60=0.00 avg300=0.00 total={self.pressure_us}\n")
+        _put(self.root / "pressure" / "cpu",
+             f"some avg10=0.00 avg60=0.00 avg300=0.00 total={self.pressure_us}\n")
         for pid, p in self.procs.items():
             d = self.root / str(pid)
             d.mkdir(exist_ok=True)
             fields = ["S", str(p["ppid"])] + ["0"] * 9 + [str(p["ticks"]), "0"] + ["0"] * 6 + [
                 str(p["started"])] + ["0"] * 5
-            (d / "stat").write_text(f"{pid} ({p['comm']}) " + " ".join(fields) + "\n")
-            (d / "status").write_text(f"Name:\t{p['comm']}\nCpus_allowed_list:\t{p['cpus']}\n")
-            (d / "environ").write_bytes(p["environ"].encode())
+            _put(d / "stat", f"{pid} ({p['comm']}) " + " ".join(fields) + "\n")
+            _put(d / "status", f"Name:\t{p['comm']}\nCpus_allowed_list:\t{p['cpus']}\n")
+            _put(d / "environ", p["environ"])
+
+
+def _put(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @pytest.fixture
