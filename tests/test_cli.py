@@ -71,7 +71,9 @@ def test_run_end_to_end(quick_run):
         # and measured again; a figure left with fewer clean windows than asked says so.
         assert m["repeats"] == 2 and len(m["windows"]) >= 2
         assert m["clean_windows"] == sum(w["disturbed"] is None for w in m["windows"])
-        assert m["clean_windows"] == 2 or m["disturbed"]
+        # (3 clean of 3 where the first, set aside by the probe alone, was measured again and
+        # then found as fast as the clean ones after it: _reviewed gives it back)
+        assert m["clean_windows"] >= 2 or m["disturbed"]
         assert len(m["throughput_per_repeat"]) == (m["clean_windows"] or len(m["windows"]))
         raw = json.loads((out / m["raw_latencies"]).read_text())
         assert sum(len(w) for w in raw["windows"]) == m["timed_iterations"] == lat["count"]
