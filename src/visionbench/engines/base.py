@@ -143,7 +143,6 @@ class OpProfile:
     call_ms: list[float]
     source: str
     files: dict[str, bytes] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
     #: How finely the profiler reports one operation's time (ms): each may be that much off.
     resolution_ms: float = 0.0
 
@@ -262,10 +261,13 @@ def by_precision(kernels: Mapping[str, int]) -> Counter[str]:
     return out
 
 
-def per_call(times: Mapping[str, list[float]], calls: int) -> dict[str, float]:
-    """Each operation's median over ``calls`` calls (one that ran in fewer counted 0 in the
-    others)."""
-    return {name: float(np.median(t + [0.0] * (calls - len(t)))) for name, t in times.items()}
+def op_times(kinds: Mapping[str, tuple[str, str]], times: Mapping[str, list[float]], calls: int,
+             precision: Callable[[str, str], str]) -> list[OpTime]:
+    """The operations a profiler reported, in its order: ``kinds`` (name -> type, kernel), each
+    one's times in ms over ``calls`` calls (their median; a call it did not run in counts 0),
+    ``precision`` (name, type) -> what it computed in."""
+    return [OpTime(name, kind, float(np.median(times[name] + [0.0] * (calls - len(times[name])))),
+                   precision(name, kind), kernel) for name, (kind, kernel) in kinds.items()]
 
 
 def laid_end_to_end(ops: list[OpTime], source: str) -> bytes:

@@ -25,7 +25,6 @@ from visionbench.engines.base import (
     EngineOption,
     Execution,
     OpProfile,
-    OpTime,
     Precision,
     Session,
     SessionSpec,
@@ -33,7 +32,7 @@ from visionbench.engines.base import (
     Variant,
     concurrently,
     cpu_support,
-    per_call,
+    op_times,
     session_variants,
 )
 from visionbench.fsutil import cache_dir
@@ -116,7 +115,9 @@ class OnnxRuntimeSession(Session):
 
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
         """ONNX Runtime's session profiling (on since the session was made): its trace of the
-        last ``calls`` runs, each node's kernel time summed; the trace saved as it wrote it."""
+        last ``calls`` runs, each node's median kernel time; the trace saved as it wrote it."""
+        if not self._tracing:
+            raise NotImplementedError("this ONNX Runtime session was not prepared for profiling")
         for _ in range(warmup):
             self.outputs(batch)
         call_ms = []
@@ -124,8 +125,6 @@ class OnnxRuntimeSession(Session):
             t = time.perf_counter()
             self.outputs(batch)
             call_ms.append((time.perf_counter() - t) * 1e3)
-        if not self._tracing:
-            raise NotImplementedError("this ONNX Runtime session was not prepared for profiling")
         self._tracing = False
         path = Path(self._session.end_profiling())  # type: ignore[attr-defined]
         try:
@@ -143,12 +142,9 @@ class OnnxRuntimeSession(Session):
             name, args = e["name"].removesuffix("_kernel_time"), e.get("args", {})
             kinds.setdefault(name, (args.get("op_name", "?"), args.get("provider", "")))
             times.setdefault(name, []).append(e["dur"] / 1e3)
-        ms = per_call(times, calls)
-        ops = [OpTime(name, kind, ms[name], _precision(kind), provider)
-               for name, (kind, provider) in kinds.items()]
+        ops = op_times(kinds, times, calls, lambda _, kind: _precision(kind))
         return OpProfile(ops, call_ms, "ONNX Runtime session profiling (kernel time per node)",
                          {"onnxruntime-trace.json": raw}, resolution_ms=0.001)  # whole µs
-
 
     def close(self) -> None:
         if self._tracing:  # prepared for profiling, never profiled: its trace folder removed

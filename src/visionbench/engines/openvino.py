@@ -29,7 +29,6 @@ from visionbench.engines.base import (
     EngineOption,
     Execution,
     OpProfile,
-    OpTime,
     Precision,
     Session,
     SessionSpec,
@@ -39,7 +38,7 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
     laid_end_to_end,
-    per_call,
+    op_times,
 )
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import cache_dir
@@ -148,10 +147,9 @@ class OpenVINOSession(Session):
         self._waiters[slot].started(done)
 
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
-        """The CPU plugin's performance counters (compiled with ``enable_profiling``), summed
-        over ``calls``; the executed graph as OpenVINO serializes it, and the counters as a trace
-        (each operation's mean laid end to end in execution order: the counters carry no start
-        times)."""
+        """The CPU plugin's performance counters (compiled with ``enable_profiling``), each
+        operation's median over ``calls``; the executed graph as OpenVINO serializes it, and the
+        counters as a trace (laid end to end in execution order: they carry no start times)."""
         import openvino as ov
         import openvino.properties as props
 
@@ -172,14 +170,12 @@ class OpenVINOSession(Session):
                     continue  # fused into another operation, or a constant
                 kinds.setdefault(info.node_name, (info.node_type, info.exec_type))
                 times.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e3)
-        ms = per_call(times, calls)
         graph = self._compiled.get_runtime_model()
         precisions = {}
         for op in graph.get_ordered_ops():
             dtype = op.get_rt_info()["runtimePrecision"].astype(str)
             precisions[op.get_friendly_name()] = DTYPE_PRECISION.get(dtype, "")
-        ops = [OpTime(name, kind, ms[name], precisions.get(name, ""), kernel)
-               for name, (kind, kernel) in kinds.items()]
+        ops = op_times(kinds, times, calls, lambda name, _: precisions.get(name, ""))
         with tempfile.TemporaryDirectory(prefix="visionbench-exec-graph-") as tmp:
             xml = Path(tmp) / "graph.xml"
             ov.serialize(graph, str(xml), str(Path(tmp) / "graph.bin"))

@@ -122,6 +122,12 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
     passes its deadline ends with its reason, the others go on."""
     live = list(streams)
     checked = time.monotonic()
+
+    def stop(s: _Stream, status: NodeStatus, reason: str) -> None:
+        live.remove(s)
+        ray.cancel(s.gen, force=True)
+        _end(store, s, status, reason, reporter, barrier)
+
     try:
         while live:
             ready, _ = ray.wait([s.gen for s in live], num_returns=1, timeout=POLL_SECONDS)
@@ -145,21 +151,15 @@ def _drain(store: FleetStore, streams: list[_Stream], reporter: Reporter,
                 checked = t
                 dead = _dead({s.node.node_id for s in live})
                 for s in [s for s in live if s.node.node_id in dead]:
-                    live.remove(s)
-                    ray.cancel(s.gen, force=True)
-                    _end(store, s, "failed", "the node died or left the cluster (Ray marked it "
-                         f"dead: {dead[s.node.node_id]})", reporter, barrier)
+                    stop(s, "failed", "the node died or left the cluster (Ray marked it dead: "
+                         f"{dead[s.node.node_id]})")
             for s in [s for s in live if not s.started and t > s.start_by]:
-                live.remove(s)
-                ray.cancel(s.gen, force=True)
-                _end(store, s, "failed", f"not started within {s.start_by - s.submitted:g} s: Ray "
-                     f"could not give one task all {s.node.cpus:g} CPUs of the node (other work "
-                     "holds some?)", reporter, barrier)
+                stop(s, "failed", f"not started within {s.start_by - s.submitted:g} s: Ray could "
+                     f"not give one task all {s.node.cpus:g} CPUs of the node (other work holds "
+                     "some?)")
             for s in [s for s in live if s.deadline is not None and t > s.deadline]:
-                live.remove(s)
-                ray.cancel(s.gen, force=True)
-                _end(store, s, "timed-out", f"no result within --node-timeout "
-                     f"{store.fleet.node_timeout:g} s; stopped", reporter, barrier)
+                stop(s, "timed-out", f"no result within --node-timeout "
+                     f"{store.fleet.node_timeout:g} s; stopped")
     except BaseException:
         for s in live:
             ray.cancel(s.gen, force=True)

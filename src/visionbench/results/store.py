@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_all, atomic_write_text, failure
+from visionbench.fsutil import atomic_write_all, failure
 from visionbench.results.kinds import Results, kind_of
 from visionbench.results.rundir import Aside, RunLock, stopped_at
 from visionbench.results.schema import SCHEMA_VERSION, Measurement, now
@@ -164,25 +164,19 @@ class RunStore(Store):
         super().finish(status)
 
     def write_raw(self, measurement_id: str, windows: list[list[int]]) -> str:
-        rel = f"{RAW_DIR}/{measurement_id}.json"
-        try:
-            atomic_write_text(self.dir / rel, json.dumps({"unit": "ns", "windows": windows}))
-        except OSError as e:
-            raise VisionbenchError(f"cannot write the raw latencies {self.dir / rel}: "
-                                   f"{e.strerror}; the measurements stored before it are kept in "
-                                   f"{self.dir / RESULTS_JSON}") from e
-        return rel
+        data = json.dumps({"unit": "ns", "windows": windows}).encode()
+        return self.write_files(RAW_DIR, {f"{measurement_id}.json": data}, "the raw latencies ")[0]
 
-    def write_files(self, folder: str, files: dict[str, bytes]) -> list[str]:
-        """A record's own files (an engine's trace, its executed graph) in ``folder`` of the run,
+    def write_files(self, folder: str, files: dict[str, bytes], what: str = "") -> list[str]:
+        """A record's own files (its raw latencies, an engine's trace) in ``folder`` of the run,
         all or none; their paths relative to the run."""
         rels = [f"{folder}/{name}" for name in files]
         try:
             atomic_write_all({self.dir / rel: data for rel, data in zip(rels, files.values(),
                                                                         strict=True)})
         except OSError as e:
-            raise VisionbenchError(f"cannot write {failure(e, self.dir / folder)}; the "
-                                   "measurements stored before are kept in "
+            raise VisionbenchError(f"cannot write {what}{failure(e, self.dir / folder)}; the "
+                                   "measurements stored before it are kept in "
                                    f"{self.dir / RESULTS_JSON}") from e
         return rels
 

@@ -92,7 +92,7 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
 
     call = statistics.median(prof.call_ms)  # the operations' times are medians too
     coverage = ops_ms / call if call > 0 else None
-    notes = list(prof.notes)
+    notes = []
     # Each operation's time may be off by the profiler's resolution (whole microseconds: on a
     # model of a few dozen operations of a few microseconds each, a share of its own).
     slack = len(ops) * prof.resolution_ms
@@ -108,7 +108,7 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
     return ProfileRun(
         engine=task.engine, precision=task.precision, model=task.model if in_suite else None,
         status="ok", calls=len(prof.call_ms), source=prof.source, p50_ms=p50,
-        profiled_p50_ms=statistics.median(prof.call_ms), ops_ms=ops_ms, coverage=coverage,
+        profiled_p50_ms=call, ops_ms=ops_ms, coverage=coverage,
         consistent=consistent,
         ops=[OpRow(name=op.name, op_type=op.op_type, ms=op.ms,
                    share=op.ms / ops_ms if ops_ms > 0 else 0.0, precision=op.precision,
