@@ -141,6 +141,10 @@ class OpProfile:
     ops: list[OpTime]
     #: Each profiled call's latency in ms, timed around the call as the unprofiled ones are.
     call_ms: list[float]
+    #: Each profiled call's operations summed (ms), paired with ``call_ms``: how much of that
+    #: very call the profiler placed (a sum of per-operation medians is not one call's). None
+    #: where the profiler gives each operation's mean over the calls only.
+    ops_per_call_ms: list[float] | None
     source: str
     files: dict[str, bytes] = field(default_factory=dict)
     #: How finely the profiler reports one operation's time (ms): each may be that much off.
@@ -270,9 +274,9 @@ def op_times(kinds: Mapping[str, tuple[str, str]], times: Mapping[str, list[floa
                    precision(name, kind), kernel) for name, (kind, kernel) in kinds.items()]
 
 
-def laid_end_to_end(ops: list[OpTime], source: str) -> bytes:
-    """A Chrome/Perfetto trace (JSON) of ``ops``' median times laid end to end in their order,
-    for a profiler that gives durations but no start times."""
+def laid_end_to_end(ops: list[OpTime], source: str, statistic: str) -> bytes:
+    """A Chrome/Perfetto trace (JSON) of ``ops``' times (their ``statistic`` per call) laid end
+    to end in their order, for a profiler that gives durations but no start times."""
     events, t = [], 0.0
     for op in ops:
         events.append({"name": op.name, "cat": op.op_type, "ph": "X", "pid": 0, "tid": 0,
@@ -280,7 +284,7 @@ def laid_end_to_end(ops: list[OpTime], source: str) -> bytes:
                        "args": {"kernel": op.kernel, "precision": op.precision}})
         t += op.ms * 1e3
     return json.dumps({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {
-        "source": f"{source}: each operation's median per call, laid end to end in execution "
+        "source": f"{source}: each operation's {statistic} per call, laid end to end in execution "
                   "order (no start times given)"}}).encode()
 
 

@@ -5,6 +5,7 @@ reported unsupported rather than measured as FP32 under a BF16 label."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -132,18 +133,26 @@ class OnnxRuntimeSession(Session):
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
         events = json.loads(raw)
-        runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
-        start = runs[-calls]["ts"] if len(runs) >= calls else 0  # the warm-up's runs left out
+        # The timed calls' runs, the warm-up's left out; each node event placed in its run.
+        runs = sorted((e for e in events if e.get("name") == "model_run"),
+                      key=lambda e: e["ts"])[-calls:]
+        starts = [r["ts"] for r in runs]
         times: dict[str, list[float]] = {}
         kinds: dict[str, tuple[str, str]] = {}
+        per_call = [0.0] * len(runs)
         for e in events:
-            if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
+            if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+                continue
+            run = bisect.bisect_right(starts, e["ts"]) - 1
+            if run < 0:
                 continue
             name, args = e["name"].removesuffix("_kernel_time"), e.get("args", {})
             kinds.setdefault(name, (args.get("op_name", "?"), args.get("provider", "")))
             times.setdefault(name, []).append(e["dur"] / 1e3)
+            per_call[run] += e["dur"] / 1e3
         ops = op_times(kinds, times, calls, lambda _, kind: _precision(kind))
-        return OpProfile(ops, call_ms, "ONNX Runtime session profiling (kernel time per node)",
+        return OpProfile(ops, call_ms, per_call,
+                         "ONNX Runtime session profiling (kernel time per node)",
                          {"onnxruntime-trace.json": raw}, resolution_ms=0.001)  # whole µs
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from visionbench.engines.base import (
     EngineOption,
     Execution,
     OpProfile,
+    OpTime,
     Precision,
     Session,
     SessionSpec,
@@ -38,7 +39,6 @@ from visionbench.engines.base import (
     cpu_support,
     dominant_precision,
     laid_end_to_end,
-    op_times,
 )
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import cache_dir
@@ -130,59 +130,79 @@ class OpenVINOSession(Session):
         self._output = next((o for o in compiled.outputs if output_name in o.get_names()),
                             compiled.output(0))
         self._compiled = compiled
+        #: Inferences started on the compiled model: its performance counters average them all.
+        self._inferences = 0
         self.execution = execution
         self.requests = requests
 
     def run(self, batch: Any) -> np.ndarray:
+        self._inferences += 1
         return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
 
     def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        self._inferences += 1
         return list(self._requests[0].infer({0: self.feed(batch)}).to_tuple())
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         if not self._waiters:
             self._waiters = [_Waiter(r) for r in self._requests]
         self._raise_error()
+        self._inferences += 1
         self._requests[slot].start_async({0: batch}, share_inputs=True)
         self._waiters[slot].started(done)
 
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
-        """The CPU plugin's performance counters (compiled with ``enable_profiling``), each
-        operation's median over ``calls``; the executed graph as OpenVINO serializes it, and the
-        counters as a trace (laid end to end in execution order: they carry no start times)."""
+        """The CPU plugin's performance counters (compiled with ``enable_profiling``): each
+        operation's mean over ``calls``; the executed graph as OpenVINO serializes it, and the
+        counters as a trace (laid end to end in execution order: they carry no start times).
+
+        The plugin keeps per operation a running mean, in whole microseconds, of every inference
+        since compilation (benchmark_app's ``-pc`` prints it), never one call's time: the mean
+        of the timed calls alone is the difference of the totals before and after them."""
         import openvino as ov
         import openvino.properties as props
 
         if str(self._compiled.get_property(props.enable_profiling)) not in ("YES", "True"):
             raise NotImplementedError("this OpenVINO model was not compiled for profiling")
-        request = self._requests[0]
+        if int(self._compiled.get_property(props.num_streams)) != 1:
+            raise NotImplementedError("OpenVINO's counters are per stream: a profile needs one")
         for _ in range(warmup):
-            request.infer({0: batch}, share_inputs=True)
-        times: dict[str, list[float]] = {}
-        kinds: dict[str, tuple[str, str]] = {}
+            self.run(batch)
+        before, counted = self._counters(ov), self._inferences
         call_ms = []
         for _ in range(calls):
             t = time.perf_counter()
-            request.infer({0: batch}, share_inputs=True)
+            self.run(batch)
             call_ms.append((time.perf_counter() - t) * 1e3)
-            for info in request.get_profiling_info():
-                if info.status != ov.ProfilingInfo.Status.EXECUTED:
-                    continue  # fused into another operation, or a constant
-                kinds.setdefault(info.node_name, (info.node_type, info.exec_type))
-                times.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e3)
+        after = self._counters(ov)
         graph = self._compiled.get_runtime_model()
         precisions = {}
         for op in graph.get_ordered_ops():
             dtype = op.get_rt_info()["runtimePrecision"].astype(str)
             precisions[op.get_friendly_name()] = DTYPE_PRECISION.get(dtype, "")
-        ops = op_times(kinds, times, calls, lambda name, _: precisions.get(name, ""))
+        ops = []
+        for name, (kind, kernel, mean_us) in after.items():
+            total_us = mean_us * self._inferences - before.get(name, ("", "", 0))[2] * counted
+            ops.append(OpTime(name, kind, max(total_us, 0) / calls / 1e3, precisions.get(name, ""),
+                              kernel))
         with tempfile.TemporaryDirectory(prefix="visionbench-exec-graph-") as tmp:
             xml = Path(tmp) / "graph.xml"
             ov.serialize(graph, str(xml), str(Path(tmp) / "graph.bin"))
             files = {"openvino-exec-graph.xml": xml.read_bytes()}
-        files["openvino-trace.json"] = laid_end_to_end(ops, "OpenVINO performance counters")
-        return OpProfile(ops, call_ms, "OpenVINO CPU plugin performance counters (real time)",
-                         files, resolution_ms=0.001)  # whole microseconds per operation
+        files["openvino-trace.json"] = laid_end_to_end(ops, "OpenVINO performance counters",
+                                                       "mean")
+        # Each call's time per operation truncated to a microsecond, and each running mean too:
+        # the difference of two totals so rebuilt is off by up to (inferences / calls) µs.
+        return OpProfile(ops, call_ms, None, "OpenVINO CPU plugin performance counters (real "
+                         "time, mean over the calls)", files,
+                         resolution_ms=1e-3 * (1 + self._inferences / calls))
+
+    def _counters(self, ov: Any) -> dict[str, tuple[str, str, int]]:
+        """Each executed operation's (type, kernel, running mean in µs) as the plugin has it."""
+        return {info.node_name: (info.node_type, info.exec_type,
+                                 round(info.real_time.total_seconds() * 1e6))
+                for info in self._requests[0].get_profiling_info()
+                if info.status == ov.ProfilingInfo.Status.EXECUTED}  # not fused, not a constant
 
     def _raise_error(self) -> None:
         error = next((w.error for w in self._waiters if w.error is not None), None)

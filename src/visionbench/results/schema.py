@@ -402,7 +402,8 @@ class OpRow(BaseModel):
 
     name: str
     op_type: str
-    ms: float = Field(description="median milliseconds over the profiled calls")
+    ms: float = Field(description="milliseconds per call: the median over the profiled calls, "
+                      "or their mean where the profiler keeps only that (OpenVINO)")
     share: float = Field(description="of the operations' summed time")
     precision: str = Field("", description="what it computed in, where the engine says")
     kernel: str = Field("", description="the engine's kernel or primitive")
@@ -418,10 +419,12 @@ class ProfileRun(EngineRecord):
     p50_ms: float | None = Field(None, description="median latency of the unprofiled calls")
     profiled_p50_ms: float | None = Field(None, description="median latency of the profiled calls")
     ops_ms: float | None = Field(None, description="the operations' median times summed")
-    coverage: float | None = Field(None, description="ops_ms over profiled_p50_ms: how much of "
-                                   "the call the operations account for")
-    consistent: bool | None = Field(None, description="ops_ms within 10% of profiled_p50_ms, "
-                                    "allowing each operation the profiler's resolution")
+    coverage: float | None = Field(None, description="how much of a call the operations account "
+                                   "for: the median over the profiled calls of each call's "
+                                   "operations summed over that call's latency, or, where the "
+                                   "profiler keeps means only, their sum over the calls' mean")
+    consistent: bool | None = Field(None, description="coverage within 10% of 1, allowing each "
+                                    "operation the profiler's resolution")
     ops: list[OpRow] = Field(default_factory=list, description="slowest first")
     by_type: dict[str, float] = Field(default_factory=dict, description="ms per operation type, "
                                       "slowest first")
