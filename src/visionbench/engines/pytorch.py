@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,6 +31,7 @@ from visionbench.engines.base import (
     SESSIONS,
     Engine,
     Execution,
+    OpProfile,
     Precision,
     Session,
     SessionSpec,
@@ -38,6 +41,7 @@ from visionbench.engines.base import (
     concurrently,
     cpu_support,
     dominant_precision,
+    op_times,
     session_variants,
 )
 from visionbench.errors import describe
@@ -69,13 +73,51 @@ def onednn_kernels(call: Callable[[], Any]) -> Counter[str]:
     return kernels
 
 
+#: The profiler's mark around each profiled call: the operations are what it holds.
+_CALL = "visionbench::call"
+#: Of the profiled calls, the last this many are kept in the trace (an eager ResNet-50 call is
+#: about 1,500 events: a hundred of them would make a trace too large to open).
+TRACED_CALLS = 10
+#: The profiler's input dtypes, as the precision an operation computed in.
+_DTYPES = {"float": "fp32", "c10::BFloat16": "bf16", "unsigned char": "int8",
+           "signed char": "int8"}
+
+
+def _operations(root: Any) -> list[Any]:
+    """The operations under one call's mark, in order: each dispatcher operator (a name with a
+    namespace, ``aten::conv2d``, ``onednn::qconv_pointwise``) or event without children (an
+    Inductor kernel, ``graph_0_cpp_fused_add_relu_3``), looking inside the wrappers that hold
+    them (``Torch-Compiled Region``, ``## Call CompiledFxGraph ##``), never inside an operator."""
+    out, stack = [], list(reversed(root.cpu_children))
+    while stack:
+        event = stack.pop()
+        if "::" in event.name or not event.cpu_children:
+            out.append(event)
+        else:
+            stack.extend(reversed(event.cpu_children))
+    return out
+
+
+def _kernel(event: Any) -> Any:
+    """The innermost event that holds most of an operation's time: the kernel that ran
+    (``aten::conv2d`` -> ``aten::mkldnn_convolution``), not an allocation beside it."""
+    while event.cpu_children:
+        inner = max(event.cpu_children, key=lambda c: c.cpu_time_total)
+        if inner.cpu_time_total < 0.5 * event.cpu_time_total:
+            break
+        event = inner
+    return event
+
+
 class TorchSession(Session):
-    def __init__(self, fn: Callable[[Any], Any], autocast: bool, execution: Execution) -> None:
+    def __init__(self, fn: Callable[[Any], Any], autocast: bool, execution: Execution,
+                 profiling: bool = False) -> None:
         import torch
 
         self._torch = torch
         self._fn = fn
         self._autocast = autocast
+        self._profiling = profiling
         self.execution = execution
 
     def forward(self, batch: np.ndarray) -> Any:
@@ -92,6 +134,53 @@ class TorchSession(Session):
     def run(self, batch: np.ndarray) -> np.ndarray:
         out = self.forward(batch)
         return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
+
+    def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
+        """torch.profiler (CPU activities, input dtypes recorded) around each call: each
+        operation's median over ``calls``; Inductor's own generated kernels included (compiled
+        with ``cpp.enable_kernel_profile``); the trace of the last ``TRACED_CALLS`` calls."""
+        if not self._profiling:
+            raise NotImplementedError("this PyTorch session was not prepared for profiling")
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        for _ in range(warmup):
+            self.run(batch)
+        call_ms: list[float] = []
+        per_call: list[float] = []
+        times: dict[str, list[float]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        precisions: dict[str, str] = {}
+        raw = b""
+        traced = min(calls, TRACED_CALLS)
+        for chunk in (calls - traced, traced):
+            if not chunk:
+                continue
+            with capture_fd(2), profile(activities=[ProfilerActivity.CPU],
+                                        record_shapes=True) as prof:
+                for _ in range(chunk):
+                    t = time.perf_counter()
+                    with record_function(_CALL):
+                        self.run(batch)
+                    call_ms.append((time.perf_counter() - t) * 1e3)
+            for root in (e for e in prof.events() if e.name == _CALL):
+                seen: Counter[str] = Counter()
+                per_call.append(0.0)
+                for event in _operations(root):
+                    seen[event.name] += 1
+                    name, leaf = f"{event.name}#{seen[event.name]}", _kernel(event)
+                    kinds.setdefault(name, (event.name, leaf.name))
+                    dtypes = leaf.input_dtypes or event.input_dtypes or [""]
+                    precisions.setdefault(name, _DTYPES.get(dtypes[0], ""))
+                    times.setdefault(name, []).append(event.cpu_time_total / 1e3)
+                    per_call[-1] += event.cpu_time_total / 1e3
+            if chunk == traced:
+                with tempfile.TemporaryDirectory(prefix="visionbench-torch-trace-") as tmp:
+                    path = Path(tmp) / "trace.json"
+                    prof.export_chrome_trace(str(path))
+                    raw = path.read_bytes()
+        ops = op_times(kinds, times, calls, lambda name, _: precisions[name])
+        return OpProfile(ops, call_ms, per_call, "torch.profiler (CPU, operator time per call)",
+                         {"torch-trace.json": raw}, resolution_ms=0.001)
 
 
 class _Torch(Engine):
@@ -198,10 +287,10 @@ class _Torch(Engine):
         # With several sessions each prepares on its share of the threads, which the process
         # then keeps (PyTorch's intra-op threads are the process's): one per calling thread.
         return concurrently(spec, lambda t: self._prepare_one(
-            model, precision, t, calibration, batch_size))
+            model, precision, t, calibration, batch_size, spec.profiling))
 
     def _prepare_one(self, model: ModelSpec, precision: Precision, threads: int,
-                     calibration: Calibration, batch_size: int) -> Session:
+                     calibration: Calibration, batch_size: int, profiling: bool) -> Session:
         import torch
 
         t0 = time.perf_counter()
@@ -229,8 +318,11 @@ class _Torch(Engine):
             import torch._inductor.config as inductor_config
 
             inductor_config.freezing = True
+            # Inductor's generated kernels mark themselves for the profiler only if built so.
+            inductor_config.cpp.enable_kernel_profile = profiling
             fn = torch.compile(fn)
-        session = TorchSession(fn, precision == "bf16", Execution(executed_precision="unknown"))
+        session = TorchSession(fn, precision == "bf16", Execution(executed_precision="unknown"),
+                               profiling)
         example = np.random.default_rng(0).standard_normal(
             model.input_shape(batch_size), dtype=np.float32
         )

@@ -17,8 +17,11 @@ in, ``--weights``, ``export``), rebuilt in Keras from the very weights the other
 
 from __future__ import annotations
 
+import bisect
+import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
@@ -33,12 +36,14 @@ from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
     Engine,
     Execution,
+    OpProfile,
     Precision,
     Session,
     SessionSpec,
     Support,
     cpu_support,
     dominant_precision,
+    op_times,
 )
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import atomic_write_bytes, cache_dir
@@ -83,9 +88,9 @@ def _dtype_name(tf: Any, node: Any) -> str | None:
     return None
 
 
-def executed_ops(tf: Any, fn: Any, x: Any) -> Counter[str]:
-    """``op:dtype`` counts of the compute ops in the graph TensorFlow really ran for one call
-    (after grappler: folding, fusion, auto mixed precision)."""
+def _ran_graph(tf: Any, fn: Any, x: Any) -> list[Any]:
+    """The nodes of the graph TensorFlow really ran for one call (after grappler: folding,
+    fusion, auto mixed precision)."""
     from tensorflow.python.eager import context
 
     context.enable_run_metadata()
@@ -95,15 +100,25 @@ def executed_ops(tf: Any, fn: Any, x: Any) -> Counter[str]:
     finally:
         context.disable_run_metadata()
     graphs = [g.post_optimization_graph for g in meta.function_graphs] or list(meta.partition_graphs)
-    best: Counter[str] = Counter()
-    for g in graphs:  # a nested function may be inlined or not: take the fullest graph
-        counts: Counter[str] = Counter()
-        for node in g.node:
-            if node.op in COMPUTE_OPS or "Quantized" in node.op:
-                counts[f"{node.op}:{_dtype_name(tf, node) or '?'}"] += 1
-        if sum(counts.values()) > sum(best.values()):
-            best = counts
-    return best
+    # A nested function may be inlined or not: take the fullest graph.
+    return max((list(g.node) for g in graphs), key=lambda nodes: sum(
+        1 for n in nodes if n.op in COMPUTE_OPS or "Quantized" in n.op), default=[])
+
+
+def executed_ops(tf: Any, nodes: list[Any]) -> Counter[str]:
+    """``op:dtype`` counts of the compute ops among the nodes of the graph that ran."""
+    return Counter(f"{node.op}:{_dtype_name(tf, node) or '?'}" for node in nodes
+                   if node.op in COMPUTE_OPS or "Quantized" in node.op)
+
+
+def _op_precision(tf: Any, node: Any) -> str:
+    """What one node of the ran graph computed in: its quantized kernels int8, quantize and
+    dequantize none, else its data type."""
+    if "Quantized" in node.op:
+        return "int8"
+    if "Quantize" in node.op:
+        return ""
+    return TF_DTYPE_PRECISION.get(_dtype_name(tf, node) or "", "")
 
 
 def _precision_counts(ops: Counter[str]) -> Counter[str]:
@@ -135,15 +150,46 @@ def set_amp(tf: Any, on: bool) -> None:
         _amp[0] = on
 
 
+#: The profiler's mark around each profiled call.
+_CALL = "visionbench_call"
+
+
+def _xspace(raw: bytes) -> Any:
+    """The profiler's XSpace protobuf (where TensorFlow's build keeps its module)."""
+    try:
+        from tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(raw)
+    return space
+
+
+def _events(plane: Any) -> list[tuple[str, int, int, int]]:
+    """Every event of a plane: (name, line index, start ns, end ns)."""
+    out = []
+    for tid, line in enumerate(plane.lines):
+        base = line.timestamp_ns * 1000
+        for e in line.events:
+            start = base + e.offset_ps
+            out.append((plane.event_metadata[e.metadata_id].name, tid, start // 1000,
+                        (start + e.duration_ps) // 1000))
+    return out
+
+
 class GraphSession(Session):
     """A frozen graph as a compiled function, every call under its own precision's grappler
     options; NCHW inputs are transposed when fed."""
 
-    def __init__(self, tf: Any, fn: Any, nchw_input: bool, bf16: bool) -> None:
+    def __init__(self, tf: Any, fn: Any, nchw_input: bool, bf16: bool,
+                 precisions: dict[str, str]) -> None:
         self._tf = tf
         self._fn = fn
         self._nchw = nchw_input
         self._bf16 = bf16
+        #: Each node of the graph that ran -> what it computed in (TensorFlow gives the graph
+        #: that ran at the function's first call only).
+        self._precisions = precisions
 
     def feed(self, batch: np.ndarray) -> Any:
         return graph_input(self._tf, batch, self._nchw)
@@ -151,6 +197,61 @@ class GraphSession(Session):
     def run(self, batch: Any) -> np.ndarray:
         set_amp(self._tf, self._bf16)
         return self._fn(batch).numpy()
+
+    def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
+        """TensorFlow's profiler (host tracer): each executed node's time from the executor's
+        events, grouped into the calls by a mark around each; the node's precision from the graph
+        that ran (after grappler's rewrites); the events as a Chrome/Perfetto trace."""
+        tf = self._tf
+        for _ in range(warmup):
+            self.run(batch)
+        nodes = self._precisions
+        call_ms = []
+        with tempfile.TemporaryDirectory(prefix="visionbench-tf-profile-") as logdir:
+            with capture_fd(2):
+                tf.profiler.experimental.start(logdir, options=tf.profiler.experimental
+                                               .ProfilerOptions(host_tracer_level=2))
+            try:
+                for i in range(calls):
+                    t = time.perf_counter()
+                    with tf.profiler.experimental.Trace(_CALL, step_num=i, _r=1):
+                        self.run(batch)
+                    call_ms.append((time.perf_counter() - t) * 1e3)
+            finally:
+                with capture_fd(2):
+                    tf.profiler.experimental.stop()
+            space = _xspace(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+        plane = next(p for p in space.planes if p.name == "/host:CPU")
+        events = _events(plane)
+        marks = sorted((start, end) for name, _, start, end in events if name == _CALL)
+        times: dict[str, list[float]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        per_call = [0.0] * len(marks)
+        for name, _, start, end in events:
+            node, sep, op = name.rpartition(":")
+            if not sep or not node or "::" in name or " " in name:  # the runtime's own events
+                continue
+            call = bisect.bisect_right(marks, (start, float("inf"))) - 1
+            if call < 0 or start > marks[call][1]:
+                continue
+            kinds.setdefault(node, (op.removeprefix("_MklNative").removeprefix("_Mkl"), op))
+            times.setdefault(node, []).append((end - start) / 1e6)
+            per_call[call] += (end - start) / 1e6
+
+        def precision(node: str, _: str) -> str:
+            # The executor names a node of a called function with its caller's prefix.
+            while node not in nodes and "/" in node:
+                node = node.split("/", 1)[1]
+            return nodes.get(node, "")
+
+        ops = op_times(kinds, times, calls, precision)
+        trace = {"traceEvents": [
+            {"name": name, "ph": "X", "pid": 0, "tid": tid, "ts": start / 1e3,
+             "dur": (end - start) / 1e3} for name, tid, start, end in events],
+            "displayTimeUnit": "ms"}
+        return OpProfile(ops, call_ms, per_call, "TensorFlow profiler (host tracer: executor "
+                         "time per node)", {"tensorflow-trace.json": json.dumps(trace).encode()},
+                         resolution_ms=0.0)
 
 
 class LiteSession(Session):
@@ -236,14 +337,15 @@ class TensorFlowEngine(Engine):
 
     # -- precisions -----------------------------------------------------------------------------
 
-    def _graph(self, tf: Any, frozen: Any, bf16: bool, example: Any) -> tuple[Any, Counter[str]]:
+    def _graph(self, tf: Any, frozen: Any, bf16: bool, example: Any) -> tuple[Any, list[Any]]:
         """A compiled function over the frozen graph, optimized (with BF16 auto mixed precision
         when asked: ``set_amp``) at its first call, on the fed ``example``; the compute ops it
-        really ran. The session calls it under the same options (``GraphSession``)."""
+        really ran: the nodes of the graph that ran. The session calls it under the same options
+        (``GraphSession``)."""
         spec = tf.TensorSpec(frozen.input_shape, tf.float32)
         set_amp(tf, bf16)
         fn = tf.function(lambda x: frozen.fn(x)[0]).get_concrete_function(spec)
-        return fn, executed_ops(tf, fn, example)
+        return fn, _ran_graph(tf, fn, example)
 
     def _nhwc_samples(self, model: ModelSpec, calibration: Calibration) -> list[np.ndarray]:
         nchw = model.format == "onnx" and model.layout == "NCHW"
@@ -391,8 +493,10 @@ class TensorFlowEngine(Engine):
                                int8_model=str(path), quantize_seconds=round(secs, 3))
             elif precision == "bf16":
                 details["bf16"] = "grappler auto_mixed_precision_onednn_bfloat16"
-            fn, ops = self._graph(tf, frozen, precision == "bf16", graph_input(tf, example, nchw))
-            session = GraphSession(tf, fn, nchw, precision == "bf16")
+            fn, nodes = self._graph(tf, frozen, precision == "bf16", graph_input(tf, example, nchw))
+            ops = executed_ops(tf, nodes)
+            session = GraphSession(tf, fn, nchw, precision == "bf16",
+                                   {n.name: _op_precision(tf, n) for n in nodes})
             counts = _precision_counts(ops)
             quantized = counts["int8"] if precision == "int8" else None
         details["compute_ops"] = dict(ops)

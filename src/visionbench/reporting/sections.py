@@ -399,7 +399,7 @@ def profiles(results: Results) -> list[Section]:
     for r in results.profiles:
         name = (f"{r.model}: " if r.model else "") + r.engine
         if r.status != "ok":
-            rows.append(Row((name, r.precision, r.status, *["—"] * 5), True, note=r.reason or ""))
+            rows.append(Row((name, r.precision, r.status, *["—"] * 7), True, note=r.reason or ""))
             continue
         total = r.ops_ms or 0.0
         types = "; ".join(f"{t} {ms / total:.0%}" for t, ms in list(r.by_type.items())[:4]) \
@@ -408,23 +408,26 @@ def profiles(results: Results) -> list[Section]:
                                ) if total > 0 else "—"
         bad = r.consistent is not True
         rows.append(Row((name, r.precision, str(r.calls), fmt(r.p50_ms, ".3f"),
-                         fmt(r.profiled_p50_ms, ".3f"), fmt(r.coverage, ".0%"), types, precisions),
+                         fmt(r.profiled_p50_ms, ".3f"), fmt(r.coverage, ".0%"),
+                         fmt(r.overhead_ms, "+.3f"), fmt(r.unplaced_ms, ".3f"), types, precisions),
                         bad, alerts=frozenset({5}) if bad else frozenset()))
     out = [Section(
         "profiles", "Where the batch-1 time goes (--mode profile)",
         columns("engine", "precision", "calls", "p50 ms", "profiled p50 ms", "ops / call",
-                "slowest operation types", "time by precision",
-                numeric=("calls", "p50 ms", "profiled p50 ms", "ops / call")),
+                "profiler adds ms", "not placed ms", "slowest operation types",
+                "time by precision", numeric=("calls", "p50 ms", "profiled p50 ms", "ops / call",
+                                              "profiler adds ms", "not placed ms")),
         tuple(rows),
         notes=tuple(dict.fromkeys(f"{r.key}: {n}" for r in results.profiles for n in r.notes)),
         intro="Each engine and precision at batch 1, one synchronous request, in a fresh process: "
               "unprofiled calls first (p50 ms), then as many with the engine's own profiler on "
-              "(OpenVINO's performance counters, ONNX Runtime's session profiling), never inside "
-              "a timed window. `ops / call` is the operations' summed time over the profiled "
-              "call's (medians): below 100%, the engine spends time between operations the profiler "
-              "does not place (marked when more than 10% off, beyond what the profiler's "
-              "microsecond resolution allows). The profiler's files (a Chrome/Perfetto trace, "
-              "OpenVINO's executed graph) are in the run directory's profiles/ folder.")]
+              "(OpenVINO's performance counters, ONNX Runtime's session profiling, torch.profiler, "
+              "TensorFlow's profiler), never inside a timed window. `ops / call` is how much of a "
+              "profiled call its operations account for: below 100%, the engine spends time "
+              "between operations the profiler does not place (`not placed ms`; marked when more "
+              "than 10% off, beyond what the profiler's resolution allows); `profiler adds ms` is "
+              "the profiled p50 against the unprofiled. The profiler's files (a Chrome/Perfetto "
+              "trace, OpenVINO's executed graph) are in the run directory's profiles/ folder.")]
     for r in results.profiles:
         if r.status != "ok" or not r.ops:
             continue

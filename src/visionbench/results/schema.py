@@ -425,6 +425,11 @@ class ProfileRun(EngineRecord):
                                    "profiler keeps means only, their sum over the calls' mean")
     consistent: bool | None = Field(None, description="coverage within 10% of 1, allowing each "
                                     "operation the profiler's resolution")
+    overhead_ms: float | None = Field(None, description="what the profiler adds to a call: "
+                                      "profiled_p50_ms minus p50_ms")
+    unplaced_ms: float | None = Field(None, description="of the profiled call, the time no "
+                                      "operation holds (the framework between operations, the "
+                                      "call itself): profiled_p50_ms x (1 - coverage)")
     ops: list[OpRow] = Field(default_factory=list, description="slowest first")
     by_type: dict[str, float] = Field(default_factory=dict, description="ms per operation type, "
                                       "slowest first")

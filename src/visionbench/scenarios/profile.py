@@ -1,10 +1,11 @@
 """``--mode profile``: where the batch-1 time goes. Each engine and precision runs in a fresh
 process of its own: first ``calls`` unprofiled synchronous calls at batch 1 (their median is the
 latency the profile explains), then the same calls on a session prepared with the engine's own
-profiler on (OpenVINO's performance counters, ONNX Runtime's session profiling), never mixed with
-timed ones. The record holds every executed operation (type, kernel, precision, median time), the
-sums per type and precision, how much of the profiled call they account for, and the profiler's
-files (a trace, an executed graph), which the store writes into the run directory."""
+profiler on (OpenVINO's performance counters, ONNX Runtime's session profiling, torch.profiler,
+TensorFlow's profiler), never mixed with timed ones. The record holds every executed operation
+(type, kernel, precision, time per call), the sums per type and precision, how much of the
+profiled call they account for (and the gap's measured parts), and the profiler's files (a
+trace, an executed graph), which the store writes into the run directory."""
 
 from __future__ import annotations
 
@@ -107,18 +108,25 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
     # model of a few dozen operations of a few microseconds each, a share of its own).
     slack = len(ops) * prof.resolution_ms / call if call > 0 else 0.0
     consistent = None if coverage is None else abs(coverage - 1) <= CONSISTENT + slack
-    if consistent is False:
+    # The gap's measured causes: what the profiler adds to a call (profiled against unprofiled
+    # calls of the same process), and the time within a call no operation holds (the framework
+    # between operations: Python, dispatch, a compiled graph's wrapper).
+    overhead = call - p50
+    unplaced = call * (1 - coverage) if coverage is not None else None
+    if consistent is False and unplaced is not None:
         notes.append(f"the operations account for {coverage:.0%} of the profiled call "
                      f"({how}; {len(ops)} operations timed to {prof.resolution_ms * 1e3:.3g} µs): "
-                     + ("the rest is time the profiler does not place (the engine between "
-                        "operations, the call itself)" if coverage < 1 else
+                     + (f"{unplaced:.3f} ms of each call is time the profiler places in no "
+                        "operation (the engine or framework between operations, the call "
+                        f"itself); the profiler itself adds {overhead:+.3f} ms to a call "
+                        "(profiled p50 against unprofiled)" if coverage < 1 else
                         "more than the call: operations that overlap, or a profiler's clock "
                         "coarser than stated"))
     return ProfileRun(
         engine=task.engine, precision=task.precision, model=task.model if in_suite else None,
         status="ok", calls=len(prof.call_ms), source=prof.source, p50_ms=p50,
-        profiled_p50_ms=call, ops_ms=ops_ms, coverage=coverage,
-        consistent=consistent,
+        profiled_p50_ms=call, ops_ms=ops_ms, coverage=coverage, consistent=consistent,
+        overhead_ms=overhead, unplaced_ms=unplaced,
         ops=[OpRow(name=op.name, op_type=op.op_type, ms=op.ms,
                    share=op.ms / ops_ms if ops_ms > 0 else 0.0, precision=op.precision,
                    kernel=op.kernel) for op in ops],
