@@ -13,6 +13,7 @@ import pytest
 
 from visionbench.data.calibration import synthetic_calibration
 from visionbench.engines import SessionSpec, get_engine
+from visionbench.models.flops import is_compute, op_flops
 
 from conftest import TINY, vb
 
@@ -69,6 +70,20 @@ def test_every_executed_operation_is_named_and_timed(engine_name, precision, tin
         assert len(prof.ops_per_call_ms) == len(prof.call_ms)
         for ops_ms, call in zip(prof.ops_per_call_ms, prof.call_ms, strict=True):
             assert 0.2 * call < ops_ms < call + slack, (prof.ops_per_call_ms, prof.call_ms)
+    # FLOPs per operation where the engine gives its shapes (or counts them itself): the
+    # convolutions' and matrix products' add up to the model's own count from its graph.
+    # ONNX Runtime's FP32 convolutions run in NCHWc blocks, which pad this tiny model's 8
+    # channels to 16 (ResNet-50's are whole blocks): its trace's shapes are what ran. Its INT8
+    # trace leaves out the prepacked weights, and Inductor's and TensorFlow's kernels name no
+    # shapes: those are counted per operation type by the scenario.
+    flops, model = sum(op.flops or 0 for op in prof.ops), tiny.gflop_per_image * 1e9
+    if (engine_name, precision) in {("openvino", "fp32"), ("openvino", "int8"),
+                                    ("torch-eager", "fp32")}:
+        assert flops == pytest.approx(model, rel=0.02) and all(op.flops for op in convs)
+    elif (engine_name, precision) == ("onnxruntime", "fp32"):
+        assert model < flops < 4 * model and all(op.flops for op in convs)
+    else:
+        assert not all(op.flops for op in convs)
     assert set(prof.files) == FILES[engine_name]
     for name, data in prof.files.items():
         if name.endswith(".json"):  # a Chrome/Perfetto trace
@@ -107,6 +122,11 @@ def test_the_profile_command_records_and_reports_where_the_time_goes(tmp_path, m
     assert ort["ops"][0]["ms"] == max(op["ms"] for op in ort["ops"])  # slowest first
     assert abs(sum(op["share"] for op in ort["ops"]) - 1) < 1e-6
     assert abs(sum(ort["by_type"].values()) - ort["ops_ms"]) < 1e-6 and "Conv" in ort["by_type"]
+    # The convolutions' and matrix products' FLOPs from the trace's shapes, over their time.
+    assert ort["flops_from"] == "the shapes in ONNX Runtime's trace"
+    assert ort["compute_flops"] > 0 and 0 < ort["compute_ms"] <= ort["ops_ms"]
+    assert all(op["flops"] > 0 and op["bytes"] > 0 for op in ort["ops"] if op["op_type"] == "Conv")
+    assert ort["overhead_ms"] == pytest.approx(ort["profiled_p50_ms"] - ort["p50_ms"])
     [trace] = ort["files"]
     assert trace == "profiles/profile-onnxruntime-fp32/onnxruntime-trace.json"
     assert any(e.get("cat") == "Node" for e in json.loads((out / trace).read_text()))
@@ -118,3 +138,35 @@ def test_the_profile_command_records_and_reports_where_the_time_goes(tmp_path, m
     assert "## Slowest operations: profile-onnxruntime-fp32" in md
     assert "Where the batch-1 time goes" in (out / "report.html").read_text()
     assert "Slowest operations: profile-onnxruntime-fp32" in proc.stdout
+
+
+def test_an_operations_flops_come_from_the_shapes_it_ran_with():
+    # A 7x7 convolution of 3 channels into 16, NCHW, and the same in ONNX Runtime's NCHWc
+    # blocks (16 channels as 2 x 8): 2 x output elements x (3 x 7 x 7) products each.
+    conv = 2 * 16 * 32 * 32 * 3 * 7 * 7
+    assert op_flops("Conv", [[1, 3, 64, 64], [16, 3, 7, 7], [16]], [1, 16, 32, 32]) == conv
+    assert op_flops("FusedConv", [[1, 3, 64, 64], [2, 3, 7, 7, 8]], [1, 2, 32, 32, 8]) == conv
+    assert op_flops("aten::addmm", [[4, 2048], [2048, 1000]], [4, 1000]) == 2 * 4 * 1000 * 2048
+    assert op_flops("FullyConnected", [[1, 2048], [1000, 2048]], [1, 1000]) == 2 * 1000 * 2048
+    assert op_flops("QLinearAdd", [[1, 8, 4, 4], [1, 8, 4, 4]], [1, 8, 4, 4]) is None
+    assert op_flops("Conv", [[1, 3, 64, 64]], [1, 16, 32, 32]) is None  # no weight: unknown
+    assert not is_compute("aten::contiguous") and is_compute("onednn::qconv_pointwise")
+
+
+def test_an_operations_place_on_the_roofline():
+    """GFLOP/s over the machine's peak, and over the roofline's bound: the peak, or the memory
+    bandwidth times the operation's FLOPs per byte where that is lower (made-up machine)."""
+    from types import SimpleNamespace
+
+    from visionbench.reporting.format import roofline
+    from visionbench.results.schema import Bandwidth, MachinePeak, PeakRate
+
+    peak = MachinePeak(rates={"fp32": PeakRate(gops=200.0, isa="made-up FMA", threads=2)},
+                       bandwidth=Bandwidth(gbs=40.0, threads=2, array_mib=64))
+    results = SimpleNamespace(system=SimpleNamespace(peak=peak, bf16_native=True))
+    # 1e8 FLOPs in 1 ms: 100 GFLOP/s, half the peak; moving 1e6 bytes (100 FLOPs a byte) it is
+    # bound by the peak (40 GB/s x 100 = 4000 > 200); moving 1e8 (1 a byte), by 40 GB/s.
+    assert roofline(results, "fp32", 1e8, 1.0, 1e6) == pytest.approx((100.0, 0.5, 0.5))
+    assert roofline(results, "fp32", 1e8, 1.0, 1e8) == pytest.approx((100.0, 0.5, 2.5))
+    assert roofline(results, "int8", 1e8, 1.0) == (pytest.approx(100.0), None, None)  # no peak
+    assert roofline(results, "fp32", None, 1.0) == (None, None, None)

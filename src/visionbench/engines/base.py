@@ -124,13 +124,20 @@ class OpTime:
 
     name: str
     op_type: str
-    #: Median milliseconds over the profiled calls (robust to a call the OS preempted).
+    #: Milliseconds per call: the median over the profiled calls (robust to a call the OS
+    #: preempted), or their mean where the profiler keeps only that (OpenVINO).
     ms: float
     #: fp32, bf16 or int8 where the engine says what it computed in, else "".
     precision: str = ""
     #: The engine's kernel or primitive (OpenVINO: brgconv_avx512_1x1_I8; ONNX Runtime: its
     #: execution provider).
     kernel: str = ""
+    #: Arithmetic operations of one call (``models.flops.op_flops``, or the profiler's own
+    #: count), where the engine gives the shapes it ran; None otherwise.
+    flops: float | None = None
+    #: Bytes the operation reads and writes at the least (its inputs, weights and outputs once),
+    #: where the engine gives them: with ``flops``, its place on the roofline.
+    bytes: float | None = None
 
 
 @dataclass
@@ -149,6 +156,8 @@ class OpProfile:
     files: dict[str, bytes] = field(default_factory=dict)
     #: How finely the profiler reports one operation's time (ms): each may be that much off.
     resolution_ms: float = 0.0
+    #: Where the operations' ``flops`` come from, where any has them.
+    flops_from: str = ""
 
 
 class Session(ABC):
@@ -266,12 +275,16 @@ def by_precision(kernels: Mapping[str, int]) -> Counter[str]:
 
 
 def op_times(kinds: Mapping[str, tuple[str, str]], times: Mapping[str, list[float]], calls: int,
-             precision: Callable[[str, str], str]) -> list[OpTime]:
+             precision: Callable[[str, str], str],
+             costs: Mapping[str, tuple[float | None, float | None]] | None = None
+             ) -> list[OpTime]:
     """The operations a profiler reported, in its order: ``kinds`` (name -> type, kernel), each
     one's times in ms over ``calls`` calls (their median; a call it did not run in counts 0),
-    ``precision`` (name, type) -> what it computed in."""
+    ``precision`` (name, type) -> what it computed in, ``costs`` name -> (FLOPs, bytes)."""
+    costs = costs or {}
     return [OpTime(name, kind, float(np.median(times[name] + [0.0] * (calls - len(times[name])))),
-                   precision(name, kind), kernel) for name, (kind, kernel) in kinds.items()]
+                   precision(name, kind), kernel, *costs.get(name, (None, None)))
+            for name, (kind, kernel) in kinds.items()]
 
 
 def laid_end_to_end(ops: list[OpTime], source: str, statistic: str) -> bytes:

@@ -37,6 +37,7 @@ from visionbench.engines.base import (
     session_variants,
 )
 from visionbench.fsutil import cache_dir
+from visionbench.models.flops import op_flops
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures, cpu_features
 
@@ -96,6 +97,16 @@ def _quantize(model: ModelSpec, calibration: Calibration, reduce_range: bool) ->
     return cached(path, "ONNX Runtime INT8 model (static QDQ)", build)
 
 
+def _costs(args: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A node's FLOPs from the shapes its trace event gives, and the bytes ONNX Runtime counts
+    for it (activations, parameters and outputs)."""
+    shapes = [next(iter(d.values()), []) for d in args.get("input_type_shape", [])]
+    outputs = [next(iter(d.values()), []) for d in args.get("output_type_shape", [])]
+    flops = op_flops(args.get("op_name", ""), shapes, outputs[0]) if outputs else None
+    sizes = [args.get(k) for k in ("activation_size", "parameter_size", "output_size")]
+    return flops, float(sum(int(v) for v in sizes)) if all(sizes) else None
+
+
 class OnnxRuntimeSession(Session):
     def __init__(self, session: object, input_name: str, output_name: str, execution: Execution,
                  profiling: bool = False) -> None:
@@ -140,6 +151,7 @@ class OnnxRuntimeSession(Session):
         times: dict[str, list[float]] = {}
         kinds: dict[str, tuple[str, str]] = {}
         per_call = [0.0] * len(runs)
+        costs: dict[str, tuple[float | None, float | None]] = {}
         for e in events:
             if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
                 continue
@@ -147,13 +159,16 @@ class OnnxRuntimeSession(Session):
             if run < 0:
                 continue
             name, args = e["name"].removesuffix("_kernel_time"), e.get("args", {})
-            kinds.setdefault(name, (args.get("op_name", "?"), args.get("provider", "")))
+            if name not in kinds:
+                kinds[name] = (args.get("op_name", "?"), args.get("provider", ""))
+                costs[name] = _costs(args)
             times.setdefault(name, []).append(e["dur"] / 1e3)
             per_call[run] += e["dur"] / 1e3
-        ops = op_times(kinds, times, calls, lambda _, kind: _precision(kind))
+        ops = op_times(kinds, times, calls, lambda _, kind: _precision(kind), costs)
         return OpProfile(ops, call_ms, per_call,
                          "ONNX Runtime session profiling (kernel time per node)",
-                         {"onnxruntime-trace.json": raw}, resolution_ms=0.001)  # whole µs
+                         {"onnxruntime-trace.json": raw}, resolution_ms=0.001,
+                         flops_from="the shapes in ONNX Runtime's trace")  # whole µs
 
     def close(self) -> None:
         if self._tracing:  # prepared for profiling, never profiled: its trace folder removed

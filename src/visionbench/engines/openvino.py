@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import queue
 import shutil
@@ -42,6 +43,7 @@ from visionbench.engines.base import (
 )
 from visionbench.errors import VisionbenchError, describe
 from visionbench.fsutil import cache_dir
+from visionbench.models.flops import op_flops
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
 
@@ -176,15 +178,16 @@ class OpenVINOSession(Session):
             call_ms.append((time.perf_counter() - t) * 1e3)
         after = self._counters(ov)
         graph = self._compiled.get_runtime_model()
-        precisions = {}
+        precisions, costs = {}, {}
         for op in graph.get_ordered_ops():
             dtype = op.get_rt_info()["runtimePrecision"].astype(str)
             precisions[op.get_friendly_name()] = DTYPE_PRECISION.get(dtype, "")
+            costs[op.get_friendly_name()] = _costs(op)
         ops = []
         for name, (kind, kernel, mean_us) in after.items():
             total_us = mean_us * self._inferences - before.get(name, ("", "", 0))[2] * counted
             ops.append(OpTime(name, kind, max(total_us, 0) / calls / 1e3, precisions.get(name, ""),
-                              kernel))
+                              kernel, *costs.get(name, (None, None))))
         with tempfile.TemporaryDirectory(prefix="visionbench-exec-graph-") as tmp:
             xml = Path(tmp) / "graph.xml"
             ov.serialize(graph, str(xml), str(Path(tmp) / "graph.bin"))
@@ -195,7 +198,8 @@ class OpenVINOSession(Session):
         # the difference of two totals so rebuilt is off by up to (inferences / calls) µs.
         return OpProfile(ops, call_ms, None, "OpenVINO CPU plugin performance counters (real "
                          "time, mean over the calls)", files,
-                         resolution_ms=1e-3 * (1 + self._inferences / calls))
+                         resolution_ms=1e-3 * (1 + self._inferences / calls),
+                         flops_from="the executed graph's shapes")
 
     def _counters(self, ov: Any) -> dict[str, tuple[str, str, int]]:
         """Each executed operation's (type, kernel, running mean in µs) as the plugin has it."""
@@ -213,6 +217,19 @@ class OpenVINOSession(Session):
         for waiter in self._waiters:  # each waits on what its request still runs, then ends
             waiter.stop()
         self._raise_error()
+
+
+def _costs(op: Any) -> tuple[float | None, float | None]:
+    """An executed-graph operation's FLOPs from the shapes it ran with, and the bytes of its
+    inputs (weights included) and output at their element types; None where a shape is dynamic."""
+    ports = [op.input(i) for i in range(op.get_input_size())] + [op.output(0)]
+    if op.get_output_size() == 0 or not all(p.get_partial_shape().is_static for p in ports):
+        return None, None
+    shapes = [list(p.get_partial_shape().to_shape()) for p in ports]
+    layer = op.get_rt_info()["layerType"].astype(str)
+    return (op_flops(layer, shapes[:-1], shapes[-1]),
+            float(sum(math.prod(s) * p.get_element_type().size
+                      for s, p in zip(shapes, ports, strict=True))))
 
 
 def _runtime_precisions(compiled: Any) -> Counter[str]:

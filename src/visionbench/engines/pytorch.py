@@ -150,13 +150,14 @@ class TorchSession(Session):
         times: dict[str, list[float]] = {}
         kinds: dict[str, tuple[str, str]] = {}
         precisions: dict[str, str] = {}
+        costs: dict[str, tuple[float | None, float | None]] = {}
         raw = b""
         traced = min(calls, TRACED_CALLS)
         for chunk in (calls - traced, traced):
             if not chunk:
                 continue
-            with capture_fd(2), profile(activities=[ProfilerActivity.CPU],
-                                        record_shapes=True) as prof:
+            with capture_fd(2), profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+                                        with_flops=True) as prof:
                 for _ in range(chunk):
                     t = time.perf_counter()
                     with record_function(_CALL):
@@ -169,6 +170,8 @@ class TorchSession(Session):
                     seen[event.name] += 1
                     name, leaf = f"{event.name}#{seen[event.name]}", _kernel(event)
                     kinds.setdefault(name, (event.name, leaf.name))
+                    # PyTorch counts an eager convolution's or matrix product's FLOPs itself.
+                    costs.setdefault(name, (float(event.flops) if event.flops else None, None))
                     dtypes = leaf.input_dtypes or event.input_dtypes or [""]
                     precisions.setdefault(name, _DTYPES.get(dtypes[0], ""))
                     times.setdefault(name, []).append(event.cpu_time_total / 1e3)
@@ -178,9 +181,11 @@ class TorchSession(Session):
                     path = Path(tmp) / "trace.json"
                     prof.export_chrome_trace(str(path))
                     raw = path.read_bytes()
-        ops = op_times(kinds, times, calls, lambda name, _: precisions[name])
+        ops = op_times(kinds, times, calls, lambda name, _: precisions[name], costs)
         return OpProfile(ops, call_ms, per_call, "torch.profiler (CPU, operator time per call)",
-                         {"torch-trace.json": raw}, resolution_ms=0.001)
+                         {"torch-trace.json": raw}, resolution_ms=0.001,
+                         flops_from="torch.profiler's own count" if any(
+                             op.flops for op in ops) else "")
 
 
 class _Torch(Engine):

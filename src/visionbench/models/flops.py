@@ -6,6 +6,8 @@ published figures of these networks leave them out."""
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 
 import onnx
 
@@ -38,3 +40,35 @@ def count_macs(inferred: onnx.ModelProto) -> int | None:
         else:
             total += math.prod(out) * a[-1]
     return total
+
+
+#: The operation types that are convolutions or matrix products, in every engine's words
+#: (ONNX Runtime's Conv, FusedConv, QLinearConv, Gemm; OpenVINO's Convolution, FullyConnected;
+#: PyTorch's aten::conv2d, mkldnn::_convolution_pointwise, onednn::qlinear_pointwise, aten::addmm;
+#: TensorFlow's FusedConv2D, QuantizedConv2DWith..., MatMul), not QLinearAdd and its kind.
+_COMPUTE = re.compile(r"conv|matmul|gemm|fullyconnected|inner_product|addmm|aten::(b?mm|linear)\b"
+                      r"|qlinear_pointwise", re.IGNORECASE)
+
+
+def is_compute(op_type: str) -> bool:
+    """Whether an executed operation is a convolution or a matrix product."""
+    return bool(_COMPUTE.search(op_type))
+
+
+def op_flops(op_type: str, inputs: Sequence[Sequence[int]],
+             output: Sequence[int]) -> float | None:
+    """Arithmetic operations (a multiply and an add count two) of one executed convolution or
+    matrix product, from the shapes the engine ran it with; None for other operations or shapes
+    it cannot read. A convolution's output elements each take (input channels / groups x kernel)
+    products: its weight's elements over the output channels, which also holds for a blocked
+    layout (ONNX Runtime's NCHWc: ``[N, C/8, H, W, 8]``)."""
+    if not is_compute(op_type) or not output or not inputs or not inputs[0]:
+        return None
+    out = math.prod(output)
+    if "conv" in op_type.lower():
+        weight = next((s for s in inputs[1:] if len(s) >= 3), None)
+        if weight is None or len(output) < 3:
+            return None
+        channels = output[1] * (output[4] if len(output) == 5 else 1)
+        return 2.0 * out * math.prod(weight) / channels if channels else None
+    return 2.0 * out * inputs[0][-1]  # a matrix product: each output element takes K products

@@ -282,6 +282,24 @@ def peak_share(results: Results, m: Measurement) -> float | None:
     return m.throughput_ips * info.gflop_per_image / peak.gops
 
 
+def roofline(results: Results, precision: str, flops: float | None, ms: float | None,
+             nbytes: float | None = None) -> tuple[float | None, float | None, float | None]:
+    """An operation's achieved GFLOP/s, its share of the machine's peak at ``precision``, and its
+    share of the roofline's bound: the peak, or the memory bandwidth times its arithmetic
+    intensity (FLOPs per byte it must move) where that is lower. None where not known."""
+    if not flops or not ms:
+        return None, None, None
+    gflops = flops / ms / 1e6
+    peak = peak_for(results, precision)
+    if peak is None or not peak.gops:
+        return gflops, None, None
+    bound = peak.gops
+    bandwidth = results.system.peak.bandwidth if results.system.peak else None
+    if nbytes and bandwidth:
+        bound = min(bound, flops / nbytes * bandwidth.gbs)
+    return gflops, gflops / peak.gops, gflops / bound
+
+
 def share_text(results: Results, m: Measurement) -> str:
     share = peak_share(results, m)
     return "—" if share is None else f"{share:.0%}"

@@ -23,6 +23,7 @@ from visionbench.reporting.format import (
     per_batch,
     ran_as,
     resource_notes,
+    roofline,
     share_text,
     suite_note,
     throughput_text,
@@ -399,7 +400,7 @@ def profiles(results: Results) -> list[Section]:
     for r in results.profiles:
         name = (f"{r.model}: " if r.model else "") + r.engine
         if r.status != "ok":
-            rows.append(Row((name, r.precision, r.status, *["—"] * 7), True, note=r.reason or ""))
+            rows.append(Row((name, r.precision, r.status, *["—"] * 9), True, note=r.reason or ""))
             continue
         total = r.ops_ms or 0.0
         types = "; ".join(f"{t} {ms / total:.0%}" for t, ms in list(r.by_type.items())[:4]) \
@@ -407,16 +408,19 @@ def profiles(results: Results) -> list[Section]:
         precisions = "; ".join(f"{p or 'none'} {ms / total:.0%}" for p, ms in r.by_precision.items()
                                ) if total > 0 else "—"
         bad = r.consistent is not True
+        gflops, of_peak, _ = roofline(results, r.precision, r.compute_flops, r.compute_ms)
         rows.append(Row((name, r.precision, str(r.calls), fmt(r.p50_ms, ".3f"),
                          fmt(r.profiled_p50_ms, ".3f"), fmt(r.coverage, ".0%"),
-                         fmt(r.overhead_ms, "+.3f"), fmt(r.unplaced_ms, ".3f"), types, precisions),
+                         fmt(r.overhead_ms, "+.3f"), fmt(r.unplaced_ms, ".3f"), fmt(gflops, ".1f"),
+                         fmt(of_peak, ".0%"), types, precisions),
                         bad, alerts=frozenset({5}) if bad else frozenset()))
     out = [Section(
         "profiles", "Where the batch-1 time goes (--mode profile)",
         columns("engine", "precision", "calls", "p50 ms", "profiled p50 ms", "ops / call",
-                "profiler adds ms", "not placed ms", "slowest operation types",
-                "time by precision", numeric=("calls", "p50 ms", "profiled p50 ms", "ops / call",
-                                              "profiler adds ms", "not placed ms")),
+                "profiler adds ms", "not placed ms", "conv+matmul GFLOP/s", "of peak",
+                "slowest operation types", "time by precision",
+                numeric=("calls", "p50 ms", "profiled p50 ms", "ops / call", "profiler adds ms",
+                         "not placed ms", "conv+matmul GFLOP/s", "of peak")),
         tuple(rows),
         notes=tuple(dict.fromkeys(f"{r.key}: {n}" for r in results.profiles for n in r.notes)),
         intro="Each engine and precision at batch 1, one synchronous request, in a fresh process: "
@@ -426,22 +430,35 @@ def profiles(results: Results) -> list[Section]:
               "profiled call its operations account for: below 100%, the engine spends time "
               "between operations the profiler does not place (`not placed ms`; marked when more "
               "than 10% off, beyond what the profiler's resolution allows); `profiler adds ms` is "
-              "the profiled p50 against the unprofiled. The profiler's files (a Chrome/Perfetto "
-              "trace, OpenVINO's executed graph) are in the run directory's profiles/ folder.")]
+              "the profiled p50 against the unprofiled. `conv+matmul GFLOP/s`: the convolutions' "
+              "and matrix products' arithmetic over their time (FLOPs from the shapes each ran "
+              "with, or the profiler's own count, else the model's per operation type), and its "
+              "share of this machine's peak at the precision. The profiler's files (a "
+              "Chrome/Perfetto trace, OpenVINO's executed graph) are in the run directory's "
+              "profiles/ folder.")]
     for r in results.profiles:
         if r.status != "ok" or not r.ops:
             continue
         top, rest = r.ops[:TOP_OPS], r.ops[TOP_OPS:]
-        op_rows = [Row((op.name, op.op_type, op.precision or "—", op.kernel or "—",
-                        f"{op.ms:.4f}", f"{op.share:.1%}")) for op in top]
+        op_rows = []
+        for op in top:
+            gflops, of_peak, of_bound = roofline(results, op.precision or r.precision, op.flops,
+                                                 op.ms, op.bytes)
+            op_rows.append(Row((op.name, op.op_type, op.precision or "—", op.kernel or "—",
+                                f"{op.ms:.4f}", f"{op.share:.1%}", fmt(gflops, ".1f"),
+                                fmt(of_peak, ".0%"), fmt(of_bound, ".0%"))))
         if rest:
             op_rows.append(Row((f"{len(rest)} others", "", "", "", f"{sum(o.ms for o in rest):.4f}",
-                                f"{sum(o.share for o in rest):.1%}")))
+                                f"{sum(o.share for o in rest):.1%}", "", "", "")))
+        flops = (f"FLOPs from {r.flops_from}" if r.flops_from else "FLOPs not known") + (
+            "; of bound: of the roofline's bound, the peak or the memory bandwidth times the "
+            "operation's FLOPs per byte moved where lower" if any(o.bytes for o in top) else "")
         out.append(Section(
             f"profile-{r.key}", f"Slowest operations: {r.key}",
-            columns("operation", "type", "precision", "kernel", "ms per call", "share",
-                    numeric=("ms per call", "share")),
-            tuple(op_rows), notes=(f"{r.source}; files: {', '.join(r.files) or 'none'}",)))
+            columns("operation", "type", "precision", "kernel", "ms per call", "share", "GFLOP/s",
+                    "of peak", "of bound",
+                    numeric=("ms per call", "share", "GFLOP/s", "of peak", "of bound")),
+            tuple(op_rows), notes=(f"{r.source}; files: {', '.join(r.files) or 'none'}", flops)))
     return out
 
 

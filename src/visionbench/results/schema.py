@@ -407,6 +407,11 @@ class OpRow(BaseModel):
     share: float = Field(description="of the operations' summed time")
     precision: str = Field("", description="what it computed in, where the engine says")
     kernel: str = Field("", description="the engine's kernel or primitive")
+    flops: float | None = Field(None, description="arithmetic operations per call (a multiply and "
+                                "an add count two) of a convolution or matrix product, from the "
+                                "shapes the engine ran it with, or the profiler's own count")
+    bytes: float | None = Field(None, description="bytes it reads and writes at the least (inputs, "
+                                "weights, outputs once), where the engine gives them")
 
 
 class ProfileRun(EngineRecord):
@@ -427,6 +432,12 @@ class ProfileRun(EngineRecord):
                                     "operation the profiler's resolution")
     overhead_ms: float | None = Field(None, description="what the profiler adds to a call: "
                                       "profiled_p50_ms minus p50_ms")
+    compute_ms: float | None = Field(None, description="ms per call of the convolutions and matrix "
+                                     "products whose FLOPs are known")
+    compute_flops: float | None = Field(None, description="their arithmetic operations per call")
+    flops_from: str = Field("", description="where compute_flops comes from: each operation's "
+                            "shapes, the profiler's own count, or the model's graph per "
+                            "operation type; empty where not known")
     unplaced_ms: float | None = Field(None, description="of the profiled call, the time no "
                                       "operation holds (the framework between operations, the "
                                       "call itself): profiled_p50_ms x (1 - coverage)")

@@ -21,6 +21,7 @@ from visionbench.data.synthetic import input_pool
 from visionbench.engines import Precision, get_engine
 from visionbench.engines.base import OpProfile
 from visionbench.launch.protocol import Result
+from visionbench.models.flops import is_compute
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import now
@@ -80,8 +81,24 @@ def profile_one(conn: Connection, job: Job) -> None:
     conn.send(Result({"p50_ms": statistics.median(times), "profile": prof}))
 
 
+def _compute(prof: OpProfile, model: ModelSpec) -> tuple[float | None, float | None, str]:
+    """The convolutions and matrix products' time and FLOPs per call, and where the FLOPs come
+    from: each operation's own where the engine gives them all, else the model's count over
+    every operation of those types (an engine that names no shapes, or not every one's), else
+    none."""
+    compute = [op for op in prof.ops if is_compute(op.op_type)]
+    if compute and all(op.flops for op in compute):
+        return (sum(op.ms for op in compute), sum(op.flops or 0.0 for op in compute),
+                prof.flops_from)
+    if compute and model.gflop_per_image:
+        return (sum(op.ms for op in compute), model.gflop_per_image * 1e9,
+                "the model's graph, per operation type (the profiler gives not every "
+                "operation's shapes)")
+    return None, None, ""
+
+
 def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list[str],
-            started: str) -> ProfileRun:
+            started: str, model: ModelSpec) -> ProfileRun:
     ops_ms = sum(op.ms for op in prof.ops)
     ops = sorted(prof.ops, key=lambda op: op.ms, reverse=True)
 
@@ -111,6 +128,10 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
     # The gap's measured causes: what the profiler adds to a call (profiled against unprofiled
     # calls of the same process), and the time within a call no operation holds (the framework
     # between operations: Python, dispatch, a compiled graph's wrapper).
+    compute_ms, compute_flops, flops_from = _compute(prof, model)
+    if not flops_from:
+        notes.append("FLOPs omitted: the profiler names no shapes and the model's count is not "
+                     "known")
     overhead = call - p50
     unplaced = call * (1 - coverage) if coverage is not None else None
     if consistent is False and unplaced is not None:
@@ -126,10 +147,11 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
         engine=task.engine, precision=task.precision, model=task.model if in_suite else None,
         status="ok", calls=len(prof.call_ms), source=prof.source, p50_ms=p50,
         profiled_p50_ms=call, ops_ms=ops_ms, coverage=coverage, consistent=consistent,
-        overhead_ms=overhead, unplaced_ms=unplaced,
+        overhead_ms=overhead, unplaced_ms=unplaced, compute_ms=compute_ms,
+        compute_flops=compute_flops, flops_from=flops_from,
         ops=[OpRow(name=op.name, op_type=op.op_type, ms=op.ms,
                    share=op.ms / ops_ms if ops_ms > 0 else 0.0, precision=op.precision,
-                   kernel=op.kernel) for op in ops],
+                   kernel=op.kernel, flops=op.flops, bytes=op.bytes) for op in ops],
         by_type=summed("op_type"), by_precision=summed("precision"), files=files, notes=notes,
         started_at=started, finished_at=now())
 
@@ -156,7 +178,7 @@ class ProfileScenario(PerEngine[ProfileRun]):
         if isinstance(prof, NotImplementedError):
             return self.unmeasured(task, setup, "unsupported", f"{task.engine}: {prof}")
         files = setup.store.write_files(f"profiles/{self.key(task)}", prof.files)
-        return _record(task, self.in_suite, value["p50_ms"], prof, files, started)
+        return _record(task, self.in_suite, value["p50_ms"], prof, files, started, setup.model)
 
     def add(self, setup: Setup, record: ProfileRun, reporter: Reporter) -> None:
         setup.store.add(record)
