@@ -90,3 +90,16 @@ def test_a_broken_page_is_caught(browser, tmp_path):
     page.write_text("<html><body><script>undefined_function();</script></body></html>")
     browser.get(page.as_uri())
     assert any(e["level"] == "SEVERE" for e in browser.get_log("browser"))
+
+
+def test_the_profile_figure_renders_in_a_browser(browser, tmp_path):
+    """`visionbench profile`'s report: the figure of where the batch-1 time goes, per engine and
+    precision, renders at its size and not blank."""
+    from conftest import TINY, vb
+
+    out = tmp_path / "profile"
+    proc = vb("profile", *TINY, "--engine", "onnxruntime,openvino", "--precision", "fp32,int8",
+              "--iterations", "5", "--warmup", "1", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    check_page(browser, out / "report.html", {"fig-profile"})
+    assert (out / "profile.png").stat().st_size > 0 and (out / "profile.svg").stat().st_size > 0

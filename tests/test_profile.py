@@ -126,7 +126,7 @@ def test_the_profile_command_records_and_reports_where_the_time_goes(tmp_path, m
     assert ort["flops_from"] == "the shapes in ONNX Runtime's trace"
     assert ort["compute_flops"] > 0 and 0 < ort["compute_ms"] <= ort["ops_ms"]
     assert all(op["flops"] > 0 and op["bytes"] > 0 for op in ort["ops"] if op["op_type"] == "Conv")
-    assert ort["overhead_ms"] == pytest.approx(ort["profiled_p50_ms"] - ort["p50_ms"])
+    assert ort["ms_added_by_profiler"] == pytest.approx(ort["profiled_p50_ms"] - ort["p50_ms"])
     [trace] = ort["files"]
     assert trace == "profiles/profile-onnxruntime-fp32/onnxruntime-trace.json"
     assert any(e.get("cat") == "Node" for e in json.loads((out / trace).read_text()))
@@ -170,3 +170,17 @@ def test_an_operations_place_on_the_roofline():
     assert roofline(results, "fp32", 1e8, 1.0, 1e8) == pytest.approx((100.0, 0.5, 2.5))
     assert roofline(results, "int8", 1e8, 1.0) == (pytest.approx(100.0), None, None)  # no peak
     assert roofline(results, "fp32", None, 1.0) == (None, None, None)
+
+
+def test_profile_flag_adds_the_profile_to_a_run(tmp_path):
+    """`run --profile` (and `suite --profile`) profiles after the timed measurements, as
+    `--mode ...,profile` does; without it, no profile."""
+    from visionbench.api import study_config
+
+    def cfg(**kw):
+        return study_config(model="resnet50-tiny", engines="onnxruntime", output=tmp_path, **kw)
+
+    assert cfg(profile=True).study.profile and cfg(profile=True).study.modes == [
+        "throughput", "latency"]
+    assert cfg(modes="latency,profile").study.profile
+    assert not cfg().study.profile and not cfg(profile=False).study.profile

@@ -172,8 +172,11 @@ class Study:
                           help="Also measure accuracy on --data at every precision.")
     #: ``--mode cold``: each engine and precision started in fresh processes.
     cold: bool = False
-    #: ``--mode profile``: each engine and precision profiled per operation at batch 1.
-    profile: bool = False
+    #: ``--mode profile`` (or ``--profile``): each engine and precision profiled per operation at
+    #: batch 1, after the timed measurements.
+    profile: bool = flag(False, group="modes",
+                         help="Also profile each engine and precision per operation at batch 1, "
+                              "after the timed measurements (= adding profile to --mode).")
     no_cache: bool = flag(False, group="modes",
                           help="--mode cold: re-run INT8 quantization in each fresh process "
                                "instead of reading visionbench's cache.")

@@ -72,3 +72,22 @@ def op_flops(op_type: str, inputs: Sequence[Sequence[int]],
         channels = output[1] * (output[4] if len(output) == 5 else 1)
         return 2.0 * out * math.prod(weight) / channels if channels else None
     return 2.0 * out * inputs[0][-1]  # a matrix product: each output element takes K products
+
+
+#: The groups an executed operation falls in, across engines (the first that matches; layout
+#: conversions a group of their own, as ``benchmark_app -pc`` users look for them), for sums and
+#: the report's figure; what matches none is "other operations".
+GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("convolutions and matrix products", _COMPUTE),
+    ("layout conversions", re.compile(r"reorder|transpose|contiguous|copy|aten::to$|reshape|"
+                                      r"flatten|^pad$|concat|nchwc", re.IGNORECASE)),
+    ("quantize and dequantize", re.compile(r"quantize", re.IGNORECASE)),
+    ("pooling", re.compile(r"pool|reducemean|^mean$", re.IGNORECASE)),
+    ("normalisation", re.compile(r"norm", re.IGNORECASE)),
+)
+OTHER = "other operations"
+
+
+def op_group(op_type: str) -> str:
+    """The group of an executed operation type (``GROUPS``), else ``OTHER``."""
+    return next((name for name, pattern in GROUPS if pattern.search(op_type)), OTHER)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from visionbench.fsutil import atomic_write_all
+from visionbench.models.flops import GROUPS, OTHER
 from visionbench.results import Measurement, Results
 from visionbench.results.suite import workload_names
 
@@ -212,6 +213,47 @@ def suite_figure(results: Results, mode: str) -> Figure:
     return fig
 
 
+#: The profile figure's segments, in order: the groups of operation types, then the time of a
+#: profiled call no operation holds.
+UNPLACED = "not placed (between operations)"
+SEGMENTS = (*(name for name, _ in GROUPS), OTHER, UNPLACED)
+
+
+def profile_figure(results: Results) -> Figure:
+    """Where the batch-1 time goes: a bar per engine and precision, its profiled call's ms
+    split by group of operation types and the time no operation holds; a tick at the
+    unprofiled p50."""
+    ok = [r for r in results.profiles if r.status == "ok"]
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.45 * len(ok)), dpi=120)
+    labels = [(f"{r.model}: " if r.model else "") + f"{r.engine} {r.precision.upper()}" for r in ok]
+    shown: set[str] = set()
+    for y, r in enumerate(ok):
+        left = 0.0
+        for i, name in enumerate(SEGMENTS):
+            ms = r.unplaced_ms if name == UNPLACED else r.by_group.get(name)
+            if not ms or ms <= 0:
+                continue
+            ax.barh(y, ms, 0.6, left=left, color=SHADES[i % len(SHADES)] if i < len(SHADES)
+                    else "white", hatch=HATCHES[i % len(HATCHES)], edgecolor="black",
+                    linewidth=0.5, label=None if name in shown else name)
+            shown.add(name)
+            left += ms
+        if r.p50_ms:
+            ax.plot([r.p50_ms, r.p50_ms], [y - 0.38, y + 0.38], color="black", linewidth=1.6,
+                    label=None if "p50" in shown else "unprofiled p50")
+            shown.add("p50")
+    ax.set_yticks(range(len(ok)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds per batch-1 call, profiled")
+    ax.grid(axis="x", color="0.85", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.5 / max(
+        len(ok), 1) - 0.25), ncol=3)
+    ax.set_title(_system_title(results, "where the batch-1 time goes"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def render(fig: Figure) -> dict[str, bytes]:
     """A figure as PNG and SVG bytes; the figure is closed."""
     out = {}
@@ -235,8 +277,11 @@ def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
         return {"throughput": render(sweep_throughput_figure(results)),
                 "latency": render(sweep_latency_figure(results))}
     makers = (("throughput", throughput_figure), ("latency", latency_figure))
-    return {name: render(make(results)) for name, make in makers
-            if any(m.mode == name for m in results.measurements)}
+    out = {name: render(make(results)) for name, make in makers
+           if any(m.mode == name for m in results.measurements)}
+    if any(r.status == "ok" for r in results.profiles):
+        out["profile"] = render(profile_figure(results))
+    return out
 
 
 def write_outputs(figures: dict[str, dict[str, bytes]], pages: dict[str, str],

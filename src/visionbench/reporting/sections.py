@@ -411,7 +411,8 @@ def profiles(results: Results) -> list[Section]:
         gflops, of_peak, _ = roofline(results, r.precision, r.compute_flops, r.compute_ms)
         rows.append(Row((name, r.precision, str(r.calls), fmt(r.p50_ms, ".3f"),
                          fmt(r.profiled_p50_ms, ".3f"), fmt(r.coverage, ".0%"),
-                         fmt(r.overhead_ms, "+.3f"), fmt(r.unplaced_ms, ".3f"), fmt(gflops, ".1f"),
+                         fmt(r.ms_added_by_profiler, "+.3f"), fmt(r.unplaced_ms, ".3f"),
+                         fmt(gflops, ".1f"),
                          fmt(of_peak, ".0%"), types, precisions),
                         bad, alerts=frozenset({5}) if bad else frozenset()))
     out = [Section(
@@ -435,7 +436,10 @@ def profiles(results: Results) -> list[Section]:
               "with, or the profiler's own count, else the model's per operation type), and its "
               "share of this machine's peak at the precision. The profiler's files (a "
               "Chrome/Perfetto trace, OpenVINO's executed graph) are in the run directory's "
-              "profiles/ folder.")]
+              "profiles/ folder.",
+        figures=(("profile", "Where the batch-1 time goes: each engine and precision's profiled "
+                              "call split by group of operation types, and the time no operation "
+                              "holds; the tick is the unprofiled p50."),))]
     for r in results.profiles:
         if r.status != "ok" or not r.ops:
             continue

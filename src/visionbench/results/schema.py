@@ -430,8 +430,9 @@ class ProfileRun(EngineRecord):
                                    "profiler keeps means only, their sum over the calls' mean")
     consistent: bool | None = Field(None, description="coverage within 10% of 1, allowing each "
                                     "operation the profiler's resolution")
-    overhead_ms: float | None = Field(None, description="what the profiler adds to a call: "
-                                      "profiled_p50_ms minus p50_ms")
+    ms_added_by_profiler: float | None = Field(None, description="what the profiler adds to a "
+                                               "call: profiled_p50_ms minus p50_ms (below 0 "
+                                               "where noise outweighs it)")
     compute_ms: float | None = Field(None, description="ms per call of the convolutions and matrix "
                                      "products whose FLOPs are known")
     compute_flops: float | None = Field(None, description="their arithmetic operations per call")
@@ -444,6 +445,10 @@ class ProfileRun(EngineRecord):
     ops: list[OpRow] = Field(default_factory=list, description="slowest first")
     by_type: dict[str, float] = Field(default_factory=dict, description="ms per operation type, "
                                       "slowest first")
+    by_group: dict[str, float] = Field(default_factory=dict, description="ms per group of "
+                                       "operation types across engines (convolutions and matrix "
+                                       "products, layout conversions, quantize and dequantize, "
+                                       "pooling, normalisation, other operations)")
     by_precision: dict[str, float] = Field(default_factory=dict, description="ms per executed "
                                            "precision ('' where the engine says none)")
     files: list[str] = Field(default_factory=list, description="the profiler's files (a trace, "

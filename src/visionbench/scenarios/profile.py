@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -19,9 +20,9 @@ from visionbench.config import RunConfig
 from visionbench.data.images import Dataset
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import Precision, get_engine
-from visionbench.engines.base import OpProfile
+from visionbench.engines.base import OpProfile, OpTime
 from visionbench.launch.protocol import Result
-from visionbench.models.flops import is_compute
+from visionbench.models.flops import is_compute, op_group
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import now
@@ -102,10 +103,10 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
     ops_ms = sum(op.ms for op in prof.ops)
     ops = sorted(prof.ops, key=lambda op: op.ms, reverse=True)
 
-    def summed(key: str) -> dict[str, float]:
+    def summed(key: Callable[[OpTime], str]) -> dict[str, float]:
         out: dict[str, float] = {}
         for op in ops:
-            out[getattr(op, key)] = out.get(getattr(op, key), 0.0) + op.ms
+            out[key(op)] = out.get(key(op), 0.0) + op.ms
         return dict(sorted(out.items(), key=lambda kv: kv[1], reverse=True))
 
     call = statistics.median(prof.call_ms)
@@ -147,12 +148,13 @@ def _record(task: Task, in_suite: bool, p50: float, prof: OpProfile, files: list
         engine=task.engine, precision=task.precision, model=task.model if in_suite else None,
         status="ok", calls=len(prof.call_ms), source=prof.source, p50_ms=p50,
         profiled_p50_ms=call, ops_ms=ops_ms, coverage=coverage, consistent=consistent,
-        overhead_ms=overhead, unplaced_ms=unplaced, compute_ms=compute_ms,
+        ms_added_by_profiler=overhead, unplaced_ms=unplaced, compute_ms=compute_ms,
         compute_flops=compute_flops, flops_from=flops_from,
         ops=[OpRow(name=op.name, op_type=op.op_type, ms=op.ms,
                    share=op.ms / ops_ms if ops_ms > 0 else 0.0, precision=op.precision,
                    kernel=op.kernel, flops=op.flops, bytes=op.bytes) for op in ops],
-        by_type=summed("op_type"), by_precision=summed("precision"), files=files, notes=notes,
+        by_type=summed(lambda op: op.op_type), by_precision=summed(lambda op: op.precision),
+        by_group=summed(lambda op: op_group(op.op_type)), files=files, notes=notes,
         started_at=started, finished_at=now())
 
 
