@@ -28,16 +28,17 @@ run: $(VENV)/.installed
 	$(VENV)/bin/visionbench run $(ARGS)
 
 # Headless Chromium for the HTML report's browser test, numactl for the pinned-instance test,
-# iproute2 (ip) for the fleet test across network namespaces (Debian packages). Without them
-# those tests are skipped, except in CI (.ci/run: VISIONBENCH_REQUIRE_BROWSER=1 and
-# VISIONBENCH_REQUIRE_NETNS=1), where the browser and network tests fail.
+# iproute2 (ip) for the fleet test across network namespaces, tcmalloc and jemalloc for
+# --allocator (Debian packages). Without them those tests are skipped, except in CI (.ci/run:
+# VISIONBENCH_REQUIRE_BROWSER=1, VISIONBENCH_REQUIRE_NETNS=1 and VISIONBENCH_REQUIRE_ALLOCATORS=1),
+# where the browser, network and allocator tests fail.
 system:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v numactl >/dev/null && \
-	  command -v ip >/dev/null || \
-	  { echo "installing chromium, chromium-driver, numactl and iproute2 for the browser, pinning and network tests"; \
+	  command -v ip >/dev/null && dpkg -s libtcmalloc-minimal4 libjemalloc2 >/dev/null 2>&1 || \
+	  { echo "installing chromium, chromium-driver, numactl, iproute2, tcmalloc and jemalloc for the browser, pinning, network and allocator tests"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	      chromium chromium-driver numactl iproute2 >/dev/null; } || \
-	  echo "warning: could not install chromium, numactl or iproute2; their tests will be skipped"
+	      chromium chromium-driver numactl iproute2 libtcmalloc-minimal4 libjemalloc2 >/dev/null; } || \
+	  echo "warning: could not install chromium, numactl, iproute2, tcmalloc or jemalloc; their tests will be skipped"
 
 # The default suite (under 10 minutes on 2 cores); the slow end-to-end tests are test-slow's,
 # which CI (.ci/run) runs as well.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -134,3 +135,14 @@ def small_onnx(path: Path, shape: list, layout: str = "NCHW", elem=None) -> Path
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    """Sets the fake engine's settings (``Settings`` fields) for this test and its workers."""
+
+    def settings(**values: object) -> None:
+        monkeypatch.setenv("VISIONBENCH_FAKE_ENGINE", json.dumps(values))
+
+    settings()
+    return settings

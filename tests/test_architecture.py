@@ -106,7 +106,7 @@ def test_every_declared_setting_is_a_flag_with_its_declared_help():
     from visionbench.cli.main import cli
 
     command_of = {"study": "run", "modes": "run", "method": "run", "timing": "run",
-                  "instances": "run", None: None}
+                  "instances": "run", "environment": "run", None: None}
     for cls, default_command in ((settings.Study, None), (settings.Timing, None),
                                  (settings.Launch, None), (settings.Inputs, None),
                                  (settings.Tune, "tune"), (settings.Fleet, "fleet")):
@@ -117,6 +117,8 @@ def test_every_declared_setting_is_a_flag_with_its_declared_help():
             params = {p.name: p for p in cli.commands[command].params}
             assert f.name in params, (cls.__name__, f.name)
             assert params[f.name].help == f.metadata["help"], f.name
+    tune = {p.name for p in cli.commands["tune"].params}
+    assert {"allocator", "omp_runtime", "env"} <= tune  # the environment tune searches
     params = {p.name: p for p in cli.commands["run"].params}
     assert f"[default: {settings.CALIBRATION_SAMPLES};" in params["calibration_samples"].help
     assert f"{settings.FULL['latency'].warmup} latency" in params["warmup"].help

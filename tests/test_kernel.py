@@ -21,17 +21,6 @@ FAST = {"model": "resnet50-tiny", "engines": "fake", "duration": 0.05, "repeats"
         "calibration_samples": 8}
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
-    """Sets the fake engine's settings (``Settings`` fields) for this test and its workers."""
-
-    def settings(**values: object) -> None:
-        monkeypatch.setenv("VISIONBENCH_FAKE_ENGINE", json.dumps(values))
-
-    settings()
-    return settings
-
-
 def test_the_driver_measures_every_task_and_stores_each_record(tmp_path: Path, fake) -> None:
     fake(ms_per_batch=1.0, ms_per_image=0.02)
     r = visionbench.run(**FAST, isolation="none", output=tmp_path / "r")

@@ -99,7 +99,7 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
             precisions=_names(precisions, PRECISIONS, "precision") or list(PRECISIONS),  # type: ignore[arg-type]
             precisions_explicit=precisions is not None,
             modes=[m for m in chosen if m in MODES], cold="cold" in chosen,  # type: ignore[arg-type]
-            profile="profile" in chosen or bool(options.pop("profile", False)),
+            profile=bool(options.pop("profile", False)) or "profile" in chosen,
             methods=_names(methods, METHODS, "method") if methods is not None
             else ["reference"] if engine_options else list(METHODS),
             threads=threads or available_cpus(), threads_explicit=threads is not None,

@@ -14,6 +14,7 @@ from visionbench.engines import Engine, SessionSpec, all_options
 from visionbench.errors import VisionbenchError
 from visionbench.harness.timing import TimingPlan
 from visionbench.harness.watch import Thresholds
+from visionbench.launch.environment import Environment
 from visionbench.models.shapes import parse_shape
 from visionbench.models.spec import ModelSpec
 from visionbench.settings import (
@@ -84,6 +85,11 @@ class RunConfig:
             raise VisionbenchError("accuracy needs images: give --data DIR")
         if self.existing not in EXISTING:
             raise VisionbenchError(f"unknown policy for an existing run '{self.existing}'")
+        if not self.environment.default:
+            if self.study.cold or self.study.profile:
+                raise VisionbenchError("--allocator, --omp-runtime and --env apply to the throughput "
+                                       "and latency measurements, not to --mode cold or profile")
+            self.environment.variables()  # a library asked for and not installed: one line
         if self.replace_records and self.existing != "append":
             raise VisionbenchError("--replace replaces measurements of the run it appends to: "
                                    "give --append too")
@@ -125,6 +131,19 @@ class RunConfig:
         return dataclasses.replace(
             self, **top,
             **{name: dataclasses.replace(getattr(self, name), **kw) for name, kw in parts.items()})
+
+    @property
+    def environment(self) -> Environment:
+        """The worker processes' environment: ``--allocator``, ``--omp-runtime``, ``--env``."""
+        la = self.launch
+        return Environment(la.allocator or "glibc", la.omp_runtime or "shipped",
+                           tuple(tuple(e.split("=", 1)) for e in la.env or ()))  # type: ignore[misc]
+
+    def with_environment(self, env: Environment) -> RunConfig:
+        """A copy whose worker processes run under ``env``."""
+        return self.replace(allocator=None if env.allocator == "glibc" else env.allocator,
+                            omp_runtime=None if env.omp_runtime == "shipped" else env.omp_runtime,
+                            env=[f"{k}={v}" for k, v in env.env] or None)
 
     def batch_for(self, precision: Precision, mode: Mode) -> int:
         if mode == "latency":

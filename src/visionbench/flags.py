@@ -13,11 +13,11 @@ from typing import Any
 
 def flag(default: Any = None, *, help: str, name: str | None = None, group: str | None = None,
          choices: tuple[str, ...] | None = None, cli_default: Any = MISSING,
-         factory: Callable[[], Any] | None = None) -> Any:
+         factory: Callable[[], Any] | None = None, multiple: bool = False) -> Any:
     """A field declared as a flag: ``--field-name`` (or ``name``) with ``help``; its default
-    made by ``factory`` where it is mutable."""
+    made by ``factory`` where it is mutable; ``multiple``: a flag that may be repeated."""
     meta = {"help": help, "flag": name, "group": group, "choices": choices,
-            "cli_default": cli_default}
+            "cli_default": cli_default, "multiple": multiple}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)

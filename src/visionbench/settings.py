@@ -41,6 +41,14 @@ EXISTING = ("refuse", "append", "overwrite", "resume")
 #: Where measurements run: each engine's in a worker process of its own, each measurement in one
 #: of its own, or all in the process that runs the scenario.
 ISOLATION = ("engine", "measurement", "none")
+#: A worker process's allocator (``--allocator``): glibc's own, or one preloaded (Debian packages
+#: libtcmalloc-minimal4, libjemalloc2); and its OpenMP runtime (``--omp-runtime``): the one the
+#: engine ships, or Intel's (PyPI intel-openmp) preloaded (``launch.environment``).
+ALLOCATORS = ("glibc", "tcmalloc", "jemalloc")
+OMP_RUNTIMES = ("shipped", "intel")
+#: Variables ``--env`` may not set: visionbench's own, and LD_PRELOAD (--allocator and
+#: --omp-runtime preload what they need, checked in the worker).
+RESERVED_ENV = re.compile(r"^(LD_PRELOAD|VISIONBENCH_.*)$")
 #: The reference scripts' instance layouts.
 LAYOUTS = ("throughput", "latency", "reference")
 #: The batch sizes ``tune`` explores, up to where throughput stops rising.
@@ -97,6 +105,29 @@ MAX_WINDOWS = 1000
 MAX_SECONDS = 86400.0
 #: Threads per CPU beyond which --threads is refused (an engine would spawn them all at once).
 MAX_THREADS_PER_CPU = 16
+
+
+def parse_env(items: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+    """``--env``'s items as NAME=VALUE strings, checked: each flag given once per variable, or
+    several in one comma list (a comma starts a new item only before an upper-case NAME=, so
+    KMP_AFFINITY=granularity=fine,compact,1,0 is one item)."""
+    if items is None:
+        return None
+    out: list[str] = []
+    for given in [items] if isinstance(items, str) else items:
+        out += re.split(r",(?=[A-Z_][A-Z0-9_]*=)", given)
+    names: set[str] = set()
+    for item in out:
+        name, eq, _ = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise VisionbenchError(f"--env takes NAME=VALUE (a variable's name, then =), got '{item}'")
+        if RESERVED_ENV.match(name):
+            raise VisionbenchError(f"--env cannot set {name}: visionbench sets it (--allocator and "
+                                   "--omp-runtime preload their libraries)")
+        if name in names:
+            raise VisionbenchError(f"--env sets {name} twice")
+        names.add(name)
+    return out or None
 
 
 def _positive(values: dict[str, int | None]) -> None:
@@ -299,8 +330,33 @@ class Launch:
              "measurement in one of its own, so none holds what an earlier one left (a process "
              "start and the engine's import each); none: every engine in this process "
              "[default: engine].")
+    #: Each measurement timed in a fresh process of its own, even under this process's
+    #: environment (tune's control for an environment variant).
+    fresh_process: bool = False
+    allocator: str | None = flag(
+        group="environment", choices=ALLOCATORS,
+        help="The worker processes' memory allocator: glibc's own, or tcmalloc or jemalloc "
+             "preloaded (Debian: libtcmalloc-minimal4, libjemalloc2), checked in use there "
+             "[default: glibc].")
+    omp_runtime: str | None = flag(
+        group="environment", choices=OMP_RUNTIMES,
+        help="The worker processes' OpenMP runtime: the one the engine ships, or Intel's "
+             "(pip install intel-openmp) preloaded, which then serves the engine's OpenMP calls "
+             "[default: shipped].")
+    env: list[str] | None = flag(
+        group="environment", multiple=True,
+        help="NAME=VALUE set in the worker processes' environment (KMP_BLOCKTIME=1, "
+             "OMP_WAIT_POLICY=PASSIVE...): repeat it, or give a comma list.")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "env", parse_env(self.env))
+        if self.isolation == "none" and (self.allocator or self.omp_runtime or self.env):
+            raise VisionbenchError("--allocator, --omp-runtime and --env set the environment of "
+                                   "worker processes: they do not apply with --isolation none")
+        for name, value, allowed in (("--allocator", self.allocator, ALLOCATORS),
+                                     ("--omp-runtime", self.omp_runtime, OMP_RUNTIMES)):
+            if value is not None and value not in allowed:
+                raise VisionbenchError(f"unknown {name} '{value}'; choose from {', '.join(allowed)}")
         if self.isolation is not None and self.isolation not in ISOLATION:
             raise VisionbenchError(f"unknown isolation '{self.isolation}'; choose from "
                                    f"{', '.join(ISOLATION)}")

@@ -43,6 +43,10 @@ def flags_of(*classes: type, group: str | None = None) -> list[Callable]:
                 if isinstance(hint, types.UnionType) else hint
             kind = list if typing.get_origin(kind) is list else kind
             name = meta["flag"] or "--" + f.name.replace("_", "-")
+            if meta.get("multiple"):  # repeated: its values, None where never given
+                out.append(click.option(name, f.name, multiple=True, help=meta["help"],
+                                        callback=lambda _c, _p, v: list(v) or None))
+                continue
             if kind is bool:
                 pair = {"default": f.default, "show_default": True} if "/" in name else {}
                 out.append(click.option(name, f.name, is_flag=True, help=meta["help"], **pair))
@@ -106,8 +110,11 @@ ENGINE = [click.option(opt.flag, name, type=click.Choice(opt.choices) if opt.cho
 #: How the engine is configured: the reference study's method or the engine's own.
 (METHOD,) = flags_of(Study, group="method")
 
-#: Pinned instances and worker isolation: shared by run, sweep, suite and fleet.
-INSTANCES = [*flags_of(Launch, group="instances"), *ENGINE]
+#: The worker processes' environment: allocator, OpenMP runtime, variables.
+ENVIRONMENT = flags_of(Launch, group="environment")
+
+#: Pinned instances, worker isolation and environment: shared by run, sweep, suite and fleet.
+INSTANCES = [*flags_of(Launch, group="instances"), *ENVIRONMENT, *ENGINE]
 
 #: How long and how often to time: shared by run and sweep.
 TIMING = flags_of(Timing, group="timing")
@@ -134,9 +141,9 @@ def study(append: bool = False, overwrite: bool = False, **kw: Any) -> dict[str,
 
 _REFERENCE = sorted(set(REFERENCE_BATCH.values()), reverse=True)
 
-#: tune's own options, and its batch sizes.
+#: tune's own options, its batch sizes and the environment (searched where not given).
 TUNE = [
-    *flags_of(Tune),
+    *flags_of(Tune), *ENVIRONMENT,
     click.option("--batch-sizes", callback=int_list,
                  help=f"Batch sizes to explore [default: {','.join(map(str, LADDER))}, up to where "
                       "throughput stops rising]."),

@@ -18,6 +18,7 @@ import numpy as np
 
 from visionbench.data.calibration import Calibration
 from visionbench.errors import VisionbenchError
+from visionbench.launch.environment import Environment
 from visionbench.models import definition_missing
 from visionbench.models.registry import Definition
 from visionbench.models.spec import ModelSpec
@@ -202,6 +203,25 @@ class Session(ABC):
         """Release the engine's resources."""
 
 
+#: The environment knobs tune tries on every engine, one at a time, by name: the allocators.
+ALLOCATOR_KNOBS = {"allocator=tcmalloc": Environment("tcmalloc"),
+                   "allocator=jemalloc": Environment("jemalloc")}
+#: ... and on an engine whose inference runs on OpenMP: Intel's runtime (preloaded, it serves
+#: the GNU entry points the engine calls) with the reference scripts' settings, and GNU libgomp's
+#: wait policy (libgomp reads no KMP_ variable).
+OPENMP_KNOBS = {
+    "omp-runtime=intel": Environment(omp_runtime="intel"),
+    "KMP_BLOCKTIME=1": Environment(omp_runtime="intel", env=(("KMP_BLOCKTIME", "1"),)),
+    "KMP_AFFINITY=granularity=fine,compact,1,0": Environment(
+        omp_runtime="intel", env=(("KMP_AFFINITY", "granularity=fine,compact,1,0"),)),
+    "OMP_WAIT_POLICY=PASSIVE": Environment(env=(("OMP_WAIT_POLICY", "PASSIVE"),)),
+    "OMP_WAIT_POLICY=ACTIVE": Environment(env=(("OMP_WAIT_POLICY", "ACTIVE"),)),
+}
+#: What an environment knob measured on an engine: it acts, it does nothing (tune does not
+#: search it there), or not measured yet (searched).
+KnobVerdict = Literal["acts", "nothing", "unmeasured"]
+
+
 class Engine(ABC):
     name: ClassVar[str]
     #: The Python module whose presence means the engine is installed.
@@ -214,6 +234,14 @@ class Engine(ABC):
     options: ClassVar[tuple[EngineOption, ...]] = ()
     #: What it runs of an ONNX model: the graph itself, or the model rebuilt in its framework.
     definition: ClassVar[Definition] = "onnx"
+    #: The threads its inference runs on, as read in a process that ran it (the libraries
+    #: mapped and serving OpenMP's entry points, docs/method.md): "openmp" (its wheel's OpenMP
+    #: runtime), "tbb" or "own" (a thread pool of its own); and the evidence.
+    threading: ClassVar[tuple[str, str]] = ("own", "")
+    #: The environment knobs measured on it (benchmarks/environment.py, alternating rounds):
+    #: knob name (``ALLOCATOR_KNOBS``, ``OPENMP_KNOBS``) -> (verdict, the measurement). A knob
+    #: not listed is unmeasured.
+    environment_knobs: ClassVar[Mapping[str, tuple[KnobVerdict, str]]] = {}
 
     @classmethod
     def installed(cls) -> bool:
@@ -246,6 +274,29 @@ class Engine(ABC):
         size at ``precision`` on ``threads`` (none: tune explores batch sizes, instances and the
         methods only)."""
         return []
+
+    def environment_candidates(self) -> dict[str, Environment]:
+        """The environment knobs that can act on it: the allocators, and OpenMP's where its
+        inference runs on OpenMP."""
+        return {**ALLOCATOR_KNOBS, **(OPENMP_KNOBS if self.threading[0] == "openmp" else {})}
+
+    def environments(self) -> dict[str, Environment]:
+        """The environment variants tune tries (one knob each), by knob name: the candidates
+        less every knob measured to do nothing on this engine."""
+        return {k: e for k, e in self.environment_candidates().items()
+                if self.environment_knobs.get(k, ("unmeasured", ""))[0] != "nothing"}
+
+    def environment_warnings(self, env: Environment) -> list[str]:
+        """What a measurement under ``env`` must tell: a knob that does nothing on this engine."""
+        out = []
+        if env.omp_runtime == "intel" and self.threading[0] != "openmp":
+            out.append(f"--omp-runtime intel does nothing on {self.name}: its inference does not "
+                       f"run on OpenMP ({self.threading[1]})")
+        for name in (n for n, e in ALLOCATOR_KNOBS.items() if e.allocator == env.allocator):
+            verdict, evidence = self.environment_knobs.get(name, ("unmeasured", ""))
+            if verdict == "nothing":
+                out.append(f"{name} measured to do nothing on {self.name}: {evidence}")
+        return out
 
     def batch_problem(self, options: Mapping[str, Any], batch: int) -> str | None:
         """Why ``options`` cannot run a batch of ``batch`` images (checked before a run), or None."""

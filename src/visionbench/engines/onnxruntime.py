@@ -25,6 +25,7 @@ from visionbench.engines.base import (
     Engine,
     EngineOption,
     Execution,
+    KnobVerdict,
     OpProfile,
     Precision,
     Session,
@@ -203,6 +204,10 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     module = "onnxruntime"
     extra = "onnxruntime"
+    #: Read after a run: no OpenMP or TBB library mapped (PyPI's build has its own pool).
+    threading = ("own", "its own thread pool; the PyPI build links no OpenMP")
+    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
     options = (
         EngineOption("inter_op_threads", "ONNX Runtime inter-op threads (parallel execution mode "
                                          "when above 1) [default: 1, sequential]."),

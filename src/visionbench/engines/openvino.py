@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from visionbench.engines.base import (
     Engine,
     EngineOption,
     Execution,
+    KnobVerdict,
     OpProfile,
     OpTime,
     Precision,
@@ -253,6 +254,10 @@ class OpenVINOEngine(Engine):
     name = "openvino"
     module = "openvino"
     extra = "openvino"
+    #: Read after a run: openvino/libs/libtbb.so.12 (and libtbbmalloc) mapped, no OpenMP runtime.
+    threading = ("tbb", "oneTBB, shipped in openvino/libs")
+    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
     options = (
         EngineOption("streams", "OpenVINO inference streams compiled: each runs whole batches, "
                                 "from the requests in flight [default: 1; with --hint, the hint's "

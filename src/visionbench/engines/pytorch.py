@@ -31,6 +31,7 @@ from visionbench.engines.base import (
     SESSIONS,
     Engine,
     Execution,
+    KnobVerdict,
     OpProfile,
     Precision,
     Session,
@@ -192,6 +193,11 @@ class _Torch(Engine):
     module = "torch"
     extra = "torch"
     definition = "torch"
+    #: Read after a run: torch/lib/libgomp.so.1 (GNU) mapped and serving omp_get_max_threads;
+    #: ATen's parallel backend is OpenMP (torch.__config__.parallel_info()).
+    threading = ("openmp", "GNU libgomp, shipped in torch/lib")
+    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
     options = (SESSIONS,)
     compiled: ClassVar[bool]
     #: INT8 models by (model sha, calibration key): calibration runs once per process.

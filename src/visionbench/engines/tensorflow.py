@@ -36,6 +36,7 @@ from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
     Engine,
     Execution,
+    KnobVerdict,
     OpProfile,
     Precision,
     Session,
@@ -280,6 +281,11 @@ class TensorFlowEngine(Engine):
     extra = "tensorflow"
     formats = ("onnx", "tensorflow")
     definition = "keras"
+    #: oneDNN reports "runtime:threadpool" (Eigen's pool, ONEDNN_VERBOSE=1); the libgomp a
+    #: process maps is scikit-learn's, loaded by an import, and serves none of TF's ops.
+    threading = ("own", "Eigen's thread pool; oneDNN runs on it, not on OpenMP")
+    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
     _frozen_cache: ClassVar[dict[str, Any]] = {}
 
     def versions(self) -> dict[str, str]:

@@ -120,9 +120,9 @@ class Instance:
 
 
 def _start(i: int, cores: tuple[int, ...], target: str, payload: Any, tmp: Path,
-           nodes: list[list[int]]) -> Child:
+           nodes: list[list[int]], env: dict[str, str]) -> Child:
     how = Launch(f"instance {i} (cores {','.join(map(str, cores))})", cpus=cores,
-                 env={"VISIONBENCH_INSTANCE": str(i)},
+                 env={**env, "VISIONBENCH_INSTANCE": str(i)},
                  numactl=len(nodes) > 1 and shutil.which("numactl") is not None,
                  log=tmp / f"log-{i}.txt")
     return Child("visionbench.harness.instances:instance", (target, payload), how)
@@ -158,18 +158,19 @@ def _await_ready(children: Sequence[Child]) -> dict[int, list[int]]:
 
 def run_instances(target: str, payloads: Sequence[Any], layout: Layout, nodes: list[list[int]],
                   tick: Callable[[float], None] | None = None,
-                  before_release: Callable[[], None] | None = None) -> list[Instance]:
+                  before_release: Callable[[], None] | None = None,
+                  env: dict[str, str] | None = None) -> list[Instance]:
     """Run ``target`` once per instance of ``layout`` (``payloads[i]`` to instance i), released
-    together from a barrier (once ``before_release`` returns, when given). Any instance failing
-    fails the whole run with its error."""
+    together from a barrier (once ``before_release`` returns, when given), each process with
+    ``env`` set over this one's. Any instance failing fails the whole run with its error."""
     children: list[Child] = []
     finished = False
     with tempfile.TemporaryDirectory(prefix="visionbench-instances-") as t:
         tmp = Path(t)
         try:
-            children.append(_start(0, layout.cores[0], target, payloads[0], tmp, nodes))
+            children.append(_start(0, layout.cores[0], target, payloads[0], tmp, nodes, env or {}))
             affinity = _await_ready(children)
-            rest = [_start(i, cores, target, payloads[i], tmp, nodes)
+            rest = [_start(i, cores, target, payloads[i], tmp, nodes, env or {})
                     for i, cores in enumerate(layout.cores) if i]
             children.extend(rest)
             affinity.update(_await_ready(rest))

@@ -1,5 +1,6 @@
 """A launched process: ``python -m visionbench.launch.child FD [CPUS]``. It pins itself to CPUS
-before importing anything else, reads its target (``module:function``) and payload from the
+before importing anything else, checks that the libraries it was started with preloaded are in
+use (``environment.verify``), reads its target (``module:function``) and payload from the
 connection FD, and calls ``target(conn, payload)``; the target sends its messages
 (``launch.protocol``). An error of the target's is sent as one line (``Failed``); ``Done`` ends a
 child whose target returned. Ctrl-C belongs to the parent, which stops its children."""
@@ -27,12 +28,14 @@ def main(argv: list[str]) -> int:
     from multiprocessing.connection import Connection
 
     from visionbench.errors import describe
+    from visionbench.launch.environment import verify
     from visionbench.launch.protocol import Done, Failed
 
     conn = Connection(int(argv[0]))
     try:
         try:
             target, payload = conn.recv()
+            verify()  # the environment it was started with took effect, or nothing runs
             resolve(target)(conn, payload)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return 1  # the parent is gone: nobody to tell

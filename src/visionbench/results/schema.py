@@ -288,6 +288,12 @@ class Measurement(BaseModel):
         "together with the other nodes from a barrier")
     phase: Literal["explore", "confirm"] | None = Field(
         None, description="tune: a short exploring window, or a re-measurement with repeats")
+    environment: dict[str, Any] | None = Field(
+        None, description="the measuring process's environment, read inside it: the allocator and "
+                          "OpenMP runtime asked for (--allocator, --omp-runtime) and --env's "
+                          "variables; the libraries serving malloc and OpenMP's entry points "
+                          "(malloc_from, openmp_from); the allocator, OpenMP and TBB libraries "
+                          "mapped; the runtimes' variables set")
     warnings: list[str] = Field(default_factory=list)
     fidelity: Fidelity | None = Field(None, description="BF16 and INT8: the outputs' fidelity to "
                                       "the same engine's FP32 on the same inputs")

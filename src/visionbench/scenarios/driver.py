@@ -14,6 +14,7 @@ from typing import Any
 from visionbench.cache import tidy
 from visionbench.config import RunConfig
 from visionbench.engines import all_engines, get_engine
+from visionbench.errors import VisionbenchError
 from visionbench.harness.peak import machine_peak
 from visionbench.machine import Machine
 from visionbench.models import registry
@@ -124,6 +125,9 @@ def _records(scenario: Scenario[R], setup: Setup, tasks: list[Task], reporter: R
     isolation = setup.cfg.launch.isolation
     isolate = scenario.isolated and isolation != "none" and bool(runnable)
     if isolate and not registry.in_every_process(setup.model.name):
+        if not setup.cfg.environment.default:
+            raise VisionbenchError(f"{setup.model.name} is registered in this process only: "
+                                   "--allocator, --omp-runtime and --env need a worker process")
         reporter.note(f"{setup.model.name} is registered in this process only: {tasks[0].engine} "
                       "measures it in the main process, not in a worker of its own")
         isolate = False

@@ -52,10 +52,10 @@ class PerEngine(Scenario[E], Generic[E]):
                            reason=reason, started_at=t, finished_at=t)
 
 
-def in_fresh_process(target: str, job: Any, engine: str, timeout: float,
+def in_fresh_process(target: str, job: Any, engine: str, timeout: float | None,
                      env: dict[str, str] | None = None) -> Any:
     """What ``target`` (``module:function(conn, job)``) sends back from a fresh process; its
-    failure as one line."""
+    failure as one line. ``timeout``: seconds to wait (None: until it ends)."""
     child = Child(target, job, Launch(f"a fresh {engine} process", env=env or {}))
     finished = False
     try:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ from visionbench.harness.timing import (
     measure_async,
 )
 from visionbench.harness.watch import Thresholds, Watcher
+from visionbench.launch.environment import here, observe
+from visionbench.launch.protocol import Result
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import InstanceResult, Measurement, RunStore, now
@@ -45,6 +48,7 @@ from visionbench.results.schema import (
     Fidelity,
 )
 from visionbench.scenarios.fidelity import FidelityCheck
+from visionbench.scenarios.fresh import in_fresh_process
 from visionbench.scenarios.plan import layout_for, open_data, study_calibration
 from visionbench.scenarios.scenario import StartHook, Task
 from visionbench.scenarios.timed import (
@@ -105,7 +109,7 @@ def _prepare_and_time(task: Task, engine: Engine, model: ModelSpec, cfg: RunConf
         peak_mib = peak.stop()
         outputs = check.collect(session, plan.batch_size) if check is not None else None
         return Timed(timing, session.execution, outputs, prepared, peak_mib, peak.method, cache,
-                     [d.name for d in meter.domains], meter.unavailable)
+                     [d.name for d in meter.domains], meter.unavailable, observe())
     finally:
         session.close()
 
@@ -122,6 +126,12 @@ def instance_main(job: InstanceJob, barrier: Callable[[], None]) -> Timed:
     timed = _prepare_and_time(job.task, get_engine(job.task.engine), job.model, cfg, job.plan,
                               job.threads, cal, None, barrier)
     return timed
+
+
+def fresh_main(conn: Connection, job: InstanceJob) -> None:
+    """The target of a fresh process that times a task under another environment than its
+    parent's (``time_task``): its Timed sent back."""
+    conn.send(Result(instance_main(job, lambda: None)))
 
 
 def time_task(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, reporter: Reporter,
@@ -144,6 +154,14 @@ def time_task(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, repo
 
     nodes = numa_cores()
     layout = layout_for(cfg, task.mode, nodes)
+    env = cfg.environment
+    if layout is None and (env != here() or cfg.launch.fresh_process):
+        # LD_PRELOAD acts on a process started with it: a fresh one, this process's threads
+        job = InstanceJob(task, cfg, model, plan, cfg.launch.threads)
+        one = in_fresh_process("visionbench.scenarios.measure:fresh_main", job, task.engine, None,
+                               env.variables())
+        return TimedRun(plan, [one], cfg.launch.threads,
+                        [w.throughput for w in clean(one.timing.windows)], started)
     if layout is None:
         # FP32's outputs are the reference: taken from a measurement at a small batch (its
         # latency), made apart (a session at batch 1) before one large batch would be run.
@@ -166,7 +184,7 @@ def time_task(task: Task, engine: Engine, model: ModelSpec, cfg: RunConfig, repo
     job = InstanceJob(task, cfg, model, plan, threads)
     phase("ready")()
     done = run_instances("visionbench.scenarios.measure:instance_main", [job] * layout.instances,
-                         layout, nodes, tick, phase("go"))
+                         layout, nodes, tick, phase("go"), env.variables())
     timed: list[Timed] = [d.value for d in done]
     instances = [InstanceResult(
         index=d.index, cores=list(d.cores), affinity=d.affinity,
@@ -202,6 +220,19 @@ def contradiction(task: Task, ex: Execution, fidelity: Fidelity | None) -> list[
             f"{task.precision.upper()} did not run; the figure is not {task.precision}'s"]
 
 
+def environment_warnings(run: TimedRun) -> list[str]:
+    """What the process's environment, read inside it, says against what was asked: an Intel
+    OpenMP variable (KMP_) where Intel's runtime does not serve OpenMP's entry points."""
+    seen = run.timed[0].environment or {}
+    kmp = sorted(k for k in seen.get("variables", {}) if k.startswith("KMP_"))
+    served = seen.get("openmp_from")
+    if kmp and "libiomp5" not in (served or ""):
+        here = f"OpenMP is served by {served}" if served else "no OpenMP runtime is loaded globally"
+        return [f"{', '.join(kmp)}: read by Intel's OpenMP only, and here {here} (give "
+                "--omp-runtime intel): it does nothing here"]
+    return []
+
+
 def record(run: TimedRun, task: Task, model: ModelSpec, store: RunStore,
            fidelity: Fidelity | None = None) -> Measurement:
     """The Measurement of a timed run (its raw latencies written beside the results): its
@@ -235,7 +266,8 @@ def record(run: TimedRun, task: Task, model: ModelSpec, store: RunStore,
         prepare_seconds=ex.prepare_seconds, memory=memory_record(run.timed),
         energy=energy_record(run.timed[0], sum(w.images for w in run.windows)),
         cold_start=cold_record(run.timed[0]), warnings=contradiction(task, ex, fidelity)
-        + run.warnings(task), fidelity=fidelity,
+        + run.warnings(task) + environment_warnings(run), fidelity=fidelity,
+        environment=run.timed[0].environment,
         released_at=run.released_at, started_at=run.started_at, finished_at=now(), **extra,
     )
 
@@ -249,4 +281,6 @@ def measure_task(
     to FP32 (an FP32 task's outputs become the reference)."""
     run = time_task(task, engine, model, cfg, reporter, calibration, start, check)
     fid = _fidelity(run, task, engine, model, cfg, calibration, check) if check else None
-    return record(run, task, model, store, fid)
+    m = record(run, task, model, store, fid)
+    m.warnings += engine.environment_warnings(cfg.environment)
+    return m

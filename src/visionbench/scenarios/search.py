@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError, describe
+from visionbench.launch.environment import Environment
 from visionbench.reporter import Reporter
 from visionbench.results import Measurement, TuneOutcome
 from visionbench.results.compare import paired_verdict
@@ -18,7 +19,14 @@ from visionbench.scenarios.measure import measure_task
 from visionbench.scenarios.plan import check_memory
 from visionbench.scenarios.rounds import interleave, per_round_ratios
 from visionbench.scenarios.scenario import Setup, Task, unmeasured
-from visionbench.scenarios.setting import Setting, agrees, rerun_command
+from visionbench.scenarios.setting import (
+    Setting,
+    agrees,
+    control,
+    environments,
+    faster_than_control,
+    rerun_command,
+)
 from visionbench.settings import LADDER
 from visionbench.sysinfo import numa_cores
 
@@ -62,6 +70,9 @@ class Search:
         #: The engine's concurrency variants that keep the options given.
         self.space = [v for v in self.engine.search_space(task.precision, self.threads)
                       if agrees(v, given)]
+        #: The environment variants (one knob each), where the user gave no environment.
+        self.environments = environments(self.engine, cfg, reporter) \
+            if cfg.environment.default else {}
 
     def within(self, m: Measurement) -> bool:
         return m.status == "ok" and (self.bound is None or (m.latency is not None
@@ -101,7 +112,7 @@ class Search:
         call = s.batch * s.instances / rate  # instances and requests share the machine
         flight = s.in_flight(self.threads)
         seconds, _ = self.window(s, floor)
-        start = self.prepare + (INSTANCE_START if s.cores_per_instance else 0.0)
+        start = self.prepare + (INSTANCE_START if s.cores_per_instance or s.environment else 0.0)
         # a window ends with the completion of the requests in flight: at most half a request
         # (``flight`` calls) past its time
         return windows * (start + s.warmup(self.threads) * call + seconds + flight * call / 2)
@@ -115,7 +126,9 @@ class Search:
     def contenders(self) -> list[Setting]:
         """The settings to confirm: the default first, then the best explored."""
         default = self.default()
-        return [default, *[s for s in self.ranked() if s != default][:CONTENDERS]]
+        out = [default, *[s for s in self.ranked() if s != default][:CONTENDERS]]
+        # an environment's control (the same setting in a fresh process as shipped) beside it
+        return list(dict.fromkeys([*out, *[control(s) for s in out if s.environment]]))
 
     def confirm_cost(self, candidates: list[Setting], rounds: int, floor: float) -> float:
         return sum(self.cost(s, floor, rounds) for s in candidates)
@@ -193,6 +206,28 @@ class Search:
         if rest:
             self.climb(rest, None)
             self.around_best()
+        self.around_environment()
+
+    def around_environment(self) -> None:
+        """The best setting in a fresh process as shipped (the control), then under each
+        environment variant, one knob at a time; the best allocator with the best OpenMP variant
+        where both beat the control."""
+        best = next((s for s in self.ranked() if s.environment is None), None)
+        if best is None or not self.environments:
+            return
+        base = self.explore_one(control(best))
+        if base is None or not self.within(base):
+            return
+        won: dict[bool, tuple[float, Environment]] = {}
+        for env in self.environments.values():
+            m = self.explore_one(replace(best, environment=env))
+            if m is not None and self.within(m) and m.throughput_ips > base.throughput_ips * GAIN:
+                openmp = env.allocator == "glibc"
+                if m.throughput_ips > won.get(openmp, (0.0, env))[0]:
+                    won[openmp] = (m.throughput_ips, env)
+        if len(won) == 2:
+            a, o = won[False][1], won[True][1]
+            self.explore_one(replace(best, environment=Environment(a.allocator, o.omp_runtime, o.env)))
 
     def climb(self, ladder: list[int], stall_limit: int | None) -> list[int]:
         """Explore ``ladder`` in order on the default's method; the batch sizes left when
@@ -262,7 +297,8 @@ class Search:
         d_ok = default in measured
         out.default_within_bound = self.kept_bound(done[default]) if d_ok else None
         out.default_ips = statistics.median(ips[default]) if d_ok else None
-        feasible = [s for s, ms in measured.items() if self.kept_bound(ms)]
+        feasible = [s for s, ms in measured.items() if self.kept_bound(ms)
+                    and faster_than_control(s, ips)]
         out.confirmed = [{"tag": s.tag, **s.as_dict(self.threads), "ips": ips.get(s),
                           "median_ips": statistics.median(ips[s]) if s in ips else None,
                           "ratios": ratios.get(s),
@@ -297,3 +333,4 @@ class Search:
                 out.verdict, out.verdict_reason = "cannot tell", "the default failed"
         out.seconds_used = round(time.monotonic() - t0, 1)
         return out
+

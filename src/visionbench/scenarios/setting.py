@@ -5,12 +5,16 @@ and the command that measures it again. It names no engine's option: the variant
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from visionbench.config import RunConfig
 from visionbench.engines import Engine, Precision
 from visionbench.engines.base import Variant
+from visionbench.errors import VisionbenchError
+from visionbench.launch.environment import Environment
+from visionbench.reporter import Reporter
+from visionbench.results.compare import paired_verdict
 
 #: Warm-up batches (at least one per request in flight): the first large batch after one
 #: warm-up call still runs slow.
@@ -29,13 +33,17 @@ class Setting:
     cores_per_instance: int | None = None
     method: str = "reference"
     variant: Variant | None = None
+    #: The process environment, timed in a fresh process of its own (None: the run's, here).
+    environment: Environment | None = None
 
     @property
     def shape(self) -> str:
         """The setting but its method (which a measurement's id holds apart): b64-s2-r4."""
         return (f"b{self.batch}" + (f"-i{self.instances}x{self.cores_per_instance}"
                                     if self.cores_per_instance else "")
-                + (f"-{self.variant.tag}" if self.variant else ""))
+                + (f"-{self.variant.tag}" if self.variant else "")
+                + ("" if self.environment is None else f"-env{'-' if self.environment.tag else ''}"
+                   f"{self.environment.tag}"))
 
     @property
     def tag(self) -> str:
@@ -59,13 +67,16 @@ class Setting:
                 "cores_per_instance": self.cores_per_instance,
                 "threads": self.cores_per_instance or threads, "method": self.method,
                 "options": dict(self.variant.options) if self.variant else {},
-                "concurrency": self.variant.concurrency.text if self.variant else ""}
+                "concurrency": self.variant.concurrency.text if self.variant else "",
+                "environment": self.environment.as_dict() if self.environment else None}
 
     def config(self, cfg: RunConfig, engine: Engine, precision: Precision, window: float | None,
                iterations: int | None, warmup: int) -> RunConfig:
         """The configuration that measures this setting for one window: the options the user
         gave (the search never explores against them), and the variant's."""
         options = {**cfg.study.engine_options, **dict(self.variant.options if self.variant else ())}
+        if self.environment is not None:
+            cfg = cfg.with_environment(self.environment).replace(fresh_process=True)
         return cfg.replace(
             batch_size=self.batch, batch_sizes=None, layout=None,
             instances=self.instances if self.cores_per_instance else None,
@@ -99,4 +110,37 @@ def rerun_command(cfg: RunConfig, engine: str, precision: str, s: Setting) -> st
     given = {**cfg.study.engine_options, **dict(s.variant.options if s.variant else ())}
     for name, value in given.items():
         args += ["--" + name.replace("_", "-"), str(value)]
+    args += (s.environment or cfg.environment).flags()
     return shlex.join(args)
+
+
+def control(s: Setting) -> Setting:
+    """The setting an environment variant is judged against: the same, in a fresh process of
+    its own as shipped."""
+    return replace(s, environment=Environment())
+
+
+def faster_than_control(s: Setting, ips: dict[Setting, list[float]]) -> bool:
+    """Whether ``s`` may win: a setting as shipped always; an environment variant only where its
+    confirmation rounds show it faster than its control (the paired test, as against the
+    default)."""
+    if s.environment is None or s.environment.default:
+        return True
+    c = control(s)
+    if c not in ips or s not in ips:
+        return False
+    return paired_verdict([a / b for a, b in zip(ips[s], ips[c], strict=True)])[1] == "faster"
+
+
+def environments(engine: Engine, cfg: RunConfig, reporter: Reporter) -> dict[str, Environment]:
+    """The engine's environment variants whose libraries are installed here; each one left out
+    told once."""
+    out = {}
+    for name, env in engine.environments().items():
+        try:
+            env.variables()
+        except VisionbenchError as e:
+            reporter.note(f"tune {engine.name}: {name} left out: {e}")
+            continue
+        out[name] = env
+    return out

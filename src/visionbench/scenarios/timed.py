@@ -35,6 +35,8 @@ class Timed:
     cache: CacheLog
     energy_domains: list[str]
     energy_unavailable: str | None
+    #: The process's environment, read from inside it (``launch.environment.observe``).
+    environment: dict[str, Any] | None = None
 
 
 def memory_record(timed: list[Timed]) -> Memory:

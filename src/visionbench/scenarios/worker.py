@@ -87,7 +87,8 @@ class Worker:
         self.scenario, self.setup, self.reporter = scenario, setup, reporter
         job = Job(setup.cfg, setup.model, setup.dataset, engine, tasks, scenario)
         self.child = Child("visionbench.scenarios.worker:main", job,
-                           Launch(f"the {engine} worker process"))
+                           Launch(f"the {engine} worker process",
+                                  env=setup.cfg.environment.variables()))
 
     def records(self) -> Iterator[Any]:
         """Each record as the worker sends it; raises WorkerDied, with why, if it ends before."""

@@ -24,6 +24,7 @@ from visionbench.engines.base import (
     SESSIONS,
     Engine,
     Execution,
+    KnobVerdict,
     Precision,
     Session,
     SessionSpec,
@@ -33,6 +34,7 @@ from visionbench.engines.base import (
     session_variants,
 )
 from visionbench.errors import VisionbenchError
+from visionbench.launch.environment import Environment
 from visionbench.models.spec import ModelSpec
 from visionbench.sysinfo import CpuFeatures
 from visionbench.version import __version__
@@ -69,6 +71,10 @@ class Settings:
     fp32_outputs_for: tuple[str, ...] = ()
     #: Precisions this engine cannot run here, with why.
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    #: Environment knobs NAME=VALUE (offered to tune as variants) and the speed-up each gives a
+    #: session whose process has it set; and the knobs recorded as doing nothing (not searched).
+    env_speedup: Mapping[str, float] = field(default_factory=dict)
+    env_nothing: tuple[str, ...] = ()
     seed: int = 0
 
     @classmethod
@@ -114,6 +120,8 @@ class FakeSession(Session):
         self.rng = np.random.default_rng(settings.seed)
         self.noise_rng = np.random.default_rng(time.perf_counter_ns())
         self.factor = float(speed_factor(self.noise_rng, settings.session_noise))
+        self.env_factor = float(np.prod([v for k, v in settings.env_speedup.items()
+                                         if os.environ.get(k.split("=")[0]) == k.split("=", 1)[1]]))
         self.slow: dict[int, float] = {}
         per_image = model.channels * model.height * model.width
         self.stride = max(per_image // 64, 1)
@@ -129,7 +137,7 @@ class FakeSession(Session):
         s = self.settings
         ms = (s.ms_per_batch + s.ms_per_image * batch) / s.speedup.get(self.precision, 1.0) * self.cost
         age = time.perf_counter() - self.born
-        ms *= (1 + s.drift * age) * self.factor
+        ms *= (1 + s.drift * age) * self.factor / self.env_factor
         if s.slow_noise:
             period = int(age / s.slow_noise_s)
             if period not in self.slow:
@@ -185,6 +193,15 @@ class FakeEngine(Engine):
 
     def search_space(self, precision: Precision, threads: int) -> list[Variant]:
         return session_variants(threads)
+
+    def environment_candidates(self) -> dict[str, Environment]:
+        return {k: Environment(env=((k.split("=")[0], k.split("=", 1)[1]),))
+                for k in Settings.from_env().env_speedup}
+
+    @property
+    def environment_knobs(self) -> dict[str, tuple[KnobVerdict, str]]:  # type: ignore[override]
+        return {k: ("nothing", "the fake engine's settings say so")
+                for k in Settings.from_env().env_nothing}
 
     def own_method(self, mode: str, precision: Precision, threads: int
                    ) -> tuple[dict[str, Any] | None, str]:
