@@ -6,7 +6,7 @@ refusals of bad input in one line."""
 from __future__ import annotations
 
 import json
-import time
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,26 +65,17 @@ def test_vectorised_nms_gives_the_greedy_loops_boxes_on_random_inputs(monkeypatc
     assert [len(x) for x in empty] == [0, 0, 0]
 
 
-def test_vectorised_nms_is_faster_than_the_loop_on_a_seeded_detectors_load():
+def test_vectorised_nms_on_a_seeded_detectors_load():
     # SSD-MobileNet's 1917 anchors x 91 classes with nearly every score over 0.05, as seeded
-    # weights give: the pipeline's setting (the 1000 best, at most 300 kept).
+    # weights give: the pipeline's setting (the 1000 best, at most 300 kept). Its speed against
+    # the loop is benchmarks/detection_postprocess.py's to print (no test asserts a speed).
     rng = np.random.default_rng(1)
     xy = rng.random((1917, 2)) * 300
     boxes = np.concatenate([xy, xy + rng.random((1917, 2)) * 100], 1).astype(np.float32)
     scores = (1 / (1 + np.exp(-rng.normal(0, 1, (1917, 91))))).astype(np.float32)
     nms = postprocess.PIPELINE_NMS
     args = (boxes, scores, nms.score_threshold, nms.iou, nms.pre_nms_top, nms.max_detections)
-
-    def best_of(f) -> float:
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            f(*args)
-            times.append(time.perf_counter() - t)
-        return min(times)
-
     _same(postprocess.detections(*args), postprocess.reference_detections(*args))
-    assert best_of(postprocess.detections) < best_of(postprocess.reference_detections) / 2
     (kept, _, _), reached = postprocess.detect(boxes, scores, nms)
     assert reached == 1000 and 0 < len(kept) <= 300
 
@@ -233,7 +224,9 @@ def test_bad_pipeline_input_is_one_line_and_a_failure(tmp_path):
         [*common, "--pipeline-threads", "0", "--output", str(tmp_path / "r0")],
         [*common, "--pipeline-threads", "1,x", "--output", str(tmp_path / "r1")],
         [*common, "--data", str(empty), "--output", str(tmp_path / "r2")],
-        [*common, "--data", str(broken), "--output", str(tmp_path / "r3")],
+        # Refused before the study measures anything (the pipeline comes after it).
+        ["run", *TINY, "--engine", "onnxruntime", "--precision", "fp32", "--mode",
+         "latency,pipeline", "--data", str(broken), "--output", str(tmp_path / "r3")],
     ])
     expected = [r"--pipeline-threads must be positive integers, got '0'",
                 r"--pipeline-threads takes a comma list of integers, got '1,x'",
@@ -242,7 +235,9 @@ def test_bad_pipeline_input_is_one_line_and_a_failure(tmp_path):
         assert proc.returncode != 0
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("visionbench: error:"), proc.stderr
-        assert __import__("re").search(pattern, lines[0]), lines[0]
+        assert re.search(pattern, lines[0]), lines[0]
+    stored = tmp_path / "r3" / "results.json"
+    assert not stored.exists() or json.loads(stored.read_text())["measurements"] == []
 
 
 @pytest.mark.slow

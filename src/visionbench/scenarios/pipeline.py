@@ -147,11 +147,10 @@ class PipelineScenario(PerEngine[PipelineRun]):
         super().__init__(in_suite)
         self.images: dict[str, tuple[list[Path], str, int]] = {}
 
-    def tasks(self, setup: Setup, reporter: Reporter) -> list[Task]:
-        """The planned tasks, once the photos are read and decoded (an unreadable one stops the
-        run here, before any measurement)."""
+    def check(self, setup: Setup) -> None:
+        """The photos read and decoded once: an unreadable one stops the run before any
+        measurement."""
         self.photos(setup)
-        return list(super().tasks(setup, reporter))
 
     def photos(self, setup: Setup) -> tuple[list[Path], str, int]:
         """The photos (``--data``'s, else the shipped ones), what they are, how many; each read
