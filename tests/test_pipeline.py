@@ -139,6 +139,30 @@ def test_preprocessing_split_in_two_gives_the_same_input():
     assert np.array_equal(laid_out(resized(image, p, 64)[None], "NCHW")[0], x)
 
 
+@pytest.mark.parametrize("engine_name", [pytest.param(n, marks=pytest.mark.skipif(
+    not get_engine(n).installed(), reason=f"{n} not installed")) for n in ("openvino", "onnxruntime")])
+def test_a_detectors_session_gives_every_output_to_post_process(engine_name):
+    from visionbench.models import resolve
+
+    model = resolve("ssd-mobilenet-tiny")
+    session = get_engine(engine_name).prepare(
+        SessionSpec(model, "fp32", 1, synthetic_calibration(model, 8), 2))
+    try:
+        x = np.random.default_rng(4).random(model.input_shape(2), np.float32)
+        outs = session.run_outputs(session.feed(x))
+        assert [o.shape[-1] for o in outs] == [4, 5] and outs[0].shape[:2] == outs[1].shape[:2]
+        for a, b in zip(outs, session.outputs(x), strict=True):
+            assert np.allclose(a, b)
+        post, what = postprocess.for_task("detection")
+        answers = post(outs)
+        assert len(answers) == 2 and "per-class NMS" in what
+        assert all(0 < kept <= reached <= 1000 for kept, reached in answers)
+        with pytest.raises(NotImplementedError, match="boxes"):
+            post(outs[1:])  # an engine that gives the primary output only
+    finally:
+        session.close()
+
+
 @pytest.fixture(scope="module")
 def tiny_stages(tiny):
     engine = get_engine("onnxruntime" if get_engine("onnxruntime").installed() else "openvino")
