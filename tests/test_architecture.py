@@ -106,7 +106,8 @@ def test_every_declared_setting_is_a_flag_with_its_declared_help():
     from visionbench.cli.main import cli
 
     command_of = {"study": "run", "modes": "run", "method": "run", "timing": "run",
-                  "instances": "run", "environment": "run", None: None}
+                  "instances": "run", "environment": "run", "pipeline": "run",
+                  None: None}
     for cls, default_command in ((settings.Study, None), (settings.Timing, None),
                                  (settings.Launch, None), (settings.Inputs, None),
                                  (settings.Tune, "tune"), (settings.Fleet, "fleet")):

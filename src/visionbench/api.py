@@ -91,7 +91,7 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
     for key in ("weights", "data", "labels", "calibration_data"):
         if isinstance(options.get(key), str):
             options[key] = Path(options[key])
-    chosen = (_names(modes, (*MODES, "cold", "profile"), "mode") if modes is not None
+    chosen = (_names(modes, (*MODES, "cold", "profile", "pipeline"), "mode") if modes is not None
               else list(MODES))
     try:
         return RunConfig.of(
@@ -100,6 +100,7 @@ def study_config(*, engines: Names = None, precisions: Names = None, modes: Name
             precisions_explicit=precisions is not None,
             modes=[m for m in chosen if m in MODES], cold="cold" in chosen,  # type: ignore[arg-type]
             profile=bool(options.pop("profile", False)) or "profile" in chosen,
+            pipeline="pipeline" in chosen,
             methods=_names(methods, METHODS, "method") if methods is not None
             else ["reference"] if engine_options else list(METHODS),
             threads=threads or available_cpus(), threads_explicit=threads is not None,
@@ -133,6 +134,16 @@ def profile(*, reporter: Reporter | None = None, command: Sequence[str] | None =
     profiler: ``run`` with ``modes="profile"`` (the records under ``Results.profiles``)."""
     return run(reporter=reporter, command=command or _command(None, "profile", options),
                **{**options, "modes": "profile"})
+
+
+def pipeline(*, reporter: Reporter | None = None, command: Sequence[str] | None = None,
+             **options: Any) -> Results:
+    """The whole pipeline per engine and precision (JPEG decode and preprocessing on
+    ``pipeline_threads`` workers, a bounded queue, batching, feed, inference, post-processing),
+    each stage timed per image, beside inference alone in the same session: ``run`` with
+    ``modes="pipeline"`` (the records under ``Results.pipelines``)."""
+    return run(reporter=reporter, command=command or _command(None, "pipeline", options),
+               **{**options, "modes": "pipeline"})
 
 
 def dry_run(**options: Any) -> DryRun:
@@ -494,5 +505,5 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
 
 __all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
            "dry_run", "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
-           "mlperf", "profile", "recover", "report", "report_fleet", "resume", "run", "study_config", "suite",
-           "sweep", "system", "tune", "write_comparison"]
+           "mlperf", "pipeline", "profile", "recover", "report", "report_fleet", "resume", "run",
+           "study_config", "suite", "sweep", "system", "tune", "write_comparison"]

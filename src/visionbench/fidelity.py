@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from visionbench.data import postprocess
+from visionbench.data.postprocess import iou
+
 #: Flags, as the method section states them. Classification: MLPerf's accuracy rule asks 99% of
 #: FP32's accuracy; agreement of 99% with FP32's top-1 is the label-free counterpart.
 MIN_TOP1_AGREEMENT = 0.99
@@ -65,47 +68,15 @@ def classification(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
             "top5_overlap": float(np.mean(overlap))}
 
 
-def _area(x: np.ndarray) -> np.ndarray:
-    return np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` [n, 4] with every box in ``b`` [m, 4] (x1, y1, x2, y2)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = _area(a)[:, None] + _area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def detections(boxes: np.ndarray, scores: np.ndarray, score_threshold: float = SCORE_THRESHOLD,
                pre_nms_top: int | None = None, max_detections: int = MAX_DETECTIONS
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's boxes [A, 4] and class scores [A, classes] -> kept boxes, classes, scores:
     scores from ``score_threshold`` (the ``pre_nms_top`` highest of them, if given), then per class
-    greedy non-maximum suppression at NMS_IOU, then the ``max_detections`` highest."""
-    kept_boxes, kept_cls, kept_scores = [], [], []
-    anchors, classes = np.nonzero(scores >= score_threshold)
-    if pre_nms_top is not None and anchors.size > pre_nms_top:
-        top = np.argsort(-scores[anchors, classes], kind="stable")[:pre_nms_top]
-        anchors, classes = anchors[top], classes[top]
-    for c in np.unique(classes):
-        idx = anchors[classes == c]
-        s = scores[idx, c]
-        order = idx[np.argsort(-s, kind="stable")]
-        while order.size:
-            best = order[0]
-            kept_boxes.append(boxes[best])
-            kept_cls.append(c)
-            kept_scores.append(scores[best, c])
-            rest = order[1:]
-            order = rest[iou(boxes[best][None], boxes[rest])[0] <= NMS_IOU]
-    if not kept_boxes:
-        return np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)
-    top = np.argsort(-np.asarray(kept_scores), kind="stable")[:max_detections]
-    return np.asarray(kept_boxes)[top], np.asarray(kept_cls)[top], np.asarray(kept_scores)[top]
+    greedy non-maximum suppression at NMS_IOU, then the ``max_detections`` highest
+    (``data.postprocess.detections``, the pipeline's)."""
+    return postprocess.detections(boxes, scores, score_threshold, NMS_IOU, pre_nms_top,
+                                  max_detections)
 
 
 def detection(ref: tuple[np.ndarray, np.ndarray], out: tuple[np.ndarray, np.ndarray]

@@ -157,8 +157,10 @@ class Study:
     modes: list[Mode] = flag(
         factory=lambda: list(MODES), group="modes", name="--mode",
         help=f"Comma list of {', '.join(MODES)}, cold (each engine and precision started in "
-             "fresh processes, timed to its first answer) and profile (where its batch-1 time "
-             f"goes, per operation) [default: {','.join(MODES)}].")
+             "fresh processes, timed to its first answer), profile (where its batch-1 time "
+             "goes, per operation) and pipeline (the whole pipeline: JPEG decode, preprocessing "
+             "on worker threads, a bounded queue, batching, feed, inference, post-processing, "
+             f"beside inference alone) [default: {','.join(MODES)}].")
     methods: list[str] = flag(
         factory=lambda: list(METHODS), group="method", name="--method",
         help="Comma list of reference (one process, one synchronous request, the reference "
@@ -208,6 +210,15 @@ class Study:
     profile: bool = flag(False, group="modes",
                          help="Also profile each engine and precision per operation at batch 1, "
                               "after the timed measurements (= adding profile to --mode).")
+    #: ``--mode pipeline``: each engine and precision running the whole pipeline.
+    pipeline: bool = False
+    pipeline_threads: list[int] = flag(
+        factory=lambda: [1, 2], group="pipeline",
+        help="--mode pipeline: decode-and-preprocess worker threads, a comma list: one pass of "
+             "the pipeline each [default: 1,2].")
+    pipeline_batch: int = flag(
+        1, group="pipeline", help="--mode pipeline: images per inference call, formed from the "
+                                  "queue.")
     no_cache: bool = flag(False, group="modes",
                           help="--mode cold: re-run INT8 quantization in each fresh process "
                                "instead of reading visionbench's cache.")
@@ -231,9 +242,21 @@ class Study:
         if (self.no_cache or self.drop_caches) and not self.cold:
             raise VisionbenchError("--no-cache and --drop-caches apply to cold starts: give "
                                    "--mode cold")
-        if not self.modes and not self.cold and not self.profile and not self.accuracy:
-            raise VisionbenchError("no mode to measure: give --mode throughput, latency, cold or "
-                                   "profile")
+        if not (self.modes or self.cold or self.profile or self.pipeline or self.accuracy):
+            raise VisionbenchError("no mode to measure: give --mode throughput, latency, cold, "
+                                   "profile or pipeline")
+        threads = self.pipeline_threads
+        if isinstance(threads, (str, int)):  # the command line's comma list, or one number
+            try:
+                threads = [int(t) for t in str(threads).split(",") if t.strip()]
+            except ValueError:
+                raise VisionbenchError("--pipeline-threads takes a comma list of integers, got "
+                                       f"'{self.pipeline_threads}'") from None
+        if not threads or any(t <= 0 for t in threads):
+            raise VisionbenchError("--pipeline-threads must be positive integers, got "
+                                   f"'{','.join(map(str, threads)) or self.pipeline_threads}'")
+        object.__setattr__(self, "pipeline_threads", list(dict.fromkeys(threads)))
+        _positive({"--pipeline-batch": self.pipeline_batch})
         for b in self.batch_sizes or []:
             if b <= 0:
                 raise VisionbenchError(f"--batch-sizes must be positive integers, got {b}")

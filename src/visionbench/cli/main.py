@@ -17,6 +17,7 @@ from visionbench.cli.options import (
     FLEET,
     INSTANCES,
     METHOD,
+    PIPELINE,
     RUN_MODES,
     STUDY,
     STUDY_MODES,
@@ -145,6 +146,17 @@ def profile(**kw: Any) -> None:
     """Where each engine and precision's batch-1 time goes, per operation, from the engine's own
     profiler (run --mode profile): every executed operation, its kernel and precision."""
     execute(api.profile, study(**kw))
+
+
+@cli.command()
+@options(STUDY)
+@options(ENGINE)
+@options(TIMING)
+@options(PIPELINE)
+def pipeline(**kw: Any) -> None:
+    """The whole pipeline (run --mode pipeline): JPEG decode and preprocessing on worker threads,
+    a bounded queue, batching, feed, inference, post-processing; per-stage times per image."""
+    execute(api.pipeline, study(**kw))
 
 
 @cli.command()

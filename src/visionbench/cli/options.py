@@ -119,8 +119,11 @@ INSTANCES = [*flags_of(Launch, group="instances"), *ENVIRONMENT, *ENGINE]
 #: How long and how often to time: shared by run and sweep.
 TIMING = flags_of(Timing, group="timing")
 
+#: The whole pipeline's (--mode pipeline): its worker threads and batch.
+PIPELINE = flags_of(Study, group="pipeline")
+
 #: The study's own options: shared by run, suite and fleet.
-STUDY_MODES = [*flags_of(Study, group="modes"), METHOD]
+STUDY_MODES = [*flags_of(Study, group="modes"), METHOD, *PIPELINE]
 
 #: run's own: the study's, and a plan-only dry run.
 RUN_MODES = [*STUDY_MODES, click.option(
@@ -136,7 +139,7 @@ def study(append: bool = False, overwrite: bool = False, **kw: Any) -> dict[str,
         raise VisionbenchError("give --append or --overwrite, not both")
     existing = "append" if append else "overwrite" if overwrite else "refuse"
     return {"existing": existing, **{k: v for k, v in kw.items()
-                                     if v is not None or k not in ("modes", "methods")}}
+                                     if v is not None or k not in ("modes", "methods", "pipeline_threads")}}
 
 
 _REFERENCE = sorted(set(REFERENCE_BATCH.values()), reverse=True)

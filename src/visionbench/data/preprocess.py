@@ -40,9 +40,9 @@ def get_preprocess(name: str) -> Preprocess:
     return PREPROCESSING[name]
 
 
-def preprocess(image: Image.Image, p: Preprocess, size: int, layout: str) -> np.ndarray:
-    """One RGB image as a float32 [C, H, W] (NCHW) or [H, W, C] (NHWC) array of ``size``x``size``
-    (the model's input; the resize keeps the preprocessing's crop ratio)."""
+def resized(image: Image.Image, p: Preprocess, size: int) -> np.ndarray:
+    """One RGB image resized, centre-cropped to ``size``x``size`` and normalised: float32
+    [H, W, C], the layout a decoder gives (the resize keeps the preprocessing's crop ratio)."""
     resize = round(p.resize_shorter * size / p.crop)
     w, h = image.size
     scale = resize / min(w, h)
@@ -50,5 +50,16 @@ def preprocess(image: Image.Image, p: Preprocess, size: int, layout: str) -> np.
     w, h = image.size
     left, top = (w - size) // 2, (h - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    x = (np.asarray(image, dtype=np.float32) - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1) if layout == "NCHW" else x)
+    mean, std = np.asarray(p.mean, np.float32), np.asarray(p.std, np.float32)
+    return (np.asarray(image, dtype=np.float32) - mean) / std
+
+
+def laid_out(x: np.ndarray, layout: str) -> np.ndarray:
+    """[..., H, W, C] images in the model's layout, contiguous: NCHW transposed, NHWC as they are."""
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3) if layout == "NCHW" else x)
+
+
+def preprocess(image: Image.Image, p: Preprocess, size: int, layout: str) -> np.ndarray:
+    """One RGB image as a float32 [C, H, W] (NCHW) or [H, W, C] (NHWC) array of ``size``x``size``
+    (the model's input; the resize keeps the preprocessing's crop ratio)."""
+    return laid_out(resized(image, p, size), layout)

@@ -192,7 +192,13 @@ class Session(ABC):
     def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the model for a numpy batch, in the model's order (outside the timed
         loop: fidelity to FP32 compares them all)."""
-        return [self.predict(batch)]
+        return self.run_outputs(self.feed(batch))
+
+    def run_outputs(self, batch: Any) -> list[np.ndarray]:
+        """Every output of one fed batch, in the model's order (the whole pipeline
+        post-processes a detector's boxes and scores); an engine that returns its primary output
+        only gives that."""
+        return [self.run(batch)]
 
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
         """``calls`` synchronous calls of a fed batch after ``warmup`` untimed ones, with the
@@ -411,6 +417,9 @@ class ConcurrentSessions(Session):
 
     def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
         return self._sessions[0].outputs(batch)
+
+    def run_outputs(self, batch: Any) -> list[np.ndarray]:
+        return self._sessions[0].run_outputs(batch)
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         if self._error is not None:

@@ -126,6 +126,9 @@ class OnnxRuntimeSession(Session):
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[self._primary]
 
+    def run_outputs(self, batch: Any) -> list[np.ndarray]:
+        return self.outputs(batch)
+
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
         """ONNX Runtime's session profiling (on since the session was made): its trace of the
         last ``calls`` runs, each node's median kernel time; the trace saved as it wrote it."""

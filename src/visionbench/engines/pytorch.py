@@ -132,6 +132,9 @@ class TorchSession(Session):
         out = self.forward(batch)
         return [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else [out])]
 
+    def run_outputs(self, batch: Any) -> list[np.ndarray]:
+        return self.outputs(batch)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         out = self.forward(batch)
         return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()

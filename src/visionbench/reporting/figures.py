@@ -254,6 +254,33 @@ def profile_figure(results: Results) -> Figure:
     return fig
 
 
+STAGE_SHADES = ("0.2", "0.45", "0.92", "0.6", "0.75", "0.3", "0.85")
+STAGE_HATCHES = ("", "//", "..", "xx", "\\\\", "++", "--")
+
+
+def stage_figure(results: Results) -> Figure:
+    """--mode pipeline: the mean milliseconds per image in each stage, stacked, one bar per
+    engine, precision and thread count (the means add up to the mean end-to-end latency)."""
+    stages = ("decode", "preprocess", "queue", "batch", "feed", "inference", "postprocess")
+    bars = [(f"{(r.model + ': ') if r.model else ''}{r.engine} {r.precision} b{r.batch_size} "
+             f"x{t.threads}", t) for r in results.pipelines if r.status == "ok" for t in r.runs]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(bars)), dpi=120)
+    left = [0.0] * len(bars)
+    for i, stage in enumerate(stages):
+        widths = [t.stages[stage].mean_ms for _, t in bars]
+        ax.barh(range(len(bars)), widths, left=left, label=stage, color=STAGE_SHADES[i],
+                hatch=STAGE_HATCHES[i], edgecolor="black", linewidth=0.5)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_yticks(range(len(bars)), [label for label, _ in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean ms per image (lower is better)", fontsize=8)
+    ax.legend(fontsize=7, ncol=len(stages), loc="upper center", bbox_to_anchor=(0.5, -0.1),
+              frameon=False)
+    ax.set_title(_system_title(results, "the whole pipeline, time per stage"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def render(fig: Figure) -> dict[str, bytes]:
     """A figure as PNG and SVG bytes; the figure is closed."""
     out = {}
@@ -281,6 +308,8 @@ def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
            if any(m.mode == name for m in results.measurements)}
     if any(r.status == "ok" for r in results.profiles):
         out["profile"] = render(profile_figure(results))
+    if any(r.status == "ok" for r in results.pipelines):
+        out["stages"] = render(stage_figure(results))
     return out
 
 

@@ -466,10 +466,68 @@ def profiles(results: Results) -> list[Section]:
     return out
 
 
+#: The whole pipeline's stages, in order (``harness.pipeline.STAGES``, which the report may not
+#: import: the records name them).
+STAGES = ("decode", "preprocess", "queue", "batch", "feed", "inference", "postprocess")
+
+
+def pipelines(results: Results) -> list[Section]:
+    """``--mode pipeline``: per engine, precision and worker threads, images per second end to
+    end beside inference alone, end-to-end latency and how much of it the stages account for;
+    then each stage's median and p99 per image, with the stage figure."""
+    if not results.pipelines:
+        return []
+    rows, stage_rows, notes = [], [], []
+    for r in results.pipelines:
+        name = (f"{r.model}: " if r.model else "") + r.engine
+        if r.status != "ok":
+            rows.append(Row((name, r.precision, r.status, *["—"] * 7), True, note=r.reason or ""))
+            continue
+        alone = r.inference_only_ips
+        notes.append(f"{r.key}: decoder {r.decoder}{'; ' + r.decoder_note if r.decoder_note else ''}"
+                     f"; images: {r.images_source}; preprocessing: {r.preprocessing}; "
+                     f"post-processing: {r.postprocessing}; weights: {r.weights}")
+        for t in r.runs:
+            off = abs(t.accounted.min - 1) > 0.05 or abs(t.accounted.max - 1) > 0.05
+            rows.append(Row((
+                name, r.precision, f"{r.batch_size} x {t.threads}", f"{t.images_per_second:.1f}",
+                fmt(alone, ".1f"), f"{t.images_per_second / alone:.0%}" if alone else "—",
+                f"{t.end_to_end.p50_ms:.2f}", f"{t.end_to_end.p99_ms:.2f}",
+                f"{t.accounted.min:.1%}-{t.accounted.max:.1%}",
+                "—" if t.candidates is None else
+                f"{t.candidates.median:.0f} ({t.detections.median:.0f} kept)" if t.detections else
+                f"{t.candidates.median:.0f}"), off, alerts=frozenset({8}) if off else frozenset()))
+            stage_rows.append(Row((name, r.precision, f"{r.batch_size} x {t.threads}", *(
+                f"{t.stages[s].p50_ms:.3f} / {t.stages[s].p99_ms:.3f}" for s in STAGES))))
+    return [Section(
+        "pipelines", "The whole pipeline beside inference alone (--mode pipeline)",
+        columns("engine", "precision", "batch x threads", "end-to-end images/s",
+                "inference-only images/s", "of inference-only", "end-to-end p50 ms",
+                "end-to-end p99 ms", "stages / end to end", "candidates to NMS",
+                numeric=("end-to-end images/s", "inference-only images/s", "end-to-end p50 ms",
+                         "end-to-end p99 ms")),
+        tuple(rows), notes=tuple(notes),
+        intro="Each engine and precision in a fresh process runs what a service runs: JPEG bytes "
+              "decoded and preprocessed as the model's card says on `threads` worker threads, a "
+              "bounded queue of two batches, batches formed from it, fed (stacked, laid out), "
+              "inferred and post-processed, each image timed stage by stage. Inference alone is "
+              "the same session's back-to-back calls on one fed batch. `stages / end to end`: "
+              "each image's stage times summed over its end-to-end latency (lowest-highest; "
+              "marked when more than 5% off)."), Section(
+        "pipeline-stages", "Where each image's time goes in the pipeline: p50 / p99 ms",
+        columns("engine", "precision", "batch x threads", *STAGES),
+        tuple(stage_rows), figures=(("stages", "Mean milliseconds per image in each stage, one "
+                                                "bar per engine, precision and thread count"),),
+        intro="`queue`: from the image ready to the inference thread taking it (a full queue's "
+              "wait, and the thread waiting for Python's interpreter lock, included); `batch`: "
+              "from taken to its batch complete; `feed`: the batch stacked, laid out and handed "
+              "to the engine; `postprocess`: the batch's, counted for each of its images.")]
+
+
 #: The sections built here for a kind, by its field; any other kind gets ``declared``'s.
 BUILDERS: dict[str, Callable[[Results], list[Section]]] = {
     "measurements": measurements, "accuracy": accuracy, "tune": tune, "mlperf": mlperf,
-    "cold": cold, "profiles": profiles,
+    "cold": cold, "profiles": profiles, "pipelines": pipelines,
 }
 
 

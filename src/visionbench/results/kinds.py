@@ -18,6 +18,7 @@ from visionbench.results.schema import (
     ColdStartRun,
     Measurement,
     MlperfResult,
+    PipelineRun,
     ProfileRun,
     ResultsBase,
     TuneOutcome,
@@ -47,6 +48,9 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("cold", ColdStartRun, "--mode cold: time to the first answer in fresh processes"),
     RecordKind("profiles", ProfileRun, "--mode profile: where each engine and precision's "
                                        "batch-1 time goes, per operation"),
+    RecordKind("pipelines", PipelineRun, "--mode pipeline: the whole pipeline (decode, "
+                                         "preprocess, queue, batch, feed, inference, "
+                                         "post-process) beside inference alone"),
 )
 
 

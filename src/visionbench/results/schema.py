@@ -347,8 +347,13 @@ class Accuracy(BaseModel):
         return accuracy_key(self.engine, self.precision)
 
 
+def engine_key(kind: str, engine: str, precision: str, model: str | None) -> str:
+    """A per-engine record's key: its kind, a suite's workload, the engine and precision."""
+    return f"{kind}-{model + '-' if model else ''}{engine}-{precision}"
+
+
 def cold_key(engine: str, precision: str, model: str | None = None) -> str:
-    return f"cold-{model + '-' if model else ''}{engine}-{precision}"
+    return engine_key("cold", engine, precision, model)
 
 
 class Spread(BaseModel):
@@ -400,7 +405,7 @@ class ColdStartRun(EngineRecord):
 
 
 def profile_key(engine: str, precision: str, model: str | None = None) -> str:
-    return f"profile-{model + '-' if model else ''}{engine}-{precision}"
+    return engine_key("profile", engine, precision, model)
 
 
 class OpRow(BaseModel):
@@ -466,6 +471,71 @@ class ProfileRun(EngineRecord):
     @property
     def key(self) -> str:
         return profile_key(self.engine, self.precision, self.model)
+
+
+class Percentiles(BaseModel):
+    """Milliseconds per image over a pipeline run's images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+class PipelineThreads(BaseModel):
+    """One pass of the whole pipeline with ``threads`` decode-and-preprocess workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int
+    images: int
+    batches: int
+    queue_size: int = Field(description="images the bounded queue holds")
+    images_per_second: float = Field(description="end to end: images over the seconds from the "
+                                     "first decode's start to the last post-processing's end")
+    end_to_end: Percentiles = Field(description="per image, its decode's start to its batch's "
+                                    "post-processing's end")
+    stages: dict[str, Percentiles] = Field(description="per stage: decode, preprocess, queue, "
+                                           "batch, feed, inference, postprocess")
+    accounted: Spread = Field(description="per image, the stages' sum over its end to end")
+    candidates: Spread | None = Field(None, description="a detector's candidates per image that "
+                                      "reached non-maximum suppression")
+    detections: Spread | None = Field(None, description="a detector's boxes kept per image")
+
+
+def pipeline_key(engine: str, precision: str, model: str | None = None) -> str:
+    return engine_key("pipeline", engine, precision, model)
+
+
+class PipelineRun(EngineRecord):
+    """``--mode pipeline``: one engine and precision running the whole pipeline (JPEG decode,
+    preprocessing on worker threads, a bounded queue, batching, feed, inference,
+    post-processing) in a fresh process, beside inference alone in the same session."""
+
+    batch_size: int = 1
+    task: str = ""
+    decoder: str = Field("", description="the JPEG decoder and its version")
+    decoder_note: str = Field("", description="why it is not the first choice, where it is not")
+    images_source: str = Field("", description="the photos: the shipped ones or --data's")
+    photos: int = 0
+    preprocessing: str = ""
+    postprocessing: str = ""
+    weights: str = Field("", description="the weights the model ran with: seeded (untrained) or "
+                         "a file")
+    inference_only_ips: float | None = Field(None, description="images per second of inference "
+                                             "alone: the same session, batch and fed tensor, "
+                                             "back-to-back calls")
+    inference_only: Percentiles | None = Field(None, description="per call")
+    runs: list[PipelineThreads] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    started_at: str
+    finished_at: str
+
+    @property
+    def key(self) -> str:
+        return pipeline_key(self.engine, self.precision, self.model)
 
 
 class TuneOutcome(BaseModel):

@@ -19,19 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from visionbench.cache import events_text, watch
-from visionbench.config import RunConfig
-from visionbench.data.images import Dataset
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import Precision, get_engine
+from visionbench.engines import get_engine
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import cache_dir
 from visionbench.harness.memory import process_peak_mib
 from visionbench.launch.protocol import Result
-from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import now
 from visionbench.results.schema import ColdStartRun, Spread, cold_key
-from visionbench.scenarios.fresh import PerEngine, in_fresh_process
+from visionbench.scenarios.fresh import EngineJob, PerEngine, in_fresh_process
 from visionbench.scenarios.plan import study_calibration
 from visionbench.scenarios.scenario import Setup, Task
 
@@ -45,12 +42,7 @@ PHASES = ("start", "import", "read", "prepare", "first_inference", "total")
 
 
 @dataclass
-class Job:
-    cfg: RunConfig
-    model: ModelSpec
-    dataset: Dataset | None
-    engine: str
-    precision: Precision
+class Job(EngineJob):
     started: float  # time.time() just before the process was started
 
 

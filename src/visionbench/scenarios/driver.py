@@ -188,6 +188,9 @@ def drive(setup: Setup | Sequence[Setup], scenarios: Sequence[Scenario[Any]], re
     failed = False
     with store.recording():
         for scenario in scenarios:
+            for one in setups:
+                scenario.check(one)
+        for scenario in scenarios:
             try:
                 for one in setups:
                     tasks = [t for t in scenario.tasks(one, reporter)

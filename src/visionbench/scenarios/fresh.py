@@ -4,12 +4,16 @@ own (``--mode cold``, ``--mode profile``): their tasks and keys, and the fresh p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from visionbench.config import RunConfig
+from visionbench.data.images import Dataset
+from visionbench.engines import Precision
 from visionbench.errors import VisionbenchError
 from visionbench.launch.process import Child, Launch
 from visionbench.launch.protocol import Failed, Result
+from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import now
 from visionbench.results.schema import EngineRecord
@@ -17,6 +21,17 @@ from visionbench.scenarios.plan import plan_tasks
 from visionbench.scenarios.scenario import Scenario, Setup, Task
 
 E = TypeVar("E", bound=EngineRecord)
+
+
+@dataclass
+class EngineJob:
+    """What a fresh process measures: an engine and precision on the run's model."""
+
+    cfg: RunConfig
+    model: ModelSpec
+    dataset: Dataset | None
+    engine: str
+    precision: Precision
 
 
 class PerEngine(Scenario[E], Generic[E]):
@@ -44,6 +59,15 @@ class PerEngine(Scenario[E], Generic[E]):
     def keys(self, cfg: RunConfig, tasks: list[Task]) -> list[str]:
         return list(dict.fromkeys(self.key(t) for t in tasks if t.mode == "latency"
                                   and t.method == "reference"))
+
+    def add(self, setup: Setup, record: E, reporter: Reporter) -> None:
+        setup.store.add(record)
+        reporter.note(f"{record.key}: " + (self.summary(record) if record.status == "ok"  # type: ignore[attr-defined]
+                                           else f"{record.status}: {record.reason}"))
+
+    def summary(self, record: E) -> str:
+        """A measured record in a line, for the console."""
+        raise NotImplementedError
 
     def unmeasured(self, task: Task, setup: Setup, status: str, reason: str) -> E:
         t = now()

@@ -224,7 +224,9 @@ def environment_warnings(run: TimedRun) -> list[str]:
     """What the process's environment, read inside it, says against what was asked: an Intel
     OpenMP variable (KMP_) where Intel's runtime does not serve OpenMP's entry points."""
     seen = run.timed[0].environment or {}
-    kmp = sorted(k for k in seen.get("variables", {}) if k.startswith("KMP_"))
+    # Those given with --env only: a library imported before may set its own (TensorFlow's
+    # KMP_INIT_AT_FORK, KMP_DUPLICATE_LIB_OK), which the worker inherits.
+    kmp = sorted(k for k in seen.get("env", {}) if k.startswith("KMP_"))
     served = seen.get("openmp_from")
     if kmp and "libiomp5" not in (served or ""):
         here = f"OpenMP is served by {served}" if served else "no OpenMP runtime is loaded globally"

@@ -16,10 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from visionbench.config import RunConfig
-from visionbench.data.images import Dataset
 from visionbench.data.synthetic import input_pool
-from visionbench.engines import Precision, get_engine
+from visionbench.engines import get_engine
 from visionbench.engines.base import OpProfile, OpTime
 from visionbench.launch.protocol import Result
 from visionbench.models.flops import is_compute, op_group
@@ -27,7 +25,7 @@ from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
 from visionbench.results import now
 from visionbench.results.schema import OpRow, ProfileRun, profile_key
-from visionbench.scenarios.fresh import PerEngine, in_fresh_process
+from visionbench.scenarios.fresh import EngineJob, PerEngine, in_fresh_process
 from visionbench.scenarios.plan import study_calibration
 from visionbench.scenarios.scenario import Setup, Task
 
@@ -44,12 +42,7 @@ CONSISTENT = 0.10
 
 
 @dataclass
-class Job:
-    cfg: RunConfig
-    model: ModelSpec
-    dataset: Dataset | None
-    engine: str
-    precision: Precision
+class Job(EngineJob):
     calls: int
     warmup: int
 
@@ -182,13 +175,8 @@ class ProfileScenario(PerEngine[ProfileRun]):
         files = setup.store.write_files(f"profiles/{self.key(task)}", prof.files)
         return _record(task, self.in_suite, value["p50_ms"], prof, files, started, setup.model)
 
-    def add(self, setup: Setup, record: ProfileRun, reporter: Reporter) -> None:
-        setup.store.add(record)
-        if record.status != "ok":
-            reporter.note(f"{record.key}: {record.status}: {record.reason}")
-            return
+    def summary(self, record: ProfileRun) -> str:
         top = ", ".join(f"{t} {ms / (record.ops_ms or 1):.0%}"
                         for t, ms in list(record.by_type.items())[:3])
-        reporter.note(f"{record.key}: p50 {record.p50_ms:.3f} ms unprofiled, "
-                      f"{record.profiled_p50_ms:.3f} ms profiled, the operations "
-                      f"{record.coverage:.0%} of it; {top}")
+        return (f"p50 {record.p50_ms:.3f} ms unprofiled, {record.profiled_p50_ms:.3f} ms "
+                f"profiled, the operations {record.coverage:.0%} of it; {top}")

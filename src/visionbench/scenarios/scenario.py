@@ -115,6 +115,9 @@ class Scenario(Generic[R]):
         """The tasks to run, in order (default: the run's planned tasks)."""
         return setup.tasks
 
+    def check(self, setup: Setup) -> None:
+        """Refuse the run's input (one ``VisionbenchError``) before any scenario measures."""
+
     def describe(self, task: Task) -> str:
         """How the console names a task in its notes."""
         return task.id

@@ -14,6 +14,7 @@ from visionbench.scenarios.cold import ColdScenario
 from visionbench.scenarios.driver import drive, open_run
 from visionbench.scenarios.fidelity import FidelityCheck
 from visionbench.scenarios.measure import measure_task
+from visionbench.scenarios.pipeline import PipelineScenario
 from visionbench.scenarios.profile import ProfileScenario
 from visionbench.scenarios.scenario import Scenario, Setup, StartHook, Task, unmeasured
 
@@ -82,6 +83,8 @@ def run_steps(cfg: RunConfig, reporter: Reporter, command: list[str],
         scenarios.append(ColdScenario())
     if cfg.study.profile:
         scenarios.append(ProfileScenario())
+    if cfg.study.pipeline:
+        scenarios.append(PipelineScenario())
     if cfg.study.accuracy:
         scenarios.append(AccuracyScenario())
     setup = open_run(cfg, reporter, command, "sweep" if cfg.study.batch_sizes else "study",

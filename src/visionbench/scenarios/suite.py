@@ -13,6 +13,7 @@ from visionbench.reporter import Reporter
 from visionbench.results import RunStore
 from visionbench.scenarios.cold import ColdScenario
 from visionbench.scenarios.driver import open_runs, run_scenarios
+from visionbench.scenarios.pipeline import PipelineScenario
 from visionbench.scenarios.profile import ProfileScenario
 from visionbench.scenarios.scenario import Scenario
 from visionbench.scenarios.study import Study
@@ -79,6 +80,8 @@ def run(cfg: RunConfig, reporter: Reporter, command: list[str]) -> RunStore:
         scenarios.append(ColdScenario(in_suite=True))
     if cfg.study.profile:
         scenarios.append(ProfileScenario(in_suite=True))
+    if cfg.study.pipeline:
+        scenarios.append(PipelineScenario(in_suite=True))
     if cfg.timing.quick:
         names, notes = stand_ins(names)
         for note in notes:
