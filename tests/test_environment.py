@@ -104,7 +104,8 @@ def test_intel_openmp_serves_the_openmp_entry_points(tmp_path: Path, fake) -> No
     assert m.status == "ok" and m.environment["openmp_from"] == str(lib)
     assert not any("KMP_" in w for w in m.warnings)
     shipped = visionbench.run(**FAST, env=["KMP_BLOCKTIME=1"], output=tmp_path / "s").measurements[0]
-    assert any("KMP_BLOCKTIME: read by Intel's OpenMP only" in w for w in shipped.warnings), (shipped.environment, shipped.warnings)
+    assert any("KMP_BLOCKTIME: read by Intel's OpenMP only" in w for w in shipped.warnings), (
+        shipped.warnings)
 
 
 def test_each_engine_proposes_the_knobs_that_can_act_on_it(fake) -> None:
