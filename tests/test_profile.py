@@ -42,8 +42,9 @@ def _profile(engine_name: str, model, precision: str, calls: int = 9):
 
 
 @pytest.mark.parametrize(("engine_name", "precision"), [
-    *_cases("fp32", "openvino", "onnxruntime", "torch-eager", "tensorflow"),
-    # PyTorch compiled (Inductor's kernels marked) and TensorFlow's INT8: 10-30 s to build.
+    *_cases("fp32", "openvino", "onnxruntime", "torch-eager", "tensorflow", slow=("tensorflow",)),
+    # TensorFlow (4 s), PyTorch compiled (Inductor's kernels marked) and TensorFlow's INT8
+    # (10-30 s to build) under the slow marker.
     *_cases("int8", "openvino", "onnxruntime", "torch", "tensorflow", slow=("torch", "tensorflow")),
 ])
 def test_every_executed_operation_is_named_and_timed(engine_name, precision, tiny):

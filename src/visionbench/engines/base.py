@@ -224,8 +224,9 @@ OPENMP_KNOBS = {
     "OMP_WAIT_POLICY=ACTIVE": Environment(env=(("OMP_WAIT_POLICY", "ACTIVE"),)),
 }
 #: What an environment knob measured on an engine: it acts, it does nothing (tune does not
-#: search it there), or not measured yet (searched).
-KnobVerdict = Literal["acts", "nothing", "unmeasured"]
+#: search it there), the engine fails under it (never searched, refused when asked), or not
+#: measured yet (searched).
+KnobVerdict = Literal["acts", "nothing", "breaks", "unmeasured"]
 
 
 class Engine(ABC):
@@ -290,7 +291,16 @@ class Engine(ABC):
         """The environment variants tune tries (one knob each), by knob name: the candidates
         less every knob measured to do nothing on this engine."""
         return {k: e for k, e in self.environment_candidates().items()
-                if self.environment_knobs.get(k, ("unmeasured", ""))[0] != "nothing"}
+                if self.environment_knobs.get(k, ("unmeasured", ""))[0] not in ("nothing", "breaks")}
+
+    def environment_problem(self, env: Environment) -> str | None:
+        """Why this engine cannot run under ``env`` (an allocator it was measured to fail
+        under), or None."""
+        for name, knob in ALLOCATOR_KNOBS.items():
+            verdict, evidence = self.environment_knobs.get(name, ("unmeasured", ""))
+            if verdict == "breaks" and env.allocator == knob.allocator:
+                return f"{self.name} fails under {name} here: {evidence}"
+        return None
 
     def environment_warnings(self, env: Environment) -> list[str]:
         """What a measurement under ``env`` must tell: a knob that does nothing on this engine."""

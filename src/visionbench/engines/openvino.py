@@ -260,8 +260,12 @@ class OpenVINOEngine(Engine):
     extra = "openvino"
     #: Read after a run: openvino/libs/libtbb.so.12 (and libtbbmalloc) mapped, no OpenMP runtime.
     threading = ("tbb", "oneTBB, shipped in openvino/libs")
-    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
-    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
+    #: Environment knobs measured here (benchmarks/environment.py, docs/measurements.md).
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {
+        f"allocator={a}": ("breaks", "OpenVINO 2026.4's CPU plugin aborts compiling any model "
+                                     f"with lib{a} preloaded (glibc: munmap_chunk(): invalid "
+                                     "pointer, double free or corruption; AMD EPYC family 25 "
+                                     "model 17, 2026-12-05)") for a in ("tcmalloc", "jemalloc")}
     options = (
         EngineOption("streams", "OpenVINO inference streams compiled: each runs whole batches, "
                                 "from the requests in flight [default: 1; with --hint, the hint's "

@@ -99,6 +99,14 @@ def _operations(root: Any) -> list[Any]:
     return out
 
 
+def _flops(event: Any) -> float | None:
+    """PyTorch's own FLOP count of an operator: its own, else its children's (``aten::linear``
+    counts none, the ``aten::addmm`` under it does)."""
+    if event.flops:
+        return float(event.flops)
+    return float(sum(_flops(c) or 0.0 for c in event.cpu_children)) or None
+
+
 def _kernel(event: Any) -> Any:
     """The innermost event that holds most of an operation's time: the kernel that ran
     (``aten::conv2d`` -> ``aten::mkldnn_convolution``), not an allocation beside it."""
@@ -175,7 +183,7 @@ class TorchSession(Session):
                     name, leaf = f"{event.name}#{seen[event.name]}", _kernel(event)
                     kinds.setdefault(name, (event.name, leaf.name))
                     # PyTorch counts an eager convolution's or matrix product's FLOPs itself.
-                    costs.setdefault(name, (float(event.flops) if event.flops else None, None))
+                    costs.setdefault(name, (_flops(event), None))
                     dtypes = leaf.input_dtypes or event.input_dtypes or [""]
                     precisions.setdefault(name, _DTYPES.get(dtypes[0], ""))
                     times.setdefault(name, []).append(event.cpu_time_total / 1e3)
@@ -192,6 +200,10 @@ class TorchSession(Session):
                              op.flops for op in ops) else "")
 
 
+#: Where and how the environment knobs' verdicts were measured.
+MEASURED = ("AMD EPYC family 25 model 17 (Zen 4), 2026-12-05, benchmarks/environment.py, "
+            "ResNet-50 FP32, 3 alternating rounds")
+
 class _Torch(Engine):
     module = "torch"
     extra = "torch"
@@ -199,7 +211,8 @@ class _Torch(Engine):
     #: Read after a run: torch/lib/libgomp.so.1 (GNU) mapped and serving omp_get_max_threads;
     #: ATen's parallel backend is OpenMP (torch.__config__.parallel_info()).
     threading = ("openmp", "GNU libgomp, shipped in torch/lib")
-    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
+    #: Environment knobs measured here (benchmarks/environment.py): the compiled configuration's
+    #: none yet, all searched (eager mode's below).
     environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
     options = (SESSIONS,)
     compiled: ClassVar[bool]
@@ -375,3 +388,21 @@ class TorchCompiledEngine(_Torch):
 class TorchEagerEngine(_Torch):
     name = "torch-eager"
     compiled = False
+    #: Measured in eager mode (benchmarks/environment.py, docs/measurements.md); the compiled
+    #: configuration's are not measured yet, all searched.
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {
+        "allocator=tcmalloc": ("acts", "throughput 1.55x [1.37-1.58], batch-1 p50 0.98x "
+                                       "[0.91-1.04]; " + MEASURED),
+        "allocator=jemalloc": ("acts", "slower: throughput 0.87x [0.75-0.96], batch-1 p50 0.81x "
+                                       "[0.79-0.96]; " + MEASURED),
+        "omp-runtime=intel": ("nothing", "throughput 1.00x [0.94-1.09], batch-1 p50 0.91x "
+                                         "[0.84-1.18]; " + MEASURED),
+        "KMP_BLOCKTIME=1": ("nothing", "throughput 1.02x [0.71-1.15], batch-1 p50 0.93x "
+                                       "[0.84-1.12]; " + MEASURED),
+        "KMP_AFFINITY=granularity=fine,compact,1,0": (
+            "nothing", "throughput 1.02x [0.94-1.04], batch-1 p50 0.91x [0.89-1.11]; " + MEASURED),
+        "OMP_WAIT_POLICY=PASSIVE": ("acts", "slower: batch-1 p50 0.75x [0.70-0.87], throughput "
+                                            "1.02x [0.86-1.04]; " + MEASURED),
+        "OMP_WAIT_POLICY=ACTIVE": ("nothing", "throughput 0.90x [0.88-1.08], batch-1 p50 0.94x "
+                                              "[0.92-1.17]; " + MEASURED),
+    }

@@ -275,6 +275,10 @@ class LiteSession(Session):
         return self._it.get_tensor(self._out)
 
 
+#: Where and how the environment knobs' verdicts were measured.
+MEASURED = ("AMD EPYC family 25 model 17 (Zen 4), 2026-12-05, benchmarks/environment.py, "
+            "ResNet-50 FP32, 3 alternating rounds")
+
 class TensorFlowEngine(Engine):
     name = "tensorflow"
     module = "tensorflow"
@@ -284,8 +288,13 @@ class TensorFlowEngine(Engine):
     #: oneDNN reports "runtime:threadpool" (Eigen's pool, ONEDNN_VERBOSE=1); the libgomp a
     #: process maps is scikit-learn's, loaded by an import, and serves none of TF's ops.
     threading = ("own", "Eigen's thread pool; oneDNN runs on it, not on OpenMP")
-    #: Environment knobs measured here (benchmarks/environment.py): none yet, all searched.
-    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {}
+    #: Environment knobs measured here (benchmarks/environment.py, docs/measurements.md).
+    environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {
+        "allocator=tcmalloc": ("acts", "batch-1 p50 1.06x [1.04-1.27] faster, throughput 1.01x "
+                                       "[0.98-1.11]; " + MEASURED),
+        "allocator=jemalloc": ("nothing", "throughput 0.98x [0.83-1.01], batch-1 p50 1.05x "
+                                          "[0.89-1.09]; " + MEASURED),
+    }
     _frozen_cache: ClassVar[dict[str, Any]] = {}
 
     def versions(self) -> dict[str, str]:

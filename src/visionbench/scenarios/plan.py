@@ -72,7 +72,8 @@ def plan_tasks(cfg: RunConfig, engines: dict[str, Engine], model: ModelSpec | No
 
     for name, engine in engines.items():
         lacks = cfg.options_lacking(engine)
-        cannot = engine.cannot_run(model) if model is not None else None
+        cannot = (engine.cannot_run(model) if model is not None else None) \
+            or engine.environment_problem(cfg.environment)
         if cannot or lacks:
             reason = cannot or f"{name} has no {' or '.join(lacks)}"
             if cfg.study.engines_explicit:
