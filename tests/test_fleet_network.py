@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,12 +141,15 @@ def _unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+def network() -> Iterator[Net]:
     if why := _unavailable():
         if os.environ.get("VISIONBENCH_REQUIRE_NETNS") == "1":  # CI: this test must run
             pytest.fail(why)
         pytest.skip(why)
-    net = Net(f"vb{os.getpid() % 100000}", tmp_path_factory.mktemp("netns"))
+    # A short folder of its own, not pytest's: Ray's socket paths under it must stay within
+    # AF_UNIX's 107 bytes, which /tmp/pytest-of-root/pytest-149/netns0/... passed (the head
+    # never started once pytest's run counter reached three digits).
+    net = Net(f"vb{os.getpid() % 100000}", Path(tempfile.mkdtemp(prefix="vbnet-", dir="/tmp")))
     try:
         _build(net)
         _ray_start(net, "head", 0)
@@ -159,6 +163,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         yield net
     finally:
         _tear_down(net)
+        shutil.rmtree(net.tmp, ignore_errors=True)
 
 
 def _logs(net: Net) -> str:

@@ -77,7 +77,7 @@ def test_tune_starts_from_the_engines_own_setting_and_reruns_it(tmp_path: Path) 
         "optimal_number_of_infer_requests"]
     assert t["default_setting"] == {"batch_size": 4, "instances": 1, "cores_per_instance": None,
                                     "threads": r["config"]["threads"], "method": "engine",
-                                    "options": {}, "concurrency": ""}
+                                    "options": {}, "concurrency": "", "environment": None}
     assert t["speedup_vs_default"] >= 1.0 and t["rounds"] >= 3
     w = next(m for m in r["measurements"] if m["id"] == t["winner"])
     s = t["winner_setting"]
