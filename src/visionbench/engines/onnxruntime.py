@@ -119,15 +119,12 @@ class OnnxRuntimeSession(Session):
         self._primary = names.index(output_name) if output_name in names else 0
         self.execution = execution
 
-    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run_outputs(self, batch: Any) -> list[np.ndarray]:
         # Every output, always: asking ONNX Runtime for one would skip the graph's other branches.
         return self._session.run(None, {self._input: batch})  # type: ignore[attr-defined]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.outputs(batch)[self._primary]
-
-    def run_outputs(self, batch: Any) -> list[np.ndarray]:
-        return self.outputs(batch)
+        return self.run_outputs(batch)[self._primary]
 
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
         """ONNX Runtime's session profiling (on since the session was made): its trace of the
@@ -135,11 +132,11 @@ class OnnxRuntimeSession(Session):
         if not self._tracing:
             raise NotImplementedError("this ONNX Runtime session was not prepared for profiling")
         for _ in range(warmup):
-            self.outputs(batch)
+            self.run_outputs(batch)
         call_ms = []
         for _ in range(calls):
             t = time.perf_counter()
-            self.outputs(batch)
+            self.run_outputs(batch)
             call_ms.append((time.perf_counter() - t) * 1e3)
         self._tracing = False
         path = Path(self._session.end_profiling())  # type: ignore[attr-defined]

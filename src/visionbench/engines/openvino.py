@@ -142,10 +142,6 @@ class OpenVINOSession(Session):
         self._inferences += 1
         return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
 
-    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
-        self._inferences += 1
-        return list(self._requests[0].infer({0: self.feed(batch)}).to_tuple())
-
     def run_outputs(self, batch: Any) -> list[np.ndarray]:
         self._inferences += 1
         return list(self._requests[0].infer({0: batch}, share_inputs=True).to_tuple())

@@ -136,12 +136,9 @@ class TorchSession(Session):
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self._autocast):
             return self._fn(x)
 
-    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run_outputs(self, batch: Any) -> list[np.ndarray]:
         out = self.forward(batch)
         return [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else [out])]
-
-    def run_outputs(self, batch: Any) -> list[np.ndarray]:
-        return self.outputs(batch)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         out = self.forward(batch)
@@ -165,7 +162,7 @@ class TorchSession(Session):
         costs: dict[str, tuple[float | None, float | None]] = {}
         raw = b""
         traced = min(calls, TRACED_CALLS)
-        for chunk in (calls - traced, traced):
+        for chunk, traces in ((calls - traced, False), (traced, True)):
             if not chunk:
                 continue
             with capture_fd(2), profile(activities=[ProfilerActivity.CPU], record_shapes=True,
@@ -188,7 +185,7 @@ class TorchSession(Session):
                     precisions.setdefault(name, _DTYPES.get(dtypes[0], ""))
                     times.setdefault(name, []).append(event.cpu_time_total / 1e3)
                     per_call[-1] += event.cpu_time_total / 1e3
-            if chunk == traced:
+            if traces:  # not the first chunk too, where it is as long
                 with tempfile.TemporaryDirectory(prefix="visionbench-torch-trace-") as tmp:
                     path = Path(tmp) / "trace.json"
                     prof.export_chrome_trace(str(path))

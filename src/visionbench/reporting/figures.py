@@ -233,8 +233,8 @@ def profile_figure(results: Results) -> Figure:
             ms = r.unplaced_ms if name == UNPLACED else r.by_group.get(name)
             if not ms or ms <= 0:
                 continue
-            ax.barh(y, ms, 0.6, left=left, color=SHADES[i % len(SHADES)] if i < len(SHADES)
-                    else "white", hatch=HATCHES[i % len(HATCHES)], edgecolor="black",
+            ax.barh(y, ms, 0.6, left=left, color=SHADES[i] if i < len(SHADES) else "white",
+                    hatch=HATCHES[i % len(HATCHES)], edgecolor="black",
                     linewidth=0.5, label=None if name in shown else name)
             shown.add(name)
             left += ms

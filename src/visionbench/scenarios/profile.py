@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -19,6 +18,7 @@ from multiprocessing.connection import Connection
 from visionbench.data.synthetic import input_pool
 from visionbench.engines import get_engine
 from visionbench.engines.base import OpProfile, OpTime
+from visionbench.harness.pipeline import inference_only
 from visionbench.launch.protocol import Result
 from visionbench.models.flops import is_compute, op_group
 from visionbench.models.spec import ModelSpec
@@ -58,11 +58,7 @@ def profile_one(conn: Connection, job: Job) -> None:
         fed = session.feed(x)
         for _ in range(job.warmup):
             session.run(fed)
-        times = []
-        for _ in range(job.calls):
-            t = time.perf_counter()
-            session.run(fed)
-            times.append((time.perf_counter() - t) * 1e3)
+        times = inference_only(session.run, fed, job.calls)
     finally:
         session.close()
     profiled = engine.prepare(dataclasses.replace(spec, profiling=True))
