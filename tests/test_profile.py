@@ -154,6 +154,31 @@ def test_an_operations_flops_come_from_the_shapes_it_ran_with():
     assert not is_compute("aten::contiguous") and is_compute("onednn::qconv_pointwise")
 
 
+def test_a_torch_operations_kernel_is_the_operator_under_it_that_computes():
+    """The kernel named for an operator, and the precision read from its input: the operator
+    under it that took most of its time, never a scalar read or an allocation beside it (a
+    first INT8 call once read its zero point in ``aten::item`` for most of the convolution's
+    time, and the convolution was shown with no precision)."""
+    from types import SimpleNamespace
+
+    from visionbench.engines.pytorch import _kernel
+
+    def ev(name, dtypes, ms, *children):
+        return SimpleNamespace(name=name, input_dtypes=dtypes, cpu_time_total=ms,
+                               cpu_children=list(children))
+
+    item = ev("aten::item", ["int"], 8.0, ev("aten::_local_scalar_dense", ["int"], 8.0))
+    assert _kernel(ev("onednn::qconv_pointwise", ["unsigned char", "float"], 10.0, item)).name \
+        == "onednn::qconv_pointwise"
+    mkldnn = ev("aten::mkldnn_convolution", ["float"], 9.0)
+    conv = ev("aten::conv2d", ["float"], 10.0, ev("aten::empty", [], 0.5),
+              ev("aten::convolution", ["float"], 9.5, mkldnn))
+    assert _kernel(conv) is mkldnn
+    autocast = ev("aten::conv2d", ["float"], 10.0, ev("aten::to", ["float"], 1.0),
+                  ev("aten::conv2d", ["c10::BFloat16"], 9.0))
+    assert _kernel(autocast).input_dtypes == ["c10::BFloat16"]
+
+
 def test_an_operations_place_on_the_roofline():
     """GFLOP/s over the machine's peak, and over the roofline's bound: the peak, or the memory
     bandwidth times the operation's FLOPs per byte where that is lower (made-up machine)."""

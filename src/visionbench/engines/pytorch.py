@@ -109,9 +109,12 @@ def _flops(event: Any) -> float | None:
 
 def _kernel(event: Any) -> Any:
     """The innermost event that holds most of an operation's time: the kernel that ran
-    (``aten::conv2d`` -> ``aten::mkldnn_convolution``), not an allocation beside it."""
-    while event.cpu_children:
-        inner = max(event.cpu_children, key=lambda c: c.cpu_time_total)
+    (``aten::conv2d`` -> ``aten::mkldnn_convolution``), never an allocation or a scalar read
+    beside it (a first call's ``aten::item`` under ``onednn::qconv_pointwise`` once took most of
+    its time): only operators taking a tensor of a precision are looked into."""
+    while inner_ops := [c for c in event.cpu_children if c.input_dtypes[:1]
+                        and c.input_dtypes[0] in _DTYPES]:
+        inner = max(inner_ops, key=lambda c: c.cpu_time_total)
         if inner.cpu_time_total < 0.5 * event.cpu_time_total:
             break
         event = inner
