@@ -192,8 +192,10 @@ class Search:
 
     def explore(self) -> None:
         """The default, the reference method beside it, then batch sizes upwards until throughput
-        stops rising, then the variants around the two best; with time left, the larger batch
-        sizes the climb skipped, and again around the best."""
+        stops rising, then the environment variants on the best so far (before the engine's
+        variants: they are few, and the engine's settings alone found nothing on 2 cores), then
+        the variants around the two best; with time left, the larger batch sizes the climb
+        skipped, again around the best, and the environments that won on a new best."""
         default = self.default()
         self.explore_one(default, always=True)
         if self.own:
@@ -202,24 +204,25 @@ class Search:
         ladder = [b for b in (self.cfg.study.batch_sizes or LADDER)
                   if model.fixed_batch is None or b == model.fixed_batch]
         rest = self.climb(ladder, STALL)
+        won = self.around_environment(list(self.environments.values()))
         self.around_best()
         if rest:
             self.climb(rest, None)
             self.around_best()
-        self.around_environment()
+        self.around_environment(won)
 
-    def around_environment(self) -> None:
-        """The best setting in a fresh process as shipped (the control), then under each
-        environment variant, one knob at a time; the best allocator with the best OpenMP variant
-        where both beat the control."""
+    def around_environment(self, envs: list[Environment]) -> list[Environment]:
+        """The best setting as shipped in a fresh process (the control), then under each of
+        ``envs``, one knob at a time, and the best allocator with the best OpenMP variant where
+        both beat the control; the variants that beat it."""
         best = next((s for s in self.ranked() if s.environment is None), None)
-        if best is None or not self.environments:
-            return
+        if best is None or not envs:
+            return []
         base = self.explore_one(control(best))
         if base is None or not self.within(base):
-            return
+            return []
         won: dict[bool, tuple[float, Environment]] = {}
-        for env in self.environments.values():
+        for env in envs:
             m = self.explore_one(replace(best, environment=env))
             if m is not None and self.within(m) and m.throughput_ips > base.throughput_ips * GAIN:
                 openmp = env.allocator == "glibc"
@@ -227,7 +230,10 @@ class Search:
                     won[openmp] = (m.throughput_ips, env)
         if len(won) == 2:
             a, o = won[False][1], won[True][1]
-            self.explore_one(replace(best, environment=Environment(a.allocator, o.omp_runtime, o.env)))
+            both = Environment(a.allocator, o.omp_runtime, o.env)
+            if both not in envs:
+                self.explore_one(replace(best, environment=both))
+        return [env for _, env in won.values()]
 
     def climb(self, ladder: list[int], stall_limit: int | None) -> list[int]:
         """Explore ``ladder`` in order on the default's method; the batch sizes left when
