@@ -112,3 +112,24 @@ def test_explore_windows_hold_three_batches():
     seconds, _ = search.window(Setting(128, method="engine"), EXPLORE_WINDOW)
     assert seconds == pytest.approx(4 * 128 / 40.0)  # 2 requests in flight: half of each more
     assert search.window(Setting(1), EXPLORE_WINDOW) == (EXPLORE_WINDOW, None)  # at least 1 s
+
+
+def test_a_confirmation_cut_short_keeps_an_environment_variants_control(monkeypatch):
+    """When the contenders' confirmation does not fit the time left, the slowest are dropped,
+    but never the control of an environment variant kept: a variant cannot win without it (a
+    real torch-eager tune dropped tcmalloc's control and could not crown it at 1.74x)."""
+    import time
+
+    from visionbench.launch.environment import Environment
+    from visionbench.scenarios.search import MIN_ROUNDS, Search
+    from visionbench.scenarios.setting import control
+
+    default, fast, plain = Setting(116), Setting(32, environment=Environment("tcmalloc")), Setting(32)
+    search = Search.__new__(Search)  # only the confirmation plan: no run behind it
+    search.deadline = time.monotonic() + 120.0
+    monkeypatch.setattr(search, "contenders", lambda: [default, fast, plain, control(fast)])
+    monkeypatch.setattr(search, "confirm_cost", lambda candidates, rounds, floor: 35.0 * len(candidates))
+    candidates, rounds, _ = search.plan_confirmation()
+    assert candidates == [default, fast, control(fast)] and rounds == MIN_ROUNDS
+    search.deadline = time.monotonic() + 40.0  # room for two: the variant goes with its control
+    assert search.plan_confirmation()[0] == [default, control(fast)]

@@ -274,7 +274,8 @@ class Search:
 
     def plan_confirmation(self) -> tuple[list[Setting], int, float]:
         """The contenders, rounds and least window that fit the time left: fewer rounds first
-        (down to MIN_ROUNDS), then shorter windows, then the slowest contenders dropped."""
+        (down to MIN_ROUNDS), then shorter windows, then the slowest contenders dropped, never
+        the control of an environment variant kept (it cannot win without it)."""
         candidates = self.contenders()
         left = self.deadline - time.monotonic()
         for floor in (CONFIRM_WINDOW, EXPLORE_WINDOW):
@@ -282,7 +283,8 @@ class Search:
                 if self.confirm_cost(candidates, rounds, floor) <= left:
                     return candidates, rounds, floor
         while len(candidates) > 2 and self.confirm_cost(candidates, MIN_ROUNDS, EXPLORE_WINDOW) > left:
-            candidates.pop()
+            needed = {control(s) for s in candidates if s.environment and control(s) != s}
+            candidates.remove(next(s for s in reversed(candidates[1:]) if s not in needed))
         return candidates, MIN_ROUNDS, EXPLORE_WINDOW
 
     def run(self) -> TuneOutcome:
