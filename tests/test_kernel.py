@@ -203,6 +203,12 @@ def test_files_written_before_concurrency_was_typed_read_it_from_the_engines_wor
                            "requests": 4}})
     assert t.winner_setting["options"] == {"streams": 2, "requests": 4}
     assert setting_text(t.winner_setting) == "batch 64, 2 threads, engine method, 2 streams, 4 requests"
+    # the process environment a winner needs is in its words (it once read as the plain setting)
+    env = {"allocator": "tcmalloc", "omp_runtime": "intel", "env": {"KMP_BLOCKTIME": "1"}}
+    assert setting_text({"batch_size": 32, "threads": 2, "environment": env}) \
+        == "batch 32, 2 threads, tcmalloc, Intel OpenMP, KMP_BLOCKTIME=1"
+    assert setting_text({"batch_size": 32, "threads": 2, "environment": {
+        "allocator": "glibc", "omp_runtime": "shipped", "env": {}}}).endswith("a fresh process as shipped")
 
 
 NEW_KIND = '''

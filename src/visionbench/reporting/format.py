@@ -99,7 +99,7 @@ def batch_text(m: Measurement) -> str:
 
 def setting_text(setting: dict) -> str:
     """A tuned setting in words: batch 32, 2 instances x 1 core; batch 64, engine method, 2
-    streams x 4 requests."""
+    streams x 4 requests; batch 32, 2 threads, tcmalloc."""
     parts = [f"batch {setting['batch_size']}"]
     if setting.get("cores_per_instance"):
         parts.append(f"{setting['instances']} instances x {setting['cores_per_instance']} cores")
@@ -109,6 +109,11 @@ def setting_text(setting: dict) -> str:
         parts.append(f"{setting['method']} method")
     if setting.get("concurrency"):
         parts.append(setting["concurrency"])
+    if (env := setting.get("environment")) is not None:
+        knobs = [env["allocator"]] if env.get("allocator", "glibc") != "glibc" else []
+        knobs += ["Intel OpenMP"] if env.get("omp_runtime") == "intel" else []
+        knobs += [f"{k}={v}" for k, v in (env.get("env") or {}).items()]
+        parts.append(", ".join(knobs) if knobs else "a fresh process as shipped")
     return ", ".join(parts)
 
 
