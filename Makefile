@@ -19,7 +19,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e '.[all,test]'
+	$(PIP) -e '.[all,serve,test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -51,8 +51,9 @@ def test_the_peak_is_measured_once_and_cached(measured, monkeypatch: pytest.Monk
     # GB/s on every core: more than a 2010 laptop's DDR3, less than any 2026 socket's DDR5/HBM.
     assert math.isfinite(bw.gbs) and 5 <= bw.gbs <= 5000 and bw.gbs == max(bw.windows)
     assert len(bw.windows) == peak_mod.REPEATS and bw.array_mib == 256
+    before = len(said)  # the measuring note, and one per window a busy machine disturbed
     cached = peak_mod.machine_peak(said.append)
-    assert cached.cached and cached.rates == first.rates and len(said) == 1
+    assert cached.cached and cached.rates == first.rates and len(said) == before
     assert cached.bandwidth == first.bandwidth
     assert MachinePeak.model_validate(cached.as_dict()).bandwidth.gbs == bw.gbs
     # Another CPU's (or kernels') cache is not this machine's: measured again (sysinfo --peak

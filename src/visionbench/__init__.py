@@ -14,8 +14,8 @@ from visionbench.version import __version__
 #: The API's functions, importable from the package itself (``visionbench.api.__all__``).
 API = ("accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
        "dry_run", "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
-       "mlperf", "pipeline", "profile", "recover", "report", "report_fleet", "resume", "run",
-       "study_config", "suite", "sweep", "system", "tune", "write_comparison")
+       "loadtest", "mlperf", "pipeline", "profile", "recover", "report", "report_fleet", "resume",
+       "run", "serve", "study_config", "suite", "sweep", "system", "tune", "write_comparison")
 __all__ = ["__version__", *API]
 
 

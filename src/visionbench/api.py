@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,6 +144,60 @@ def pipeline(*, reporter: Reporter | None = None, command: Sequence[str] | None 
     ``modes="pipeline"`` (the records under ``Results.pipelines``)."""
     return run(reporter=reporter, command=command or _command(None, "pipeline", options),
                **{**options, "modes": "pipeline"})
+
+
+def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 0,
+          grpc_port: int = 0, ready_file: str | Path | None = None,
+          announce: Callable[[dict[str, Any]], None] = print,
+          reporter: Reporter | None = None, **options: Any) -> str:
+    """Serve ``model`` (one engine and precision: ``engines``, ``precisions``; the study's model
+    options) behind KServe's Python model server over HTTP and gRPC, on ``host`` (loopback
+    unless given), until SIGINT or SIGTERM; ``announce`` gets the URLs and configuration once it
+    listens (also written to ``ready_file``). Returns the name of the signal that stopped it."""
+    from visionbench.serving.host import host as prepare
+    from visionbench.serving.server import serve as run_server
+
+    for port, name in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):
+        if not 0 <= port <= 65535:
+            raise VisionbenchError(f"{name} takes 0 (any free port) to 65535, got {port}")
+    cfg = study_config(model=model, modes="throughput", **{"batch_size": 1, **options})
+    hosted = prepare(cfg, reporter or Reporter())
+    return run_server(hosted, host, http_port, grpc_port,
+                      Path(ready_file) if ready_file is not None else None, announce)
+
+
+def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
+             duration: float = 5.0, warmup: float = 1.0, timeout: float = 30.0,
+             input_shape: Sequence[int] | None = None, output: str | Path | None = None,
+             overwrite: bool = False, append: bool = False,
+             server_facts: str | Path | None = None, on_point: Callable[[Any], None] | None = None,
+             command: Sequence[str] | None = None) -> Results:
+    """A closed-loop concurrency sweep of ``model`` on the KServe v2 server at ``url``
+    (``http://HOST:PORT`` or ``grpc://HOST:PORT``) into a run directory: per point throughput,
+    latency percentiles with intervals, errors by kind and the client's CPU, the knee marked
+    (the records under ``Results.loadtest``). ``server_facts``: a file ``serve`` wrote with
+    ``ready_file``, recorded with the points."""
+    import json
+
+    from visionbench.serving.loadtest import Plan
+    from visionbench.serving.loadtest import loadtest as sweep
+
+    facts = None
+    if server_facts is not None:
+        try:
+            facts = json.loads(Path(server_facts).read_text())
+        except (OSError, ValueError) as e:
+            raise VisionbenchError(f"--server-facts {server_facts}: cannot read it as JSON "
+                                   f"({e})") from e
+        if not isinstance(facts, dict):
+            raise VisionbenchError(f"--server-facts {server_facts}: not a JSON object")
+    out = Path(output) if output is not None else default_output("loadtest")
+    existing = "overwrite" if overwrite else "append" if append else "refuse"
+    plan = Plan(list(concurrency), duration, warmup, timeout_s=timeout,
+                input_shape=tuple(input_shape) if input_shape else None)
+    opts = {"url": url, "model": model, "concurrency": list(concurrency), "duration": duration}
+    return sweep(url, model, plan, out, existing, _command(command, "loadtest", opts), facts,
+                 on_point or (lambda p: None))
 
 
 def dry_run(**options: Any) -> DryRun:
@@ -505,5 +559,5 @@ def export(model: str, output: str | Path, *, weights: str | Path | None = None,
 
 __all__ = ["accuracy", "cache_dir", "cache_entries", "clear_cache", "compare", "default_output",
            "dry_run", "export", "fleet", "fleet_summary", "is_fleet", "list_engines", "list_models", "load",
-           "mlperf", "pipeline", "profile", "recover", "report", "report_fleet", "resume", "run",
-           "study_config", "suite", "sweep", "system", "tune", "write_comparison"]
+           "loadtest", "mlperf", "pipeline", "profile", "recover", "report", "report_fleet", "resume",
+           "run", "serve", "study_config", "suite", "sweep", "system", "tune", "write_comparison"]

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from visionbench import api
-from visionbench.cli import machine, running, tables
+from visionbench.cli import machine, running, serving, tables
 from visionbench.cli.options import (
     COMPARE,
     ENGINE,
@@ -218,7 +218,7 @@ def compare_cmd(runs: tuple[Path, ...], baseline: Path | None, output: Path | No
     console.print("comparison: " + ", ".join(str(p) for p in written))
 
 
-for command in machine.COMMANDS:
+for command in [*machine.COMMANDS, *serving.COMMANDS]:
     cli.add_command(command)
 
 

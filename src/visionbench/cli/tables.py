@@ -16,6 +16,7 @@ from visionbench.harness.peak import Peak
 from visionbench.machine import Change, Check, MachineState
 from visionbench.models.registry import Entry
 from visionbench.results import Results
+from visionbench.results.schema import LoadPoint
 
 if TYPE_CHECKING:  # the statistics behind them (scipy) load when a comparison is made
     from visionbench.results.compare import Comparison
@@ -27,6 +28,18 @@ def print_results(console: Console, results: Results) -> None:
     from visionbench.reporting.console import print_summary
 
     print_summary(console, results)
+
+
+def print_load_point(console: Console, p: LoadPoint) -> None:
+    """One point of a loadtest, the moment it is measured."""
+    if p.latency is None or p.throughput_ips is None:
+        console.print(f"{p.protocol} {p.concurrency} users: [red]{p.reason}[/]")
+        return
+    errors = sum(p.errors.values())
+    console.print(f"{p.protocol} {p.concurrency} users: {p.throughput_ips:.1f} images/s, p50 "
+                  f"{p.latency.p50_ms:.2f} ms, p99 {p.latency.p99_ms:.2f} ms"
+                  + (f", [red]{errors} errors[/]" if errors else "")
+                  + f", client CPU {p.client_cpu_cores:.2f} cores")
 
 
 def print_comparison(console: Console, cmp: Comparison) -> None:

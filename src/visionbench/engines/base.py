@@ -200,6 +200,14 @@ class Session(ABC):
         only gives that."""
         return [self.run(batch)]
 
+    def run_on(self, slot: int, batch: Any) -> list[np.ndarray]:
+        """Every output of one fed batch, run synchronously on request ``slot`` (0 to
+        ``requests`` - 1) from any thread: calls on different slots may run at once (a server's
+        requests, each on a thread of its own)."""
+        if slot != 0:
+            raise NotImplementedError(f"{type(self).__name__} has one request")
+        return self.run_outputs(batch)
+
     def profile(self, batch: Any, calls: int, warmup: int) -> OpProfile:
         """``calls`` synchronous calls of a fed batch after ``warmup`` untimed ones, with the
         engine's per-operation times (a session prepared with ``SessionSpec.profiling``)."""
@@ -430,6 +438,9 @@ class ConcurrentSessions(Session):
 
     def run_outputs(self, batch: Any) -> list[np.ndarray]:
         return self._sessions[0].run_outputs(batch)
+
+    def run_on(self, slot: int, batch: Any) -> list[np.ndarray]:
+        return self._sessions[slot].run_outputs(batch)
 
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         if self._error is not None:

@@ -146,6 +146,10 @@ class OpenVINOSession(Session):
         self._inferences += 1
         return list(self._requests[0].infer({0: batch}, share_inputs=True).to_tuple())
 
+    def run_on(self, slot: int, batch: Any) -> list[np.ndarray]:
+        self._inferences += 1
+        return list(self._requests[slot].infer({0: batch}, share_inputs=True).to_tuple())
+
     def start(self, slot: int, batch: Any, done: Callable[[], None]) -> None:
         if not self._waiters:
             self._waiters = [_Waiter(r) for r in self._requests]

@@ -524,10 +524,57 @@ def pipelines(results: Results) -> list[Section]:
               "to the engine; `postprocess`: the batch's, counted for each of its images.")]
 
 
+def _with_ci(value: float | None, ci: tuple[float, float] | None, spec: str) -> str:
+    if value is None:
+        return "—"
+    return format(value, spec) + (f" [{format(ci[0], spec)}-{format(ci[1], spec)}]" if ci else "")
+
+
+def _served_by(s: dict) -> str:
+    """A server in a line: what it says of itself, and what visionbench serve hosted on it."""
+    text = f"server: {s.get('name', '?')} {s.get('version', '')}".rstrip()
+    if "engine" in s:
+        text += (f"; {s['engine']} {s.get('precision', '')} (ran {s.get('executed_precision', '?')}),"
+                 f" batch {s.get('batch_size', '?')}, {s.get('concurrency', '')}")
+    return text
+
+
+def loadtest(results: Results) -> list[Section]:
+    """``visionbench loadtest``: per protocol and concurrency, the client's throughput and
+    latency percentiles with their 95% intervals, errors by kind, its own CPU, the knee."""
+    if not results.loadtest:
+        return []
+    rows = []
+    for p in results.loadtest:
+        lat = p.latency
+        rows.append(Row((
+            p.protocol, p.model, str(p.concurrency),
+            _with_ci(p.throughput_ips, p.throughput_ci, ".1f"),
+            _with_ci(lat.p50_ms if lat else None, lat.p50_ci if lat else None, ".2f"),
+            _with_ci(lat.p99_ms if lat else None, lat.p99_ci if lat else None, ".2f"),
+            ", ".join(f"{n} {k}" for k, n in p.errors.items()) or "0",
+            fmt(p.client_cpu_cores, ".2f"), "knee" if p.knee else ""),
+            p.status != "ok", _flagged("knee") if p.knee else frozenset(), note=p.reason or ""))
+    notes = tuple(dict.fromkeys(_served_by(p.server) for p in results.loadtest if p.server))
+    return [Section(
+        "loadtest", "Served: the client's view, per protocol and concurrency",
+        columns("protocol", "model", "users", "images/s [95% CI]", "p50 ms [95% CI]",
+                "p99 ms [95% CI]", "errors", "client CPU (cores)", "knee",
+                numeric=("users", "images/s [95% CI]", "p50 ms [95% CI]", "p99 ms [95% CI]",
+                         "client CPU (cores)")),
+        tuple(rows), notes=notes,
+        intro="A closed loop: each user sends its next request when its last is answered. "
+              "Latency is send to answer as the client sees it; the intervals come from the "
+              "window's equal parts. The knee is the highest throughput whose p99 stays within "
+              "2x the lowest concurrency's p99. `client CPU`: the load generator's own CPU time "
+              "over the window, in cores; a client near one core may be the limit, not the "
+              "server.")]
+
+
 #: The sections built here for a kind, by its field; any other kind gets ``declared``'s.
 BUILDERS: dict[str, Callable[[Results], list[Section]]] = {
     "measurements": measurements, "accuracy": accuracy, "tune": tune, "mlperf": mlperf,
-    "cold": cold, "profiles": profiles, "pipelines": pipelines,
+    "cold": cold, "profiles": profiles, "pipelines": pipelines, "loadtest": loadtest,
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, create_model
 from visionbench.results.schema import (
     Accuracy,
     ColdStartRun,
+    LoadPoint,
     Measurement,
     MlperfResult,
     PipelineRun,
@@ -51,6 +52,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("pipelines", PipelineRun, "--mode pipeline: the whole pipeline (decode, "
                                          "preprocess, queue, batch, feed, inference, "
                                          "post-process) beside inference alone"),
+    RecordKind("loadtest", LoadPoint, "visionbench loadtest: each point of a sweep against a "
+                                      "served model, as the client saw it"),
 )
 
 

@@ -538,6 +538,48 @@ class PipelineRun(EngineRecord):
         return pipeline_key(self.engine, self.precision, self.model)
 
 
+class LoadPoint(BaseModel):
+    """``visionbench loadtest``: one point of a sweep against a KServe v2 server, as the client
+    saw it (closed loop: ``concurrency`` users, each sending its next request when the last
+    answered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    protocol: Literal["http", "grpc"]
+    model: str
+    concurrency: int
+    status: Literal["ok", "failed"]
+    reason: str | None = None
+    window_s: float = Field(description="the timed window, after the warm-up")
+    warmup_s: float = 0.0
+    requests: int = Field(0, description="requests that completed within the window")
+    images_per_request: int = 1
+    throughput_ips: float | None = Field(None, description="images per second over the window")
+    throughput_ci: tuple[float, float] | None = Field(
+        None, description="95% interval of the throughput, from the window's equal parts")
+    latency: LatencySummary | None = Field(None, description="per request, send to answer, "
+                                           "with 95% intervals")
+    errors: dict[str, int] = Field(default_factory=dict, description="failed requests by kind")
+    client_cpu_cores: float = Field(0.0, description="the generator's own CPU time over the "
+                                    "window, in cores")
+    knee: bool = Field(False, description="the highest throughput whose p99 stays within 2x "
+                       "the lowest concurrency's p99 (of this protocol)")
+    server: dict[str, Any] = Field(default_factory=dict, description="what the server says of "
+                                   "itself (v2 server metadata) and, from visionbench serve, "
+                                   "its engine, precision and configuration")
+    started_at: str
+    finished_at: str
+
+    @property
+    def key(self) -> str:
+        return loadtest_key(self.protocol, self.model, self.concurrency)
+
+
+def loadtest_key(protocol: str, model: str, concurrency: int) -> str:
+    return f"loadtest-{protocol}-{model}-c{concurrency}"
+
+
 class TuneOutcome(BaseModel):
     """What ``visionbench tune`` found for one engine and precision. A setting is a dict of
     batch_size, instances, cores_per_instance, threads, method, options (the engine's, as given
@@ -823,10 +865,10 @@ class ResultsBase(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     tool: str = "visionbench"
-    kind: Literal["study", "sweep", "tune", "mlperf", "suite"] = Field(
+    kind: Literal["study", "sweep", "tune", "mlperf", "suite", "loadtest"] = Field(
         "study", description="study: the reference modes; sweep: throughput per batch size; "
         "tune: every configuration a search explored; mlperf: LoadGen scenarios; suite: the "
-        "study on each of several workloads (models)")
+        "study on each of several workloads (models); loadtest: a sweep against a served model")
     created_at: str
     finished_at: str | None = None
     status: Literal["running", "complete", "interrupted", "failed"] = "running"

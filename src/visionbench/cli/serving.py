@@ -1,0 +1,89 @@
+"""Served inference: serve (a model behind KServe's model server) and loadtest (a sweep against
+any KServe v2 server), registered on the group by ``cli.main``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from visionbench import api
+from visionbench.cli import tables
+from visionbench.cli.options import int_list
+from visionbench.cli.running import console, report_run
+from visionbench.engines import PRECISIONS, all_engines
+from visionbench.settings import DEFAULT_ENGINE
+
+
+@click.command()
+@click.argument("model", default="resnet50")
+@click.option("--engine", "engines", type=click.Choice(sorted(all_engines())),
+              default=DEFAULT_ENGINE, show_default=True, help="The engine that runs the model.")
+@click.option("--precision", "precisions", type=click.Choice(PRECISIONS), default="fp32",
+              show_default=True, help="The precision it runs at (refused where this CPU or the "
+              "engine cannot run it natively).")
+@click.option("--batch-size", type=int, help="Images per request the model takes [default: 1].")
+@click.option("--weights", type=click.Path(path_type=Path), help="The model's weights, as run "
+              "takes them.")
+@click.option("--calibration-samples", type=int, help="INT8: calibration images [default: "
+              "the study's].")
+@click.option("--threads", type=int, help="Threads the engine uses [default: all CPUs].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (another host than loopback must be named).")
+@click.option("--http-port", type=int, default=0, show_default=True,
+              help="HTTP port (0: a free one, reported).")
+@click.option("--grpc-port", type=int, default=0, show_default=True,
+              help="gRPC port (0: a free one, reported).")
+@click.option("--ready-file", type=click.Path(path_type=Path),
+              help="Written (URLs, ports, configuration as JSON) once the server listens.")
+def serve(model: str, **kw: Any) -> None:
+    """Serve MODEL over KServe v2 (HTTP with binary tensors, and gRPC) until Ctrl-C or SIGTERM;
+    prints its URLs and configuration as one JSON line once it listens. A no-op model of the same
+    input and output is served beside it as "noop" (the load generator's ceiling)."""
+    given = {k: v for k, v in kw.items() if v is not None}
+
+    def announce(facts: dict[str, Any]) -> None:
+        print(json.dumps(facts), flush=True)
+
+    stopped = api.serve(model, announce=announce, **given)
+    print(f"visionbench serve: stopped by {stopped}", file=sys.stderr)
+
+
+@click.command()
+@click.argument("url")
+@click.option("--model", required=True, help="The served model's name.")
+@click.option("--concurrency", callback=int_list, default="1,2,4,8", show_default=True,
+              help="Comma list: simulated users, one connection each, sending back to back.")
+@click.option("--duration", type=float, default=5.0, show_default=True,
+              help="Seconds timed per point, after the warm-up.")
+@click.option("--warmup", type=float, default=1.0, show_default=True,
+              help="Seconds sent and not timed before each point.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds a request may take before it counts as a timeout.")
+@click.option("--input-shape", callback=int_list, help="Comma list: the input's shape, where "
+              "the server's metadata gives a variable one.")
+@click.option("--server-facts", type=click.Path(path_type=Path),
+              help="The file serve wrote with --ready-file: its engine and configuration are "
+              "recorded with the points.")
+@click.option("--output", type=click.Path(path_type=Path),
+              help="Run directory [default: results/<timestamp>-loadtest].")
+@click.option("--append", is_flag=True, help="Add the points to the loadtest run in --output.")
+@click.option("--overwrite", is_flag=True, help="Replace the run in --output (kept aside until "
+              "the first point is stored).")
+def loadtest(url: str, **kw: Any) -> None:
+    """Load the KServe v2 server at URL (http://HOST:PORT or grpc://HOST:PORT): a closed-loop
+    sweep of concurrency, per point throughput, latency percentiles with 95% intervals, errors by
+    kind and the generator's own CPU; the knee marked."""
+    def shown(p: Any) -> None:
+        tables.print_load_point(console, p)
+
+    results = api.loadtest(url, on_point=shown, command=sys.argv, **kw)
+    tables.print_results(console, results)
+    console.print(f"results: {results.directory / 'results.json'}")
+    report_run(results)
+
+
+COMMANDS = [serve, loadtest]

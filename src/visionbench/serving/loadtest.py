@@ -1,0 +1,232 @@
+"""``visionbench loadtest``: a closed-loop concurrency sweep against any KServe v2 server. At each
+point, N simulated users (one connection each) send the same request back to back; after a
+warm-up, the requests that complete within the window are counted, their latencies (send to
+response, as the client sees them) give the percentiles with their 95% intervals (the window cut
+in equal parts for the spread between parts, as ``run`` does with its windows), errors are
+counted by kind, and the generator's own CPU time is measured beside. The knee is the point of
+highest throughput whose p99 stays within ``KNEE_P99`` times the one-user p99."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionbench.config import RunConfig
+from visionbench.errors import VisionbenchError
+from visionbench.machine import Machine
+from visionbench.results import Results, RunStore, now
+from visionbench.results.policy import check_output, claim, join
+from visionbench.results.schema import Invocation, LoadPoint, ModelInfo, loadtest_key
+from visionbench.serving.client import Client, Endpoint, Tensor, endpoint, error_kind
+from visionbench.stats import latency_summary, t_interval
+from visionbench.sysinfo import system_info
+from visionbench.version import __version__
+
+#: The knee: the highest throughput whose p99 is at most this many times the one-user p99.
+KNEE_P99 = 2.0
+#: A user that met an error waits this long before its next request (no spinning on a dead
+#: server); the wait is not a request.
+ERROR_PAUSE_S = 0.05
+
+
+@dataclass
+class Plan:
+    concurrency: list[int]
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    windows: int = 3
+    timeout_s: float = 30.0
+    input_shape: tuple[int, ...] | None = None
+
+
+async def _user(client: Client, until: float, done: list[tuple[int, int]],
+                failed: list[tuple[int, str]]) -> None:
+    while time.perf_counter() < until:
+        t0 = time.perf_counter_ns()
+        try:
+            await client.infer()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a request's failure is a result, counted by kind
+            failed.append((time.perf_counter_ns(), error_kind(e)))
+            await asyncio.sleep(ERROR_PAUSE_S)
+            continue
+        t1 = time.perf_counter_ns()
+        done.append((t1, t1 - t0))
+
+
+async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[Tensor],
+                 outputs: list[Tensor], data: list[np.ndarray], server: dict) -> LoadPoint:
+    clients = [Client(at, model, plan.timeout_s) for _ in range(users)]
+    started = now()
+    try:
+        for c in clients:
+            c.prepare(inputs, outputs, data)
+        until = time.perf_counter() + plan.warmup_s
+        await asyncio.gather(*(_user(c, until, [], []) for c in clients))
+        done: list[tuple[int, int]] = []
+        failed: list[tuple[int, str]] = []
+        start_ns, cpu0 = time.perf_counter_ns(), time.process_time()
+        end_ns = start_ns + int(plan.duration_s * 1e9)
+        deadline = time.perf_counter() + plan.duration_s
+        await asyncio.gather(*(_user(c, deadline, done, failed) for c in clients))
+        cpu = time.process_time() - cpu0
+    finally:
+        for c in clients:
+            await c.close()
+    # What completed within the window; the requests in flight at its end complete after it.
+    kept = [(t, lat) for t, lat in done if t <= end_ns]
+    per_image = int(data[0].shape[0]) if data[0].ndim else 1
+    errors = dict(Counter(kind for t, kind in failed if t <= end_ns))
+    p = LoadPoint(url=at.url, protocol=at.protocol, model=model, concurrency=users,
+                  status="ok" if kept else "failed", window_s=plan.duration_s,
+                  warmup_s=plan.warmup_s, requests=len(kept), images_per_request=per_image,
+                  errors=errors, client_cpu_cores=round(cpu / plan.duration_s, 3),
+                  server=server, started_at=started, finished_at=now())
+    if not kept:
+        p.reason = "no request completed: " + (", ".join(f"{n} {k}" for k, n in errors.items())
+                                               or "none answered within the window")
+        return p
+    edges = np.linspace(start_ns, end_ns, plan.windows + 1)
+    ends = np.array([t for t, _ in kept])
+    lat = np.array([lat for _, lat in kept], dtype=np.int64)
+    parts = [lat[(ends > lo) & (ends <= hi)] for lo, hi in pairwise(edges)]
+    part_s = plan.duration_s / plan.windows
+    p.throughput_ips = len(kept) * per_image / plan.duration_s
+    p.throughput_ci = t_interval([len(x) * per_image / part_s for x in parts])
+    p.latency = latency_summary(lat, [x for x in parts if len(x)])
+    return p
+
+
+def mark_knee(points: list[LoadPoint]) -> LoadPoint | None:
+    """The knee of one protocol's points (marked on it): the highest throughput whose p99 is
+    within KNEE_P99 times the p99 at the lowest concurrency."""
+    ok = [p for p in points if p.status == "ok" and p.latency is not None]
+    if not ok:
+        return None
+    base = min(ok, key=lambda p: p.concurrency).latency
+    assert base is not None
+    within = [p for p in ok if p.latency is not None and p.latency.p99_ms <= KNEE_P99 * base.p99_ms]
+    knee = max(within, key=lambda p: p.throughput_ips or 0.0)
+    for p in points:
+        p.knee = p is knee
+    return knee
+
+
+async def _describe(at: Endpoint, model: str, timeout_s: float
+                    ) -> tuple[list[Tensor], list[Tensor], dict[str, Any]]:
+    probe = Client(at, model, timeout_s)
+    try:
+        server = await probe.server()
+        inputs, outputs = await probe.metadata()
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise VisionbenchError(f"{at.url}: cannot read model {model!r} from the server: "
+                               f"{error_kind(e)}" + (f": {first}" if first else "")) from e
+    finally:
+        await probe.close()
+    return inputs, outputs, server
+
+
+def _input(model: str, inputs: list[Tensor], given: tuple[int, ...] | None) -> np.ndarray:
+    """The request's tensor: random FP32 of the model's input shape (or ``given``)."""
+    if len(inputs) != 1:
+        raise VisionbenchError(f"{model} takes {len(inputs)} inputs: loadtest sends one")
+    if inputs[0].datatype != "FP32":
+        raise VisionbenchError(f"{model}'s input is {inputs[0].datatype}: loadtest sends FP32")
+    shape = given or inputs[0].shape
+    if not shape or any(d < 1 for d in shape):
+        raise VisionbenchError(f"{model}'s input {inputs[0].name} has a variable shape "
+                               f"{list(inputs[0].shape)}: give --input-shape")
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+def model_info(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Tensor],
+               data: np.ndarray) -> ModelInfo:
+    """The served model as its metadata describes it (its file is the server's)."""
+    out = outputs[0].shape if outputs else ()
+    return ModelInfo(name=model, path=at.url, source=f"served at {at.url}", sha256="",
+                     input_name=inputs[0].name, input_layout="", input_shape_per_image=list(
+                         data.shape[1:]), fixed_batch=int(data.shape[0]), gflop_per_image=None,
+                     num_classes=int(out[-1]) if out else None,
+                     outputs=[o.name for o in outputs])
+
+
+def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, command: list[str],
+             server_facts: dict[str, Any] | None = None,
+             on_point: Callable[[LoadPoint], None] = lambda p: None) -> Results:
+    """The sweep of ``plan`` against ``model`` at ``url``, into the run directory ``output``
+    (the run-directory rules of ``run``: refused if it holds anything but a run, ``--append``
+    adds the points to a loadtest run there); each point stored the moment it is measured. A
+    server that stops answering ends the sweep: the points before are kept, the run is marked
+    failed and the error names the point."""
+    if not plan.concurrency or min(plan.concurrency) < 1:
+        raise VisionbenchError("--concurrency takes positive integers")
+    if plan.duration_s <= 0 or plan.warmup_s < 0 or plan.timeout_s <= 0:
+        raise VisionbenchError("--duration and --timeout must be positive, --warmup not negative")
+    at = endpoint(url)
+    check_output(output, existing)
+    inputs, outputs, server = asyncio.run(_describe(at, model, plan.timeout_s))
+    data = _input(model, inputs, plan.input_shape)
+    server = {**server, **(server_facts or {})}
+    info = model_info(at, model, inputs, outputs, data)
+    system = {**system_info().as_dict(), "state": Machine().state().as_dict()}
+    software = {"visionbench": __version__, "tritonclient": version("tritonclient")}
+    cfg = RunConfig.of(output=output, existing=existing, model=model)
+    invocation = Invocation(how="new", kind="loadtest", command=command, config=cfg.as_dict(),
+                            started_at=now())  # type: ignore[arg-type]
+    lock, prior, aside = claim(output, existing, command)
+    try:
+        if prior is None:
+            results = Results(kind="loadtest", created_at=now(), command=command, system=system,
+                              software=software, config=cfg.as_dict(), model=info,
+                              invocations=[invocation])
+        else:
+            invocation.how = "append"
+            results = join(prior, existing, output, "loadtest", [(model, "")], system, software,
+                           invocation)
+        invocation.planned = [loadtest_key(at.protocol, model, c) for c in plan.concurrency]
+        store = RunStore(output, results, lock, aside)
+    except BaseException as e:
+        lock.abandon()
+        if aside is not None:
+            aside.undo(e)
+        raise
+    with store.recording():
+        points = asyncio.run(_sweep(at, model, plan, inputs, outputs, data, server, store,
+                                    on_point))
+        gone = next((p for p in points if p.status == "failed"), None)
+        if gone is not None:
+            store.finish("failed")
+            raise VisionbenchError(f"{at.url} answered no request at concurrency "
+                                   f"{gone.concurrency} ({gone.reason}); the points before "
+                                   f"are kept in {output}")
+        store.finish("complete")
+    return results
+
+
+async def _sweep(at: Endpoint, model: str, plan: Plan, inputs: list[Tensor],
+                 outputs: list[Tensor], data: np.ndarray, server: dict[str, Any],
+                 store: RunStore, on_point: Callable[[LoadPoint], None]) -> list[LoadPoint]:
+    points: list[LoadPoint] = []
+    for users in plan.concurrency:
+        p = await _point(at, model, users, plan, inputs, outputs, [data], server)
+        points.append(p)
+        before = {q.key: q.knee for q in points}
+        mark_knee(points)
+        for q in points:  # the point stored, and any whose knee mark it moved
+            if q is p or q.knee != before[q.key]:
+                store.add(q)
+        on_point(p)
+        if p.status == "failed":
+            break  # nothing came back: the server is gone or refuses
+    return points

@@ -1,0 +1,211 @@
+"""``visionbench serve``: a hosted model behind KServe's own Python model server, over HTTP
+(KServe v2 REST with the binary tensor extension) and gRPC (KServe v2 gRPC), beside a no-op
+model of the same input and output (the load generator's own ceiling is measured on it).
+
+KServe's request handling is used as it ships: its data plane, its FastAPI application with the
+v2 endpoints, its gRPC servicer and interceptors. Only the listening sockets are visionbench's:
+KServe's own servers listen on every interface, and visionbench binds 127.0.0.1 unless told
+another host, takes port 0 (the port chosen is reported) and stops both on SIGINT or SIGTERM.
+KServe's Python server has no request batching of its own: each request runs alone, at the
+batch size it carries, on one of the engine's requests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionbench.errors import VisionbenchError
+from visionbench.fsutil import atomic_write_bytes, failure
+from visionbench.serving.host import Hosted
+
+#: The model's v2 datatype: visionbench's models take and give float32.
+DATATYPE = "FP32"
+#: The name of the no-op model served beside the real one.
+NOOP = "noop"
+
+
+@contextlib.contextmanager
+def _own_argv() -> Iterator[None]:
+    """KServe's model server module parses ``sys.argv`` when imported: let it see none of ours."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        yield
+    finally:
+        sys.argv = argv
+
+
+def _models(hosted: Hosted) -> list[Any]:
+    """The hosted model and the no-op model, as KServe models."""
+    from kserve import InferOutput, InferResponse, Model
+    from kserve.errors import InvalidInput
+
+    session, model = hosted.session, hosted.model
+    shape = list(model.input_shape(hosted.batch))
+    out_name = (model.outputs or ("output",))[0]
+    sample = session.run_on(0, session.feed(np.zeros(shape, np.float32)))[0]
+    out_shape = list(sample.shape)
+
+    class Served(Model):
+        """One request at a time per engine request (slot); the call runs on a worker thread
+        (the engines release the GIL while they compute), so requests arriving at once run at
+        once, up to the engine's number of requests."""
+
+        def __init__(self, name: str, run: Callable[[int, np.ndarray], np.ndarray], slots: int):
+            super().__init__(name)
+            self._run = run
+            self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=name)
+            self._free: asyncio.Queue[int] | None = None
+            self._slots = slots
+            self.ready = True
+
+        def get_input_types(self) -> list[dict]:
+            return [{"name": model.input_name, "datatype": DATATYPE, "shape": shape}]
+
+        def get_output_types(self) -> list[dict]:
+            return [{"name": out_name, "datatype": DATATYPE, "shape": out_shape}]
+
+        async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+            if len(payload.inputs) != 1:
+                raise InvalidInput(f"{self.name} takes one input, {len(payload.inputs)} given")
+            given = payload.inputs[0]
+            if given.datatype != DATATYPE or list(given.shape) != shape:
+                raise InvalidInput(f"{self.name} takes {DATATYPE} {shape}, got {given.datatype} "
+                                   f"{list(given.shape)}")
+            x = np.ascontiguousarray(given.as_numpy(), dtype=np.float32).reshape(shape)
+            if self._free is None:  # made in the server's event loop
+                self._free = asyncio.Queue()
+                for slot in range(self._slots):
+                    self._free.put_nowait(slot)
+            slot = await self._free.get()
+            try:
+                y = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, slot, x)
+            finally:
+                self._free.put_nowait(slot)
+            out = InferOutput(out_name, list(y.shape), DATATYPE)
+            out.set_data_from_numpy(np.ascontiguousarray(y, dtype=np.float32), binary_data=True)
+            return InferResponse(payload.id or "", self.name, [out],
+                                 use_binary_outputs=payload.use_binary_outputs)
+
+    zeros = np.zeros(out_shape, np.float32)
+    real = Served(model.name, lambda slot, x: session.run_on(slot, session.feed(x))[0],
+                  session.requests)
+    noop = Served(NOOP, lambda slot, x: zeros, 1)
+    return [real, noop]
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, reuse_port=False)
+    except OSError as e:
+        raise VisionbenchError(f"cannot listen on {host} port {port}: {e.strerror or e}") from e
+    # Linux passes it on to each connection accepted: without it a response written in two
+    # parts (headers, then body) waits for the client's delayed ACK, 40 ms a request here.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int = 0,
+          ready_file: Path | None = None, announce: Callable[[dict[str, Any]], None] = print,
+          grpc_threads: int = 4) -> str:
+    """Serve ``hosted`` until SIGINT or SIGTERM; ``announce`` gets the URLs, ports and
+    configuration once both servers listen (also written to ``ready_file``). Returns the name of
+    the signal that stopped it."""
+    try:
+        with _own_argv():
+            import kserve  # noqa: F401 - its absence is one line
+    except ImportError as e:
+        raise VisionbenchError(f"serve needs KServe ({e}): pip install 'visionbench[serve]'") from e
+    # KServe 0.21's responses use FastAPI's ORJSONResponse, deprecated by FastAPI since.
+    warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated")
+    with _own_argv():
+        import uvicorn
+        from grpc import aio
+        from kserve.model_repository import ModelRepository
+        from kserve.protocol.dataplane import DataPlane
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+        from kserve.protocol.grpc.interceptors import (
+            ExceptionToStatusInterceptor,
+            LoggingInterceptor,
+        )
+        from kserve.protocol.grpc.servicer import InferenceServicer
+        from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+        from kserve.protocol.rest.server import RESTServer
+
+    registry = ModelRepository()
+    for m in _models(hosted):
+        registry.update(m)
+    plane, extension = DataPlane(registry), ModelRepositoryExtension(registry)
+    rest = RESTServer("kserve.model_server:app", plane, extension, 0)
+    rest.create_application()  # KServe's v2 endpoints on its FastAPI application
+    http_sock = _listen(host, http_port)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # ours stop both servers
+            yield
+
+    web = Server(uvicorn.Config("kserve.model_server:app", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=5))
+    stopped_by: list[str] = []
+
+    async def main() -> None:
+        rpc = aio.server(ThreadPoolExecutor(max_workers=grpc_threads),
+                         interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+                         options=[("grpc.max_send_message_length", 2**31 - 1),
+                                  ("grpc.max_receive_message_length", 2**31 - 1)])
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(plane, extension), rpc)
+        try:
+            bound = rpc.add_insecure_port(f"[{host}]:{grpc_port}" if ":" in host
+                                          else f"{host}:{grpc_port}")
+        except RuntimeError:  # grpcio raises where it cannot bind, or returns 0
+            bound = 0
+        if not bound:
+            raise VisionbenchError(f"cannot listen on {host} port {grpc_port} (gRPC): in use, "
+                                   "or not an address of this machine")
+        await rpc.start()
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            stopped_by.append(sig.name)
+            web.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        serving = asyncio.create_task(web.serve(sockets=[http_sock]))
+        while not web.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if web.started:
+            port = http_sock.getsockname()[1]
+            shown = f"[{host}]" if ":" in host else host
+            facts = {"http": f"http://{shown}:{port}", "grpc": f"grpc://{shown}:{bound}",
+                     "http_port": port, "grpc_port": bound, "model": hosted.model.name,
+                     "noop_model": NOOP, "server": "kserve", **hosted.configuration}
+            if ready_file is not None:
+                try:
+                    atomic_write_bytes(ready_file, json.dumps(facts).encode() + b"\n")
+                except OSError as e:
+                    raise VisionbenchError(f"cannot write --ready-file: {failure(e, ready_file)}"
+                                           ) from e
+            announce(facts)
+        await serving
+        await rpc.stop(grace=2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        http_sock.close()
+        hosted.session.close()
+    return stopped_by[0] if stopped_by else "the server's end"

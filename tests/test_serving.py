@@ -1,0 +1,168 @@
+"""Served inference: ``visionbench serve`` (the tiny model behind KServe's Python model server on
+loopback) loaded by ``visionbench loadtest`` over HTTP and gRPC, as a user runs them in two
+shells; the sweep's points, intervals and knee; a server killed mid-sweep; bad input in one line.
+The end-to-end tests start a server (about 10 s) and are under the slow marker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import vb, vb_many
+
+pytest.importorskip("tritonclient.http", reason="pip install 'visionbench[serve]'")
+
+from visionbench.errors import VisionbenchError
+from visionbench.results import load
+from visionbench.results.schema import LoadPoint
+from visionbench.serving.client import endpoint, error_kind
+from visionbench.serving.loadtest import mark_knee
+from visionbench.stats import latency_summary
+
+
+def test_urls_are_a_protocol_a_host_and_a_port() -> None:
+    assert endpoint("http://127.0.0.1:8080").address == "127.0.0.1:8080"
+    assert endpoint("grpc://[::1]:9000").url == "grpc://[::1]:9000"
+    for bad in ("ftp://h:1", "http://h", "http://h:99999", "http://h:1/v2", "grpc://:5"):
+        with pytest.raises(VisionbenchError, match="give http://HOST:PORT or grpc://HOST:PORT"):
+            endpoint(bad)
+
+
+def test_errors_are_counted_by_kind() -> None:
+    from tritonclient.utils import InferenceServerException
+
+    assert error_kind(InferenceServerException("boom", status="500")) == "http 5xx"
+    assert error_kind(InferenceServerException("no", status="404")) == "http 4xx"
+    assert error_kind(InferenceServerException("x", status="StatusCode.UNAVAILABLE")) == \
+        "grpc UNAVAILABLE"
+    assert error_kind(InferenceServerException("x", status="StatusCode.DEADLINE_EXCEEDED")) == \
+        "timeout"
+    assert error_kind(asyncio.TimeoutError()) == "timeout"
+    assert error_kind(ConnectionRefusedError()) == "refused"
+    assert error_kind(OSError("Cannot connect to host 127.0.0.1:1")) == "refused"
+
+
+def _point(users: int, ips: float, p99_ms: float) -> LoadPoint:
+    lat = latency_summary(np.full(100, p99_ms * 1e6))
+    return LoadPoint(url="http://h:1", protocol="http", model="m", concurrency=users,
+                     status="ok", window_s=1.0, throughput_ips=ips, latency=lat,
+                     started_at="x", finished_at="x")
+
+
+def test_the_knee_is_the_fastest_point_within_twice_the_one_user_p99() -> None:
+    points = [_point(1, 100, 10), _point(2, 180, 15), _point(4, 230, 19.9), _point(8, 260, 45)]
+    assert mark_knee(points) is points[2] and [p.knee for p in points] == [0, 0, 1, 0]
+    failed = LoadPoint(url="http://h:1", protocol="http", model="m", concurrency=16,
+                       status="failed", window_s=1.0, started_at="x", finished_at="x")
+    assert mark_knee([*points, failed]) is points[2] and not failed.knee
+
+
+def test_bad_loadtest_input_is_one_line(tmp_path: Path) -> None:
+    cases = [["loadtest", "ftp://h:1", "--model", "m"],
+             ["loadtest", "http://127.0.0.1:1", "--model", "m", "--output", str(tmp_path / "a")],
+             ["loadtest", "grpc://127.0.0.1:1", "--model", "m", "--output", str(tmp_path / "b")],
+             ["loadtest", "http://127.0.0.1:1", "--model", "m", "--concurrency", "0"],
+             ["loadtest", "http://127.0.0.1:1", "--model", "m", "--duration", "-1"],
+             ["serve", "resnet50-tiny", "--http-port", "70000"],
+             ["serve", "resnet50-tiny", "--precision", "fp64"]]
+    for proc in vb_many(cases, timeout=120):
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing claimed
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """``visionbench serve`` of the tiny model on loopback, ports chosen by the system."""
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine", "openvino",
+         "--precision", "fp32", "--calibration-samples", "8", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+        yield proc, json.loads(ready.read_text())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+SHORT = ["--concurrency", "1,2,4", "--duration", "1", "--warmup", "0.3"]
+
+
+@pytest.mark.slow
+def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
+    proc, facts = server
+    assert facts["http"].startswith("http://127.0.0.1:") and facts["grpc"].startswith(
+        "grpc://127.0.0.1:") and facts["http_port"] > 0 and facts["grpc_port"] > 0
+    assert facts["engine"] == "openvino" and facts["requests"] >= 1 and facts["batch_size"] == 1
+    out = tmp_path / "load"
+    http = vb("loadtest", facts["http"], "--model", "resnet50-tiny", *SHORT, "--output", str(out),
+              "--server-facts", str(tmp_path / "ready.json"), timeout=120)
+    assert http.returncode == 0, http.stderr
+    grpc = vb("loadtest", facts["grpc"], "--model", "resnet50-tiny", *SHORT, "--output", str(out),
+              "--append", timeout=120)
+    assert grpc.returncode == 0, grpc.stderr
+    r = load(out)
+    assert r.kind == "loadtest" and r.status == "complete" and r.model.name == "resnet50-tiny"
+    for protocol in ("http", "grpc"):
+        points = [p for p in r.loadtest if p.protocol == protocol]
+        assert [p.concurrency for p in points] == [1, 2, 4]
+        for p in points:
+            assert p.status == "ok" and p.requests > 0 and not p.errors
+            assert p.throughput_ips is not None and 0 < p.throughput_ips < 1e5
+            lo, hi = p.throughput_ci or (math.nan, math.nan)
+            assert lo <= p.throughput_ips <= hi
+            lat = p.latency
+            assert lat is not None and 0 < lat.p50_ms <= lat.p99_ms < 5000
+            assert lat.p50_ci is not None and lat.p50_ci[0] <= lat.p50_ms <= lat.p50_ci[1]
+            assert lat.p99_ci is not None and lat.p99_ci[0] <= lat.p99_ms <= lat.p99_ci[1]
+            assert 0 < p.client_cpu_cores < 2
+            assert p.server["name"] == "kserve"
+        assert sum(p.knee for p in points) == 1
+    assert next(p for p in r.loadtest if p.protocol == "http").server["engine"] == "openvino"
+    assert "Served: the client" in (out / "report.html").read_text()
+    # Ctrl-C or SIGTERM stop it cleanly: exit 0 and the signal named
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped by SIGTERM" in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_sweep_keeps_the_points_before(server, tmp_path: Path) -> None:
+    proc, facts = server
+    out = tmp_path / "load"
+    load_proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "loadtest", facts["grpc"], "--model",
+         "resnet50-tiny", "--concurrency", "1,2,4,8", "--duration", "1.5", "--warmup", "0.3",
+         "--timeout", "5", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while not (out / "results.json").exists() or not load(out).loadtest:
+        assert load_proc.poll() is None and time.monotonic() < deadline, load_proc.communicate()
+        time.sleep(0.1)
+    proc.kill()  # after the first point: the points before stay, the next ones fail
+    _, err = load_proc.communicate(timeout=120)
+    assert load_proc.returncode != 0 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "answered no request" in err, err
+    r = load(out)
+    assert r.status == "failed" and r.loadtest[0].status == "ok" and r.loadtest[0].requests > 0
+    failed = r.loadtest[-1]
+    assert failed.status == "failed" and sum(failed.errors.values()) > 0, failed
+    assert set(failed.errors) <= {"grpc UNAVAILABLE", "refused", "disconnected", "timeout"}
