@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -68,6 +69,32 @@ def test_the_knee_is_the_fastest_point_within_twice_the_one_user_p99() -> None:
     assert mark_knee([*points, failed]) is points[2] and not failed.knee
 
 
+def test_a_point_is_judged_against_the_generators_ceiling() -> None:
+    """The no-op model's best throughput on the same server and protocol is the client's
+    ceiling; a point's share of it is recorded, and above half the report flags it."""
+    from visionbench.reporting.sections import loadtest as section
+    from visionbench.results.schema import CEILING_SHARE
+    from visionbench.serving.loadtest import ceiling_share
+
+    noop = [_point(1, 400, 2), _point(2, 1000, 3)]
+    for q in noop:
+        q.model = "noop"
+    slow, fast = _point(1, 100, 10), _point(4, 700, 12)
+    for p in (slow, fast):
+        ceiling_share(p, [*noop, slow], "noop")
+    assert (slow.ceiling_share, fast.ceiling_share, fast.ceiling_model) == (0.1, 0.7, "noop")
+    other = _point(1, 100, 10)
+    other.url = "http://elsewhere:1"
+    ceiling_share(other, noop, "noop")  # another server's no-op is not this one's ceiling
+    assert other.ceiling_share is None
+    results = SimpleNamespace(loadtest=[*noop, slow, fast])
+    (sec,) = section(results)  # type: ignore[arg-type]
+    col = [c.name for c in sec.columns].index("of ceiling")
+    flagged = [r.cells[col] for r in sec.rows if col in r.alerts]
+    assert fast.ceiling_share > CEILING_SHARE and flagged == ["70% CLIENT-BOUND?"]
+    assert sec.figures and sec.figures[0][0] == "served"
+
+
 def test_bad_loadtest_input_is_one_line(tmp_path: Path) -> None:
     cases = [["loadtest", "ftp://h:1", "--model", "m"],
              ["loadtest", "http://127.0.0.1:1", "--model", "m", "--output", str(tmp_path / "a")],
@@ -114,15 +141,19 @@ def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
     assert facts["engine"] == "openvino" and facts["requests"] >= 1 and facts["batch_size"] == 1
     out = tmp_path / "load"
     http = vb("loadtest", facts["http"], "--model", "resnet50-tiny", *SHORT, "--output", str(out),
-              "--server-facts", str(tmp_path / "ready.json"), timeout=120)
+              "--server-facts", str(tmp_path / "ready.json"), "--ceiling", "noop", timeout=120)
     assert http.returncode == 0, http.stderr
     grpc = vb("loadtest", facts["grpc"], "--model", "resnet50-tiny", *SHORT, "--output", str(out),
               "--append", timeout=120)
     assert grpc.returncode == 0, grpc.stderr
     r = load(out)
     assert r.kind == "loadtest" and r.status == "complete" and r.model.name == "resnet50-tiny"
+    ceiling = [p for p in r.loadtest if p.model == "noop"]
+    assert [p.concurrency for p in ceiling] == [1, 2, 4] and all(p.protocol == "http" for p in ceiling)
+    assert all(p.ceiling_share is not None and 0 < p.ceiling_share < 10 for p in r.loadtest
+               if p.protocol == "http" and p.model != "noop")
     for protocol in ("http", "grpc"):
-        points = [p for p in r.loadtest if p.protocol == protocol]
+        points = [p for p in r.loadtest if p.protocol == protocol and p.model != "noop"]
         assert [p.concurrency for p in points] == [1, 2, 4]
         for p in points:
             assert p.status == "ok" and p.requests > 0 and not p.errors
@@ -138,6 +169,7 @@ def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
         assert sum(p.knee for p in points) == 1
     assert next(p for p in r.loadtest if p.protocol == "http").server["engine"] == "openvino"
     assert "Served: the client" in (out / "report.html").read_text()
+    assert (out / "served.png").stat().st_size > 10_000 and (out / "served.svg").exists()
     # Ctrl-C or SIGTERM stop it cleanly: exit 0 and the signal named
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)

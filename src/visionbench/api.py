@@ -170,13 +170,15 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
              duration: float = 5.0, warmup: float = 1.0, timeout: float = 30.0,
              input_shape: Sequence[int] | None = None, output: str | Path | None = None,
              overwrite: bool = False, append: bool = False,
-             server_facts: str | Path | None = None, on_point: Callable[[Any], None] | None = None,
+             server_facts: str | Path | None = None, ceiling: str | None = None,
+             on_point: Callable[[Any], None] | None = None,
              command: Sequence[str] | None = None) -> Results:
     """A closed-loop concurrency sweep of ``model`` on the KServe v2 server at ``url``
     (``http://HOST:PORT`` or ``grpc://HOST:PORT``) into a run directory: per point throughput,
     latency percentiles with intervals, errors by kind and the client's CPU, the knee marked
     (the records under ``Results.loadtest``). ``server_facts``: a file ``serve`` wrote with
-    ``ready_file``, recorded with the points."""
+    ``ready_file``, recorded with the points; ``ceiling``: the server's no-op model, swept first
+    (the generator's ceiling: points above half of it are flagged)."""
     import json
 
     from visionbench.serving.loadtest import Plan
@@ -194,7 +196,7 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
     out = Path(output) if output is not None else default_output("loadtest")
     existing = "overwrite" if overwrite else "append" if append else "refuse"
     plan = Plan(list(concurrency), duration, warmup, timeout_s=timeout,
-                input_shape=tuple(input_shape) if input_shape else None)
+                input_shape=tuple(input_shape) if input_shape else None, ceiling=ceiling)
     opts = {"url": url, "model": model, "concurrency": list(concurrency), "duration": duration}
     return sweep(url, model, plan, out, existing, _command(command, "loadtest", opts), facts,
                  on_point or (lambda p: None))

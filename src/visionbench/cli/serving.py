@@ -65,6 +65,8 @@ def serve(model: str, **kw: Any) -> None:
               help="Seconds a request may take before it counts as a timeout.")
 @click.option("--input-shape", callback=int_list, help="Comma list: the input's shape, where "
               "the server's metadata gives a variable one.")
+@click.option("--ceiling", metavar="MODEL", help="Sweep the server's no-op MODEL first (serve's "
+              "is noop): the generator's ceiling; a point above half of it is flagged.")
 @click.option("--server-facts", type=click.Path(path_type=Path),
               help="The file serve wrote with --ready-file: its engine and configuration are "
               "recorded with the points.")

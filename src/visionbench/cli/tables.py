@@ -39,7 +39,9 @@ def print_load_point(console: Console, p: LoadPoint) -> None:
     console.print(f"{p.protocol} {p.concurrency} users: {p.throughput_ips:.1f} images/s, p50 "
                   f"{p.latency.p50_ms:.2f} ms, p99 {p.latency.p99_ms:.2f} ms"
                   + (f", [red]{errors} errors[/]" if errors else "")
-                  + f", client CPU {p.client_cpu_cores:.2f} cores")
+                  + f", client CPU {p.client_cpu_cores:.2f} cores"
+                  + ("" if p.ceiling_share is None else f", {p.ceiling_share:.0%} of the "
+                     f"client's ceiling on {p.ceiling_model}"))
 
 
 def print_comparison(console: Console, cmp: Comparison) -> None:

@@ -281,6 +281,34 @@ def stage_figure(results: Results) -> Figure:
     return fig
 
 
+def served_figure(results: Results) -> Figure:
+    """loadtest: p99 latency against throughput, one line per protocol and model through its
+    concurrencies (each point labelled with its users), the knee ringed."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    lines: dict[tuple[str, str], list] = {}
+    for p in results.loadtest:
+        if p.status == "ok" and p.latency is not None and p.throughput_ips is not None:
+            lines.setdefault((p.protocol, p.model), []).append(p)
+    for i, ((protocol, model), points) in enumerate(sorted(lines.items())):
+        points.sort(key=lambda p: p.concurrency)
+        x = [p.throughput_ips for p in points]
+        y = [p.latency.p99_ms for p in points]
+        ax.plot(x, y, marker="os^vD"[i % 5], color=str(0.15 + 0.5 * (i % 3) / 2),
+                linestyle=("-", "--", ":")[i % 3], label=f"{protocol}: {model}")
+        for p, xi, yi in zip(points, x, y, strict=True):
+            ax.annotate(str(p.concurrency), (xi, yi), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+            if p.knee:
+                ax.scatter([xi], [yi], s=160, facecolors="none", edgecolors="black")
+    ax.set_xlabel("images/s, as the client counted them (higher is better)", fontsize=8)
+    ax.set_ylabel("p99 latency, ms (lower is better)", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(_system_title(results, "served: p99 against throughput, users on the points, "
+                               "the knee ringed"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def render(fig: Figure) -> dict[str, bytes]:
     """A figure as PNG and SVG bytes; the figure is closed."""
     out = {}
@@ -310,6 +338,8 @@ def study_figures(results: Results) -> dict[str, dict[str, bytes]]:
         out["profile"] = render(profile_figure(results))
     if any(r.status == "ok" for r in results.pipelines):
         out["stages"] = render(stage_figure(results))
+    if any(p.status == "ok" for p in results.loadtest):
+        out["served"] = render(served_figure(results))
     return out
 
 

@@ -33,6 +33,7 @@ from visionbench.reporting.format import (
 )
 from visionbench.results import Measurement, Results
 from visionbench.results.kinds import RecordKind
+from visionbench.results.schema import CEILING_SHARE
 
 
 @dataclass(frozen=True)
@@ -553,22 +554,30 @@ def loadtest(results: Results) -> list[Section]:
             _with_ci(lat.p50_ms if lat else None, lat.p50_ci if lat else None, ".2f"),
             _with_ci(lat.p99_ms if lat else None, lat.p99_ci if lat else None, ".2f"),
             ", ".join(f"{n} {k}" for k, n in p.errors.items()) or "0",
-            fmt(p.client_cpu_cores, ".2f"), "knee" if p.knee else ""),
-            p.status != "ok", _flagged("knee") if p.knee else frozenset(), note=p.reason or ""))
+            fmt(p.client_cpu_cores, ".2f"),
+            "—" if p.ceiling_share is None else f"{p.ceiling_share:.0%}"
+            + (" CLIENT-BOUND?" if p.ceiling_share > CEILING_SHARE else ""),
+            "knee" if p.knee else ""),
+            p.status != "ok",
+            frozenset({8}) if (p.ceiling_share or 0) > CEILING_SHARE else frozenset(),
+            note=p.reason or ""))
     notes = tuple(dict.fromkeys(_served_by(p.server) for p in results.loadtest if p.server))
     return [Section(
         "loadtest", "Served: the client's view, per protocol and concurrency",
         columns("protocol", "model", "users", "images/s [95% CI]", "p50 ms [95% CI]",
-                "p99 ms [95% CI]", "errors", "client CPU (cores)", "knee",
+                "p99 ms [95% CI]", "errors", "client CPU (cores)", "of ceiling", "knee",
                 numeric=("users", "images/s [95% CI]", "p50 ms [95% CI]", "p99 ms [95% CI]",
                          "client CPU (cores)")),
         tuple(rows), notes=notes,
+        figures=(("served", "p99 latency against throughput through the concurrencies, one line "
+                            "per protocol and model, the knee ringed"),),
         intro="A closed loop: each user sends its next request when its last is answered. "
               "Latency is send to answer as the client sees it; the intervals come from the "
               "window's equal parts. The knee is the highest throughput whose p99 stays within "
               "2x the lowest concurrency's p99. `client CPU`: the load generator's own CPU time "
-              "over the window, in cores; a client near one core may be the limit, not the "
-              "server.")]
+              "over the window, in cores; `of ceiling`: the point's throughput over the best the "
+              "same client reached on the server's no-op model (`loadtest --ceiling noop`), "
+              "flagged above half: the client, not the model, may be the limit.")]
 
 
 #: The sections built here for a kind, by its field; any other kind gets ``declared``'s.

@@ -538,6 +538,10 @@ class PipelineRun(EngineRecord):
         return pipeline_key(self.engine, self.precision, self.model)
 
 
+#: A point's share of the generator's ceiling above which the client may be what limits it.
+CEILING_SHARE = 0.5
+
+
 class LoadPoint(BaseModel):
     """``visionbench loadtest``: one point of a sweep against a KServe v2 server, as the client
     saw it (closed loop: ``concurrency`` users, each sending its next request when the last
@@ -565,6 +569,11 @@ class LoadPoint(BaseModel):
                                     "window, in cores")
     knee: bool = Field(False, description="the highest throughput whose p99 stays within 2x "
                        "the lowest concurrency's p99 (of this protocol)")
+    ceiling_share: float | None = Field(
+        None, description="throughput over the generator's ceiling: the best throughput of the "
+        "no-op model (ceiling_model) on the same server and protocol in this run; above 0.5 the "
+        "client may be the limit")
+    ceiling_model: str | None = None
     server: dict[str, Any] = Field(default_factory=dict, description="what the server says of "
                                    "itself (v2 server metadata) and, from visionbench serve, "
                                    "its engine, precision and configuration")

@@ -46,6 +46,8 @@ class Plan:
     windows: int = 3
     timeout_s: float = 30.0
     input_shape: tuple[int, ...] | None = None
+    #: The server's no-op model, swept first at the same concurrencies (the generator's ceiling).
+    ceiling: str | None = None
 
 
 async def _user(client: Client, until: float, done: list[tuple[int, int]],
@@ -161,6 +163,19 @@ def model_info(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Ten
                      outputs=[o.name for o in outputs])
 
 
+#: The no-op model ``visionbench serve`` hosts beside the real one.
+NOOP = "noop"
+
+
+def ceiling_share(p: LoadPoint, points: list[LoadPoint], ceiling: str) -> None:
+    """Mark ``p`` with its share of the generator's ceiling: the best throughput of the no-op
+    model ``ceiling`` on the same server and protocol among ``points``, where there is one."""
+    best = max((q.throughput_ips or 0.0 for q in points if q.model == ceiling and q.url == p.url
+                and q.status == "ok"), default=0.0)
+    if p.model != ceiling and best > 0 and p.throughput_ips is not None:
+        p.ceiling_share, p.ceiling_model = round(p.throughput_ips / best, 3), ceiling
+
+
 def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, command: list[str],
              server_facts: dict[str, Any] | None = None,
              on_point: Callable[[LoadPoint], None] = lambda p: None) -> Results:
@@ -175,10 +190,12 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
         raise VisionbenchError("--duration and --timeout must be positive, --warmup not negative")
     at = endpoint(url)
     check_output(output, existing)
-    inputs, outputs, server = asyncio.run(_describe(at, model, plan.timeout_s))
-    data = _input(model, inputs, plan.input_shape)
+    sweeps = []  # (model, its tensors, the request's data): the ceiling's first
+    for name in ([plan.ceiling] if plan.ceiling and plan.ceiling != model else []) + [model]:
+        inputs, outputs, server = asyncio.run(_describe(at, name, plan.timeout_s))
+        sweeps.append((name, inputs, outputs, _input(name, inputs, plan.input_shape)))
     server = {**server, **(server_facts or {})}
-    info = model_info(at, model, inputs, outputs, data)
+    info = model_info(at, model, *sweeps[-1][1:])
     system = {**system_info().as_dict(), "state": Machine().state().as_dict()}
     software = {"visionbench": __version__, "tritonclient": version("tritonclient")}
     cfg = RunConfig.of(output=output, existing=existing, model=model)
@@ -194,7 +211,8 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
             invocation.how = "append"
             results = join(prior, existing, output, "loadtest", [(model, "")], system, software,
                            invocation)
-        invocation.planned = [loadtest_key(at.protocol, model, c) for c in plan.concurrency]
+        invocation.planned = [loadtest_key(at.protocol, name, c) for name, *_ in sweeps
+                              for c in plan.concurrency]
         store = RunStore(output, results, lock, aside)
     except BaseException as e:
         lock.abandon()
@@ -202,8 +220,12 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
             aside.undo(e)
         raise
     with store.recording():
-        points = asyncio.run(_sweep(at, model, plan, inputs, outputs, data, server, store,
-                                    on_point))
+        points: list[LoadPoint] = []
+        for name, inputs, outputs, data in sweeps:
+            points += asyncio.run(_sweep(at, name, plan, inputs, outputs, data, server, store,
+                                         on_point))
+            if any(p.status == "failed" for p in points):
+                break
         gone = next((p for p in points if p.status == "failed"), None)
         if gone is not None:
             store.finish("failed")
@@ -220,6 +242,7 @@ async def _sweep(at: Endpoint, model: str, plan: Plan, inputs: list[Tensor],
     points: list[LoadPoint] = []
     for users in plan.concurrency:
         p = await _point(at, model, users, plan, inputs, outputs, [data], server)
+        ceiling_share(p, store.results.loadtest, plan.ceiling or NOOP)
         points.append(p)
         before = {q.key: q.knee for q in points}
         mark_knee(points)
