@@ -95,6 +95,27 @@ def test_a_point_is_judged_against_the_generators_ceiling() -> None:
     assert sec.figures and sec.figures[0][0] == "served"
 
 
+def test_the_servers_own_times_come_per_request_from_two_readings() -> None:
+    """serve's statistics (Triton's extension shape), read before and after a window, give the
+    requests the server finished in it and each time's mean per request."""
+    from visionbench.serving.client import per_request_ms, totals
+    from visionbench.serving.server import Statistics
+
+    st = Statistics()
+    st.add("success", 3_000_000)
+    before = totals(st.as_triton("m"), "m")
+    for _ in range(4):
+        st.add("success", 5_000_000)
+        st.add("queue", 1_000_000)
+        st.add("compute_infer", 3_000_000)
+    st.add("fail", 9_000_000)
+    n, ms = per_request_ms(before, totals(st.as_triton("m"), "m"))
+    assert n == 4 and ms["success"] == 5.0 and ms["queue"] == 1.0 and ms["compute_infer"] == 3.0
+    assert per_request_ms(before, before) == (0, {})
+    with pytest.raises(StopIteration):
+        totals(st.as_triton("m"), "other")
+
+
 def test_bad_loadtest_input_is_one_line(tmp_path: Path) -> None:
     cases = [["loadtest", "ftp://h:1", "--model", "m"],
              ["loadtest", "http://127.0.0.1:1", "--model", "m", "--output", str(tmp_path / "a")],
@@ -144,7 +165,7 @@ def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
               "--server-facts", str(tmp_path / "ready.json"), "--ceiling", "noop", timeout=120)
     assert http.returncode == 0, http.stderr
     grpc = vb("loadtest", facts["grpc"], "--model", "resnet50-tiny", *SHORT, "--output", str(out),
-              "--append", timeout=120)
+              "--server-facts", str(tmp_path / "ready.json"), "--append", timeout=120)
     assert grpc.returncode == 0, grpc.stderr
     r = load(out)
     assert r.kind == "loadtest" and r.status == "complete" and r.model.name == "resnet50-tiny"
@@ -166,6 +187,11 @@ def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
             assert lat.p99_ci is not None and lat.p99_ci[0] <= lat.p99_ms <= lat.p99_ci[1]
             assert 0 < p.client_cpu_cores < 2
             assert p.server["name"] == "kserve"
+            # the server's own times (read over HTTP for the gRPC sweep too, from serve's facts):
+            # its requests within the users in flight at the window's edges of the client's count
+            assert p.server_requests is not None and abs(p.server_requests - p.requests) <= 2 * p.concurrency
+            ms = p.server_ms
+            assert 0 < ms["compute_infer"] <= ms["success"] <= lat.mean_ms * 1.5, ms
         assert sum(p.knee for p in points) == 1
     assert next(p for p in r.loadtest if p.protocol == "http").server["engine"] == "openvino"
     assert "Served: the client" in (out / "report.html").read_text()

@@ -540,6 +540,12 @@ def _served_by(s: dict) -> str:
     return text
 
 
+def _in_server(ms: dict[str, float]) -> str:
+    if "success" not in ms:
+        return "—"
+    return f"{ms['success']:.2f} ({ms.get('queue', 0.0):.2f} / {ms.get('compute_infer', 0.0):.2f})"
+
+
 def loadtest(results: Results) -> list[Section]:
     """``visionbench loadtest``: per protocol and concurrency, the client's throughput and
     latency percentiles with their 95% intervals, errors by kind, its own CPU, the knee."""
@@ -553,19 +559,21 @@ def loadtest(results: Results) -> list[Section]:
             _with_ci(p.throughput_ips, p.throughput_ci, ".1f"),
             _with_ci(lat.p50_ms if lat else None, lat.p50_ci if lat else None, ".2f"),
             _with_ci(lat.p99_ms if lat else None, lat.p99_ci if lat else None, ".2f"),
+            _in_server(p.server_ms),
             ", ".join(f"{n} {k}" for k, n in p.errors.items()) or "0",
             fmt(p.client_cpu_cores, ".2f"),
             "—" if p.ceiling_share is None else f"{p.ceiling_share:.0%}"
             + (" CLIENT-BOUND?" if p.ceiling_share > CEILING_SHARE else ""),
             "knee" if p.knee else ""),
             p.status != "ok",
-            frozenset({8}) if (p.ceiling_share or 0) > CEILING_SHARE else frozenset(),
+            frozenset({9}) if (p.ceiling_share or 0) > CEILING_SHARE else frozenset(),
             note=p.reason or ""))
     notes = tuple(dict.fromkeys(_served_by(p.server) for p in results.loadtest if p.server))
     return [Section(
         "loadtest", "Served: the client's view, per protocol and concurrency",
         columns("protocol", "model", "users", "images/s [95% CI]", "p50 ms [95% CI]",
-                "p99 ms [95% CI]", "errors", "client CPU (cores)", "of ceiling", "knee",
+                "p99 ms [95% CI]", "in server ms (queue / engine)", "errors",
+                "client CPU (cores)", "of ceiling", "knee",
                 numeric=("users", "images/s [95% CI]", "p50 ms [95% CI]", "p99 ms [95% CI]",
                          "client CPU (cores)")),
         tuple(rows), notes=notes,
@@ -573,7 +581,11 @@ def loadtest(results: Results) -> list[Section]:
                             "per protocol and model, the knee ringed"),),
         intro="A closed loop: each user sends its next request when its last is answered. "
               "Latency is send to answer as the client sees it; the intervals come from the "
-              "window's equal parts. The knee is the highest throughput whose p99 stays within "
+              "window's equal parts. `in server`: the server's own mean per request (Triton's "
+              "statistics extension, which visionbench serve offers), inside the model server's "
+              "predict: waiting for a free engine request, then the engine's call; the client's "
+              "mean latency minus it is the HTTP or gRPC stack, (de)serialisation and the network. "
+              "The knee is the highest throughput whose p99 stays within "
               "2x the lowest concurrency's p99. `client CPU`: the load generator's own CPU time "
               "over the window, in cores; `of ceiling`: the point's throughput over the best the "
               "same client reached on the server's no-op model (`loadtest --ceiling noop`), "

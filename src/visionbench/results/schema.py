@@ -574,6 +574,12 @@ class LoadPoint(BaseModel):
         "no-op model (ceiling_model) on the same server and protocol in this run; above 0.5 the "
         "client may be the limit")
     ceiling_model: str | None = None
+    server_requests: int | None = Field(None, description="requests the server counted in the "
+                                        "window (Triton's statistics extension, where offered)")
+    server_ms: dict[str, float] = Field(
+        default_factory=dict, description="the server's own mean ms per request over the window "
+        "(Triton's statistics extension): success (in the model server's predict), queue, "
+        "compute_input, compute_infer, compute_output")
     server: dict[str, Any] = Field(default_factory=dict, description="what the server says of "
                                    "itself (v2 server metadata) and, from visionbench serve, "
                                    "its engine, precision and configuration")

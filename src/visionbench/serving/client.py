@@ -132,3 +132,41 @@ def error_kind(e: BaseException) -> str:
     if "disconnect" in message or "reset" in message or "closed" in message:
         return "disconnected"
     return type(e).__name__
+
+
+#: Triton's statistics extension's per-request times, as ``LoadPoint.server_ms`` names them.
+STAT_TIMES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+async def statistics(address: str, model: str, timeout_s: float) -> dict[str, tuple[int, int]] | None:
+    """The model's totals (count, ns) from Triton's statistics extension over HTTP at
+    ``address``, or None where the server does not offer it."""
+    try:
+        import tritonclient.http.aio as lib
+
+        c = lib.InferenceServerClient(address, conn_limit=1, conn_timeout=timeout_s)
+    except ImportError:
+        return None
+    try:
+        return totals(await c.get_inference_statistics(model), model)
+    except Exception:  # not offered (404), or not in its shape: the client's view alone
+        return None
+    finally:
+        await c.close()
+
+
+def totals(stats: dict[str, Any], model: str) -> dict[str, tuple[int, int]]:
+    """(count, ns) per time of ``model`` in a statistics extension's answer."""
+    found = next(m for m in stats["model_stats"] if m["name"] == model)["inference_stats"]
+    return {k: (int(found[k].get("count", 0)), int(found[k].get("ns", 0)))
+            for k in STAT_TIMES if k in found}
+
+
+def per_request_ms(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+                   ) -> tuple[int, dict[str, float]]:
+    """Requests the server finished between two readings, and each time's mean per request."""
+    n = after.get("success", (0, 0))[0] - before.get("success", (0, 0))[0]
+    if n <= 0:
+        return 0, {}
+    return n, {k: round((after[k][1] - before.get(k, (0, 0))[1]) / 1e6 /
+                        max(after[k][0] - before.get(k, (0, 0))[0], 1), 4) for k in after}

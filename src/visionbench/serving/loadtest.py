@@ -26,7 +26,15 @@ from visionbench.machine import Machine
 from visionbench.results import Results, RunStore, now
 from visionbench.results.policy import check_output, claim, join
 from visionbench.results.schema import Invocation, LoadPoint, ModelInfo, loadtest_key
-from visionbench.serving.client import Client, Endpoint, Tensor, endpoint, error_kind
+from visionbench.serving.client import (
+    Client,
+    Endpoint,
+    Tensor,
+    endpoint,
+    error_kind,
+    per_request_ms,
+    statistics,
+)
 from visionbench.stats import latency_summary, t_interval
 from visionbench.sysinfo import system_info
 from visionbench.version import __version__
@@ -48,6 +56,8 @@ class Plan:
     input_shape: tuple[int, ...] | None = None
     #: The server's no-op model, swept first at the same concurrencies (the generator's ceiling).
     ceiling: str | None = None
+    #: host:port of the server's HTTP endpoint, where Triton's statistics extension is read.
+    stats_at: str | None = None
 
 
 async def _user(client: Client, until: float, done: list[tuple[int, int]],
@@ -77,11 +87,15 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
         await asyncio.gather(*(_user(c, until, [], []) for c in clients))
         done: list[tuple[int, int]] = []
         failed: list[tuple[int, str]] = []
+        # The server's counters, read around the window: requests in flight at either edge
+        # make them differ from the client's count by at most the users.
+        before = await statistics(plan.stats_at, model, plan.timeout_s) if plan.stats_at else None
         start_ns, cpu0 = time.perf_counter_ns(), time.process_time()
         end_ns = start_ns + int(plan.duration_s * 1e9)
         deadline = time.perf_counter() + plan.duration_s
         await asyncio.gather(*(_user(c, deadline, done, failed) for c in clients))
         cpu = time.process_time() - cpu0
+        after = await statistics(plan.stats_at, model, plan.timeout_s) if before else None
     finally:
         for c in clients:
             await c.close()
@@ -94,6 +108,9 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
                   warmup_s=plan.warmup_s, requests=len(kept), images_per_request=per_image,
                   errors=errors, client_cpu_cores=round(cpu / plan.duration_s, 3),
                   server=server, started_at=started, finished_at=now())
+    if before is not None and after is not None:
+        n, p.server_ms = per_request_ms(before, after)
+        p.server_requests = n
     if not kept:
         p.reason = "no request completed: " + (", ".join(f"{n} {k}" for k, n in errors.items())
                                                or "none answered within the window")
@@ -196,6 +213,10 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
         sweeps.append((name, inputs, outputs, _input(name, inputs, plan.input_shape)))
     server = {**server, **(server_facts or {})}
     info = model_info(at, model, *sweeps[-1][1:])
+    if at.protocol == "http":
+        plan.stats_at = at.address
+    elif isinstance(server.get("http"), str):  # serve's facts name its HTTP endpoint
+        plan.stats_at = endpoint(server["http"]).address
     system = {**system_info().as_dict(), "state": Machine().state().as_dict()}
     software = {"visionbench": __version__, "tritonclient": version("tritonclient")}
     cfg = RunConfig.of(output=output, existing=existing, model=model)

@@ -17,6 +17,7 @@ import json
 import signal
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,36 @@ def _own_argv() -> Iterator[None]:
         sys.argv = argv
 
 
+class Statistics:
+    """A model's request counts and times inside the model server, in the shape of Triton's
+    statistics extension (``GET /v2/models/NAME/stats``): ``success`` and ``fail`` the whole of
+    ``predict`` (the tensor as numpy to the response built), ``compute_input`` the input checked
+    and laid out, ``queue`` the wait for a free engine request, ``compute_infer`` the engine's
+    call, ``compute_output`` the response built. KServe's own decoding of the request and encoding
+    of the response happen outside them: the client's latency minus ``success`` is the HTTP or
+    gRPC stack, (de)serialisation and the network."""
+
+    def __init__(self) -> None:
+        self.totals = {k: [0, 0] for k in ("success", "fail", "queue", "compute_input",
+                                           "compute_infer", "compute_output")}
+        self.last_ms = 0
+
+    def add(self, what: str, ns: int) -> None:
+        total = self.totals[what]
+        total[0] += 1
+        total[1] += ns
+        if what == "success":
+            self.last_ms = int(time.time() * 1000)
+
+    def as_triton(self, name: str) -> dict[str, Any]:
+        n = self.totals["success"][0]
+        return {"model_stats": [{
+            "name": name, "version": "1", "last_inference": self.last_ms,
+            "inference_count": n, "execution_count": n,
+            "inference_stats": {k: {"count": c, "ns": ns} for k, (c, ns) in self.totals.items()},
+            "batch_stats": []}]}
+
+
 def _models(hosted: Hosted) -> list[Any]:
     """The hosted model and the no-op model, as KServe models."""
     from kserve import InferOutput, InferResponse, Model
@@ -67,6 +98,7 @@ def _models(hosted: Hosted) -> list[Any]:
             self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=name)
             self._free: asyncio.Queue[int] | None = None
             self._slots = slots
+            self.stats = Statistics()
             self.ready = True
 
         def get_input_types(self) -> list[dict]:
@@ -76,6 +108,17 @@ def _models(hosted: Hosted) -> list[Any]:
             return [{"name": out_name, "datatype": DATATYPE, "shape": out_shape}]
 
         async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                out = await self._predict(payload)
+            except BaseException:
+                self.stats.add("fail", time.perf_counter_ns() - t0)
+                raise
+            self.stats.add("success", time.perf_counter_ns() - t0)
+            return out
+
+        async def _predict(self, payload: Any) -> Any:
+            t0 = time.perf_counter_ns()
             if len(payload.inputs) != 1:
                 raise InvalidInput(f"{self.name} takes one input, {len(payload.inputs)} given")
             given = payload.inputs[0]
@@ -87,15 +130,23 @@ def _models(hosted: Hosted) -> list[Any]:
                 self._free = asyncio.Queue()
                 for slot in range(self._slots):
                     self._free.put_nowait(slot)
+            t1 = time.perf_counter_ns()
             slot = await self._free.get()
+            t2 = time.perf_counter_ns()
             try:
                 y = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, slot, x)
             finally:
                 self._free.put_nowait(slot)
+            t3 = time.perf_counter_ns()
             out = InferOutput(out_name, list(y.shape), DATATYPE)
             out.set_data_from_numpy(np.ascontiguousarray(y, dtype=np.float32), binary_data=True)
-            return InferResponse(payload.id or "", self.name, [out],
-                                 use_binary_outputs=payload.use_binary_outputs)
+            response = InferResponse(payload.id or "", self.name, [out],
+                                     use_binary_outputs=payload.use_binary_outputs)
+            self.stats.add("compute_input", t1 - t0)
+            self.stats.add("queue", t2 - t1)
+            self.stats.add("compute_infer", t3 - t2)
+            self.stats.add("compute_output", time.perf_counter_ns() - t3)
+            return response
 
     zeros = np.zeros(out_shape, np.float32)
     real = Served(model.name, lambda slot, x: session.run_on(slot, session.feed(x))[0],
@@ -144,11 +195,23 @@ def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port
         from kserve.protocol.rest.server import RESTServer
 
     registry = ModelRepository()
-    for m in _models(hosted):
+    served = {m.name: m for m in _models(hosted)}
+    for m in served.values():
         registry.update(m)
     plane, extension = DataPlane(registry), ModelRepositoryExtension(registry)
     rest = RESTServer("kserve.model_server:app", plane, extension, 0)
-    rest.create_application()  # KServe's v2 endpoints on its FastAPI application
+    with _own_argv():
+        rest.create_application()  # KServe's v2 endpoints on its FastAPI application
+        from fastapi.responses import JSONResponse
+        from kserve.model_server import app
+
+    async def statistics(model_name: str) -> JSONResponse:
+        """Triton's statistics extension, which KServe's server lacks."""
+        if model_name not in served:
+            return JSONResponse({"error": f"no model {model_name}"}, status_code=404)
+        return JSONResponse(served[model_name].stats.as_triton(model_name))
+
+    app.add_api_route("/v2/models/{model_name}/stats", statistics, methods=["GET"])
     http_sock = _listen(host, http_port)
 
     class Server(uvicorn.Server):
