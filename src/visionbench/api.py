@@ -171,6 +171,8 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
              input_shape: Sequence[int] | None = None, output: str | Path | None = None,
              overwrite: bool = False, append: bool = False,
              server_facts: str | Path | None = None, ceiling: str | None = None,
+             rates: Sequence[float] | None = None, connections: int = 32,
+             target_latency_ms: float | None = None, min_queries: int | None = None,
              on_point: Callable[[Any], None] | None = None,
              command: Sequence[str] | None = None) -> Results:
     """A closed-loop concurrency sweep of ``model`` on the KServe v2 server at ``url``
@@ -178,7 +180,10 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
     latency percentiles with intervals, errors by kind and the client's CPU, the knee marked
     (the records under ``Results.loadtest``). ``server_facts``: a file ``serve`` wrote with
     ``ready_file``, recorded with the points; ``ceiling``: the server's no-op model, swept first
-    (the generator's ceiling: points above half of it are flagged)."""
+    (the generator's ceiling: points above half of it are flagged). ``rates``: instead of the
+    sweep, LoadGen's Server scenario at each rate (queries/s; Poisson arrivals) for at least
+    ``duration`` seconds and ``min_queries``, on ``connections`` connections, judged against
+    ``target_latency_ms`` at p99 (default: MLPerf's 15 ms): LoadGen's VALID or the rules broken."""
     import json
 
     from visionbench.serving.loadtest import Plan
@@ -195,8 +200,15 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
             raise VisionbenchError(f"--server-facts {server_facts}: not a JSON object")
     out = Path(output) if output is not None else default_output("loadtest")
     existing = "overwrite" if overwrite else "append" if append else "refuse"
+    from visionbench.scenarios.mlperf.settings import Options
+
+    gen = Options("Server", target_latency_ms=target_latency_ms, duration_s=duration,
+                  min_queries=min_queries)
+    gen.check()
     plan = Plan(list(concurrency), duration, warmup, timeout_s=timeout,
-                input_shape=tuple(input_shape) if input_shape else None, ceiling=ceiling)
+                input_shape=tuple(input_shape) if input_shape else None, ceiling=ceiling,
+                rates=list(rates) if rates is not None else None, connections=connections,
+                loadgen=gen)
     opts = {"url": url, "model": model, "concurrency": list(concurrency), "duration": duration}
     return sweep(url, model, plan, out, existing, _command(command, "loadtest", opts), facts,
                  on_point or (lambda p: None))

@@ -67,6 +67,16 @@ def serve(model: str, **kw: Any) -> None:
               "the server's metadata gives a variable one.")
 @click.option("--ceiling", metavar="MODEL", help="Sweep the server's no-op MODEL first (serve's "
               "is noop): the generator's ceiling; a point above half of it is flagged.")
+@click.option("--rate", "rates", callback=lambda ctx, param, v: _floats(v, "--rate"),
+              help="Comma list of queries/s: instead of the sweep, LoadGen's Server scenario (Poisson "
+              "arrivals) at each, for at least --duration seconds: LoadGen's VALID or the rules "
+              "broken.")
+@click.option("--connections", type=int, default=32, show_default=True,
+              help="--rate: the connections requests are sent on (a request waits for a free one).")
+@click.option("--target-latency-ms", type=float, help="--rate: the latency bound at p99 "
+              "[default: MLPerf's 15 ms].")
+@click.option("--min-queries", type=int, help="--rate: LoadGen's minimum query count "
+              "[default: MLPerf's].")
 @click.option("--server-facts", type=click.Path(path_type=Path),
               help="The file serve wrote with --ready-file: its engine and configuration are "
               "recorded with the points.")
@@ -86,6 +96,15 @@ def loadtest(url: str, **kw: Any) -> None:
     tables.print_results(console, results)
     console.print(f"results: {results.directory / 'results.json'}")
     report_run(results)
+
+
+def _floats(value: str | None, name: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give numbers, comma-separated", param_hint=name) from None
 
 
 COMMANDS = [serve, loadtest]

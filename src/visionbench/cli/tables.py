@@ -36,6 +36,12 @@ def print_load_point(console: Console, p: LoadPoint) -> None:
         console.print(f"{p.protocol} {p.concurrency} users: [red]{p.reason}[/]")
         return
     errors = sum(p.errors.values())
+    if p.mode == "poisson":
+        verdict = "[green]VALID[/]" if p.valid else f"[red]INVALID[/] ({p.reason})"
+        console.print(f"{p.protocol} LoadGen Server at {p.target_qps:g}/s: {verdict}, "
+                      f"{p.throughput_ips or 0:.1f} images/s, p50 {p.latency.p50_ms:.2f} ms, p99 "
+                      f"{p.latency.p99_ms:.2f} ms" + (f", [red]{errors} errors[/]" if errors else ""))
+        return
     console.print(f"{p.protocol} {p.concurrency} users: {p.throughput_ips:.1f} images/s, p50 "
                   f"{p.latency.p50_ms:.2f} ms, p99 {p.latency.p99_ms:.2f} ms"
                   + (f", [red]{errors} errors[/]" if errors else "")

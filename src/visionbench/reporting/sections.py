@@ -554,8 +554,11 @@ def loadtest(results: Results) -> list[Section]:
     rows = []
     for p in results.loadtest:
         lat = p.latency
+        poisson = p.mode == "poisson"
+        verdict = ("VALID" if p.valid else "INVALID") if poisson else ("knee" if p.knee else "")
         rows.append(Row((
-            p.protocol, p.model, str(p.concurrency),
+            p.protocol, p.model,
+            f"Poisson {p.target_qps:g}/s" if poisson else str(p.concurrency),
             _with_ci(p.throughput_ips, p.throughput_ci, ".1f"),
             _with_ci(lat.p50_ms if lat else None, lat.p50_ci if lat else None, ".2f"),
             _with_ci(lat.p99_ms if lat else None, lat.p99_ci if lat else None, ".2f"),
@@ -563,17 +566,18 @@ def loadtest(results: Results) -> list[Section]:
             ", ".join(f"{n} {k}" for k, n in p.errors.items()) or "0",
             fmt(p.client_cpu_cores, ".2f"),
             "—" if p.ceiling_share is None else f"{p.ceiling_share:.0%}"
-            + (" CLIENT-BOUND?" if p.ceiling_share > CEILING_SHARE else ""),
-            "knee" if p.knee else ""),
-            p.status != "ok",
-            frozenset({9}) if (p.ceiling_share or 0) > CEILING_SHARE else frozenset(),
+            + (" NEAR CEILING" if p.ceiling_share > CEILING_SHARE else ""),
+            verdict),
+            p.status != "ok" or verdict == "INVALID",
+            frozenset({9} if (p.ceiling_share or 0) > CEILING_SHARE else set())
+            | frozenset({10} if verdict == "INVALID" else set()),
             note=p.reason or ""))
     notes = tuple(dict.fromkeys(_served_by(p.server) for p in results.loadtest if p.server))
     return [Section(
         "loadtest", "Served: the client's view, per protocol and concurrency",
         columns("protocol", "model", "users", "images/s [95% CI]", "p50 ms [95% CI]",
                 "p99 ms [95% CI]", "in server ms (queue / engine)", "errors",
-                "client CPU (cores)", "of ceiling", "knee",
+                "client CPU (cores)", "of ceiling", "knee / LoadGen",
                 numeric=("users", "images/s [95% CI]", "p50 ms [95% CI]", "p99 ms [95% CI]",
                          "client CPU (cores)")),
         tuple(rows), notes=notes,
@@ -589,7 +593,10 @@ def loadtest(results: Results) -> list[Section]:
               "2x the lowest concurrency's p99. `client CPU`: the load generator's own CPU time "
               "over the window, in cores; `of ceiling`: the point's throughput over the best the "
               "same client reached on the server's no-op model (`loadtest --ceiling noop`), "
-              "flagged above half: the client, not the model, may be the limit.")]
+              "flagged above half: the client or the server's request handling, not the model, "
+              "may be the limit (the client's CPU tells which). `Poisson N/s`: LoadGen's Server "
+              "scenario at N queries per second (open loop, `loadtest --rate`), with LoadGen's "
+              "verdict; the footnote names the rules an INVALID run broke.")]
 
 
 #: The sections built here for a kind, by its field; any other kind gets ``declared``'s.

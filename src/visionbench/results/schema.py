@@ -552,7 +552,15 @@ class LoadPoint(BaseModel):
     url: str
     protocol: Literal["http", "grpc"]
     model: str
-    concurrency: int
+    concurrency: int = Field(description="closed loop: the users; poisson: the connections the "
+                             "requests are sent on")
+    mode: Literal["closed", "poisson"] = Field(
+        "closed", description="closed: users sending back to back; poisson: LoadGen's Server "
+        "scenario at target_qps (open loop)")
+    target_qps: float | None = None
+    valid: bool | None = Field(None, description="poisson: LoadGen's verdict")
+    loadgen: dict[str, Any] = Field(default_factory=dict, description="poisson: LoadGen's own "
+                                    "figures and the rules it found broken")
     status: Literal["ok", "failed"]
     reason: str | None = None
     window_s: float = Field(description="the timed window, after the warm-up")
@@ -588,11 +596,12 @@ class LoadPoint(BaseModel):
 
     @property
     def key(self) -> str:
-        return loadtest_key(self.protocol, self.model, self.concurrency)
+        return loadtest_key(self.protocol, self.model, self.concurrency, self.target_qps
+                            if self.mode == "poisson" else None)
 
 
-def loadtest_key(protocol: str, model: str, concurrency: int) -> str:
-    return f"loadtest-{protocol}-{model}-c{concurrency}"
+def loadtest_key(protocol: str, model: str, concurrency: int, qps: float | None = None) -> str:
+    return f"loadtest-{protocol}-{model}-" + (f"c{concurrency}" if qps is None else f"qps{qps:g}")
 
 
 class TuneOutcome(BaseModel):

@@ -22,10 +22,12 @@ import numpy as np
 
 from visionbench.config import RunConfig
 from visionbench.errors import VisionbenchError
+from visionbench.fsutil import own_dir
 from visionbench.machine import Machine
 from visionbench.results import Results, RunStore, now
 from visionbench.results.policy import check_output, claim, join
 from visionbench.results.schema import Invocation, LoadPoint, ModelInfo, loadtest_key
+from visionbench.scenarios.mlperf.settings import Options
 from visionbench.serving.client import (
     Client,
     Endpoint,
@@ -58,6 +60,11 @@ class Plan:
     ceiling: str | None = None
     #: host:port of the server's HTTP endpoint, where Triton's statistics extension is read.
     stats_at: str | None = None
+    #: Open loop instead of the sweep: LoadGen's Server scenario at each rate (queries/s),
+    #: its requests sent on ``connections`` connections, under ``loadgen``'s settings.
+    rates: list[float] | None = None
+    connections: int = 32
+    loadgen: Options | None = None
 
 
 async def _user(client: Client, until: float, done: list[tuple[int, int]],
@@ -203,6 +210,9 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
     failed and the error names the point."""
     if not plan.concurrency or min(plan.concurrency) < 1:
         raise VisionbenchError("--concurrency takes positive integers")
+    if plan.rates is not None and (not plan.rates or min(plan.rates) <= 0 or plan.connections < 1):
+        raise VisionbenchError("--rate takes positive queries per second, --connections a "
+                               "positive integer")
     if plan.duration_s <= 0 or plan.warmup_s < 0 or plan.timeout_s <= 0:
         raise VisionbenchError("--duration and --timeout must be positive, --warmup not negative")
     at = endpoint(url)
@@ -232,8 +242,10 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
             invocation.how = "append"
             results = join(prior, existing, output, "loadtest", [(model, "")], system, software,
                            invocation)
-        invocation.planned = [loadtest_key(at.protocol, name, c) for name, *_ in sweeps
-                              for c in plan.concurrency]
+        invocation.planned = (
+            [loadtest_key(at.protocol, model, plan.connections, r) for r in plan.rates]
+            if plan.rates else [loadtest_key(at.protocol, name, c) for name, *_ in sweeps
+                                for c in plan.concurrency])
         store = RunStore(output, results, lock, aside)
     except BaseException as e:
         lock.abandon()
@@ -241,6 +253,10 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
             aside.undo(e)
         raise
     with store.recording():
+        if plan.rates:
+            _open_loop(at, plan, *sweeps[-1], server, store, on_point)
+            store.finish("complete")
+            return results
         points: list[LoadPoint] = []
         for name, inputs, outputs, data in sweeps:
             points += asyncio.run(_sweep(at, name, plan, inputs, outputs, data, server, store,
@@ -274,3 +290,41 @@ async def _sweep(at: Endpoint, model: str, plan: Plan, inputs: list[Tensor],
         if p.status == "failed":
             break  # nothing came back: the server is gone or refuses
     return points
+
+
+def _open_loop(at: Endpoint, plan: Plan, model: str, inputs: list[Tensor], outputs: list[Tensor],
+               data: np.ndarray, server: dict[str, Any], store: RunStore,
+               on_point: Callable[[LoadPoint], None]) -> None:
+    """LoadGen's Server scenario at each of ``plan.rates``: a point each, with LoadGen's verdict,
+    its logs under ``loadgen/<key>/`` in the run."""
+    from visionbench.serving.loadgen import run_server
+
+    opts = plan.loadgen or Options("Server")
+    for rate in plan.rates or []:
+        key = loadtest_key(at.protocol, model, plan.connections, rate)
+        started, cpu0, t0 = now(), time.process_time(), time.perf_counter()
+        detail, broken, lat, errors = run_server(at, model, inputs, outputs, data, rate, opts,
+                                                 plan.timeout_s, plan.connections,
+                                                 own_dir(own_dir(store.dir / "loadgen") / key))
+        wall = time.perf_counter() - t0
+        summary = latency_summary(lat)
+        ran_s = (detail.get("generated_query_duration") or 0) / 1e9 or wall
+        p = LoadPoint(
+            url=at.url, protocol=at.protocol, model=model, concurrency=plan.connections,
+            mode="poisson", target_qps=rate, valid=not broken, status="ok",
+            reason="; ".join(broken) or None, window_s=round(ran_s, 2), requests=len(lat),
+            images_per_request=int(data.shape[0]) if data.ndim else 1,
+            throughput_ips=detail.get("result_completed_samples_per_sec"), latency=summary,
+            errors=errors, client_cpu_cores=round((time.process_time() - cpu0) / wall, 3),
+            server=server, started_at=started, finished_at=now(),
+            loadgen={"validity": detail.get("result_validity"),
+                     "scheduled_qps": detail.get("result_scheduled_samples_per_sec"),
+                     "completed_qps": detail.get("result_completed_samples_per_sec"),
+                     "p99_ms": (detail.get("result_99.00_percentile_latency_ns") or 0) / 1e6,
+                     "target_latency_ms": (detail.get("effective_target_latency_ns") or 0) / 1e6,
+                     "min_duration_s": (detail.get("effective_min_duration_ms") or 0) / 1e3,
+                     "min_queries": detail.get("effective_min_query_count"),
+                     "queries": detail.get("result_query_count"), "rules_broken": broken,
+                     "logs": f"loadgen/{key}"})
+        store.add(p)
+        on_point(p)

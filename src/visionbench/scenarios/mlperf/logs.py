@@ -1,16 +1,43 @@
-"""Reading LoadGen's logs back: the detail log's verdict and metrics, each broken rule in plain
-words, and the accuracy log's responses."""
+"""LoadGen's logs: a test run with them written safely into a run directory, and read back: the
+detail log's verdict and metrics, each broken rule in plain words, and the accuracy log's
+responses."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visionbench.errors import VisionbenchError
+from visionbench.fsutil import own_dir
 from visionbench.scenarios.mlperf.settings import LoadgenScenario
+
+
+def start_test(lg: Any, sut: tuple[Callable, Callable], qsl: tuple[int, int, Callable, Callable],
+               settings: Any, log_dir: Path) -> None:
+    """LoadGen's test of ``sut`` (issue, flush) over ``qsl`` (total and performance sample
+    counts, load, unload) under ``settings``, its logs moved into ``log_dir``. LoadGen opens its
+    logs with its own code, following links: it writes into a folder made for it now, whose files
+    are then renamed into place (a link planted there is replaced)."""
+    fresh = Path(tempfile.mkdtemp(prefix=".loadgen-", dir=own_dir(log_dir)))
+    log = lg.LogSettings()
+    log.log_output.outdir = str(fresh)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False
+    handles = (lg.ConstructSUT(*sut), lg.ConstructQSL(*qsl))
+    try:
+        lg.StartTestWithLogSettings(handles[0], handles[1], settings, log)
+    finally:
+        lg.DestroyQSL(handles[1])
+        lg.DestroySUT(handles[0])
+        for f in fresh.iterdir():
+            os.replace(f, log_dir / f.name)
+        fresh.rmdir()
 
 
 def _ms(ns: Any) -> float | None:

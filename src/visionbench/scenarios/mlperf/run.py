@@ -11,8 +11,6 @@ verdict back."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,6 +36,7 @@ from visionbench.scenarios.mlperf.logs import (
     explain,
     read_accuracy_log,
     read_detail,
+    start_test,
 )
 from visionbench.scenarios.mlperf.settings import (
     PEAK_STEP_SECONDS,
@@ -109,25 +108,12 @@ def run_loadgen(prep: Sessions, opts: Options, make: Callable[[int], np.ndarray]
     qsl = SampleLibrary(total_samples, make)
     sut = SystemUnderTest(lg, prep.sessions, qsl, max(prep.sizes), keep_top1=opts.accuracy)
     requests = sut.requests(prep.sessions[max(prep.sizes)])
-    # LoadGen opens its logs with its own code, following links: it writes into a folder made
-    # for it now, whose files are then renamed into place (a link planted there is replaced).
-    fresh = Path(tempfile.mkdtemp(prefix=".loadgen-", dir=own_dir(log_dir)))
-    log = lg.LogSettings()
-    log.log_output.outdir = str(fresh)
-    log.log_output.copy_summary_to_stdout = False
-    log.enable_trace = False
-    handles = (lg.ConstructSUT(sut.issue_queries, sut.flush_queries),
-               lg.ConstructQSL(total_samples, perf, qsl.load, qsl.unload))
     t0 = time.perf_counter()
     try:
-        lg.StartTestWithLogSettings(handles[0], handles[1], settings, log)
+        start_test(lg, (sut.issue_queries, sut.flush_queries),
+                   (total_samples, perf, qsl.load, qsl.unload), settings, log_dir)
     finally:
         sut.stop()
-        lg.DestroyQSL(handles[1])
-        lg.DestroySUT(handles[0])
-        for f in fresh.iterdir():
-            os.replace(f, log_dir / f.name)
-        fresh.rmdir()
     seconds = time.perf_counter() - t0
     if sut.error is not None:
         raise VisionbenchError(f"the engine failed during the run: {sut.error}")
