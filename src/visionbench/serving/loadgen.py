@@ -38,16 +38,16 @@ class NetworkSut:
         #: Each request's latency in ns, from LoadGen's issue to its answer.
         self.latencies: list[int] = []
 
-        async def make() -> asyncio.Queue[Client]:
+        async def make() -> tuple[asyncio.Queue[Client], list[Client]]:
+            # made in the SUT's loop: an HTTP client's session and the queue belong to it
+            clients = [Client(at, model, timeout_s) for _ in range(connections)]
             free: asyncio.Queue[Client] = asyncio.Queue()
-            for _ in range(connections):
-                c = Client(at, model, timeout_s)
+            for c in clients:
                 c.prepare(inputs, outputs, [data])
                 free.put_nowait(c)
-            return free
+            return free, clients
 
-        self.free = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
-        self.clients = list(self.free._queue)  # type: ignore[attr-defined]
+        self.free, self.clients = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
 
     def issue_queries(self, samples: list[Any]) -> None:
         t0 = time.perf_counter_ns()
