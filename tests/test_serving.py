@@ -123,10 +123,14 @@ def test_bad_loadtest_input_is_one_line(tmp_path: Path) -> None:
              ["loadtest", "http://127.0.0.1:1", "--model", "m", "--concurrency", "0"],
              ["loadtest", "http://127.0.0.1:1", "--model", "m", "--duration", "-1"],
              ["serve", "resnet50-tiny", "--http-port", "70000"],
-             ["serve", "resnet50-tiny", "--precision", "fp64"]]
-    for proc in vb_many(cases, timeout=120):
+             ["serve", "resnet50-tiny", "--precision", "fp64"],
+             # not an address of this machine (TEST-NET-3): refused once the model is prepared
+             ["serve", "resnet50-tiny", "--host", "203.0.113.7", "--calibration-samples", "8"]]
+    procs = vb_many(cases, timeout=120)
+    for proc in procs:
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot listen on 203.0.113.7" in procs[-1].stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing claimed
 
 
