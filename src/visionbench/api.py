@@ -186,6 +186,7 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
     ``target_latency_ms`` at p99 (default: MLPerf's 15 ms): LoadGen's VALID or the rules broken."""
     import json
 
+    from visionbench.scenarios.mlperf.settings import Options
     from visionbench.serving.loadtest import Plan
     from visionbench.serving.loadtest import loadtest as sweep
 
@@ -200,8 +201,6 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
             raise VisionbenchError(f"--server-facts {server_facts}: not a JSON object")
     out = Path(output) if output is not None else default_output("loadtest")
     existing = "overwrite" if overwrite else "append" if append else "refuse"
-    from visionbench.scenarios.mlperf.settings import Options
-
     gen = Options("Server", target_latency_ms=target_latency_ms, duration_s=duration,
                   min_queries=min_queries)
     gen.check()

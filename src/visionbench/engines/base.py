@@ -235,6 +235,10 @@ OPENMP_KNOBS = {
 #: search it there), the engine fails under it (never searched, refused when asked), or not
 #: measured yet (searched).
 KnobVerdict = Literal["acts", "nothing", "breaks", "unmeasured"]
+#: Where and how the engines' environment verdicts were measured (benchmarks/environment.py;
+#: the table is in docs/measurements.md).
+ENVIRONMENT_MEASURED = ("AMD EPYC family 25 model 17 (Zen 4), 2026-12-05, "
+                        "benchmarks/environment.py, ResNet-50 FP32, 3 alternating rounds")
 
 
 class Engine(ABC):

@@ -143,8 +143,7 @@ class OpenVINOSession(Session):
         return self._requests[0].infer({0: batch}, share_inputs=True)[self._output]
 
     def run_outputs(self, batch: Any) -> list[np.ndarray]:
-        self._inferences += 1
-        return list(self._requests[0].infer({0: batch}, share_inputs=True).to_tuple())
+        return self.run_on(0, batch)
 
     def run_on(self, slot: int, batch: Any) -> list[np.ndarray]:
         self._inferences += 1

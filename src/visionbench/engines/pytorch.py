@@ -28,6 +28,7 @@ import numpy as np
 from visionbench.capture import capture_fd
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
+    ENVIRONMENT_MEASURED,
     SESSIONS,
     Engine,
     Execution,
@@ -199,10 +200,6 @@ class TorchSession(Session):
                          flops_from="torch.profiler's own count" if any(
                              op.flops for op in ops) else "")
 
-
-#: Where and how the environment knobs' verdicts were measured.
-MEASURED = ("AMD EPYC family 25 model 17 (Zen 4), 2026-12-05, benchmarks/environment.py, "
-            "ResNet-50 FP32, 3 alternating rounds")
 
 class _Torch(Engine):
     module = "torch"
@@ -392,17 +389,18 @@ class TorchEagerEngine(_Torch):
     #: configuration's are not measured yet, all searched.
     environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {
         "allocator=tcmalloc": ("acts", "throughput 1.55x [1.37-1.58], batch-1 p50 0.98x "
-                                       "[0.91-1.04]; " + MEASURED),
+                                       "[0.91-1.04]; " + ENVIRONMENT_MEASURED),
         "allocator=jemalloc": ("acts", "slower: throughput 0.87x [0.75-0.96], batch-1 p50 0.81x "
-                                       "[0.79-0.96]; " + MEASURED),
+                                       "[0.79-0.96]; " + ENVIRONMENT_MEASURED),
         "omp-runtime=intel": ("nothing", "throughput 1.00x [0.94-1.09], batch-1 p50 0.91x "
-                                         "[0.84-1.18]; " + MEASURED),
+                                         "[0.84-1.18]; " + ENVIRONMENT_MEASURED),
         "KMP_BLOCKTIME=1": ("nothing", "throughput 1.02x [0.71-1.15], batch-1 p50 0.93x "
-                                       "[0.84-1.12]; " + MEASURED),
+                                       "[0.84-1.12]; " + ENVIRONMENT_MEASURED),
         "KMP_AFFINITY=granularity=fine,compact,1,0": (
-            "nothing", "throughput 1.02x [0.94-1.04], batch-1 p50 0.91x [0.89-1.11]; " + MEASURED),
+            "nothing", "throughput 1.02x [0.94-1.04], batch-1 p50 0.91x [0.89-1.11]; "
+                       + ENVIRONMENT_MEASURED),
         "OMP_WAIT_POLICY=PASSIVE": ("acts", "slower: batch-1 p50 0.75x [0.70-0.87], throughput "
-                                            "1.02x [0.86-1.04]; " + MEASURED),
+                                            "1.02x [0.86-1.04]; " + ENVIRONMENT_MEASURED),
         "OMP_WAIT_POLICY=ACTIVE": ("nothing", "throughput 0.90x [0.88-1.08], batch-1 p50 0.94x "
-                                              "[0.92-1.17]; " + MEASURED),
+                                              "[0.92-1.17]; " + ENVIRONMENT_MEASURED),
     }

@@ -34,6 +34,7 @@ from visionbench.cache import cached
 from visionbench.capture import capture_fd
 from visionbench.data.calibration import Calibration
 from visionbench.engines.base import (
+    ENVIRONMENT_MEASURED,
     Engine,
     Execution,
     KnobVerdict,
@@ -275,10 +276,6 @@ class LiteSession(Session):
         return self._it.get_tensor(self._out)
 
 
-#: Where and how the environment knobs' verdicts were measured.
-MEASURED = ("AMD EPYC family 25 model 17 (Zen 4), 2026-12-05, benchmarks/environment.py, "
-            "ResNet-50 FP32, 3 alternating rounds")
-
 class TensorFlowEngine(Engine):
     name = "tensorflow"
     module = "tensorflow"
@@ -291,9 +288,9 @@ class TensorFlowEngine(Engine):
     #: Environment knobs measured here (benchmarks/environment.py, docs/measurements.md).
     environment_knobs: ClassVar[dict[str, tuple[KnobVerdict, str]]] = {
         "allocator=tcmalloc": ("acts", "batch-1 p50 1.06x [1.04-1.27] faster, throughput 1.01x "
-                                       "[0.98-1.11]; " + MEASURED),
+                                       "[0.98-1.11]; " + ENVIRONMENT_MEASURED),
         "allocator=jemalloc": ("nothing", "throughput 0.98x [0.83-1.01], batch-1 p50 1.05x "
-                                          "[0.89-1.09]; " + MEASURED),
+                                          "[0.89-1.09]; " + ENVIRONMENT_MEASURED),
     }
     _frozen_cache: ClassVar[dict[str, Any]] = {}
 
