@@ -69,6 +69,16 @@ def test_the_knee_is_the_fastest_point_within_twice_the_one_user_p99() -> None:
     assert mark_knee([*points, failed]) is points[2] and not failed.knee
 
 
+def test_few_spread_parts_never_give_an_interval_below_zero() -> None:
+    from visionbench.stats import t_interval
+
+    assert t_interval([1.0, 30.0])[0] < 0 and t_interval([1.0, 30.0], at_least=0.0)[0] == 0.0
+    # a latency's percentile between windows: one window of quick answers, one of slow ones
+    quick, slow = np.full(200, 2_000_000), np.full(200, 90_000_000)
+    lat = latency_summary(np.concatenate([quick, slow]), [quick, slow])
+    assert lat.p50_ci is not None and lat.p50_ci[0] >= 0 and lat.p99_ci is not None and lat.p99_ci[0] >= 0
+
+
 def test_a_point_is_judged_against_the_generators_ceiling() -> None:
     """The no-op model's best throughput on the same server and protocol is the client's
     ceiling; a point's share of it is recorded, and above half the report flags it."""
@@ -241,3 +251,48 @@ def test_a_server_killed_mid_sweep_keeps_the_points_before(server, tmp_path: Pat
     failed = r.loadtest[-1]
     assert failed.status == "failed" and sum(failed.errors.values()) > 0, failed
     assert set(failed.errors) <= {"grpc UNAVAILABLE", "refused", "disconnected", "timeout"}
+
+
+@pytest.mark.slow
+def test_failed_and_late_requests_are_counted_by_kind_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A faulty server: KServe's own, on the fake engine failing every 3rd call of a session
+    (HTTP 500, gRPC INTERNAL) and stalling every 5th past the client's timeout."""
+    ready = tmp_path / "ready.json"
+    env = {**os.environ, "VISIONBENCH_FAKE_ENGINE": json.dumps(
+        {"fail_every": 3, "stall_every": 5, "stall_ms": 600, "ms_per_batch": 5})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine", "fake",
+         "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        facts = json.loads(ready.read_text())
+        runs = vb_many([["loadtest", facts[protocol], "--model", "resnet50-tiny", "--concurrency",
+                         "1,2", "--duration", "1.5", "--warmup", "0.3", "--timeout", "0.3",
+                         "--output", str(tmp_path / protocol)] for protocol in ("http", "grpc")],
+                       timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, server_err = proc.communicate(timeout=30)
+    for protocol, run in zip(("http", "grpc"), runs, strict=True):
+        assert run.returncode == 0, run.stderr
+        (said,) = run.stderr.strip().splitlines()
+        assert said.startswith("visionbench: 2 of 2 points had failed requests (") and "timeout" in said
+        r = load(tmp_path / protocol)
+        assert r.status == "complete" and [p.concurrency for p in r.loadtest] == [1, 2]
+        failed = "http 5xx" if protocol == "http" else "grpc INTERNAL"
+        for p in r.loadtest:
+            assert p.status == "ok" and p.requests > 0 and p.errors.get(failed, 0) > 0, p.errors
+            assert set(p.errors) <= {failed, "timeout"}, p.errors
+            assert p.throughput_ips is not None and p.throughput_ci is not None
+            assert 0 <= p.throughput_ci[0] <= p.throughput_ips <= p.throughput_ci[1]
+            assert p.latency is not None and p.latency.p99_ms < 300  # the timed-out ones are not in it
+        assert sum(p.errors.get("timeout", 0) for p in r.loadtest) > 0
+    # the server said each failure in one line, no traceback
+    lines = server_err.strip().splitlines()
+    assert "Traceback" not in server_err and len(lines) > 2
+    assert all(line.startswith("visionbench serve: ") for line in lines), lines[:5]
+    assert any("the fake engine fails every 3 calls" in line for line in lines)

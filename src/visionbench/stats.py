@@ -40,13 +40,17 @@ class LatencySummary:
     p999_ci: tuple[float, float] | None = None
 
 
-def t_interval(values: list[float] | np.ndarray) -> tuple[float, float] | None:
-    """The 95% confidence interval of the mean of ``values`` (Student's t); None under two."""
+def t_interval(values: list[float] | np.ndarray, at_least: float | None = None
+               ) -> tuple[float, float] | None:
+    """The 95% confidence interval of the mean of ``values`` (Student's t); None under two.
+    ``at_least``: the quantity's own floor (a throughput or a latency is never below 0), where
+    few, spread values would put the interval's lower end under it."""
     a = np.asarray(values, dtype=np.float64)
     if len(a) < 2:
         return None
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
-    return float(a.mean() - half), float(a.mean() + half)
+    lo = float(a.mean() - half)
+    return (lo if at_least is None else max(lo, at_least)), float(a.mean() + half)
 
 
 def relative_halfwidth(values: list[float] | np.ndarray) -> float | None:
@@ -71,7 +75,7 @@ def _interval(sorted_ms: np.ndarray, q: float, windows: list[np.ndarray]) -> tup
     lo, hi = quantile_interval(sorted_ms, q)
     # Between windows: each window's own percentile, where each has the samples to give one.
     per = [float(np.percentile(w, q * 100)) for w in windows if len(w) * (1 - q) >= 1]
-    if len(per) >= 2 and (t := t_interval(per)) is not None:
+    if len(per) >= 2 and (t := t_interval(per, at_least=0.0)) is not None:
         lo, hi = min(lo, t[0]), max(hi, t[1])
     return lo, hi
 

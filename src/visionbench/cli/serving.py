@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,24 @@ def loadtest(url: str, **kw: Any) -> None:
     """Load the KServe v2 server at URL (http://HOST:PORT or grpc://HOST:PORT): a closed-loop
     sweep of concurrency, per point throughput, latency percentiles with 95% intervals, errors by
     kind and the generator's own CPU; the knee marked."""
+    measured: list[Any] = []
+
     def shown(p: Any) -> None:
+        measured.append(p)
         tables.print_load_point(console, p)
 
     results = api.loadtest(url, on_point=shown, command=sys.argv, **kw)
     tables.print_results(console, results)
     console.print(f"results: {results.directory / 'results.json'}")
     report_run(results)
+    erred = [p for p in measured if p.errors]
+    if erred:  # the run went on: its figures count the requests answered, and it says so
+        kinds = Counter[str]()
+        for p in erred:
+            kinds.update(p.errors)
+        print(f"visionbench: {len(erred)} of {len(measured)} points had failed requests ("
+              + ", ".join(f"{n} {k}" for k, n in kinds.most_common()) + "): their figures count "
+              "the requests answered; see the errors column", file=sys.stderr)
 
 
 def _floats(value: str | None, name: str) -> list[float] | None:

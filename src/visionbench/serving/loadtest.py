@@ -128,7 +128,7 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
     parts = [lat[(ends > lo) & (ends <= hi)] for lo, hi in pairwise(edges)]
     part_s = plan.duration_s / plan.windows
     p.throughput_ips = len(kept) * per_image / plan.duration_s
-    p.throughput_ci = t_interval([len(x) * per_image / part_s for x in parts])
+    p.throughput_ci = t_interval([len(x) * per_image / part_s for x in parts], at_least=0.0)
     p.latency = latency_summary(lat, [x for x in parts if len(x)])
     return p
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import socket
 import sys
@@ -155,6 +156,27 @@ def _models(hosted: Hosted) -> list[Any]:
     return [real, noop]
 
 
+class _OneLine(logging.Formatter):
+    """A failed request as one line on the server's stderr (KServe logs each with its whole
+    traceback: thousands of lines a second from a failing engine under load)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = " ".join(record.getMessage().split())
+        if record.exc_info and record.exc_info[1] is not None:
+            e = record.exc_info[1]
+            text = f"{text} {type(e).__name__}: {' '.join(str(e).split())}".strip()
+        return f"visionbench serve: {text[:500]}"
+
+
+def _one_line_logs() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error"):
+        log = logging.getLogger(name)
+        log.handlers, log.propagate = [handler], False
+        log.setLevel(logging.WARNING)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -178,6 +200,7 @@ def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port
             import kserve  # noqa: F401 - its absence is one line
     except ImportError as e:
         raise VisionbenchError(f"serve needs KServe ({e}): pip install 'visionbench[serve]'") from e
+    _one_line_logs()
     # KServe 0.21's responses use FastAPI's ORJSONResponse, deprecated by FastAPI since.
     warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated")
     with _own_argv():

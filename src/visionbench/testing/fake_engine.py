@@ -67,6 +67,11 @@ class Settings:
     session_cost: float = 1.0
     #: Calls a session runs before every further call raises (a failing engine); None: never.
     fail_after: int | None = None
+    #: Every this many calls of a session raises (a flaky engine: a served model's HTTP 5xx or
+    #: gRPC error on some requests); and every ``stall_every`` calls take ``stall_ms`` longer.
+    fail_every: int | None = None
+    stall_every: int | None = None
+    stall_ms: float = 0.0
     #: Precisions whose outputs are FP32's (a lower precision that did not run).
     fp32_outputs_for: tuple[str, ...] = ()
     #: Precisions this engine cannot run here, with why.
@@ -156,6 +161,10 @@ class FakeSession(Session):
         self.calls += 1
         if self.settings.fail_after is not None and self.calls > self.settings.fail_after:
             raise RuntimeError(f"the fake engine failed after {self.settings.fail_after} calls")
+        if self.settings.fail_every and self.calls % self.settings.fail_every == 0:
+            raise RuntimeError(f"the fake engine fails every {self.settings.fail_every} calls")
+        if self.settings.stall_every and self.calls % self.settings.stall_every == 0:
+            time.sleep(self.settings.stall_ms / 1e3)
         x = np.asarray(batch, dtype=np.float32)
         self._wait(len(x))
         logits = x.reshape(len(x), -1)[:, ::self.stride] @ self.weights
