@@ -69,6 +69,35 @@ def test_the_knee_is_the_fastest_point_within_twice_the_one_user_p99() -> None:
     assert mark_knee([*points, failed]) is points[2] and not failed.knee
 
 
+def test_an_error_message_keeps_its_start_and_its_reason_at_the_end() -> None:
+    from visionbench.serving.client import error_message
+
+    quoted = "[500] Failed to encode \"" + "\\xff\"$" * 300 + "\" using UTF-8. Use binary_data=True."
+    said = error_message(RuntimeError(quoted))
+    assert len(said) <= 200 and said.startswith("[500] Failed to encode") and said.endswith(
+        "using UTF-8. Use binary_data=True.") and " … " in said
+    assert error_message(RuntimeError("short\n  one")) == "short one"
+    assert error_message(TimeoutError()) == "TimeoutError"
+
+
+def test_jpeg_requests_take_the_files_in_turn_and_mismatches_are_one_line() -> None:
+    from visionbench.serving.client import Tensor
+    from visionbench.serving.loadtest import _input
+
+    files = [b"\xff\xd8\xff a", b"\xff\xd8\xff b", b"\xff\xd8\xff c"]
+    sent = _input("m-jpeg", [Tensor("image", "BYTES", (2,))], None, files)
+    assert [list(r) for r in sent] == [files[:2], files[1:], [files[2], files[0]]]
+    assert all(r.dtype == object for r in sent)
+    (tensor,) = _input("m", [Tensor("x", "FP32", (1, 3, 8, 8))], None, None)
+    assert tensor.shape == (1, 3, 8, 8) and tensor.dtype == np.float32
+    with pytest.raises(VisionbenchError, match="give --jpeg"):
+        _input("m-jpeg", [Tensor("image", "BYTES", (1,))], None, None)
+    with pytest.raises(VisionbenchError, match="serve's JPEG model is m-jpeg"):
+        _input("m", [Tensor("x", "FP32", (1, 3, 8, 8))], None, files)
+    with pytest.raises(VisionbenchError, match="variable shape"):
+        _input("m-jpeg", [Tensor("image", "BYTES", (-1,))], None, files)
+
+
 def test_few_spread_parts_never_give_an_interval_below_zero() -> None:
     from visionbench.stats import t_interval
 
@@ -221,6 +250,25 @@ def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
     assert abs(open_loop.loadgen["scheduled_qps"] - float(rate)) < 0.5 * float(rate)
     assert (out / open_loop.loadgen["logs"] / "mlperf_log_detail.txt").exists()
     assert "LoadGen Server at" in served.stdout and "VALID" in served.stdout
+    # --jpeg: the files sent as they are, decoded and preprocessed by the server (gRPC)
+    assert facts["jpeg_model"] == "resnet50-tiny-jpeg" and facts["decoder"].startswith("simplejpeg")
+    jpeg = vb("loadtest", facts["grpc"], "--model", "resnet50-tiny-jpeg", "--jpeg", "--concurrency",
+              "1,2", "--duration", "1", "--warmup", "0.3", "--output", str(tmp_path / "jpeg"),
+              "--server-facts", str(tmp_path / "ready.json"), timeout=120)
+    assert jpeg.returncode == 0, jpeg.stderr
+    decoded = load(tmp_path / "jpeg").loadtest
+    assert [p.concurrency for p in decoded] == [1, 2] and all(not p.errors for p in decoded)
+    tensor_c1 = next(p for p in points if p.concurrency == 1)  # the gRPC tensor sweep's
+    # decoding a photo and resizing it takes the server longer than reading a tensor
+    assert decoded[0].server_ms["compute_input"] > tensor_c1.server_ms["compute_input"]
+    assert decoded[0].images_per_request == 1 and decoded[0].model == "resnet50-tiny-jpeg"
+    # KServe 0.21's REST path turns binary BYTES into UTF-8 text (docs/serving.md): a JPEG
+    # cannot pass; the failure is the server's, counted and quoted
+    rest = vb("loadtest", facts["http"], "--model", "resnet50-tiny-jpeg", "--jpeg", "--concurrency",
+              "1", "--duration", "0.5", "--warmup", "0", "--output", str(tmp_path / "rest"),
+              timeout=120)
+    assert rest.returncode != 0 and len(rest.stderr.strip().splitlines()) == 1, rest.stderr
+    assert "http 5xx" in rest.stderr and "UTF-8" in rest.stderr
     assert "Served: the client" in (out / "report.html").read_text()
     assert (out / "served.png").stat().st_size > 10_000 and (out / "served.svg").exists()
     # Ctrl-C or SIGTERM stop it cleanly: exit 0 and the signal named

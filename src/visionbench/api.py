@@ -173,6 +173,7 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
              server_facts: str | Path | None = None, ceiling: str | None = None,
              rates: Sequence[float] | None = None, connections: int = 32,
              target_latency_ms: float | None = None, min_queries: int | None = None,
+             jpeg: bool = False, data: str | Path | None = None,
              on_point: Callable[[Any], None] | None = None,
              command: Sequence[str] | None = None) -> Results:
     """A closed-loop concurrency sweep of ``model`` on the KServe v2 server at ``url``
@@ -183,9 +184,13 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
     (the generator's ceiling: points above half of it are flagged). ``rates``: instead of the
     sweep, LoadGen's Server scenario at each rate (queries/s; Poisson arrivals) for at least
     ``duration`` seconds and ``min_queries``, on ``connections`` connections, judged against
-    ``target_latency_ms`` at p99 (default: MLPerf's 15 ms): LoadGen's VALID or the rules broken."""
+    ``target_latency_ms`` at p99 (default: MLPerf's 15 ms): LoadGen's VALID or the rules broken.
+    ``jpeg``: send JPEG files (``data``: a file or a folder of them; default the shipped photos)
+    to a model that decodes them on the server (serve's ``MODEL-jpeg``)."""
     import json
 
+    from visionbench.data import decode
+    from visionbench.data.images import image_files
     from visionbench.scenarios.mlperf.settings import Options
     from visionbench.serving.loadtest import Plan
     from visionbench.serving.loadtest import loadtest as sweep
@@ -199,6 +204,16 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
                                    f"({e})") from e
         if not isinstance(facts, dict):
             raise VisionbenchError(f"--server-facts {server_facts}: not a JSON object")
+    if data is not None and not jpeg:
+        raise VisionbenchError("--data gives the JPEG files --jpeg sends: give --jpeg too")
+    jpegs = None
+    if jpeg:
+        folder = Path(data) if data is not None else None
+        if folder is not None and not folder.exists():
+            raise VisionbenchError(f"--data {folder}: no such file or folder")
+        paths = (decode.photos() if folder is None else image_files(folder) if folder.is_dir()
+                 else [folder])
+        jpegs = decode.read_jpegs(paths, decode.best())
     out = Path(output) if output is not None else default_output("loadtest")
     existing = "overwrite" if overwrite else "append" if append else "refuse"
     gen = Options("Server", target_latency_ms=target_latency_ms, duration_s=duration,
@@ -207,7 +222,7 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
     plan = Plan(list(concurrency), duration, warmup, timeout_s=timeout,
                 input_shape=tuple(input_shape) if input_shape else None, ceiling=ceiling,
                 rates=list(rates) if rates is not None else None, connections=connections,
-                loadgen=gen)
+                loadgen=gen, jpegs=jpegs)
     opts = {"url": url, "model": model, "concurrency": list(concurrency), "duration": duration}
     return sweep(url, model, plan, out, existing, _command(command, "loadtest", opts), facts,
                  on_point or (lambda p: None))

@@ -78,6 +78,10 @@ def serve(model: str, **kw: Any) -> None:
               "[default: MLPerf's 15 ms].")
 @click.option("--min-queries", type=int, help="--rate: LoadGen's minimum query count "
               "[default: MLPerf's].")
+@click.option("--jpeg", is_flag=True, help="Send JPEG files, to a model that decodes them on "
+              "the server (serve's MODEL-jpeg): the service's own path, decode included.")
+@click.option("--data", type=click.Path(path_type=Path), help="--jpeg: a JPEG file or a folder "
+              "of them, sent in turn [default: the shipped photos].")
 @click.option("--server-facts", type=click.Path(path_type=Path),
               help="The file serve wrote with --ready-file: its engine and configuration are "
               "recorded with the points.")

@@ -137,9 +137,10 @@ def is_jpeg(data: bytes) -> bool:
 
 def read_jpegs(paths: list[Path], dec: Decoder) -> list[bytes]:
     """Each file's bytes, each decoded once to check it: one clear error for a file that is not
-    a JPEG or that the decoder cannot read (the pipeline decodes JPEG only)."""
+    a JPEG or that the decoder cannot read (the pipeline and a served model's JPEG input decode
+    JPEG only)."""
     if not paths:
-        raise VisionbenchError("no images to run the pipeline on")
+        raise VisionbenchError("no JPEG images given")
     out = []
     for path in paths:
         try:
@@ -147,8 +148,8 @@ def read_jpegs(paths: list[Path], dec: Decoder) -> list[bytes]:
         except OSError as e:
             raise VisionbenchError(f"cannot read {path}: {e.strerror or e}") from e
         if not is_jpeg(data):
-            raise VisionbenchError(f"not a JPEG file: {path} (the pipeline decodes JPEG; convert "
-                                   "it or leave it out of --data)")
+            raise VisionbenchError(f"not a JPEG file: {path} (JPEG is what is decoded here; "
+                                   "convert it or leave it out of --data)")
         try:
             image = dec.decode(data)
         except Exception as e:  # whatever a decoder raises, the file is unreadable

@@ -573,6 +573,8 @@ class LoadPoint(BaseModel):
     latency: LatencySummary | None = Field(None, description="per request, send to answer, "
                                            "with 95% intervals")
     errors: dict[str, int] = Field(default_factory=dict, description="failed requests by kind")
+    error_messages: dict[str, str] = Field(default_factory=dict, description="the first "
+                                           "message of each kind of error, cut short")
     client_cpu_cores: float = Field(0.0, description="the generator's own CPU time over the "
                                     "window, in cores")
     knee: bool = Field(False, description="the highest throughput whose p99 stays within 2x "

@@ -68,7 +68,9 @@ class Client:
         self._c = (lib.InferenceServerClient(at.address, conn_limit=1, conn_timeout=timeout_s)
                    if at.protocol == "http" else lib.InferenceServerClient(at.address))
         self._lib = lib
-        self._request: tuple[list[Any], list[Any]] | None = None
+        self._requests: list[list[Any]] = []
+        self._outputs: list[Any] = []
+        self._next = 0
 
     async def server(self) -> dict[str, Any]:
         """What the server says of itself: name, version, protocol extensions."""
@@ -82,26 +84,30 @@ class Client:
                     else self._c.get_model_metadata(self.model, as_json=True))
         return _tensors(md.get("inputs", [])), _tensors(md.get("outputs", []))
 
-    def prepare(self, inputs: list[Tensor], outputs: list[Tensor], data: list[np.ndarray]) -> None:
-        """The request every call sends: ``data`` for ``inputs`` in binary, outputs asked in
-        binary (HTTP) — built once, as perf_analyzer builds its requests before timing."""
+    def prepare(self, inputs: list[Tensor], outputs: list[Tensor], requests: list[np.ndarray],
+                first: int = 0) -> None:
+        """The requests the calls send in turn, from ``first``: each one tensor for the model's
+        one input, in binary, outputs asked in binary (HTTP); built once, as perf_analyzer
+        builds its requests before timing."""
         lib, http = self._lib, self.at.protocol == "http"
+        (t,) = inputs
         made = []
-        for t, x in zip(inputs, data, strict=True):
+        for x in requests:
             i = lib.InferInput(t.name, list(x.shape), t.datatype)
             if http:
                 i.set_data_from_numpy(x, binary_data=True)
             else:
                 i.set_data_from_numpy(x)
-            made.append(i)
-        outs = [lib.InferRequestedOutput(o.name, binary_data=True) if http
-                else lib.InferRequestedOutput(o.name) for o in outputs]
-        self._request = (made, outs)
+            made.append([i])
+        self._outputs = [lib.InferRequestedOutput(o.name, binary_data=True) if http
+                         else lib.InferRequestedOutput(o.name) for o in outputs]
+        self._requests, self._next = made, first % len(made)
 
     async def infer(self) -> None:
-        """One request; raises on any error (the caller sorts errors by kind)."""
-        assert self._request is not None
-        inputs, outputs = self._request
+        """One request (the next of the prepared ones); raises on any error (the caller sorts
+        errors by kind)."""
+        inputs, outputs = self._requests[self._next], self._outputs
+        self._next = (self._next + 1) % len(self._requests)
         if self.at.protocol == "http":
             await self._c.infer(self.model, inputs, outputs=outputs, timeout=self.timeout_s)
         else:
@@ -132,6 +138,16 @@ def error_kind(e: BaseException) -> str:
     if "disconnect" in message or "reset" in message or "closed" in message:
         return "disconnected"
     return type(e).__name__
+
+
+def error_message(e: BaseException, chars: int = 200) -> str:
+    """An error's message on one line, at most ``chars`` long: a longer one keeps its start and
+    its end (a server quoting the request's bytes back puts its reason after them)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if len(text) <= chars:
+        return text
+    head = chars * 2 // 5
+    return f"{text[:head]} … {text[-(chars - head - 3):]}"
 
 
 #: Triton's statistics extension's per-request times, as ``LoadPoint.server_ms`` names them.

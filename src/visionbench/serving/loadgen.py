@@ -29,7 +29,8 @@ class NetworkSut:
     loop of its own on a pool of ``connections`` connections."""
 
     def __init__(self, lg: Any, at: Endpoint, model: str, inputs: list[Tensor],
-                 outputs: list[Tensor], data: np.ndarray, timeout_s: float, connections: int) -> None:
+                 outputs: list[Tensor], data: list[np.ndarray], timeout_s: float, connections: int
+                 ) -> None:
         self.lg = lg
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="loadgen-sut", daemon=True)
@@ -42,8 +43,8 @@ class NetworkSut:
             # made in the SUT's loop: an HTTP client's session and the queue belong to it
             clients = [Client(at, model, timeout_s) for _ in range(connections)]
             free: asyncio.Queue[Client] = asyncio.Queue()
-            for c in clients:
-                c.prepare(inputs, outputs, [data])
+            for n, c in enumerate(clients):
+                c.prepare(inputs, outputs, data, first=n)
                 free.put_nowait(c)
             return free, clients
 
@@ -79,7 +80,7 @@ class NetworkSut:
 
 
 def run_server(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Tensor],
-               data: np.ndarray, rate: float, opts: Options, timeout_s: float, connections: int,
+               data: list[np.ndarray], rate: float, opts: Options, timeout_s: float, connections: int,
                log_dir: Path) -> tuple[dict[str, Any], list[str], np.ndarray, dict[str, int]]:
     """One LoadGen Server run at ``rate`` queries/s: its detail log's fields, the rules it
     broke (none: VALID), each request's latency (ns) and the errors by kind."""

@@ -34,6 +34,7 @@ from visionbench.serving.client import (
     Tensor,
     endpoint,
     error_kind,
+    error_message,
     per_request_ms,
     statistics,
 )
@@ -58,6 +59,8 @@ class Plan:
     input_shape: tuple[int, ...] | None = None
     #: The server's no-op model, swept first at the same concurrencies (the generator's ceiling).
     ceiling: str | None = None
+    #: JPEG files sent as they are (a BYTES input: decoded on the server), in turn.
+    jpegs: list[bytes] | None = None
     #: host:port of the server's HTTP endpoint, where Triton's statistics extension is read.
     stats_at: str | None = None
     #: Open loop instead of the sweep: LoadGen's Server scenario at each rate (queries/s),
@@ -68,7 +71,7 @@ class Plan:
 
 
 async def _user(client: Client, until: float, done: list[tuple[int, int]],
-                failed: list[tuple[int, str]]) -> None:
+                failed: list[tuple[int, str]], said: dict[str, str]) -> None:
     while time.perf_counter() < until:
         t0 = time.perf_counter_ns()
         try:
@@ -76,7 +79,9 @@ async def _user(client: Client, until: float, done: list[tuple[int, int]],
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a request's failure is a result, counted by kind
-            failed.append((time.perf_counter_ns(), error_kind(e)))
+            kind = error_kind(e)
+            failed.append((time.perf_counter_ns(), kind))
+            said.setdefault(kind, error_message(e))
             await asyncio.sleep(ERROR_PAUSE_S)
             continue
         t1 = time.perf_counter_ns()
@@ -88,10 +93,11 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
     clients = [Client(at, model, plan.timeout_s) for _ in range(users)]
     started = now()
     try:
-        for c in clients:
-            c.prepare(inputs, outputs, data)
+        for n, c in enumerate(clients):
+            c.prepare(inputs, outputs, data, first=n)
         until = time.perf_counter() + plan.warmup_s
-        await asyncio.gather(*(_user(c, until, [], []) for c in clients))
+        said: dict[str, str] = {}
+        await asyncio.gather(*(_user(c, until, [], [], said) for c in clients))
         done: list[tuple[int, int]] = []
         failed: list[tuple[int, str]] = []
         # The server's counters, read around the window: requests in flight at either edge
@@ -100,7 +106,7 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
         start_ns, cpu0 = time.perf_counter_ns(), time.process_time()
         end_ns = start_ns + int(plan.duration_s * 1e9)
         deadline = time.perf_counter() + plan.duration_s
-        await asyncio.gather(*(_user(c, deadline, done, failed) for c in clients))
+        await asyncio.gather(*(_user(c, deadline, done, failed, said) for c in clients))
         cpu = time.process_time() - cpu0
         after = await statistics(plan.stats_at, model, plan.timeout_s) if before else None
     finally:
@@ -113,7 +119,8 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
     p = LoadPoint(url=at.url, protocol=at.protocol, model=model, concurrency=users,
                   status="ok" if kept else "failed", window_s=plan.duration_s,
                   warmup_s=plan.warmup_s, requests=len(kept), images_per_request=per_image,
-                  errors=errors, client_cpu_cores=round(cpu / plan.duration_s, 3),
+                  errors=errors, error_messages={k: said[k] for k in errors if k in said},
+                  client_cpu_cores=round(cpu / plan.duration_s, 3),
                   server=server, started_at=started, finished_at=now())
     if before is not None and after is not None:
         n, p.server_ms = per_request_ms(before, after)
@@ -121,6 +128,9 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
     if not kept:
         p.reason = "no request completed: " + (", ".join(f"{n} {k}" for k, n in errors.items())
                                                or "none answered within the window")
+        if p.error_messages:
+            first = next(iter(p.error_messages.values()))
+            p.reason += f" (the first said: {first})"
         return p
     edges = np.linspace(start_ns, end_ns, plan.windows + 1)
     ends = np.array([t for t, _ in kept])
@@ -163,23 +173,39 @@ async def _describe(at: Endpoint, model: str, timeout_s: float
     return inputs, outputs, server
 
 
-def _input(model: str, inputs: list[Tensor], given: tuple[int, ...] | None) -> np.ndarray:
-    """The request's tensor: random FP32 of the model's input shape (or ``given``)."""
+def _input(model: str, inputs: list[Tensor], given: tuple[int, ...] | None,
+           jpegs: list[bytes] | None) -> list[np.ndarray]:
+    """The requests' tensors, sent in turn: random FP32 of the model's input shape (or
+    ``given``); or, with ``jpegs``, the files themselves as BYTES, as many a request as the
+    model's input takes, each request starting at the next file."""
     if len(inputs) != 1:
         raise VisionbenchError(f"{model} takes {len(inputs)} inputs: loadtest sends one")
-    if inputs[0].datatype != "FP32":
-        raise VisionbenchError(f"{model}'s input is {inputs[0].datatype}: loadtest sends FP32")
-    shape = given or inputs[0].shape
+    t = inputs[0]
+    if (t.datatype == "BYTES") != (jpegs is not None):
+        raise VisionbenchError(
+            f"{model}'s input is {t.datatype}: " + ("loadtest --jpeg sends JPEG files as BYTES "
+                                                     f"(serve's JPEG model is {model}-jpeg)"
+                                                     if jpegs is not None else "give --jpeg to "
+                                                     "send it JPEG files"))
+    if t.datatype not in ("FP32", "BYTES"):
+        raise VisionbenchError(f"{model}'s input is {t.datatype}: loadtest sends FP32")
+    shape = given or t.shape
     if not shape or any(d < 1 for d in shape):
-        raise VisionbenchError(f"{model}'s input {inputs[0].name} has a variable shape "
-                               f"{list(inputs[0].shape)}: give --input-shape")
-    return np.random.default_rng(0).random(shape, dtype=np.float32)
+        raise VisionbenchError(f"{model}'s input {t.name} has a variable shape "
+                               f"{list(t.shape)}: give --input-shape")
+    if jpegs is None:
+        return [np.random.default_rng(0).random(shape, dtype=np.float32)]
+    if len(shape) != 1:
+        raise VisionbenchError(f"{model}'s input {t.name} has shape {list(shape)}: loadtest "
+                               "--jpeg sends a list of files, shape [images]")
+    return [np.array([jpegs[(i + k) % len(jpegs)] for k in range(shape[0])], dtype=np.object_)
+            for i in range(len(jpegs))]
 
 
 def model_info(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Tensor],
-               data: np.ndarray) -> ModelInfo:
+               requests: list[np.ndarray]) -> ModelInfo:
     """The served model as its metadata describes it (its file is the server's)."""
-    out = outputs[0].shape if outputs else ()
+    out, data = (outputs[0].shape if outputs else ()), requests[0]
     return ModelInfo(name=model, path=at.url, source=f"served at {at.url}", sha256="",
                      input_name=inputs[0].name, input_layout="", input_shape_per_image=list(
                          data.shape[1:]), fixed_batch=int(data.shape[0]), gflop_per_image=None,
@@ -220,7 +246,8 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
     sweeps = []  # (model, its tensors, the request's data): the ceiling's first
     for name in ([plan.ceiling] if plan.ceiling and plan.ceiling != model else []) + [model]:
         inputs, outputs, server = asyncio.run(_describe(at, name, plan.timeout_s))
-        sweeps.append((name, inputs, outputs, _input(name, inputs, plan.input_shape)))
+        jpegs = plan.jpegs if name == model else None  # the no-op model takes the tensor
+        sweeps.append((name, inputs, outputs, _input(name, inputs, plan.input_shape, jpegs)))
     server = {**server, **(server_facts or {})}
     info = model_info(at, model, *sweeps[-1][1:])
     if at.protocol == "http":
@@ -274,11 +301,11 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
 
 
 async def _sweep(at: Endpoint, model: str, plan: Plan, inputs: list[Tensor],
-                 outputs: list[Tensor], data: np.ndarray, server: dict[str, Any],
+                 outputs: list[Tensor], data: list[np.ndarray], server: dict[str, Any],
                  store: RunStore, on_point: Callable[[LoadPoint], None]) -> list[LoadPoint]:
     points: list[LoadPoint] = []
     for users in plan.concurrency:
-        p = await _point(at, model, users, plan, inputs, outputs, [data], server)
+        p = await _point(at, model, users, plan, inputs, outputs, data, server)
         ceiling_share(p, store.results.loadtest, plan.ceiling or NOOP)
         points.append(p)
         before = {q.key: q.knee for q in points}
@@ -293,7 +320,7 @@ async def _sweep(at: Endpoint, model: str, plan: Plan, inputs: list[Tensor],
 
 
 def _open_loop(at: Endpoint, plan: Plan, model: str, inputs: list[Tensor], outputs: list[Tensor],
-               data: np.ndarray, server: dict[str, Any], store: RunStore,
+               data: list[np.ndarray], server: dict[str, Any], store: RunStore,
                on_point: Callable[[LoadPoint], None]) -> None:
     """LoadGen's Server scenario at each of ``plan.rates``: a point each, with LoadGen's verdict,
     its logs under ``loadgen/<key>/`` in the run."""
@@ -313,7 +340,7 @@ def _open_loop(at: Endpoint, plan: Plan, model: str, inputs: list[Tensor], outpu
             url=at.url, protocol=at.protocol, model=model, concurrency=plan.connections,
             mode="poisson", target_qps=rate, valid=not broken, status="ok",
             reason="; ".join(broken) or None, window_s=round(ran_s, 2), requests=len(lat),
-            images_per_request=int(data.shape[0]) if data.ndim else 1,
+            images_per_request=int(data[0].shape[0]) if data[0].ndim else 1,
             throughput_ips=detail.get("result_completed_samples_per_sec"), latency=summary,
             errors=errors, client_cpu_cores=round((time.process_time() - cpu0) / wall, 3),
             server=server, started_at=started, finished_at=now(),

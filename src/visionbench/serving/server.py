@@ -22,19 +22,25 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from visionbench.data import decode
+from visionbench.data.preprocess import get_preprocess, laid_out, resized
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import atomic_write_bytes, failure
 from visionbench.serving.host import Hosted
+from visionbench.sysinfo import available_cpus
 
 #: The model's v2 datatype: visionbench's models take and give float32.
 DATATYPE = "FP32"
 #: The name of the no-op model served beside the real one.
 NOOP = "noop"
+#: The JPEG twin of a served model is named MODEL-jpeg.
+JPEG_SUFFIX = "-jpeg"
 
 
 @contextlib.contextmanager
@@ -77,8 +83,48 @@ class Statistics:
             "batch_stats": []}]}
 
 
-def _models(hosted: Hosted) -> list[Any]:
-    """The hosted model and the no-op model, as KServe models."""
+@dataclass(frozen=True)
+class _Input:
+    """What a served model takes, and how a request's tensor becomes the engine's input."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    #: Run on the decode threads (a JPEG decoded and preprocessed); None: the tensor as sent.
+    decode: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def _from_jpeg(hosted: Hosted) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]] | None:
+    """A request of JPEG files decoded and preprocessed as the pipeline does it (the fastest
+    decoder installed, the model's own preprocessing), or None for a model that does not take
+    square RGB images; with what it uses, in words."""
+    from kserve.errors import InvalidInput
+    from PIL import Image
+
+    model = hosted.model
+    if model.channels != 3 or model.height != model.width:
+        return None
+    dec, prep = decode.best(), get_preprocess(model.preprocessing)
+
+    def run(blobs: np.ndarray) -> np.ndarray:
+        images = []
+        for i, blob in enumerate(blobs.reshape(-1)):
+            try:
+                rgb = dec.decode(bytes(blob))
+            except Exception as e:  # whatever the decoder raises: the client sent a bad image
+                raise InvalidInput(f"image {i} of the request is not a JPEG {dec.name} can "
+                                   f"decode: {' '.join(str(e).split())[:200]}") from e
+            if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise InvalidInput(f"image {i} of the request is not an RGB JPEG")
+            images.append(resized(Image.fromarray(rgb), prep, model.height))
+        return laid_out(np.stack(images), model.layout)
+
+    return run, {"decoder": f"{dec.name} {dec.version}", "preprocessing": prep.name}
+
+
+def _models(hosted: Hosted, decode_threads: int) -> tuple[list[Any], dict[str, Any]]:
+    """The hosted model, its JPEG twin (``MODEL-jpeg``: encoded images in, decoded on the
+    server) and the no-op model, as KServe models; with the facts of the JPEG twin."""
     from kserve import InferOutput, InferResponse, Model
     from kserve.errors import InvalidInput
 
@@ -87,15 +133,19 @@ def _models(hosted: Hosted) -> list[Any]:
     out_name = (model.outputs or ("output",))[0]
     sample = session.run_on(0, session.feed(np.zeros(shape, np.float32)))[0]
     out_shape = list(sample.shape)
+    decoders = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
     class Served(Model):
         """One request at a time per engine request (slot); the call runs on a worker thread
         (the engines release the GIL while they compute), so requests arriving at once run at
-        once, up to the engine's number of requests."""
+        once, up to the engine's number of requests. A JPEG request is decoded first, on the
+        decode threads: an engine request never waits on a decode (as a preprocessing model
+        ahead of the classifier in an ensemble)."""
 
-        def __init__(self, name: str, run: Callable[[int, np.ndarray], np.ndarray], slots: int):
+        def __init__(self, name: str, takes: _Input,
+                     run: Callable[[int, np.ndarray], np.ndarray], slots: int):
             super().__init__(name)
-            self._run = run
+            self._takes, self._run = takes, run
             self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=name)
             self._free: asyncio.Queue[int] | None = None
             self._slots = slots
@@ -103,7 +153,8 @@ def _models(hosted: Hosted) -> list[Any]:
             self.ready = True
 
         def get_input_types(self) -> list[dict]:
-            return [{"name": model.input_name, "datatype": DATATYPE, "shape": shape}]
+            t = self._takes
+            return [{"name": t.name, "datatype": t.datatype, "shape": t.shape}]
 
         def get_output_types(self) -> list[dict]:
             return [{"name": out_name, "datatype": DATATYPE, "shape": out_shape}]
@@ -120,13 +171,17 @@ def _models(hosted: Hosted) -> list[Any]:
 
         async def _predict(self, payload: Any) -> Any:
             t0 = time.perf_counter_ns()
+            takes, loop = self._takes, asyncio.get_running_loop()
             if len(payload.inputs) != 1:
                 raise InvalidInput(f"{self.name} takes one input, {len(payload.inputs)} given")
             given = payload.inputs[0]
-            if given.datatype != DATATYPE or list(given.shape) != shape:
-                raise InvalidInput(f"{self.name} takes {DATATYPE} {shape}, got {given.datatype} "
-                                   f"{list(given.shape)}")
-            x = np.ascontiguousarray(given.as_numpy(), dtype=np.float32).reshape(shape)
+            if given.datatype != takes.datatype or list(given.shape) != takes.shape:
+                raise InvalidInput(f"{self.name} takes {takes.datatype} {takes.shape}, got "
+                                   f"{given.datatype} {list(given.shape)}")
+            if takes.decode is None:
+                x = np.ascontiguousarray(given.as_numpy(), dtype=np.float32).reshape(shape)
+            else:
+                x = await loop.run_in_executor(decoders, takes.decode, given.as_numpy())
             if self._free is None:  # made in the server's event loop
                 self._free = asyncio.Queue()
                 for slot in range(self._slots):
@@ -135,7 +190,7 @@ def _models(hosted: Hosted) -> list[Any]:
             slot = await self._free.get()
             t2 = time.perf_counter_ns()
             try:
-                y = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, slot, x)
+                y = await loop.run_in_executor(self._pool, self._run, slot, x)
             finally:
                 self._free.put_nowait(slot)
             t3 = time.perf_counter_ns()
@@ -149,11 +204,21 @@ def _models(hosted: Hosted) -> list[Any]:
             self.stats.add("compute_output", time.perf_counter_ns() - t3)
             return response
 
+    def infer(slot: int, x: np.ndarray) -> np.ndarray:
+        return session.run_on(slot, session.feed(x))[0]
+
+    tensor = _Input(model.input_name, DATATYPE, shape)
     zeros = np.zeros(out_shape, np.float32)
-    real = Served(model.name, lambda slot, x: session.run_on(slot, session.feed(x))[0],
-                  session.requests)
-    noop = Served(NOOP, lambda slot, x: zeros, 1)
-    return [real, noop]
+    served = [Served(model.name, tensor, infer, session.requests),
+              Served(NOOP, tensor, lambda slot, x: zeros, 1)]
+    jpeg = _from_jpeg(hosted)
+    if jpeg is None:
+        return served, {}
+    run, facts = jpeg
+    name = f"{model.name}{JPEG_SUFFIX}"
+    served.append(Served(name, _Input("image", "BYTES", [hosted.batch], run), infer,
+                         session.requests))
+    return served, {"jpeg_model": name, **facts, "decode_threads": decode_threads}
 
 
 class _OneLine(logging.Formatter):
@@ -218,7 +283,8 @@ def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port
         from kserve.protocol.rest.server import RESTServer
 
     registry = ModelRepository()
-    served = {m.name: m for m in _models(hosted)}
+    models, jpeg = _models(hosted, available_cpus())
+    served = {m.name: m for m in models}
     for m in served.values():
         registry.update(m)
     plane, extension = DataPlane(registry), ModelRepositoryExtension(registry)
@@ -278,7 +344,7 @@ def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port
             shown = f"[{host}]" if ":" in host else host
             facts = {"http": f"http://{shown}:{port}", "grpc": f"grpc://{shown}:{bound}",
                      "http_port": port, "grpc_port": bound, "model": hosted.model.name,
-                     "noop_model": NOOP, "server": "kserve", **hosted.configuration}
+                     "noop_model": NOOP, **jpeg, "server": "kserve", **hosted.configuration}
             if ready_file is not None:
                 try:
                     atomic_write_bytes(ready_file, json.dumps(facts).encode() + b"\n")
