@@ -281,3 +281,60 @@ def test_bad_fleet_input_is_one_line(cluster, tmp_path: Path, args: list[str], m
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert message in line, line
+
+
+def test_a_server_on_every_node_loaded_from_the_head(cluster, tmp_path: Path):
+    """serve --address: one KServe server per node, each on its node's address with its CPUs as
+    threads; loadtest from here loads them together; a server killed is named and the other
+    goes on; SIGTERM stops them all."""
+    pytest.importorskip("tritonclient.grpc", reason="pip install 'visionbench[serve]'")
+    ready = tmp_path / "servers.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine", "openvino",
+         "--precision", "fp32", "--address", "auto", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.3)
+        facts = json.loads(ready.read_text())
+        servers = facts["servers"]
+        ids = {n.node_id for n in cluster.list_all_nodes()}
+        assert len(servers) == 2 and {s["node_id"] for s in servers} == ids
+        assert sorted(s["threads"] for s in servers) == [1, 2]  # each node's CPUs
+        assert facts["grpc"] == [s["grpc"] for s in servers] and len(set(facts["grpc"])) == 2
+        assert all(s["http"].startswith("http://127.0.0.1:") for s in servers)
+        out = tmp_path / "load"
+        load = vb("loadtest", *facts["grpc"], "--model", "resnet50-tiny", "--concurrency", "1,2",
+                  "--duration", "1", "--warmup", "0.3", "--server-facts", str(ready),
+                  "--output", str(out), timeout=180)
+        assert load.returncode == 0, load.stderr
+        points = json.loads((out / "results.json").read_text())["loadtest"]
+        assert len(points) == 4 and {p["url"] for p in points} == set(facts["grpc"])
+        for p in points:
+            assert p["status"] == "ok" and p["requests"] > 0 and not p["errors"]
+            assert p["together"] == facts["grpc"] and p["server"]["node"] in {
+                s["node"] for s in servers}
+            assert p["server_requests"] is not None  # read from its own node's HTTP endpoint
+        assert sum(p["knee"] for p in points) == 2  # one per server
+        md = (out / "summary.md").read_text()
+        assert "resnet50-tiny: all 2 servers" in md
+        # one server killed: named on stderr, the other still answers
+        victim = servers[1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        time.sleep(4)
+        assert proc.poll() is None
+        again = vb("loadtest", servers[0]["grpc"], "--model", "resnet50-tiny", "--concurrency", "1",
+                   "--duration", "0.5", "--warmup", "0", "--output", str(tmp_path / "after"))
+        assert again.returncode == 0, again.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out_, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert f"the server on node {victim['node']} stopped (exit -9" in err and "1 still serving" in err
+    assert err.strip().endswith("stopped by SIGTERM"), err
+    assert json.loads(out_.splitlines()[0])["servers"][0]["pid"] == servers[0]["pid"]
+    for s in servers:  # every server is gone
+        with pytest.raises(OSError):
+            os.kill(s["pid"], 0)

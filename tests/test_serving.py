@@ -163,6 +163,10 @@ def test_bad_loadtest_input_is_one_line(tmp_path: Path) -> None:
              ["loadtest", "http://127.0.0.1:1", "--model", "m", "--duration", "-1"],
              ["serve", "resnet50-tiny", "--http-port", "70000"],
              ["serve", "resnet50-tiny", "--precision", "fp64"],
+             ["serve", "resnet50-tiny", "--nodes", "a"],
+             ["serve", "resnet50-tiny", "--address", "auto", "--host", "0.0.0.0"],
+             ["loadtest", "grpc://127.0.0.1:1", "grpc://127.0.0.1:1", "--model", "m"],
+             ["loadtest", "grpc://127.0.0.1:1", "grpc://127.0.0.1:2", "--model", "m", "--rate", "5"],
              # not an address of this machine (TEST-NET-3): refused once the model is prepared
              ["serve", "resnet50-tiny", "--host", "203.0.113.7", "--calibration-samples", "8"]]
     procs = vb_many(cases, timeout=120)
@@ -170,7 +174,27 @@ def test_bad_loadtest_input_is_one_line(tmp_path: Path) -> None:
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "cannot listen on 203.0.113.7" in procs[-1].stderr
+    assert "give --address too" in procs[-5].stderr and "its node's own address" in procs[-4].stderr
+    assert "each server's URL once" in procs[-3].stderr and "--rate loads one" in procs[-2].stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing claimed
+
+
+def test_a_cluster_nodes_server_is_serves_command_line_with_the_nodes_cpus() -> None:
+    pytest.importorskip("ray", reason="pip install 'visionbench[fleet]'")
+    from visionbench.cli.serving import serve
+    from visionbench.ray_fleet.servers import SERVE_FLAGS, node_argv
+
+    argv = node_argv("resnet50", "10.0.0.2", 4.0, {"engines": ["openvino"], "precisions": ["int8"],
+                                                   "weights": "w.onnx", "http_port": 8000})
+    assert argv == ["resnet50", "--host", "10.0.0.2", "--threads", "4", "--engine", "openvino",
+                    "--precision", "int8", "--weights", str(Path("w.onnx").absolute()),
+                    "--http-port", "8000"]
+    assert node_argv("m", "h", 0.5, {"threads": 3})[3:5] == ["--threads", "3"]
+    with pytest.raises(VisionbenchError, match="not modes"):
+        node_argv("m", "h", 1, {"modes": "latency"})
+    # every flag a node's server is given is one serve takes
+    takes = {o for p in serve.params for o in p.opts}
+    assert set(SERVE_FLAGS.values()) <= takes
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from visionbench.config import RunConfig, parse_list
 from visionbench.engines import PRECISIONS, all_engines, all_options
 from visionbench.errors import VisionbenchError
-from visionbench.fsutil import failure
+from visionbench.fsutil import failure, write_ready
 from visionbench.machine import TUNE_SAVED, Change, Check, MachineState
 from visionbench.reporter import Reporter
 from visionbench.results import Results
@@ -149,24 +150,52 @@ def pipeline(*, reporter: Reporter | None = None, command: Sequence[str] | None 
 def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 0,
           grpc_port: int = 0, ready_file: str | Path | None = None,
           announce: Callable[[dict[str, Any]], None] = print,
+          address: str | None = None, nodes: Sequence[str] | None = None,
+          warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
           reporter: Reporter | None = None, **options: Any) -> str:
     """Serve ``model`` (one engine and precision: ``engines``, ``precisions``; the study's model
     options) behind KServe's Python model server over HTTP and gRPC, on ``host`` (loopback
     unless given), until SIGINT or SIGTERM; ``announce`` gets the URLs and configuration once it
-    listens (also written to ``ready_file``). Returns the name of the signal that stopped it."""
-    from visionbench.serving.host import host as prepare
-    from visionbench.serving.server import serve as run_server
-
+    listens (also written to ``ready_file``). Returns the name of the signal that stopped it.
+    ``address``: a Ray cluster instead, a server on each of its ``nodes`` (default: every alive
+    node with CPUs) on the node's own address, with the node's CPUs as threads; ``announce``
+    gets them all (``servers``, and the lists ``http`` and ``grpc`` that ``loadtest`` takes);
+    ``warn`` hears of a server that stops while the others go on."""
     for port, name in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):
         if not 0 <= port <= 65535:
             raise VisionbenchError(f"{name} takes 0 (any free port) to 65535, got {port}")
     cfg = study_config(model=model, modes="throughput", **{"batch_size": 1, **options})
+    out = Path(ready_file) if ready_file is not None else None
+    if nodes is not None and address is None:
+        raise VisionbenchError("--nodes chooses a cluster's nodes: give --address too")
+    if address is not None:
+        try:
+            from visionbench.ray_fleet.servers import serve_on
+        except ImportError as e:
+            raise VisionbenchError(f"serve --address needs Ray ({e}): "
+                                   "pip install 'visionbench[fleet]'") from None
+        if host != "127.0.0.1":
+            raise VisionbenchError("--host and --address: on a cluster each server listens on "
+                                   "its node's own address")
+        if nodes is not None and not list(nodes):
+            raise VisionbenchError("--nodes is empty")
+        if len(cfg.study.engines) != 1 or len(cfg.study.precisions) != 1:
+            raise VisionbenchError("serve hosts one engine and one precision: give --engine and "
+                                   "--precision once each")
+        ports = {k: v for k, v in (("http_port", http_port), ("grpc_port", grpc_port)) if v}
+        return serve_on(address, list(nodes) if nodes is not None else None, model,
+                        {**options, **ports, "engines": list(cfg.study.engines),
+                         "precisions": list(cfg.study.precisions)}, announce, warn,
+                        reporter or Reporter(), (lambda facts: write_ready(out, facts)) if out
+                        else None)
+    from visionbench.serving.host import host as prepare
+    from visionbench.serving.server import serve as run_server
+
     hosted = prepare(cfg, reporter or Reporter())
-    return run_server(hosted, host, http_port, grpc_port,
-                      Path(ready_file) if ready_file is not None else None, announce)
+    return run_server(hosted, host, http_port, grpc_port, out, announce)
 
 
-def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
+def loadtest(url: str | Sequence[str], model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
              duration: float = 5.0, warmup: float = 1.0, timeout: float = 30.0,
              input_shape: Sequence[int] | None = None, output: str | Path | None = None,
              overwrite: bool = False, append: bool = False,
@@ -177,7 +206,8 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
              on_point: Callable[[Any], None] | None = None,
              command: Sequence[str] | None = None) -> Results:
     """A closed-loop concurrency sweep of ``model`` on the KServe v2 server at ``url``
-    (``http://HOST:PORT`` or ``grpc://HOST:PORT``) into a run directory: per point throughput,
+    (``http://HOST:PORT`` or ``grpc://HOST:PORT``; several: loaded together, each by its own
+    users, as a cluster's servers from ``serve(address=...)``) into a run directory: per point throughput,
     latency percentiles with intervals, errors by kind and the client's CPU, the knee marked
     (the records under ``Results.loadtest``). ``server_facts``: a file ``serve`` wrote with
     ``ready_file``, recorded with the points; ``ceiling``: the server's no-op model, swept first
@@ -223,8 +253,9 @@ def loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 2, 4, 8),
                 input_shape=tuple(input_shape) if input_shape else None, ceiling=ceiling,
                 rates=list(rates) if rates is not None else None, connections=connections,
                 loadgen=gen, jpegs=jpegs)
-    opts = {"url": url, "model": model, "concurrency": list(concurrency), "duration": duration}
-    return sweep(url, model, plan, out, existing, _command(command, "loadtest", opts), facts,
+    urls = [url] if isinstance(url, str) else list(url)
+    opts = {"url": urls, "model": model, "concurrency": list(concurrency), "duration": duration}
+    return sweep(urls, model, plan, out, existing, _command(command, "loadtest", opts), facts,
                  on_point or (lambda p: None))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 import tempfile
@@ -85,6 +86,15 @@ def own_dir(path: Path) -> Path:
             raise VisionbenchError(f"{path} is a link or a file, not a folder: nothing is "
                                    "written through it") from None
     return path
+
+
+def write_ready(path: Path, facts: dict) -> None:
+    """A server's ready file (``serve --ready-file``): its facts as one JSON line, written whole,
+    so that a reader who sees the file reads all of it."""
+    try:
+        atomic_write_bytes(path, json.dumps(facts).encode() + b"\n")
+    except OSError as e:
+        raise VisionbenchError(f"cannot write --ready-file: {failure(e, path)}") from e
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -40,7 +40,12 @@ from visionbench.settings import DEFAULT_ENGINE
               help="gRPC port (0: a free one, reported).")
 @click.option("--ready-file", type=click.Path(path_type=Path),
               help="Written (URLs, ports, configuration as JSON) once the server listens.")
-def serve(model: str, **kw: Any) -> None:
+@click.option("--address", help="A Ray cluster (auto, HOST:PORT of its head, or "
+              "ray://HOST:10001): a server on each of its nodes, on the node's own address, "
+              "loaded from here with loadtest and every node's URL.")
+@click.option("--nodes", help="--address: comma list of nodes to serve on (as fleet takes "
+              "them) [default: every alive node with CPUs].")
+def serve(model: str, nodes: str | None, **kw: Any) -> None:
     """Serve MODEL over KServe v2 (HTTP with binary tensors, and gRPC) until Ctrl-C or SIGTERM;
     prints its URLs and configuration as one JSON line once it listens. A no-op model of the same
     input and output is served beside it as "noop" (the load generator's ceiling)."""
@@ -49,12 +54,17 @@ def serve(model: str, **kw: Any) -> None:
     def announce(facts: dict[str, Any]) -> None:
         print(json.dumps(facts), flush=True)
 
-    stopped = api.serve(model, announce=announce, **given)
+    def warn(line: str) -> None:
+        print(f"visionbench serve: {line}", file=sys.stderr, flush=True)
+
+    if nodes is not None:
+        given["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]
+    stopped = api.serve(model, announce=announce, warn=warn, **given)
     print(f"visionbench serve: stopped by {stopped}", file=sys.stderr)
 
 
 @click.command()
-@click.argument("url")
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
 @click.option("--model", required=True, help="The served model's name.")
 @click.option("--concurrency", callback=int_list, default="1,2,4,8", show_default=True,
               help="Comma list: simulated users, one connection each, sending back to back.")
@@ -90,17 +100,18 @@ def serve(model: str, **kw: Any) -> None:
 @click.option("--append", is_flag=True, help="Add the points to the loadtest run in --output.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --output (kept aside until "
               "the first point is stored).")
-def loadtest(url: str, **kw: Any) -> None:
+def loadtest(urls: tuple[str, ...], **kw: Any) -> None:
     """Load the KServe v2 server at URL (http://HOST:PORT or grpc://HOST:PORT): a closed-loop
     sweep of concurrency, per point throughput, latency percentiles with 95% intervals, errors by
-    kind and the generator's own CPU; the knee marked."""
+    kind and the generator's own CPU; the knee marked. Several URLs (a cluster's servers, from
+    serve --address) are loaded together, each by its own users."""
     measured: list[Any] = []
 
     def shown(p: Any) -> None:
         measured.append(p)
         tables.print_load_point(console, p)
 
-    results = api.loadtest(url, on_point=shown, command=sys.argv, **kw)
+    results = api.loadtest(list(urls), on_point=shown, command=sys.argv, **kw)
     tables.print_results(console, results)
     console.print(f"results: {results.directory / 'results.json'}")
     report_run(results)

@@ -32,8 +32,9 @@ def print_results(console: Console, results: Results) -> None:
 
 def print_load_point(console: Console, p: LoadPoint) -> None:
     """One point of a loadtest, the moment it is measured."""
+    who = p.protocol if not p.together else p.server.get("node") or p.url
     if p.latency is None or p.throughput_ips is None:
-        console.print(f"{p.protocol} {p.concurrency} users: [red]{p.reason}[/]")
+        console.print(f"{who} {p.concurrency} users: [red]{p.reason}[/]")
         return
     errors = sum(p.errors.values())
     if p.mode == "poisson":
@@ -42,7 +43,7 @@ def print_load_point(console: Console, p: LoadPoint) -> None:
                       f"{p.throughput_ips or 0:.1f} images/s, p50 {p.latency.p50_ms:.2f} ms, p99 "
                       f"{p.latency.p99_ms:.2f} ms" + (f", [red]{errors} errors[/]" if errors else ""))
         return
-    console.print(f"{p.protocol} {p.concurrency} users: {p.throughput_ips:.1f} images/s, p50 "
+    console.print(f"{who} {p.concurrency} users: {p.throughput_ips:.1f} images/s, p50 "
                   f"{p.latency.p50_ms:.2f} ms, p99 {p.latency.p99_ms:.2f} ms"
                   + (f", [red]{errors} errors[/]" if errors else "")
                   + f", client CPU {p.client_cpu_cores:.2f} cores"

@@ -282,13 +282,16 @@ def stage_figure(results: Results) -> Figure:
 
 
 def served_figure(results: Results) -> Figure:
-    """loadtest: p99 latency against throughput, one line per protocol and model through its
-    concurrencies (each point labelled with its users), the knee ringed."""
+    """loadtest: p99 latency against throughput, one line per protocol and model (and server,
+    where several were loaded together) through its concurrencies (each point labelled with its
+    users), the knee ringed."""
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     lines: dict[tuple[str, str], list] = {}
     for p in results.loadtest:
         if p.status == "ok" and p.latency is not None and p.throughput_ips is not None:
-            lines.setdefault((p.protocol, p.model), []).append(p)
+            # servers loaded together: a line each, named by node
+            at = f" @ {p.server.get('node') or p.url}" if p.together else ""
+            lines.setdefault((p.protocol, p.model + at), []).append(p)
     for i, ((protocol, model), points) in enumerate(sorted(lines.items())):
         points.sort(key=lambda p: p.concurrency)
         x = [p.throughput_ips for p in points]

@@ -33,7 +33,7 @@ from visionbench.reporting.format import (
 )
 from visionbench.results import Measurement, Results
 from visionbench.results.kinds import RecordKind
-from visionbench.results.schema import CEILING_SHARE
+from visionbench.results.schema import CEILING_SHARE, LoadPoint
 
 
 @dataclass(frozen=True)
@@ -552,12 +552,18 @@ def loadtest(results: Results) -> list[Section]:
     if not results.loadtest:
         return []
     rows = []
+    groups: dict[tuple, list[LoadPoint]] = {}  # servers loaded together, per point
+    for p in results.loadtest:
+        if p.together:
+            groups.setdefault((p.model, p.concurrency, tuple(p.together)), []).append(p)
     for p in results.loadtest:
         lat = p.latency
         poisson = p.mode == "poisson"
         verdict = ("VALID" if p.valid else "INVALID") if poisson else ("knee" if p.knee else "")
+        at = p.url.split("://", 1)[-1]
+        node = p.server.get("node")
         rows.append(Row((
-            p.protocol, p.model,
+            p.protocol, p.model + (f" @ {node or at}" if p.together else ""),
             f"Poisson {p.target_qps:g}/s" if poisson else str(p.concurrency),
             _with_ci(p.throughput_ips, p.throughput_ci, ".1f"),
             _with_ci(lat.p50_ms if lat else None, lat.p50_ci if lat else None, ".2f"),
@@ -572,6 +578,14 @@ def loadtest(results: Results) -> list[Section]:
             frozenset({9} if (p.ceiling_share or 0) > CEILING_SHARE else set())
             | frozenset({10} if verdict == "INVALID" else set()),
             note=p.reason or ""))
+        group = groups.get((p.model, p.concurrency, tuple(p.together)), [])
+        if group and p is group[-1]:
+            total = sum(q.throughput_ips or 0.0 for q in group)
+            rows.append(Row((
+                "", f"{p.model}: all {len(group)} servers", str(p.concurrency), f"{total:.1f}",
+                "—", "—", "—", str(sum(sum(q.errors.values()) for q in group)),
+                fmt(max(q.client_cpu_cores for q in group), ".2f"), "—", ""),
+                any(q.status != "ok" for q in group)))
     notes = tuple(dict.fromkeys(_served_by(p.server) for p in results.loadtest if p.server))
     return [Section(
         "loadtest", "Served: the client's view, per protocol and concurrency",
@@ -596,7 +610,9 @@ def loadtest(results: Results) -> list[Section]:
               "flagged above half: the client or the server's request handling, not the model, "
               "may be the limit (the client's CPU tells which). `Poisson N/s`: LoadGen's Server "
               "scenario at N queries per second (open loop, `loadtest --rate`), with LoadGen's "
-              "verdict; the footnote names the rules an INVALID run broke.")]
+              "verdict; the footnote names the rules an INVALID run broke. Servers loaded "
+              "together (several URLs: a cluster's, one per node) have a row each, named by "
+              "node, and a row of their sum.")]
 
 
 #: The sections built here for a kind, by its field; any other kind gets ``declared``'s.

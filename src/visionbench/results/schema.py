@@ -576,7 +576,8 @@ class LoadPoint(BaseModel):
     error_messages: dict[str, str] = Field(default_factory=dict, description="the first "
                                            "message of each kind of error, cut short")
     client_cpu_cores: float = Field(0.0, description="the generator's own CPU time over the "
-                                    "window, in cores")
+                                    "window, in cores (servers loaded together share one "
+                                    "generator: each of their points gives its whole)")
     knee: bool = Field(False, description="the highest throughput whose p99 stays within 2x "
                        "the lowest concurrency's p99 (of this protocol)")
     ceiling_share: float | None = Field(
@@ -592,18 +593,28 @@ class LoadPoint(BaseModel):
         "compute_input, compute_infer, compute_output")
     server: dict[str, Any] = Field(default_factory=dict, description="what the server says of "
                                    "itself (v2 server metadata) and, from visionbench serve, "
-                                   "its engine, precision and configuration")
+                                   "its engine, precision and configuration (and its cluster "
+                                   "node, from serve --address)")
+    together: list[str] = Field(default_factory=list, description="the servers loaded at the "
+                                "same time, this one's URL included, each by its own users "
+                                "(several URLs given); empty: this server alone")
     started_at: str
     finished_at: str
 
     @property
     def key(self) -> str:
         return loadtest_key(self.protocol, self.model, self.concurrency, self.target_qps
-                            if self.mode == "poisson" else None)
+                            if self.mode == "poisson" else None,
+                            self.url if self.together else None)
 
 
-def loadtest_key(protocol: str, model: str, concurrency: int, qps: float | None = None) -> str:
-    return f"loadtest-{protocol}-{model}-" + (f"c{concurrency}" if qps is None else f"qps{qps:g}")
+def loadtest_key(protocol: str, model: str, concurrency: int, qps: float | None = None,
+                 url: str | None = None) -> str:
+    """A point's key; ``url``: the server's, where several were loaded together."""
+    at = "" if url is None else "-at-" + "".join(c if c.isalnum() else "-" for c in
+                                                  url.split("://", 1)[-1])
+    return (f"loadtest-{protocol}-{model}-" + (f"c{concurrency}" if qps is None else f"qps{qps:g}")
+            + at)
 
 
 class TuneOutcome(BaseModel):

@@ -44,6 +44,7 @@ def host(cfg: RunConfig, reporter: Reporter) -> Hosted:
     ex = session.execution
     return Hosted(work.model, task.batch, session, {
         "engine": engine.name, "precision": precision, "batch_size": task.batch,
+        "threads": own.launch.threads,
         "executed_precision": ex.executed_precision, "requests": session.requests,
         "concurrency": ex.concurrency.text or "one synchronous request",
         "options": {k: str(v) for k, v in own.options_for(engine).items()},

@@ -61,13 +61,21 @@ class Plan:
     ceiling: str | None = None
     #: JPEG files sent as they are (a BYTES input: decoded on the server), in turn.
     jpegs: list[bytes] | None = None
-    #: host:port of the server's HTTP endpoint, where Triton's statistics extension is read.
-    stats_at: str | None = None
     #: Open loop instead of the sweep: LoadGen's Server scenario at each rate (queries/s),
     #: its requests sent on ``connections`` connections, under ``loadgen``'s settings.
     rates: list[float] | None = None
     connections: int = 32
     loadgen: Options | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server to load: its endpoint, what it says of itself (and what serve wrote of it), and
+    host:port of its HTTP endpoint, where Triton's statistics extension is read."""
+
+    at: Endpoint
+    server: dict[str, Any]
+    stats_at: str | None
 
 
 async def _user(client: Client, until: float, done: list[tuple[int, int]],
@@ -88,8 +96,9 @@ async def _user(client: Client, until: float, done: list[tuple[int, int]],
         done.append((t1, t1 - t0))
 
 
-async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[Tensor],
-                 outputs: list[Tensor], data: list[np.ndarray], server: dict) -> LoadPoint:
+async def _point(target: Target, model: str, users: int, plan: Plan, inputs: list[Tensor],
+                 outputs: list[Tensor], data: list[np.ndarray]) -> LoadPoint:
+    at, server, stats_at = target.at, target.server, target.stats_at
     clients = [Client(at, model, plan.timeout_s) for _ in range(users)]
     started = now()
     try:
@@ -102,13 +111,13 @@ async def _point(at: Endpoint, model: str, users: int, plan: Plan, inputs: list[
         failed: list[tuple[int, str]] = []
         # The server's counters, read around the window: requests in flight at either edge
         # make them differ from the client's count by at most the users.
-        before = await statistics(plan.stats_at, model, plan.timeout_s) if plan.stats_at else None
+        before = await statistics(stats_at, model, plan.timeout_s) if stats_at else None
         start_ns, cpu0 = time.perf_counter_ns(), time.process_time()
         end_ns = start_ns + int(plan.duration_s * 1e9)
         deadline = time.perf_counter() + plan.duration_s
         await asyncio.gather(*(_user(c, deadline, done, failed, said) for c in clients))
         cpu = time.process_time() - cpu0
-        after = await statistics(plan.stats_at, model, plan.timeout_s) if before else None
+        after = await statistics(stats_at, model, plan.timeout_s) if before else None
     finally:
         for c in clients:
             await c.close()
@@ -226,14 +235,36 @@ def ceiling_share(p: LoadPoint, points: list[LoadPoint], ceiling: str) -> None:
         p.ceiling_share, p.ceiling_model = round(p.throughput_ips / best, 3), ceiling
 
 
-def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, command: list[str],
-             server_facts: dict[str, Any] | None = None,
+def _facts_for(at: Endpoint, given: dict[str, Any] | None, alone: bool) -> dict[str, Any]:
+    """What serve wrote of the server at ``at``: its ready file's facts (serve --address: the
+    entry among its servers whose URL is ``at``'s)."""
+    if not given:
+        return {}
+    servers = given.get("servers")
+    if isinstance(servers, list):
+        return next((s for s in servers if isinstance(s, dict) and at.url in
+                     (s.get("http"), s.get("grpc"))), {})
+    return given if alone or at.url in (given.get("http"), given.get("grpc")) else {}
+
+
+def _target(at: Endpoint, said: dict[str, Any], facts: dict[str, Any]) -> Target:
+    server = {**said, **facts}
+    if at.protocol == "http":
+        return Target(at, server, at.address)
+    if isinstance(server.get("http"), str):  # serve's facts name its HTTP endpoint
+        return Target(at, server, endpoint(server["http"]).address)
+    return Target(at, server, None)
+
+
+def loadtest(urls: list[str], model: str, plan: Plan, output: Path, existing: str,
+             command: list[str], server_facts: dict[str, Any] | None = None,
              on_point: Callable[[LoadPoint], None] = lambda p: None) -> Results:
-    """The sweep of ``plan`` against ``model`` at ``url``, into the run directory ``output``
+    """The sweep of ``plan`` against ``model`` at ``urls``, into the run directory ``output``
     (the run-directory rules of ``run``: refused if it holds anything but a run, ``--append``
-    adds the points to a loadtest run there); each point stored the moment it is measured. A
-    server that stops answering ends the sweep: the points before are kept, the run is marked
-    failed and the error names the point."""
+    adds the points to a loadtest run there); each point stored the moment it is measured.
+    Several servers (a cluster's, from ``serve --address``) are loaded together, each by its
+    own users, a point each. A server that stops answering ends the sweep: the points before
+    are kept, the run is marked failed and the error names the point."""
     if not plan.concurrency or min(plan.concurrency) < 1:
         raise VisionbenchError("--concurrency takes positive integers")
     if plan.rates is not None and (not plan.rates or min(plan.rates) <= 0 or plan.connections < 1):
@@ -241,19 +272,27 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
                                "positive integer")
     if plan.duration_s <= 0 or plan.warmup_s < 0 or plan.timeout_s <= 0:
         raise VisionbenchError("--duration and --timeout must be positive, --warmup not negative")
-    at = endpoint(url)
+    ats = [endpoint(u) for u in urls]
+    if not ats or len(set(ats)) < len(ats):
+        raise VisionbenchError("give each server's URL once")
+    if plan.rates and len(ats) > 1:
+        raise VisionbenchError("--rate loads one server: give one URL")
     check_output(output, existing)
-    sweeps = []  # (model, its tensors, the request's data): the ceiling's first
-    for name in ([plan.ceiling] if plan.ceiling and plan.ceiling != model else []) + [model]:
-        inputs, outputs, server = asyncio.run(_describe(at, name, plan.timeout_s))
-        jpegs = plan.jpegs if name == model else None  # the no-op model takes the tensor
-        sweeps.append((name, inputs, outputs, _input(name, inputs, plan.input_shape, jpegs)))
-    server = {**server, **(server_facts or {})}
-    info = model_info(at, model, *sweeps[-1][1:])
-    if at.protocol == "http":
-        plan.stats_at = at.address
-    elif isinstance(server.get("http"), str):  # serve's facts name its HTTP endpoint
-        plan.stats_at = endpoint(server["http"]).address
+    names = ([plan.ceiling] if plan.ceiling and plan.ceiling != model else []) + [model]
+    sweeps: list[tuple[str, list[Tensor], list[Tensor], list[np.ndarray]]] = []
+    targets = []  # the ceiling's sweep first; every server must describe the models alike
+    for at in ats:
+        for name in names:
+            inputs, outputs, said = asyncio.run(_describe(at, name, plan.timeout_s))
+            if len(sweeps) < len(names):
+                jpegs = plan.jpegs if name == model else None  # the no-op model takes tensors
+                sweeps.append((name, inputs, outputs,
+                               _input(name, inputs, plan.input_shape, jpegs)))
+            elif (inputs, outputs) != sweeps[names.index(name)][1:3]:
+                raise VisionbenchError(f"{at.url} serves {name} with other inputs or outputs "
+                                       f"than {ats[0].url}: load servers of one model together")
+        targets.append(_target(at, said, _facts_for(at, server_facts, len(ats) == 1)))
+    info = model_info(ats[0], model, *sweeps[-1][1:])
     system = {**system_info().as_dict(), "state": Machine().state().as_dict()}
     software = {"visionbench": __version__, "tritonclient": version("tritonclient")}
     cfg = RunConfig.of(output=output, existing=existing, model=model)
@@ -269,10 +308,12 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
             invocation.how = "append"
             results = join(prior, existing, output, "loadtest", [(model, "")], system, software,
                            invocation)
+        several = len(ats) > 1
         invocation.planned = (
-            [loadtest_key(at.protocol, model, plan.connections, r) for r in plan.rates]
-            if plan.rates else [loadtest_key(at.protocol, name, c) for name, *_ in sweeps
-                                for c in plan.concurrency])
+            [loadtest_key(ats[0].protocol, model, plan.connections, r) for r in plan.rates]
+            if plan.rates else [loadtest_key(at.protocol, name, c, None, at.url if several else
+                                             None) for name in names for c in plan.concurrency
+                                for at in ats])
         store = RunStore(output, results, lock, aside)
     except BaseException as e:
         lock.abandon()
@@ -281,52 +322,59 @@ def loadtest(url: str, model: str, plan: Plan, output: Path, existing: str, comm
         raise
     with store.recording():
         if plan.rates:
-            _open_loop(at, plan, *sweeps[-1], server, store, on_point)
+            _open_loop(targets[0], plan, *sweeps[-1], store, on_point)
             store.finish("complete")
             return results
         points: list[LoadPoint] = []
         for name, inputs, outputs, data in sweeps:
-            points += asyncio.run(_sweep(at, name, plan, inputs, outputs, data, server, store,
+            points += asyncio.run(_sweep(targets, name, plan, inputs, outputs, data, store,
                                          on_point))
             if any(p.status == "failed" for p in points):
                 break
         gone = next((p for p in points if p.status == "failed"), None)
         if gone is not None:
             store.finish("failed")
-            raise VisionbenchError(f"{at.url} answered no request at concurrency "
+            raise VisionbenchError(f"{gone.url} answered no request at concurrency "
                                    f"{gone.concurrency} ({gone.reason}); the points before "
                                    f"are kept in {output}")
         store.finish("complete")
     return results
 
 
-async def _sweep(at: Endpoint, model: str, plan: Plan, inputs: list[Tensor],
-                 outputs: list[Tensor], data: list[np.ndarray], server: dict[str, Any],
-                 store: RunStore, on_point: Callable[[LoadPoint], None]) -> list[LoadPoint]:
+async def _sweep(targets: list[Target], model: str, plan: Plan, inputs: list[Tensor],
+                 outputs: list[Tensor], data: list[np.ndarray], store: RunStore,
+                 on_point: Callable[[LoadPoint], None]) -> list[LoadPoint]:
+    """Each concurrency on every server at once (its own users each); stops at a point where a
+    server answered nothing."""
     points: list[LoadPoint] = []
+    together = [t.at.url for t in targets] if len(targets) > 1 else []
     for users in plan.concurrency:
-        p = await _point(at, model, users, plan, inputs, outputs, data, server)
-        ceiling_share(p, store.results.loadtest, plan.ceiling or NOOP)
-        points.append(p)
-        before = {q.key: q.knee for q in points}
-        mark_knee(points)
-        for q in points:  # the point stored, and any whose knee mark it moved
-            if q is p or q.knee != before[q.key]:
-                store.add(q)
-        on_point(p)
-        if p.status == "failed":
+        now_ = await asyncio.gather(*(_point(t, model, users, plan, inputs, outputs, data)
+                                      for t in targets))
+        for p in now_:
+            p.together = together
+            ceiling_share(p, store.results.loadtest, plan.ceiling or NOOP)
+            points.append(p)
+            own = [q for q in points if q.url == p.url]
+            before = {q.key: q.knee for q in own}
+            mark_knee(own)
+            for q in own:  # the point stored, and any whose knee mark it moved
+                if q is p or q.knee != before[q.key]:
+                    store.add(q)
+            on_point(p)
+        if any(p.status == "failed" for p in now_):
             break  # nothing came back: the server is gone or refuses
     return points
 
 
-def _open_loop(at: Endpoint, plan: Plan, model: str, inputs: list[Tensor], outputs: list[Tensor],
-               data: list[np.ndarray], server: dict[str, Any], store: RunStore,
+def _open_loop(target: Target, plan: Plan, model: str, inputs: list[Tensor],
+               outputs: list[Tensor], data: list[np.ndarray], store: RunStore,
                on_point: Callable[[LoadPoint], None]) -> None:
     """LoadGen's Server scenario at each of ``plan.rates``: a point each, with LoadGen's verdict,
     its logs under ``loadgen/<key>/`` in the run."""
     from visionbench.serving.loadgen import run_server
 
-    opts = plan.loadgen or Options("Server")
+    opts, at, server = plan.loadgen or Options("Server"), target.at, target.server
     for rate in plan.rates or []:
         key = loadtest_key(at.protocol, model, plan.connections, rate)
         started, cpu0, t0 = now(), time.process_time(), time.perf_counter()

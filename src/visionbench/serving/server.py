@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import socket
@@ -31,7 +30,7 @@ import numpy as np
 from visionbench.data import decode
 from visionbench.data.preprocess import get_preprocess, laid_out, resized
 from visionbench.errors import VisionbenchError
-from visionbench.fsutil import atomic_write_bytes, failure
+from visionbench.fsutil import write_ready
 from visionbench.serving.host import Hosted
 from visionbench.sysinfo import available_cpus
 
@@ -346,11 +345,7 @@ def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port
                      "http_port": port, "grpc_port": bound, "model": hosted.model.name,
                      "noop_model": NOOP, **jpeg, "server": "kserve", **hosted.configuration}
             if ready_file is not None:
-                try:
-                    atomic_write_bytes(ready_file, json.dumps(facts).encode() + b"\n")
-                except OSError as e:
-                    raise VisionbenchError(f"cannot write --ready-file: {failure(e, ready_file)}"
-                                           ) from e
+                write_ready(ready_file, facts)
             announce(facts)
         await serving
         await rpc.stop(grace=2)
