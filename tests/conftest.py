@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -76,6 +77,23 @@ def leftovers(folder: Path) -> list[str]:
     """Temporary files of visionbench's under ``folder``."""
     return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(
         (".loadgen-", ".openvino-", ".tmp-"))]
+
+
+def vb_serve(*args: str, ready: Path, env: dict[str, str] | None = None,
+             timeout: float = 120) -> tuple[subprocess.Popen, dict]:
+    """``visionbench serve`` started as a user starts it, once it has written its ready file:
+    the process (stdout and stderr piped) and the facts it wrote."""
+    proc = subprocess.Popen([sys.executable, "-m", "visionbench", "serve", *args, "--ready-file",
+                             str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env or os.environ.copy())
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"the server never became ready (exit {proc.returncode}): {err}")
+        time.sleep(0.2)
+    return proc, json.loads(ready.read_text())
 
 
 def vb_many(cases: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:

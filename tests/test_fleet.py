@@ -18,7 +18,7 @@ import pytest
 from visionbench.reporting.fleet import fleet_markdown
 from visionbench.results.fleet import summarise
 
-from conftest import TINY, vb
+from conftest import TINY, vb, vb_serve
 
 # Everything on 127.0.0.1 (Ray otherwise resolves loopback to the machine's own address), read
 # by Ray when it is imported; no usage reporting.
@@ -289,16 +289,9 @@ def test_a_server_on_every_node_loaded_from_the_head(cluster, tmp_path: Path):
     goes on; SIGTERM stops them all."""
     pytest.importorskip("tritonclient.grpc", reason="pip install 'visionbench[serve]'")
     ready = tmp_path / "servers.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine", "openvino",
-         "--precision", "fp32", "--address", "auto", "--ready-file", str(ready)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc, facts = vb_serve("resnet50-tiny", "--engine", "openvino", "--precision", "fp32",
+                           "--address", "auto", ready=ready, timeout=240)
     try:
-        deadline = time.monotonic() + 240
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.3)
-        facts = json.loads(ready.read_text())
         servers = facts["servers"]
         ids = {n.node_id for n in cluster.list_all_nodes()}
         assert len(servers) == 2 and {s["node_id"] for s in servers} == ids

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import vb, vb_many
+from conftest import vb, vb_many, vb_serve
 
 pytest.importorskip("tritonclient.http", reason="pip install 'visionbench[serve]'")
 
@@ -200,18 +200,10 @@ def test_a_cluster_nodes_server_is_serves_command_line_with_the_nodes_cpus() -> 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict]]:
     """``visionbench serve`` of the tiny model on loopback, ports chosen by the system."""
-    ready = tmp_path / "ready.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine", "openvino",
-         "--precision", "fp32", "--calibration-samples", "8", "--ready-file", str(ready)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc, facts = vb_serve("resnet50-tiny", "--engine", "openvino", "--precision", "fp32",
+                           "--calibration-samples", "8", ready=tmp_path / "ready.json")
     try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
-        yield proc, json.loads(ready.read_text())
+        yield proc, facts
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -329,19 +321,11 @@ def test_a_server_killed_mid_sweep_keeps_the_points_before(server, tmp_path: Pat
 def test_failed_and_late_requests_are_counted_by_kind_and_the_run_goes_on(tmp_path: Path) -> None:
     """A faulty server: KServe's own, on the fake engine failing every 3rd call of a session
     (HTTP 500, gRPC INTERNAL) and stalling every 5th past the client's timeout."""
-    ready = tmp_path / "ready.json"
     env = {**os.environ, "VISIONBENCH_FAKE_ENGINE": json.dumps(
         {"fail_every": 3, "stall_every": 5, "stall_ms": 600, "ms_per_batch": 5})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine", "fake",
-         "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env)
+    proc, facts = vb_serve("resnet50-tiny", "--engine", "fake", ready=tmp_path / "ready.json",
+                           env=env)
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        facts = json.loads(ready.read_text())
         runs = vb_many([["loadtest", facts[protocol], "--model", "resnet50-tiny", "--concurrency",
                          "1,2", "--duration", "1.5", "--warmup", "0.3", "--timeout", "0.3",
                          "--output", str(tmp_path / protocol)] for protocol in ("http", "grpc")],
