@@ -7,10 +7,12 @@ Served, per protocol: a closed-loop sweep from core 1 (the no-op model first: th
 ceiling), the knee, and the server's own times (Triton's statistics extension). Prints per
 precision and protocol the served/in-process ratios at concurrency 1 and at the knee, median
 [min-max] over the rounds, and where the served time goes: the engine's call, the wait for an
-engine request, and the rest (the HTTP or gRPC stack, (de)serialisation, loopback).
+engine request, and the rest (the HTTP or gRPC stack, (de)serialisation, loopback). With
+``--jpeg``, also the service's own path over gRPC: the shipped photos sent as JPEG files to serve's
+MODEL-jpeg, decoded and preprocessed on the server's core, against the tensor request.
 
     python benchmarks/serving_overhead.py [--rounds 3] [--precisions fp32,int8]
-        [--model resnet50] [--engine openvino] [--duration 4] [--concurrency 1,2,4]
+        [--model resnet50] [--engine openvino] [--duration 4] [--concurrency 1,2,4] [--jpeg]
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ def in_process(a: argparse.Namespace, precision: str, out: Path) -> dict[str, fl
             "ips": by_mode["throughput"]["throughput_ips"]}
 
 
-def served(a: argparse.Namespace, url: str, facts: Path, out: Path) -> dict:
-    subprocess.run(vb(CLIENT_CORE, "loadtest", url, "--model", a.model, "--ceiling", "noop",
-                      "--concurrency", a.concurrency, "--duration", a.duration, "--warmup", "1",
-                      "--server-facts", str(facts), "--output", str(out)),
-                   check=True, capture_output=True)
+def served(a: argparse.Namespace, url: str, facts: Path, out: Path, jpeg: bool = False) -> dict:
+    what = ["--model", f"{a.model}-jpeg", "--jpeg"] if jpeg else ["--model", a.model, "--ceiling",
+                                                                  "noop"]
+    subprocess.run(vb(CLIENT_CORE, "loadtest", url, *what, "--concurrency", a.concurrency,
+                      "--duration", a.duration, "--warmup", "1", "--server-facts", str(facts),
+                      "--output", str(out)), check=True, capture_output=True)
     return json.loads((out / "results.json").read_text())
 
 
@@ -64,6 +67,7 @@ def main() -> None:
     ap.add_argument("--engine", default="openvino")
     ap.add_argument("--duration", default="4")
     ap.add_argument("--concurrency", default="1,2,4")
+    ap.add_argument("--jpeg", action="store_true")
     a = ap.parse_args()
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 cores: one for the server, one for the load generator")
@@ -81,17 +85,22 @@ def main() -> None:
                 time.sleep(0.2)
             urls = json.loads(facts.read_text())
             rows: dict[str, list[dict]] = {"http": [], "grpc": []}
+            jpegs: list[dict] = []
             alone: list[dict[str, float]] = []
             for r in range(a.rounds):
                 # alternate: in-process first in even rounds, last in odd ones
-                steps = ["in-process", "http", "grpc"]
+                steps = ["in-process", "http", "grpc"] + (["grpc-jpeg"] if a.jpeg else [])
                 for step in steps if r % 2 == 0 else steps[::-1]:
                     out = tmp / f"{step}-{r}"
                     if step == "in-process":
                         alone.append(in_process(a, precision, out))
+                    elif step == "grpc-jpeg":
+                        jpegs.append(served(a, urls["grpc"], facts, out, jpeg=True))
                     else:
                         rows[step].append(served(a, urls[step], facts, out))
             report(a, precision, urls, alone, rows)
+            if jpegs:
+                report_jpeg(a, urls, rows["grpc"], jpegs)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
@@ -132,6 +141,25 @@ def report(a: argparse.Namespace, precision: str, urls: dict, alone: list[dict[s
               f"engine's call {infer:.2f} + the wait for an engine request {queue:.2f} + the rest "
               f"of predict {inside - infer - queue:.2f} + outside predict (stack, "
               f"(de)serialisation, loopback) {mean - inside:.2f}")
+
+
+def report_jpeg(a: argparse.Namespace, urls: dict, tensors: list[dict], jpegs: list[dict]) -> None:
+    """The JPEG request against the tensor request, both over gRPC, per round."""
+    def c1(run: dict) -> dict:
+        ok = [p for p in run["loadtest"] if p["status"] == "ok" and p["model"] != "noop"]
+        return min(ok, key=lambda p: p["concurrency"])
+
+    pairs = [(c1(j), c1(t)) for j, t in zip(jpegs, tensors, strict=True)]
+    knees = [next(p for p in j["loadtest"] if p["knee"]) for j in jpegs]
+    print(f"  grpc, JPEG files ({urls.get('decoder')}, {urls.get('decode_threads')} decode "
+          f"thread(s) on core {SERVER_CORE}) against the tensor: concurrency 1 throughput "
+          f"{spread([j['throughput_ips'] / t['throughput_ips'] for j, t in pairs])}x, p50 "
+          f"{spread([j['latency']['p50_ms'] for j, _ in pairs])} ms against "
+          f"{spread([t['latency']['p50_ms'] for _, t in pairs])}; in the server, input "
+          f"(decode, preprocess) {spread([j['server_ms']['compute_input'] for j, _ in pairs])} ms "
+          f"against {spread([t['server_ms']['compute_input'] for _, t in pairs])}; knee "
+          f"{spread([k['throughput_ips'] for k in knees])} img/s at concurrency "
+          f"{sorted({k['concurrency'] for k in knees})}")
 
 
 if __name__ == "__main__":

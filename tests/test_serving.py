@@ -69,6 +69,25 @@ def test_the_knee_is_the_fastest_point_within_twice_the_one_user_p99() -> None:
     assert mark_knee([*points, failed]) is points[2] and not failed.knee
 
 
+def test_servers_loaded_together_have_a_row_each_and_their_sum() -> None:
+    from visionbench.reporting.sections import loadtest as section
+
+    urls = ["grpc://10.0.0.2:1", "grpc://10.0.0.3:1"]
+    points = []
+    for users in (1, 2):
+        for n, (url, ips) in enumerate(zip(urls, (100.0, 60.0 * users), strict=True)):
+            p = _point(users, ips, 10)
+            p.url, p.protocol, p.together = url, "grpc", urls
+            p.server = {"node": f"node-{n}"}
+            points.append(p)
+    assert len({p.key for p in points}) == 4 and points[0].key.endswith("-c1-at-10-0-0-2-1")
+    assert _point(1, 1, 1).key == "loadtest-http-m-c1"  # one server: the key as before
+    (sec,) = section(SimpleNamespace(loadtest=points))
+    cells = [r.cells for r in sec.rows]
+    assert [c[1] for c in cells] == ["m @ node-0", "m @ node-1", "m: all 2 servers"] * 2
+    assert [c[3] for c in cells if "all" in c[1]] == ["160.0", "220.0"]
+
+
 def test_an_error_message_keeps_its_start_and_its_reason_at_the_end() -> None:
     from visionbench.serving.client import error_message
 
@@ -195,6 +214,32 @@ def test_a_cluster_nodes_server_is_serves_command_line_with_the_nodes_cpus() -> 
     # every flag a node's server is given is one serve takes
     takes = {o for p in serve.params for o in p.opts}
     assert set(SERVE_FLAGS.values()) <= takes
+
+
+def test_a_triton_server_is_loaded_as_its_protocol_documents_it(tmp_path: Path) -> None:
+    """Compatibility by protocol: Triton's own answers replayed (server and model metadata, a
+    dynamic batch dimension, binary outputs, Triton's statistics and error object)."""
+    from v2_replay import TIMES_NS, replay
+    from visionbench import api
+
+    with replay() as url:
+        with pytest.raises(VisionbenchError, match=r"variable shape \[-1, 3, 224, 224\]: give "
+                                                   "--input-shape"):
+            api.loadtest(url, "resnet50", output=tmp_path / "none")
+        r = api.loadtest(url, "resnet50", concurrency=(1, 2), duration=0.6, warmup=0.1,
+                         input_shape=(2, 3, 224, 224), output=tmp_path / "ok")
+    assert [p.concurrency for p in r.loadtest] == [1, 2] and r.model.fixed_batch == 2
+    for p in r.loadtest:
+        assert p.status == "ok" and p.requests > 0 and not p.errors and p.images_per_request == 2
+        assert p.server["name"] == "triton" and "statistics" in p.server["extensions"]
+        assert p.server_requests is not None and abs(p.server_requests - p.requests) <= 2 * p.concurrency
+        assert p.server_ms == {k: ns / 1e6 for k, ns in TIMES_NS.items()}
+    with replay(fail_every=2) as url:
+        r = api.loadtest(url, "resnet50", concurrency=(1,), duration=0.6, warmup=0,
+                         input_shape=(1, 3, 224, 224), output=tmp_path / "errors")
+    (p,) = r.loadtest
+    assert p.status == "ok" and p.errors["http 4xx"] > 0 and "not enough space" in p.error_messages[
+        "http 4xx"]
 
 
 @pytest.fixture

@@ -185,7 +185,8 @@ def serve_on(address: str, selectors: list[str] | None, model: str, options: dic
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stopping = [actor.stop.remote() for _, actor in servers]  # all at once
-        ray.wait(stopping, num_returns=len(stopping), timeout=STOP_SECONDS + 10)
+        if stopping:
+            ray.wait(stopping, num_returns=len(stopping), timeout=STOP_SECONDS + 10)
         for _, actor in servers:  # a server whose node is gone went with it
             ray.kill(actor)
         ray.shutdown()
