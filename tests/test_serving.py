@@ -6,6 +6,7 @@ The end-to-end tests start a server (about 10 s) and are under the slow marker."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -86,6 +87,21 @@ def test_servers_loaded_together_have_a_row_each_and_their_sum() -> None:
     cells = [r.cells for r in sec.rows]
     assert [c[1] for c in cells] == ["m @ node-0", "m @ node-1", "m: all 2 servers"] * 2
     assert [c[3] for c in cells if "all" in c[1]] == ["160.0", "220.0"]
+
+
+def test_server_facts_are_matched_by_url_and_an_unnamed_server_is_one_line() -> None:
+    from visionbench.serving.loadtest import _facts_for
+
+    one = {"http": "http://127.0.0.1:1", "grpc": "grpc://127.0.0.1:2", "engine": "openvino"}
+    cluster = {"servers": [{**one, "node": "a"}, {"http": "http://10.0.0.3:1",
+                                                   "grpc": "grpc://10.0.0.3:2", "node": "b"}]}
+    assert _facts_for(endpoint("grpc://10.0.0.3:2"), cluster, False)["node"] == "b"
+    assert _facts_for(endpoint("grpc://localhost:2"), one, True) is one  # one server, one URL
+    assert _facts_for(endpoint("grpc://127.0.0.1:2"), one, False) is one
+    for at, given in (("grpc://localhost:2", one), ("grpc://10.0.0.9:2", cluster)):
+        with pytest.raises(VisionbenchError, match=f"names no server at {at}"):
+            _facts_for(endpoint(at), given, at.endswith("9:2"))
+    assert _facts_for(endpoint("grpc://h:2"), None, False) == {}
 
 
 def test_an_error_message_keeps_its_start_and_its_reason_at_the_end() -> None:
@@ -319,6 +335,15 @@ def test_serve_then_loadtest_over_http_and_grpc(server, tmp_path: Path) -> None:
     assert jpeg.returncode == 0, jpeg.stderr
     decoded = load(tmp_path / "jpeg").loadtest
     assert [p.concurrency for p in decoded] == [1, 2] and all(not p.errors for p in decoded)
+    # the model and its JPEG twin at once: they share the engine's requests, never one at once
+    both = vb_many([["loadtest", facts["grpc"], "--model", name, *jpeg_flag, "--concurrency", "4",
+                     "--duration", "1", "--warmup", "0.2", "--output", str(tmp_path / name)]
+                    for name, jpeg_flag in (("resnet50-tiny", []),
+                                            ("resnet50-tiny-jpeg", ["--jpeg"]))], timeout=120)
+    for run, name in zip(both, ("resnet50-tiny", "resnet50-tiny-jpeg"), strict=True):
+        assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+        (p,) = load(tmp_path / name).loadtest
+        assert p.requests > 0 and not p.errors
     tensor_c1 = next(p for p in points if p.concurrency == 1)  # the gRPC tensor sweep's
     # decoding a photo and resizing it takes the server longer than reading a tensor
     assert decoded[0].server_ms["compute_input"] > tensor_c1.server_ms["compute_input"]
@@ -360,6 +385,47 @@ def test_a_server_killed_mid_sweep_keeps_the_points_before(server, tmp_path: Pat
     failed = r.loadtest[-1]
     assert failed.status == "failed" and sum(failed.errors.values()) > 0, failed
     assert set(failed.errors) <= {"grpc UNAVAILABLE", "refused", "disconnected", "timeout"}
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended: vanished, or a zombie its new parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.slow
+def test_a_server_whose_parent_is_gone_stops(tmp_path: Path) -> None:
+    """serve --address's servers are children of Ray actors: one whose actor's process dies
+    stops by itself (PARENT_ENV)."""
+    ready = tmp_path / "ready.json"
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import os, subprocess, sys, time
+env = {{**os.environ, "VISIONBENCH_SERVE_PARENT": str(os.getpid()), "VISIONBENCH_FAKE_ENGINE": "1"}}
+server = subprocess.Popen([sys.executable, "-m", "visionbench", "serve", "resnet50-tiny", "--engine",
+                           "fake", "--ready-file", {str(ready)!r}], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(server.pid, flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())  # type: ignore[union-attr]
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+        os.kill(pid, 0)  # serving
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while not _gone(pid):
+            assert time.monotonic() < deadline, "the orphaned server still runs"
+            time.sleep(0.2)
+    finally:
+        parent.kill()
+        with contextlib.suppress(ProcessLookupError, NameError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -155,12 +155,13 @@ def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 
           reporter: Reporter | None = None, **options: Any) -> str:
     """Serve ``model`` (one engine and precision: ``engines``, ``precisions``; the study's model
     options) behind KServe's Python model server over HTTP and gRPC, on ``host`` (loopback
-    unless given), until SIGINT or SIGTERM; ``announce`` gets the URLs and configuration once it
-    listens (also written to ``ready_file``). Returns the name of the signal that stopped it.
-    ``address``: a Ray cluster instead, a server on each of its ``nodes`` (default: every alive
-    node with CPUs) on the node's own address, with the node's CPUs as threads; ``announce``
-    gets them all (``servers``, and the lists ``http`` and ``grpc`` that ``loadtest`` takes);
-    ``warn`` hears of a server that stops while the others go on."""
+    unless given), until SIGINT, SIGTERM or SIGHUP; ``announce`` gets the URLs and
+    configuration once it listens (also written to ``ready_file``). Returns the name of the
+    signal that stopped it. ``address``: a Ray cluster instead, a server on each of its
+    ``nodes`` (default: every alive node with CPUs) on the node's own address, with the node's
+    CPUs as threads; ``announce`` gets them all (``servers``, and the lists ``http`` and
+    ``grpc`` that ``loadtest`` takes); ``warn`` hears of a server that stops while the others
+    go on."""
     for port, name in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):
         if not 0 <= port <= 65535:
             raise VisionbenchError(f"{name} takes 0 (any free port) to 65535, got {port}")
@@ -169,11 +170,6 @@ def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 
     if nodes is not None and address is None:
         raise VisionbenchError("--nodes chooses a cluster's nodes: give --address too")
     if address is not None:
-        try:
-            from visionbench.ray_fleet.servers import serve_on
-        except ImportError as e:
-            raise VisionbenchError(f"serve --address needs Ray ({e}): "
-                                   "pip install 'visionbench[fleet]'") from None
         if host != "127.0.0.1":
             raise VisionbenchError("--host and --address: on a cluster each server listens on "
                                    "its node's own address")
@@ -182,6 +178,11 @@ def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 
         if len(cfg.study.engines) != 1 or len(cfg.study.precisions) != 1:
             raise VisionbenchError("serve hosts one engine and one precision: give --engine and "
                                    "--precision once each")
+        try:
+            from visionbench.ray_fleet.servers import serve_on
+        except ImportError as e:
+            raise VisionbenchError(f"serve --address needs Ray ({e}): "
+                                   "pip install 'visionbench[fleet]'") from None
         ports = {k: v for k, v in (("http_port", http_port), ("grpc_port", grpc_port)) if v}
         return serve_on(address, list(nodes) if nodes is not None else None, model,
                         {**options, **ports, "engines": list(cfg.study.engines),

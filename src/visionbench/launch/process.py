@@ -36,6 +36,9 @@ ROOT_ENV = "VISIONBENCH_ROOT_PID"
 #: Set by a fleet's node on its visionbench processes: the same value marks another node's of the
 #: same fleet run, a known neighbour on a machine the nodes share, never a disturbance.
 FLEET_ENV = "VISIONBENCH_FLEET_RUN"
+#: Set on a server started for another process (serve --address: a node's Ray actor) to that
+#: process's pid: the server stops once its parent is gone, so none outlives the run.
+PARENT_ENV = "VISIONBENCH_SERVE_PARENT"
 
 
 def root_pid() -> int:

@@ -21,7 +21,7 @@ from visionbench.errors import VisionbenchError
 from visionbench.scenarios.mlperf.logs import explain, read_detail, start_test
 from visionbench.scenarios.mlperf.settings import Options, loadgen, test_settings
 from visionbench.scenarios.mlperf.sut import Probe
-from visionbench.serving.client import Client, Endpoint, Tensor, error_kind
+from visionbench.serving.client import Client, Endpoint, Tensor, error_kind, error_message
 
 
 class NetworkSut:
@@ -36,6 +36,8 @@ class NetworkSut:
         self.thread = threading.Thread(target=self.loop.run_forever, name="loadgen-sut", daemon=True)
         self.thread.start()
         self.errors: Counter[str] = Counter()
+        #: The first message of each kind of error.
+        self.said: dict[str, str] = {}
         #: Each request's latency in ns, from LoadGen's issue to its answer.
         self.latencies: list[int] = []
 
@@ -61,7 +63,9 @@ class NetworkSut:
             await client.infer()
             self.latencies.append(time.perf_counter_ns() - t0)
         except Exception as e:  # completed all the same (LoadGen waits for every sample)
-            self.errors[error_kind(e)] += 1
+            kind = error_kind(e)
+            self.errors[kind] += 1
+            self.said.setdefault(kind, error_message(e))
         finally:
             self.free.put_nowait(client)
             self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(sample_id, 0, 0)])
@@ -81,9 +85,11 @@ class NetworkSut:
 
 def run_server(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Tensor],
                data: list[np.ndarray], rate: float, opts: Options, timeout_s: float, connections: int,
-               log_dir: Path) -> tuple[dict[str, Any], list[str], np.ndarray, dict[str, int]]:
+               log_dir: Path
+               ) -> tuple[dict[str, Any], list[str], np.ndarray, dict[str, int], dict[str, str]]:
     """One LoadGen Server run at ``rate`` queries/s: its detail log's fields, the rules it
-    broke (none: VALID), each request's latency (ns) and the errors by kind."""
+    broke (none: VALID), each request's latency (ns), the errors by kind and each kind's first
+    message."""
     lg = loadgen()
     settings, _ = test_settings(lg, replace(opts, scenario="Server", target_qps=rate), Probe())
     sut = NetworkSut(lg, at, model, inputs, outputs, data, timeout_s, connections)
@@ -96,5 +102,8 @@ def run_server(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Ten
     if not sut.latencies:
         raise VisionbenchError(f"{at.url} answered none of LoadGen's "
                                f"{sum(sut.errors.values())} requests at {rate:g}/s: "
-                               + ", ".join(f"{n} {k}" for k, n in sut.errors.items()))
-    return detail, explain("Server", detail), np.array(sut.latencies, dtype=np.int64), dict(sut.errors)
+                               + ", ".join(f"{n} {k}" for k, n in sut.errors.items())
+                               + "".join(f" (the first said: {m})" for m in
+                                         list(sut.said.values())[:1]))
+    return (detail, explain("Server", detail), np.array(sut.latencies, dtype=np.int64),
+            dict(sut.errors), dict(sut.said))

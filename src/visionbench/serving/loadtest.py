@@ -107,6 +107,7 @@ async def _point(target: Target, model: str, users: int, plan: Plan, inputs: lis
         until = time.perf_counter() + plan.warmup_s
         said: dict[str, str] = {}
         await asyncio.gather(*(_user(c, until, [], [], said) for c in clients))
+        said.clear()  # the window's errors are quoted, not the warm-up's
         done: list[tuple[int, int]] = []
         failed: list[tuple[int, str]] = []
         # The server's counters, read around the window: requests in flight at either edge
@@ -237,14 +238,22 @@ def ceiling_share(p: LoadPoint, points: list[LoadPoint], ceiling: str) -> None:
 
 def _facts_for(at: Endpoint, given: dict[str, Any] | None, alone: bool) -> dict[str, Any]:
     """What serve wrote of the server at ``at``: its ready file's facts (serve --address: the
-    entry among its servers whose URL is ``at``'s)."""
+    entry among its servers whose URL is ``at``'s); one line where the file names no server at
+    ``at`` (one URL and one server's file: that server, whatever its URL is called here)."""
     if not given:
         return {}
     servers = given.get("servers")
-    if isinstance(servers, list):
-        return next((s for s in servers if isinstance(s, dict) and at.url in
-                     (s.get("http"), s.get("grpc"))), {})
-    return given if alone or at.url in (given.get("http"), given.get("grpc")) else {}
+    entries = servers if isinstance(servers, list) else [given]
+    found = next((s for s in entries if isinstance(s, dict) and at.url in
+                  (s.get("http"), s.get("grpc"))), None)
+    if found is None and alone and not isinstance(servers, list):
+        found = given
+    if found is None:
+        named = [u for s in entries if isinstance(s, dict) for u in (s.get("http"), s.get("grpc"))
+                 if isinstance(u, str)]
+        raise VisionbenchError(f"--server-facts names no server at {at.url} (it names "
+                               f"{', '.join(named) or 'none'})")
+    return found
 
 
 def _target(at: Endpoint, said: dict[str, Any], facts: dict[str, Any]) -> Target:
@@ -349,8 +358,9 @@ async def _sweep(targets: list[Target], model: str, plan: Plan, inputs: list[Ten
     points: list[LoadPoint] = []
     together = [t.at.url for t in targets] if len(targets) > 1 else []
     for users in plan.concurrency:
-        now_ = await asyncio.gather(*(_point(t, model, users, plan, inputs, outputs, data)
-                                      for t in targets))
+        came = await asyncio.gather(*(_point(t, model, users, plan, inputs, outputs, data)
+                                      for t in targets), return_exceptions=True)
+        now_ = [p for p in came if isinstance(p, LoadPoint)]
         for p in now_:
             p.together = together
             ceiling_share(p, store.results.loadtest, plan.ceiling or NOOP)
@@ -362,6 +372,9 @@ async def _sweep(targets: list[Target], model: str, plan: Plan, inputs: list[Ten
                 if q is p or q.knee != before[q.key]:
                     store.add(q)
             on_point(p)
+        broken = next((e for e in came if isinstance(e, BaseException)), None)
+        if broken is not None:  # the other servers' points are stored first
+            raise broken
         if any(p.status == "failed" for p in now_):
             break  # nothing came back: the server is gone or refuses
     return points
@@ -378,7 +391,7 @@ def _open_loop(target: Target, plan: Plan, model: str, inputs: list[Tensor],
     for rate in plan.rates or []:
         key = loadtest_key(at.protocol, model, plan.connections, rate)
         started, cpu0, t0 = now(), time.process_time(), time.perf_counter()
-        detail, broken, lat, errors = run_server(at, model, inputs, outputs, data, rate, opts,
+        detail, broken, lat, errors, said = run_server(at, model, inputs, outputs, data, rate, opts,
                                                  plan.timeout_s, plan.connections,
                                                  own_dir(own_dir(store.dir / "loadgen") / key))
         wall = time.perf_counter() - t0
@@ -390,7 +403,8 @@ def _open_loop(target: Target, plan: Plan, model: str, inputs: list[Tensor],
             reason="; ".join(broken) or None, window_s=round(ran_s, 2), requests=len(lat),
             images_per_request=int(data[0].shape[0]) if data[0].ndim else 1,
             throughput_ips=detail.get("result_completed_samples_per_sec"), latency=summary,
-            errors=errors, client_cpu_cores=round((time.process_time() - cpu0) / wall, 3),
+            errors=errors, error_messages=said,
+            client_cpu_cores=round((time.process_time() - cpu0) / wall, 3),
             server=server, started_at=started, finished_at=now(),
             loadgen={"validity": detail.get("result_validity"),
                      "scheduled_qps": detail.get("result_scheduled_samples_per_sec"),

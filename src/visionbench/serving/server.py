@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -31,6 +32,7 @@ from visionbench.data import decode
 from visionbench.data.preprocess import get_preprocess, laid_out, resized
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import write_ready
+from visionbench.launch.process import PARENT_ENV
 from visionbench.serving.host import Hosted
 from visionbench.sysinfo import available_cpus
 
@@ -93,6 +95,23 @@ class _Input:
     decode: Callable[[np.ndarray], np.ndarray] | None = None
 
 
+class _Slots:
+    """An engine's requests (slots), each run on a thread of its own: shared by every served
+    model that calls the same session, so that no engine request runs two calls at once."""
+
+    def __init__(self, name: str, run: Callable[[int, np.ndarray], np.ndarray], count: int):
+        self.run, self.count = run, count
+        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix=name)
+        self._free: asyncio.Queue[int] | None = None
+
+    def free(self) -> asyncio.Queue[int]:
+        if self._free is None:  # made in the server's event loop
+            self._free = asyncio.Queue()
+            for slot in range(self.count):
+                self._free.put_nowait(slot)
+        return self._free
+
+
 def _from_jpeg(hosted: Hosted) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]] | None:
     """A request of JPEG files decoded and preprocessed as the pipeline does it (the fastest
     decoder installed, the model's own preprocessing), or None for a model that does not take
@@ -137,17 +156,13 @@ def _models(hosted: Hosted, decode_threads: int) -> tuple[list[Any], dict[str, A
     class Served(Model):
         """One request at a time per engine request (slot); the call runs on a worker thread
         (the engines release the GIL while they compute), so requests arriving at once run at
-        once, up to the engine's number of requests. A JPEG request is decoded first, on the
-        decode threads: an engine request never waits on a decode (as a preprocessing model
-        ahead of the classifier in an ensemble)."""
+        once, up to the engine's number of requests, whichever of the session's models they
+        name. A JPEG request is decoded first, on the decode threads: an engine request never
+        waits on a decode (as a preprocessing model ahead of the classifier in an ensemble)."""
 
-        def __init__(self, name: str, takes: _Input,
-                     run: Callable[[int, np.ndarray], np.ndarray], slots: int):
+        def __init__(self, name: str, takes: _Input, slots: _Slots):
             super().__init__(name)
-            self._takes, self._run = takes, run
-            self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=name)
-            self._free: asyncio.Queue[int] | None = None
-            self._slots = slots
+            self._takes, self._slots = takes, slots
             self.stats = Statistics()
             self.ready = True
 
@@ -181,17 +196,14 @@ def _models(hosted: Hosted, decode_threads: int) -> tuple[list[Any], dict[str, A
                 x = np.ascontiguousarray(given.as_numpy(), dtype=np.float32).reshape(shape)
             else:
                 x = await loop.run_in_executor(decoders, takes.decode, given.as_numpy())
-            if self._free is None:  # made in the server's event loop
-                self._free = asyncio.Queue()
-                for slot in range(self._slots):
-                    self._free.put_nowait(slot)
+            free = self._slots.free()
             t1 = time.perf_counter_ns()
-            slot = await self._free.get()
+            slot = await free.get()
             t2 = time.perf_counter_ns()
             try:
-                y = await loop.run_in_executor(self._pool, self._run, slot, x)
+                y = await loop.run_in_executor(self._slots.pool, self._slots.run, slot, x)
             finally:
-                self._free.put_nowait(slot)
+                free.put_nowait(slot)
             t3 = time.perf_counter_ns()
             out = InferOutput(out_name, list(y.shape), DATATYPE)
             out.set_data_from_numpy(np.ascontiguousarray(y, dtype=np.float32), binary_data=True)
@@ -208,15 +220,15 @@ def _models(hosted: Hosted, decode_threads: int) -> tuple[list[Any], dict[str, A
 
     tensor = _Input(model.input_name, DATATYPE, shape)
     zeros = np.zeros(out_shape, np.float32)
-    served = [Served(model.name, tensor, infer, session.requests),
-              Served(NOOP, tensor, lambda slot, x: zeros, 1)]
+    engine = _Slots(model.name, infer, session.requests)
+    served = [Served(model.name, tensor, engine),
+              Served(NOOP, tensor, _Slots(NOOP, lambda slot, x: zeros, 1))]
     jpeg = _from_jpeg(hosted)
     if jpeg is None:
         return served, {}
     run, facts = jpeg
     name = f"{model.name}{JPEG_SUFFIX}"
-    served.append(Served(name, _Input("image", "BYTES", [hosted.batch], run), infer,
-                         session.requests))
+    served.append(Served(name, _Input("image", "BYTES", [hosted.batch], run), engine))
     return served, {"jpeg_model": name, **facts, "decode_threads": decode_threads}
 
 
@@ -253,10 +265,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _orphaned(parent: int, serving: asyncio.Task) -> bool:
+    """True once the process ``parent`` is no longer this one's parent (it died: Linux gives
+    the orphan to init or a subreaper); False when the server ends first."""
+    while not serving.done():
+        if os.getppid() != parent:
+            return True
+        await asyncio.sleep(1.0)
+    return False
+
+
 def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int = 0,
           ready_file: Path | None = None, announce: Callable[[dict[str, Any]], None] = print,
           grpc_threads: int = 4) -> str:
-    """Serve ``hosted`` until SIGINT or SIGTERM; ``announce`` gets the URLs, ports and
+    """Serve ``hosted`` until SIGINT, SIGTERM or SIGHUP (or its parent's end, where
+    ``PARENT_ENV`` names it); ``announce`` gets the URLs, ports and
     configuration once both servers listen (also written to ``ready_file``). Returns the name of
     the signal that stopped it."""
     try:
@@ -329,13 +352,16 @@ def serve(hosted: Hosted, host: str = "127.0.0.1", http_port: int = 0, grpc_port
         await rpc.start()
         loop = asyncio.get_running_loop()
 
-        def stop(sig: signal.Signals) -> None:
-            stopped_by.append(sig.name)
+        def stop(why: str) -> None:
+            stopped_by.append(why)
             web.should_exit = True
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop, sig)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop, sig.name)
         serving = asyncio.create_task(web.serve(sockets=[http_sock]))
+        if parent := os.environ.get(PARENT_ENV, "").strip():
+            watch = asyncio.create_task(_orphaned(int(parent), serving))
+            watch.add_done_callback(lambda t: t.result() and stop("the end of its parent"))
         while not web.started and not serving.done():
             await asyncio.sleep(0.02)
         if web.started:
