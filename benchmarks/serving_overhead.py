@@ -20,26 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import median, spread
-
-SERVER_CORE, CLIENT_CORE = "0", "1"
-
-
-def vb(core: str, *args: str) -> list[str]:
-    return ["taskset", "-c", core, sys.executable, "-m", "visionbench", *args]
+from _common import CLIENT_CORE, SERVER_CORE, median, pinned, served, spread
 
 
 def in_process(a: argparse.Namespace, precision: str, out: Path) -> dict[str, float]:
     """Batch-1 p50/p99 (one synchronous request) and batch-1 images/s (the engine's own
     throughput configuration), on the server's core with one thread."""
-    subprocess.run(vb(SERVER_CORE, "run", "--model", a.model, "--engine", a.engine, "--precision",
+    subprocess.run(pinned(SERVER_CORE, "run", "--model", a.model, "--engine", a.engine, "--precision",
                       precision, "--mode", "throughput,latency", "--method", "engine",
                       "--batch-size", "1", "--threads", "1", "--duration", a.duration,
                       "--repeats", "3", "--output", str(out)), check=True, capture_output=True)
@@ -50,10 +41,10 @@ def in_process(a: argparse.Namespace, precision: str, out: Path) -> dict[str, fl
             "ips": by_mode["throughput"]["throughput_ips"]}
 
 
-def served(a: argparse.Namespace, url: str, facts: Path, out: Path, jpeg: bool = False) -> dict:
+def load(a: argparse.Namespace, url: str, facts: Path, out: Path, jpeg: bool = False) -> dict:
     what = ["--model", f"{a.model}-jpeg", "--jpeg"] if jpeg else ["--model", a.model, "--ceiling",
                                                                   "noop"]
-    subprocess.run(vb(CLIENT_CORE, "loadtest", url, *what, "--concurrency", a.concurrency,
+    subprocess.run(pinned(CLIENT_CORE, "loadtest", url, *what, "--concurrency", a.concurrency,
                       "--duration", a.duration, "--warmup", "1", "--server-facts", str(facts),
                       "--output", str(out)), check=True, capture_output=True)
     return json.loads((out / "results.json").read_text())
@@ -73,17 +64,9 @@ def main() -> None:
         raise SystemExit("needs 2 cores: one for the server, one for the load generator")
     for precision in a.precisions.split(","):
         tmp = Path(tempfile.mkdtemp(prefix="serving-overhead-"))
-        facts = tmp / "server.json"
-        server = subprocess.Popen(vb(SERVER_CORE, "serve", a.model, "--engine", a.engine,
-                                     "--precision", precision, "--threads", "1",
-                                     "--ready-file", str(facts)),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            while not facts.exists():
-                if server.poll() is not None:
-                    raise SystemExit(f"serve failed: {server.stderr.read() if server.stderr else ''}")
-                time.sleep(0.2)
-            urls = json.loads(facts.read_text())
+        with served(a.model, "--engine", a.engine, "--precision", precision,
+                    "--threads", "1") as urls:
+            facts = Path(urls["ready_file"])
             rows: dict[str, list[dict]] = {"http": [], "grpc": []}
             jpegs: list[dict] = []
             alone: list[dict[str, float]] = []
@@ -95,15 +78,12 @@ def main() -> None:
                     if step == "in-process":
                         alone.append(in_process(a, precision, out))
                     elif step == "grpc-jpeg":
-                        jpegs.append(served(a, urls["grpc"], facts, out, jpeg=True))
+                        jpegs.append(load(a, urls["grpc"], facts, out, jpeg=True))
                     else:
-                        rows[step].append(served(a, urls[step], facts, out))
+                        rows[step].append(load(a, urls[step], facts, out))
             report(a, precision, urls, alone, rows)
             if jpegs:
                 report_jpeg(a, urls, rows["grpc"], jpegs)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
 
 
 def report(a: argparse.Namespace, precision: str, urls: dict, alone: list[dict[str, float]],

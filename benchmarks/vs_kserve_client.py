@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,9 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import spread
-
-SERVER_CORE, CLIENT_CORE = "0", "1"
+from _common import CLIENT_CORE, SERVER_CORE, pinned, served, spread
 
 
 async def _kserve_loop(url: str, model: str, tensor: dict, users: int, warmup: float,
@@ -59,10 +56,6 @@ async def _kserve_loop(url: str, model: str, tensor: dict, users: int, warmup: f
     return {"ips": done * shape[0] / duration, "cpu": cpu / duration}
 
 
-def vb(core: str, *args: str) -> list[str]:
-    return ["taskset", "-c", core, sys.executable, "-m", "visionbench", *args]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -78,16 +71,7 @@ def main() -> None:
                                                   a.concurrency, 1.0, a.duration))))
         return
     tmp = Path(tempfile.mkdtemp(prefix="vs-kserve-client-"))
-    facts = tmp / "server.json"
-    server = subprocess.Popen(vb(SERVER_CORE, "serve", a.model, "--precision", a.precision,
-                                 "--threads", "1", "--ready-file", str(facts)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while not facts.exists():
-            if server.poll() is not None:
-                raise SystemExit("serve failed")
-            time.sleep(0.2)
-        urls = json.loads(facts.read_text())
+    with served(a.model, "--precision", a.precision, "--threads", "1") as urls:
         url = urls["grpc"]
         with urllib.request.urlopen(f"{urls['http']}/v2/models/{a.model}") as r:
             tensor = json.loads(r.read())["inputs"][0]  # read by neither client's library
@@ -96,9 +80,10 @@ def main() -> None:
             for who in (("ours", "kserve") if r % 2 == 0 else ("kserve", "ours")):
                 if who == "ours":
                     out = tmp / f"load-{r}"
-                    subprocess.run(vb(CLIENT_CORE, "loadtest", url, "--model", a.model,
-                                      "--concurrency", str(a.concurrency), "--duration",
-                                      str(a.duration), "--warmup", "1", "--output", str(out)),
+                    subprocess.run(pinned(CLIENT_CORE, "loadtest", url, "--model", a.model,
+                                          "--concurrency", str(a.concurrency), "--duration",
+                                          str(a.duration), "--warmup", "1", "--output",
+                                          str(out)),
                                    check=True, capture_output=True)
                     (p,) = json.loads((out / "results.json").read_text())["loadtest"]
                     ours.append({"ips": p["throughput_ips"], "cpu": p["client_cpu_cores"]})
@@ -118,9 +103,6 @@ def main() -> None:
         print(f"  KServe's InferenceGRPCClient:        {spread([t['ips'] for t in theirs])} img/s, "
               f"CPU {spread([t['cpu'] for t in theirs])} cores")
         print(f"  ratio visionbench / KServe's client: {spread(ratios)}")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 if __name__ == "__main__":
