@@ -162,6 +162,9 @@ def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 
     CPUs as threads; ``announce`` gets them all (``servers``, and the lists ``http`` and
     ``grpc`` that ``loadtest`` takes); ``warn`` hears of a server that stops while the others
     go on."""
+    from visionbench.serving.host import host as prepare
+    from visionbench.serving.host import one_engine
+
     for port, name in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):
         if not 0 <= port <= 65535:
             raise VisionbenchError(f"{name} takes 0 (any free port) to 65535, got {port}")
@@ -175,9 +178,7 @@ def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 
                                    "its node's own address")
         if nodes is not None and not list(nodes):
             raise VisionbenchError("--nodes is empty")
-        if len(cfg.study.engines) != 1 or len(cfg.study.precisions) != 1:
-            raise VisionbenchError("serve hosts one engine and one precision: give --engine and "
-                                   "--precision once each")
+        engine, precision = one_engine(cfg)
         try:
             from visionbench.ray_fleet.servers import serve_on
         except ImportError as e:
@@ -185,11 +186,9 @@ def serve(model: str = "resnet50", *, host: str = "127.0.0.1", http_port: int = 
                                    "pip install 'visionbench[fleet]'") from None
         ports = {k: v for k, v in (("http_port", http_port), ("grpc_port", grpc_port)) if v}
         return serve_on(address, list(nodes) if nodes is not None else None, model,
-                        {**options, **ports, "engines": list(cfg.study.engines),
-                         "precisions": list(cfg.study.precisions)}, announce, warn,
-                        reporter or Reporter(), (lambda facts: write_ready(out, facts)) if out
-                        else None)
-    from visionbench.serving.host import host as prepare
+                        {**options, **ports, "engines": [engine], "precisions": [precision]},
+                        announce, warn, reporter or Reporter(),
+                        (lambda facts: write_ready(out, facts)) if out else None)
     from visionbench.serving.server import serve as run_server
 
     hosted = prepare(cfg, reporter or Reporter())

@@ -25,6 +25,7 @@ from visionbench.cli.options import (
     TUNE,
     flags_of,
     int_list,
+    node_list,
     options,
     study,
 )
@@ -119,8 +120,7 @@ def fleet(nodes: str | None, runtime_env: Path | None, **kw: Any) -> None:
     """Run the study on every node of a Ray cluster; one combined report with outliers named."""
     from visionbench.ray_fleet.env import read_runtime_env
 
-    selectors = [n.strip() for n in nodes.split(",") if n.strip()] if nodes is not None else None
-    kw = study(**kw, nodes=selectors, runtime_env=read_runtime_env(runtime_env))
+    kw = study(**kw, nodes=node_list(nodes), runtime_env=read_runtime_env(runtime_env))
     kw["output"] = kw.get("output") or api.default_output("fleet")
     summary = measure(lambda **k: api.fleet(**k, **kw), kw["output"], kw.get("threads"),
                        "every node's measurements so far are kept")

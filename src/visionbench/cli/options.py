@@ -75,6 +75,12 @@ def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     return sorted(set(items))
 
 
+def node_list(value: str | None) -> list[str] | None:
+    """``--nodes``: a comma list of node selectors (empty when only commas: the API says so);
+    None when not given."""
+    return None if value is None else [n.strip() for n in value.split(",") if n.strip()]
+
+
 def options(options: list) -> Callable:
     def apply(f: Callable) -> Callable:
         for option in reversed(options):

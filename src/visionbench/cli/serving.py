@@ -13,7 +13,7 @@ import click
 
 from visionbench import api
 from visionbench.cli import tables
-from visionbench.cli.options import int_list
+from visionbench.cli.options import int_list, node_list
 from visionbench.cli.running import console, report_run
 from visionbench.engines import PRECISIONS, all_engines
 from visionbench.settings import DEFAULT_ENGINE
@@ -58,7 +58,7 @@ def serve(model: str, nodes: str | None, **kw: Any) -> None:
         print(f"visionbench serve: {line}", file=sys.stderr, flush=True)
 
     if nodes is not None:
-        given["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]
+        given["nodes"] = node_list(nodes)
     stopped = api.serve(model, announce=announce, warn=warn, **given)
     print(f"visionbench serve: stopped by {stopped}", file=sys.stderr)
 

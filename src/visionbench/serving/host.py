@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from visionbench.config import RunConfig
-from visionbench.engines import Session, get_engine
+from visionbench.engines import Precision, Session, get_engine
 from visionbench.errors import VisionbenchError
 from visionbench.models.spec import ModelSpec
 from visionbench.reporter import Reporter
@@ -27,14 +27,20 @@ class Hosted:
     configuration: dict[str, Any] = field(default_factory=dict)
 
 
-def host(cfg: RunConfig, reporter: Reporter) -> Hosted:
-    """Prepare ``cfg``'s one model on its one engine and precision at its batch size (default 1);
-    raises VisionbenchError on bad input or a precision this CPU or engine cannot run."""
+def one_engine(cfg: RunConfig) -> tuple[str, Precision]:
+    """The one engine and precision ``cfg`` serves; one line where it names several."""
     st = cfg.study
     if len(st.engines) != 1 or len(st.precisions) != 1:
         raise VisionbenchError("serve hosts one engine and one precision: give --engine and "
                                "--precision once each")
-    engine, precision = get_engine(st.engines[0]), st.precisions[0]
+    return st.engines[0], st.precisions[0]
+
+
+def host(cfg: RunConfig, reporter: Reporter) -> Hosted:
+    """Prepare ``cfg``'s one model on its one engine and precision at its batch size (default 1);
+    raises VisionbenchError on bad input or a precision this CPU or engine cannot run."""
+    name, precision = one_engine(cfg)
+    engine = get_engine(name)
     work = plan_workload(cfg, {engine.name: engine}, reporter)
     task = work.tasks[0]
     if (why := not_run(task, cfg)) is not None:

@@ -28,6 +28,7 @@ from visionbench.results import Results, RunStore, now
 from visionbench.results.policy import check_output, claim, join
 from visionbench.results.schema import Invocation, LoadPoint, ModelInfo, loadtest_key
 from visionbench.scenarios.mlperf.settings import Options
+from visionbench.serving import JPEG_SUFFIX, NOOP
 from visionbench.serving.client import (
     Client,
     Endpoint,
@@ -124,7 +125,7 @@ async def _point(target: Target, model: str, users: int, plan: Plan, inputs: lis
             await c.close()
     # What completed within the window; the requests in flight at its end complete after it.
     kept = [(t, lat) for t, lat in done if t <= end_ns]
-    per_image = int(data[0].shape[0]) if data[0].ndim else 1
+    per_image = _images_per_request(data)
     errors = dict(Counter(kind for t, kind in failed if t <= end_ns))
     p = LoadPoint(url=at.url, protocol=at.protocol, model=model, concurrency=users,
                   status="ok" if kept else "failed", window_s=plan.duration_s,
@@ -151,6 +152,11 @@ async def _point(target: Target, model: str, users: int, plan: Plan, inputs: lis
     p.throughput_ci = t_interval([len(x) * per_image / part_s for x in parts], at_least=0.0)
     p.latency = latency_summary(lat, [x for x in parts if len(x)])
     return p
+
+
+def _images_per_request(data: list[np.ndarray]) -> int:
+    """A request's images: its tensor's batch, or its JPEG files."""
+    return int(data[0].shape[0]) if data[0].ndim else 1
 
 
 def mark_knee(points: list[LoadPoint]) -> LoadPoint | None:
@@ -194,7 +200,7 @@ def _input(model: str, inputs: list[Tensor], given: tuple[int, ...] | None,
     if (t.datatype == "BYTES") != (jpegs is not None):
         raise VisionbenchError(
             f"{model}'s input is {t.datatype}: " + ("loadtest --jpeg sends JPEG files as BYTES "
-                                                     f"(serve's JPEG model is {model}-jpeg)"
+                                                     f"(serve's JPEG model is {model}{JPEG_SUFFIX})"
                                                      if jpegs is not None else "give --jpeg to "
                                                      "send it JPEG files"))
     if t.datatype not in ("FP32", "BYTES"):
@@ -221,10 +227,6 @@ def model_info(at: Endpoint, model: str, inputs: list[Tensor], outputs: list[Ten
                          data.shape[1:]), fixed_batch=int(data.shape[0]), gflop_per_image=None,
                      num_classes=int(out[-1]) if out else None,
                      outputs=[o.name for o in outputs])
-
-
-#: The no-op model ``visionbench serve`` hosts beside the real one.
-NOOP = "noop"
 
 
 def ceiling_share(p: LoadPoint, points: list[LoadPoint], ceiling: str) -> None:
@@ -401,7 +403,7 @@ def _open_loop(target: Target, plan: Plan, model: str, inputs: list[Tensor],
             url=at.url, protocol=at.protocol, model=model, concurrency=plan.connections,
             mode="poisson", target_qps=rate, valid=not broken, status="ok",
             reason="; ".join(broken) or None, window_s=round(ran_s, 2), requests=len(lat),
-            images_per_request=int(data[0].shape[0]) if data[0].ndim else 1,
+            images_per_request=_images_per_request(data),
             throughput_ips=detail.get("result_completed_samples_per_sec"), latency=summary,
             errors=errors, error_messages=said,
             client_cpu_cores=round((time.process_time() - cpu0) / wall, 3),

@@ -33,15 +33,12 @@ from visionbench.data.preprocess import get_preprocess, laid_out, resized
 from visionbench.errors import VisionbenchError
 from visionbench.fsutil import write_ready
 from visionbench.launch.process import PARENT_ENV
+from visionbench.serving import JPEG_SUFFIX, NOOP
 from visionbench.serving.host import Hosted
 from visionbench.sysinfo import available_cpus
 
 #: The model's v2 datatype: visionbench's models take and give float32.
 DATATYPE = "FP32"
-#: The name of the no-op model served beside the real one.
-NOOP = "noop"
-#: The JPEG twin of a served model is named MODEL-jpeg.
-JPEG_SUFFIX = "-jpeg"
 
 
 @contextlib.contextmanager
